@@ -1,0 +1,1 @@
+"""Backends: anything that answers OpenAI requests. Never imports `gateway`."""

@@ -1,0 +1,175 @@
+"""The OpenAI-compatible HTTP backend: vLLM, TGI, SGLang, Ollama, llama.cpp, LM Studio, OpenAI...
+
+One pooled keep-alive connection set per upstream. Requests are built as `httpx.Request`s from a
+pre-parsed base URL and handed straight to the transport: the `AsyncClient` layer (URL merging,
+cookies, auth flows, event hooks, per-request logging) roughly halves throughput and adds nothing
+a proxy needs. Any httpx transport fits; the default is `PooledTransport` (see transport.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Annotated
+
+import httpx
+import msgspec
+
+from backends.errors import (
+    APIError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from backends.protocol import Completion
+from backends.sse import DONE, SSEParser
+from backends.transport import PooledTransport
+from backends.types import Endpoint, UpstreamErrorEnvelope, UsagePeek
+
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Time limits for one upstream call, in seconds."""
+
+    connect: Seconds = 5.0
+    """Opening a TCP (and TLS) connection."""
+    read: Seconds = 120.0
+    """Waiting for the response headers, and then between two pieces of the body."""
+    pool: Seconds = 10.0
+    """Waiting for a free connection when `max_connections` are all busy."""
+    total: Seconds = 600.0
+    """A whole non-streamed exchange, from sending to the last byte."""
+
+
+class HTTPBackend:
+    """Talks to one OpenAI-compatible upstream at `base_url` (ending before `/chat/completions`)."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeouts: Timeouts | None = None,
+        max_connections: int = 256,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+        self.name = name
+        self.timeouts = timeouts or Timeouts()
+        self._transport = transport or PooledTransport(max_connections=max_connections, max_keepalive=max_connections)
+        base = base_url.rstrip("/")
+        self._urls = {e: httpx.URL(f"{base}/{e}") for e in ("chat/completions", "completions", "embeddings")}
+        self._headers = httpx.Headers({"content-type": "application/json", "user-agent": "llm-gateway", **(headers or {})})
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
+        t = self.timeouts
+        self._extensions = {"timeout": {"connect": t.connect, "read": t.read, "write": t.read, "pool": t.pool}}
+
+    async def complete(self, endpoint: Endpoint, payload: dict[str, object]) -> Completion:
+        with self._translated():
+            try:
+                async with asyncio.timeout(self.timeouts.total):
+                    response = await self._send(endpoint, payload)
+                    body = await response.aread()
+            except TimeoutError:
+                raise UpstreamTimeout(f"upstream {self.name} did not answer within {self.timeouts.total:g}s") from None
+        if response.status_code != 200:
+            raise _status_error(self.name, response, body)
+        try:
+            peek = msgspec.json.decode(body, type=UsagePeek)
+        except msgspec.DecodeError:
+            raise UpstreamProtocolError(f"upstream {self.name} sent a response that is not a JSON object") from None
+        return Completion(body, peek.usage)
+
+    async def stream(self, endpoint: Endpoint, payload: dict[str, object]) -> HTTPEventStream:
+        with self._translated():
+            response = await self._send(endpoint, payload)
+            if response.status_code != 200:
+                try:
+                    body = await response.aread()
+                finally:
+                    await response.aclose()
+                raise _status_error(self.name, response, body)
+        return HTTPEventStream(self, response)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    async def _send(self, endpoint: Endpoint, payload: dict[str, object]) -> httpx.Response:
+        request = httpx.Request(
+            "POST", self._urls[endpoint], headers=self._headers, content=msgspec.json.encode(payload), extensions=self._extensions
+        )
+        return await self._transport.handle_async_request(request)
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Turn httpx's exceptions into the gateway's error hierarchy."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            kind = "connect to" if isinstance(exc, httpx.ConnectTimeout) else "get an answer from"
+            raise UpstreamTimeout(f"timed out trying to {kind} upstream {self.name}") from None
+        except httpx.ConnectError:
+            raise UpstreamUnavailable(f"could not connect to upstream {self.name}") from None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise UpstreamProtocolError(f"upstream {self.name} broke the connection: {exc}") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"upstream {self.name} failed: {type(exc).__name__}") from None
+
+
+class HTTPEventStream:
+    """The `data` payloads of an upstream's SSE answer, as they arrive."""
+
+    def __init__(self, backend: HTTPBackend, response: httpx.Response) -> None:
+        self._backend = backend
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        parser = SSEParser()
+        with self._backend._translated():
+            async for chunk in self._response.aiter_raw():
+                for data in parser.feed(chunk):
+                    if data == DONE:
+                        return
+                    yield data
+        raise UpstreamProtocolError(f"upstream {self._backend.name} ended the stream without [DONE]")
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+def _status_error(name: str, response: httpx.Response, body: bytes) -> APIError:
+    message, code = f"upstream {name} answered HTTP {response.status_code}", None
+    with contextlib.suppress(msgspec.DecodeError):
+        envelope = msgspec.json.decode(body, type=UpstreamErrorEnvelope)
+        if isinstance(envelope.error, str):
+            message = envelope.error
+        elif envelope.error is not None:
+            message = envelope.error.message or message
+            code = str(envelope.error.code) if envelope.error.code is not None else None
+    return UpstreamStatusError(name, response.status_code, message, code, _retry_after(response.headers))
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait, from `retry-after-ms`, or `Retry-After` in seconds or as an HTTP date."""
+    if ms := headers.get("retry-after-ms"):
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(ms) / 1000)
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    with contextlib.suppress(TypeError, ValueError):
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    return None
+

@@ -1,0 +1,76 @@
+"""OpenAI wire types: what the gateway validates in a request and peeks at in a response.
+
+Only the fields the gateway relies on are declared; unknown fields are ignored here and passed
+through to the upstream untouched, because the pipeline forwards the client's own JSON object.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+Endpoint = Literal["chat/completions", "completions", "embeddings"]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool = False
+
+
+class Message(msgspec.Struct):
+    role: Role
+    content: str | list[dict[str, object]] | None = None
+
+
+class _Generation(msgspec.Struct, kw_only=True):
+    model: str
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: PositiveInt | None = None
+    max_completion_tokens: PositiveInt | None = None
+    n: Annotated[int, msgspec.Meta(ge=1, le=128)] | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+
+
+class ChatRequest(_Generation):
+    messages: Annotated[list[Message], msgspec.Meta(min_length=1)]
+
+
+class CompletionRequest(_Generation):
+    prompt: str | list[str | int | list[int]]
+
+
+class EmbeddingRequest(msgspec.Struct):
+    model: str
+    input: str | list[str | int | list[int]]
+
+
+REQUEST_TYPES: dict[Endpoint, type[msgspec.Struct]] = {
+    "chat/completions": ChatRequest,
+    "completions": CompletionRequest,
+    "embeddings": EmbeddingRequest,
+}
+
+
+class Usage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class UsagePeek(msgspec.Struct):
+    """Decodes only `usage` from a response or chunk, and proves the body is a JSON object."""
+
+    usage: Usage | None = None
+
+
+class UpstreamErrorBody(msgspec.Struct):
+    message: str = ""
+    code: str | int | None = None
+
+
+class UpstreamErrorEnvelope(msgspec.Struct):
+    error: UpstreamErrorBody | str | None = None

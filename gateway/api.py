@@ -1,0 +1,127 @@
+"""HTTP handlers. The OpenAI endpoints are raw ASGI handlers (the hot path: no per-request
+framework machinery); everything else is an ordinary Litestar handler. All are thin."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.handlers import ASGIRouteHandler, asgi
+
+from backends.types import Endpoint
+from gateway.asgi import ClientGone, Receive, Scope, Send, read_body, send_reply, send_stream
+from gateway.errors import APIError, NotFound, Unauthorized
+from gateway.pipeline import Pipeline, Reply, StreamReply, error_reply
+from gateway.reloader import Reloader
+
+
+class Gateway:
+    """What the handlers share: the live config and the pipeline."""
+
+    def __init__(self, reloader: Reloader) -> None:
+        self.reloader = reloader
+        self.pipeline = Pipeline(reloader)
+        self.draining = False
+
+
+def openai_route(gateway: Gateway, path: str, endpoint: Endpoint) -> ASGIRouteHandler:
+    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            return await send_reply(send, error_reply(NotFound(f"Use POST for {path}."), []))  # noqa: RET501
+        limit = gateway.reloader.runtime.settings.server.max_body_bytes
+        try:
+            body = await read_body(scope, receive, limit)
+        except ClientGone:
+            return None
+        except APIError as exc:
+            return await send_reply(send, error_reply(exc, []))
+        reply = await gateway.pipeline.handle(endpoint, body)
+        if isinstance(reply, StreamReply):
+            return await send_stream(receive, send, reply)
+        return await send_reply(send, reply)
+
+    return asgi(path, name=endpoint, copy_scope=False)(handle)
+
+
+def _json(data: object, status: int = 200) -> Response[bytes]:
+    return Response(msgspec.json.encode(data), status_code=status, media_type="application/json")
+
+
+def _model(name: str, created: int) -> dict[str, object]:
+    return {"id": name, "object": "model", "created": created, "owned_by": "llm-gateway"}
+
+
+def routes(gateway: Gateway) -> list[Any]:
+    @get("/v1/models", sync_to_thread=False)
+    def list_models() -> Response[bytes]:
+        runtime = gateway.reloader.runtime
+        return _json({"object": "list", "data": [_model(n, runtime.loaded_at) for n in sorted(runtime.models.names)]})
+
+    @get("/v1/models/{model_id:path}", sync_to_thread=False)
+    def get_model(model_id: str) -> Response[bytes]:
+        runtime = gateway.reloader.runtime
+        name = model_id.lstrip("/")
+        runtime.models.resolve(name)  # raises the 404
+        return _json(_model(name, runtime.loaded_at))
+
+    @get("/health/liveness", sync_to_thread=False)
+    def liveness() -> Response[bytes]:
+        return _json({"status": "draining"}, 503) if gateway.draining else _json({"status": "ok"})
+
+    @get("/health/readiness", sync_to_thread=False)
+    def readiness() -> Response[bytes]:
+        runtime = gateway.reloader.runtime
+        ready = not gateway.draining
+        body = {"status": "ok" if ready else "draining", "config_version": runtime.version, "pools": len(runtime.pools)}
+        return _json(body, 200 if ready else 503)
+
+    @get("/admin/config", sync_to_thread=False)
+    def admin_config(request: Request[Any, Any, Any]) -> Response[bytes]:
+        _authorize_admin(gateway, request)
+        runtime = gateway.reloader.runtime
+        return _json({"version": runtime.version, "path": gateway.reloader.path, "loaded_at": runtime.loaded_at})
+
+    @post("/admin/config/reload")
+    async def admin_reload(request: Request[Any, Any, Any]) -> Response[bytes]:
+        _authorize_admin(gateway, request)
+        result = await gateway.reloader.reload()
+        if result.problems:
+            message = "The config file was rejected; the running config is unchanged.\n" + "\n".join(result.problems)
+            return _json({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_config"}}, 400)
+        return _json({"version": result.version, "changed": result.changed})
+
+    endpoints: list[tuple[str, Endpoint]] = [
+        ("/v1/chat/completions", "chat/completions"),
+        ("/v1/completions", "completions"),
+        ("/v1/embeddings", "embeddings"),
+    ]
+    hot = [openai_route(gateway, path, endpoint) for path, endpoint in endpoints]
+    return [*hot, list_models, get_model, liveness, readiness, admin_config, admin_reload]
+
+
+def _authorize_admin(gateway: Gateway, request: Request[Any, Any, Any]) -> None:
+    key = gateway.reloader.runtime.settings.admin.api_key
+    if key is None or not key.reveal():
+        host = request.client.host if request.client else ""
+        if not _is_loopback(host):
+            raise Unauthorized("The admin API is open to loopback clients only unless admin.api_key is set.")
+        return
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), key.reveal().encode()):
+        raise Unauthorized("A valid admin key is required (Authorization: Bearer ...).")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def error_response(exc: APIError) -> Response[bytes]:
+    reply: Reply = error_reply(exc, [])
+    headers = {k.decode(): v.decode() for k, v in reply.headers if k != b"content-type"}
+    return Response(reply.body, status_code=reply.status, media_type="application/json", headers=headers)

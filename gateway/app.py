@@ -1,0 +1,67 @@
+"""The app factory: Litestar for routing and lifespan, wrapped by the request-context middleware."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Litestar, Request, Response
+from litestar.exceptions import HTTPException
+
+from gateway.api import Gateway, error_response, routes
+from gateway.errors import APIError, InvalidRequest, NotFound
+from gateway.middleware import RequestContext
+from gateway.reloader import Reloader
+
+DEFAULT_CONFIG = "config/gateway.yaml"
+log = logging.getLogger("gateway")
+
+
+def create_app(config_path: str | None = None) -> RequestContext:
+    """Build the ASGI app for a config file (default: $GATEWAY_CONFIG, else config/gateway.yaml).
+
+    Raises `gateway.config.ConfigError` when the file is invalid: the gateway never starts on a
+    bad config.
+    """
+    gateway = Gateway(Reloader(config_path or os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG)))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        gateway.reloader.start_watching()
+        try:
+            yield
+        finally:
+            gateway.draining = True
+            await gateway.reloader.aclose()
+
+    app = Litestar(
+        route_handlers=routes(gateway),
+        lifespan=[lifespan],
+        exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _unexpected},
+        openapi_config=None,
+        logging_config=None,
+        state={"gateway": gateway},
+    )
+    return RequestContext(app)
+
+
+def _api_error(_: Request[Any, Any, Any], exc: APIError) -> Response[bytes]:
+    return error_response(exc)
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.error("unhandled error in request %s", request.scope.get("state", {}).get("request_id"), exc_info=exc)
+    return error_response(APIError("The server had an error while processing your request."))
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    """Litestar's own errors (unknown route, wrong method, bad path parameter) in OpenAI's shape."""
+    if exc.status_code == 404:
+        return error_response(NotFound(f"Unknown request URL: {request.method} {request.url.path}."))
+    if exc.status_code == 405:
+        error = NotFound(f"Method {request.method} is not allowed for {request.url.path}.", code="method_not_allowed", status=405)
+        return error_response(error)
+    return error_response(InvalidRequest(str(exc.detail), status=exc.status_code))

@@ -1,0 +1,80 @@
+"""ASGI plumbing for the hot endpoints: reading a bounded body, sending a reply or a stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from gateway.errors import InvalidRequest, PayloadTooLarge
+from gateway.pipeline import Reply, StreamReply
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body; 413 past `limit` bytes, checked before reading when announced."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                announced = int(value)
+            except ValueError:
+                raise InvalidRequest("The Content-Length header is not a number.") from None
+            if announced > limit:
+                raise _too_large(limit)
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise _too_large(limit)
+        if not message.get("more_body"):
+            return body
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than this gateway accepts ({limit} bytes).")
+
+
+async def send_reply(send: Send, reply: Reply) -> None:
+    headers = [*reply.headers, (b"content-length", str(len(reply.body)).encode())]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+async def send_stream(receive: Receive, send: Send, reply: StreamReply) -> None:
+    """Relay SSE frames as they come; a client that goes away stops the upstream at once."""
+    await send({"type": "http.response.start", "status": 200, "headers": reply.headers})
+
+    async def pump() -> None:
+        async for chunk in reply.frames:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(watch())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await task
+        await reply.frames.aclose()  # type: ignore[attr-defined]
+    for task in done:
+        if not task.cancelled() and (exc := task.exception()) is not None and not isinstance(exc, OSError):
+            raise exc

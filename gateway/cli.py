@@ -1,0 +1,76 @@
+"""`gateway serve` and `gateway validate`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from gateway import config
+from gateway.app import DEFAULT_CONFIG
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description="An OpenAI-compatible LLM gateway.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG), help="YAML config file")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (each loads the config)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    validate = commands.add_parser("validate", help="check config files; print every problem")
+    validate.add_argument("files", nargs="+")
+
+    args = parser.parse_args(argv)
+    if args.command == "validate":
+        return _validate(args.files)
+    return _serve(args)
+
+
+def _validate(files: list[str]) -> int:
+    failed = False
+    for path in files:
+        try:
+            loaded = config.load(path)
+        except config.ConfigError as exc:
+            failed = True
+            print(str(exc), file=sys.stderr)
+            print(f"{path}: INVALID ({len(exc.problems)} problem{'s' if len(exc.problems) != 1 else ''})", file=sys.stderr)
+        else:
+            print(f"{path}: OK (version {loaded.version}, {len(loaded.settings.pools)} pools)")
+    return 1 if failed else 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        config.load(args.config)
+    except config.ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    import uvicorn
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # never log request URLs per call
+    os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
+    uvicorn.run(
+        "gateway.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

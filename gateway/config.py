@@ -1,0 +1,255 @@
+"""Loading the YAML config: every problem reported with its key path and line, or typed settings.
+
+Steps: parse YAML (keeping each key's line), interpolate `${VAR}` / `${VAR:-default}` in string
+values, check the data against the settings types collecting every problem (not only the first),
+convert, then cross-field checks (which run once the types are right). Scalars convert
+non-strictly, so `${PRICE:-0}` gives a number where a number is expected. `version` is a short hash of the file's bytes, so every worker
+that loads the same file reports the same `x-gateway-config-version`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from gateway.settings import Secret, Settings
+
+PathKey = tuple[str | int, ...]
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config file."""
+
+    path: PathKey
+    message: str
+    line: int | None = None
+
+    def render(self, source: str) -> str:
+        where = f"{source}:{self.line}" if self.line else source
+        key = _dotted(self.path)
+        return f"{where}: {key}: {self.message}" if key else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The config file cannot be used; `problems` says every reason."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(p.render(source) for p in problems))
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    settings: Settings
+    version: str
+    source: str
+
+
+def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read and validate a config file; raises `ConfigError` listing every problem."""
+    source = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(source, [Problem((), f"cannot read the file: {exc.strerror or exc}")]) from None
+    return parse(raw, source, os.environ if env is None else env)
+
+
+def parse(raw: bytes, source: str, env: Mapping[str, str]) -> LoadedConfig:
+    data, lines = _read_yaml(raw, source)
+    problems: list[Problem] = []
+    data = _interpolate(data, (), env, problems)
+    if not isinstance(data, dict):
+        problems.append(Problem((), "the file must be a mapping of settings (server, pools, ...)", 1))
+    else:
+        problems += _type_problems(data, Settings, ())
+    if not problems:
+        settings = msgspec.convert(data, Settings, strict=False, dec_hook=_dec_hook)
+        problems += check(settings)
+    if problems:
+        raise ConfigError(source, [_with_line(p, lines) for p in problems])
+    return LoadedConfig(settings, hashlib.sha256(raw).hexdigest()[:12], source)
+
+
+def check(settings: Settings) -> list[Problem]:
+    """Rules that span fields: unique names, and what each backend kind needs."""
+    problems: list[Problem] = []
+    seen: dict[str, PathKey] = {}
+    for name, pool in settings.pools.items():
+        seen[name] = ("pools", name)
+    deployment_ids: set[str] = set()
+    for name, pool in settings.pools.items():
+        for i, alias in enumerate(pool.aliases):
+            path: PathKey = ("pools", name, "aliases", i)
+            if alias in seen:
+                problems.append(Problem(path, f"model name {alias!r} is already used at {_dotted(seen[alias])}"))
+            seen.setdefault(alias, path)
+        for j, dep in enumerate(pool.deployments):
+            at: PathKey = ("pools", name, "deployments", j)
+            if dep.id in deployment_ids:
+                problems.append(Problem((*at, "id"), f"deployment id {dep.id!r} is used twice"))
+            deployment_ids.add(dep.id)
+            if dep.backend == "openai" and not dep.base_url:
+                problems.append(Problem(at, "an `openai` deployment needs base_url"))
+            if dep.base_url and not dep.base_url.startswith(("http://", "https://")):
+                problems.append(Problem((*at, "base_url"), "must start with http:// or https://"))
+    return problems
+
+
+# --- YAML with line numbers -------------------------------------------------------------------
+
+
+def _read_yaml(raw: bytes, source: str) -> tuple[Any, dict[PathKey, int]]:
+    try:
+        node = yaml.compose(raw.decode("utf-8"), Loader=yaml.SafeLoader)
+    except UnicodeDecodeError:
+        raise ConfigError(source, [Problem((), "the file is not valid UTF-8")]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(source, [Problem((), f"invalid YAML: {getattr(exc, 'problem', None) or exc}", line)]) from None
+    if node is None:
+        raise ConfigError(source, [Problem((), "the file is empty")])
+    lines: dict[PathKey, int] = {}
+    problems: list[Problem] = []
+    data = _construct(node, (), lines, problems)
+    if problems:
+        raise ConfigError(source, problems)
+    return data, lines
+
+
+def _construct(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], problems: list[Problem]) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, str):
+                problems.append(Problem(path, "keys must be strings", key_node.start_mark.line + 1))
+                continue
+            if key in out:
+                problems.append(Problem((*path, key), "this key appears twice", key_node.start_mark.line + 1))
+            out[key] = _construct(value_node, (*path, key), lines, problems)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(item, (*path, i), lines, problems) for i, item in enumerate(node.value)]
+    return _scalar(node)
+
+
+def _scalar(node: yaml.Node) -> Any:
+    return yaml.SafeLoader("").construct_object(node)
+
+
+def _with_line(problem: Problem, lines: dict[PathKey, int]) -> Problem:
+    if problem.line is not None:
+        return problem
+    path = problem.path
+    while path and path not in lines:
+        path = path[:-1]
+    return Problem(problem.path, problem.message, lines.get(path))
+
+
+# --- ${ENV} interpolation ----------------------------------------------------------------------
+
+
+def _interpolate(value: Any, path: PathKey, env: Mapping[str, str], problems: list[Problem]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*path, k), env, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*path, i), env, problems) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env and env[name] != "":
+            return env[name]
+        if default is not None:
+            return default
+        problems.append(Problem(path, f"environment variable {name} is not set (write ${{{name}:-default}} for a default)"))
+        return ""
+
+    return _ENV.sub(substitute, value)
+
+
+# --- type checking that reports every problem ----------------------------------------------------
+
+
+def _type_problems(value: Any, tp: Any, path: PathKey) -> list[Problem]:
+    """Check `value` against `tp`, descending into structs, dicts and lists so that every problem
+    is found with its path; leaves are checked by msgspec itself."""
+    origin = typing.get_origin(tp)
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return _struct_problems(value, tp, path)
+    if origin is dict and isinstance(value, dict):
+        key_tp, value_tp = typing.get_args(tp)
+        problems = [p for k in value for p in _leaf_problems(k, key_tp, (*path, k), "key ")]
+        return problems + [p for k, v in value.items() for p in _type_problems(v, value_tp, (*path, k))]
+    if origin is list and isinstance(value, list):
+        (item_tp,) = typing.get_args(tp)
+        return [p for i, v in enumerate(value) for p in _type_problems(v, item_tp, (*path, i))]
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None and len(args) < len(typing.get_args(tp)):
+            return []
+        if len(args) == 1:
+            return _type_problems(value, args[0], path)
+    if origin is typing.Annotated:
+        inner = typing.get_args(tp)[0]
+        if typing.get_origin(inner) in (dict, list) and isinstance(value, (dict, list)):
+            return _type_problems(value, inner, path) or _leaf_problems(value, tp, path)
+    return _leaf_problems(value, tp, path)
+
+
+def _struct_problems(value: Any, tp: type[msgspec.Struct], path: PathKey) -> list[Problem]:
+    if not isinstance(value, dict):
+        return [Problem(path, f"expected a mapping, got {_kind(value)}")]
+    fields = {f.encode_name: f for f in msgspec.structs.fields(tp)}
+    problems = [Problem((*path, k), f"unknown key (expected one of: {', '.join(fields)})") for k in value if k not in fields]
+    for name, field in fields.items():
+        if name in value:
+            problems += _type_problems(value[name], field.type, (*path, name))
+        elif field.required:
+            problems.append(Problem(path, f"missing required key {name!r}"))
+    return problems
+
+
+def _leaf_problems(value: Any, tp: Any, path: PathKey, what: str = "") -> list[Problem]:
+    try:
+        msgspec.convert(value, tp, strict=False, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        return [Problem(path, what + str(exc).split(" - at `")[0])]
+    return []
+
+
+def _dec_hook(tp: type, value: Any) -> Any:
+    if tp is Secret:
+        if isinstance(value, str):
+            return Secret(value)
+        raise ValueError(f"Expected `str`, got `{_kind(value)}`")
+    raise NotImplementedError(f"no decoder for {tp}")
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
+def _dotted(path: PathKey) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out

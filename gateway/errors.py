@@ -1,0 +1,37 @@
+"""Request-side errors, on the same hierarchy as the backends' (backends.errors.APIError)."""
+
+from __future__ import annotations
+
+from backends.errors import APIError
+
+__all__ = ["APIError", "InvalidRequest", "NotFound", "PayloadTooLarge", "Unauthorized", "ServiceUnavailable"]
+
+
+class InvalidRequest(APIError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class Unauthorized(APIError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class NotFound(APIError):
+    status = 404
+    type = "invalid_request_error"
+    code = "unknown_url"
+
+
+class PayloadTooLarge(APIError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class ServiceUnavailable(APIError):
+    status = 503
+    type = "api_error"
+    code = "service_unavailable"
+    retryable = True

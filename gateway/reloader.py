@@ -1,0 +1,76 @@
+"""Keeps the live Runtime in step with the config file: file watch and on-demand reload.
+
+An invalid file is rejected and logged; the running config stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+
+from gateway import config
+from gateway.runtime import Runtime
+
+log = logging.getLogger("gateway.config")
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    changed: bool
+    version: str
+    problems: list[str]
+
+
+class Reloader:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.runtime = Runtime(config.load(path))
+        self._stamp = _stamp(path)
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    async def reload(self) -> ReloadResult:
+        """Load the file again; swap the runtime if it is valid and different."""
+        async with self._lock:
+            self._stamp = _stamp(self.path)
+            try:
+                loaded = config.load(self.path)
+            except config.ConfigError as exc:
+                problems = [p.render(exc.source) for p in exc.problems]
+                log.error("config reload rejected, keeping version %s:\n%s", self.runtime.version, "\n".join(problems))
+                return ReloadResult(False, self.runtime.version, problems)
+            if loaded.version == self.runtime.version:
+                return ReloadResult(False, loaded.version, [])
+            old, self.runtime = self.runtime, Runtime(loaded)
+            old.retire()
+            log.info("config reloaded: version %s -> %s", old.version, loaded.version)
+            return ReloadResult(True, loaded.version, [])
+
+    def start_watching(self) -> None:
+        settings = self.runtime.settings.reload
+        if settings.watch:
+            self._task = asyncio.get_running_loop().create_task(self._watch(settings.interval_s))
+
+    async def _watch(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if _stamp(self.path) != self._stamp:
+                await self.reload()
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.runtime.retire()
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size

@@ -1,0 +1,1 @@
+"""Model resolution, balancing and (later) classification. No web framework, no HTTP client."""

@@ -1,0 +1,88 @@
+"""A Runtime is one loaded config made live: its pools, deployments and backends.
+
+Requests hold the runtime they started on (`acquire` / `release`), so a hot reload never changes
+the config under an in-flight request; a retired runtime closes its backends once the last
+request that holds it has finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import httpx
+
+from backends.echo import EchoBackend
+from backends.openai_http import HTTPBackend
+from backends.protocol import Backend
+from gateway.config import LoadedConfig
+from gateway.routing.pools import Deployment, ModelTable, Pool
+from gateway.settings import DeploymentSettings
+
+log = logging.getLogger("gateway.runtime")
+
+
+class Runtime:
+    def __init__(self, config: LoadedConfig) -> None:
+        self.config = config
+        self.settings = config.settings
+        self.version = config.version
+        self.loaded_at = int(time.time())
+        pools = []
+        for name, pool_settings in self.settings.pools.items():
+            deployments = [Deployment(d, make_backend(d), self._headers(d)) for d in pool_settings.deployments]
+            pools.append((Pool.build(name, pool_settings, deployments), pool_settings))
+        self.pools = [p for p, _ in pools]
+        self.models = ModelTable.build(pools)
+        self._holders = 0
+        self._retired = False
+
+    def _headers(self, deployment: DeploymentSettings) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"x-gateway-model", deployment.id.encode()),
+            (b"x-gateway-attempts", b"1"),
+            (b"x-gateway-config-version", self.version.encode()),
+        ]
+
+    def acquire(self) -> Runtime:
+        self._holders += 1
+        return self
+
+    def release(self) -> None:
+        self._holders -= 1
+        if self._retired and self._holders == 0:
+            asyncio.get_running_loop().create_task(self.aclose())
+
+    def retire(self) -> None:
+        """No new requests will start here; close once the ones in flight are done."""
+        self._retired = True
+        if self._holders == 0:
+            asyncio.get_running_loop().create_task(self.aclose())
+
+    async def aclose(self) -> None:
+        for pool in self.pools:
+            for deployment in pool.deployments:
+                try:
+                    await deployment.backend.aclose()
+                except Exception:  # closing must not stop the others from closing
+                    log.exception("closing deployment %s failed", deployment.id)
+
+
+def make_backend(settings: DeploymentSettings) -> Backend:
+    if settings.backend == "echo":
+        return EchoBackend(settings.id)
+    assert settings.base_url is not None  # gateway.config.check guarantees it
+    transport = None
+    if settings.transport == "httpx":
+        limits = httpx.Limits(max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections)
+        transport = httpx.AsyncHTTPTransport(limits=limits)
+    return HTTPBackend(
+        settings.id,
+        settings.base_url,
+        api_key=settings.api_key.reveal() if settings.api_key else None,
+        headers=settings.headers,
+        timeouts=settings.timeouts,
+        max_connections=settings.max_connections,
+        transport=transport,
+    )
