@@ -19,12 +19,13 @@ class SSEParser:
     def feed(self, chunk: bytes) -> list[bytes]:
         events: list[bytes] = []
         buffer = self._buffer + chunk
+        held = b""
         if b"\r" in buffer:
-            if buffer.endswith(b"\r"):  # a CR that may be the first half of CRLF: wait for more
-                self._buffer = buffer
-                return events
+            if buffer.endswith(b"\r"):  # may be the first half of a CRLF: keep it for the next chunk
+                buffer, held = buffer[:-1], b"\r"
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        *lines, self._buffer = buffer.split(b"\n")
+        *lines, rest = buffer.split(b"\n")
+        self._buffer = rest + held
         for line in lines:
             if not line:
                 if self._data:

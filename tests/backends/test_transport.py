@@ -1,0 +1,71 @@
+"""The pooled transport against a real loopback server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from backends.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
+from backends.openai_http import HTTPBackend, Timeouts
+from backends.transport import PooledTransport
+from loadtest.fake_upstream import Behavior, FakeUpstream
+from tests.conftest import free_port
+
+BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture
+def server() -> FakeUpstream:
+    up = FakeUpstream(Behavior(chunks=3), name="t").start_in_thread()
+    yield up  # type: ignore[misc]
+    up.stop()
+
+
+async def test_connections_are_reused(server: FakeUpstream) -> None:
+    transport = PooledTransport(max_connections=4)
+    async with httpx.AsyncClient(transport=transport) as client:
+        for _ in range(20):
+            response = await client.post(f"{server.base_url}/chat/completions", json=BODY)
+            assert response.json()["choices"][0]["message"]["content"] == "tok tok tok"
+        assert server.open_connections == 1
+        await asyncio.gather(*(client.post(f"{server.base_url}/chat/completions", json=BODY) for _ in range(20)))
+        assert server.open_connections <= 4
+
+
+async def test_a_connection_closed_by_the_peer_while_idle_is_replaced(server: FakeUpstream) -> None:
+    backend = HTTPBackend("t", server.base_url)
+    await backend.complete("chat/completions", BODY)
+    server.behavior = Behavior(mode="disconnect")
+    with pytest.raises(UpstreamProtocolError):
+        await backend.complete("chat/completions", BODY)
+    server.behavior = Behavior()
+    assert (await backend.complete("chat/completions", BODY)).usage is not None
+    await backend.aclose()
+
+
+async def test_timeouts_and_refused_connections(server: FakeUpstream) -> None:
+    server.behavior = Behavior(mode="hang")
+    backend = HTTPBackend("t", server.base_url, timeouts=Timeouts(read=0.2))
+    with pytest.raises(UpstreamTimeout):
+        await backend.complete("chat/completions", BODY)
+    await backend.aclose()
+    dead = HTTPBackend("dead", f"http://127.0.0.1:{free_port()}/v1")
+    with pytest.raises(UpstreamUnavailable):
+        await dead.complete("chat/completions", BODY)
+
+
+async def test_streamed_body_arrives_in_pieces(server: FakeUpstream) -> None:
+    server.behavior = Behavior(chunks=4, chunk_interval_s=0.05)
+    backend = HTTPBackend("t", server.base_url)
+    stream = await backend.stream("chat/completions", {**BODY, "stream": True})
+    events = [e async for e in stream]
+    await stream.aclose()
+    assert len(events) == 4
+    await backend.aclose()
+
+
+def test_base_url_must_be_http() -> None:
+    with pytest.raises(ValueError, match="http"):
+        HTTPBackend("x", "ftp://nope")

@@ -1,0 +1,38 @@
+"""Balancers are pure: plain objects in, choices out."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from gateway.routing.balancer import LeastInFlight, WeightedRoundRobin, balancer
+
+
+@dataclass(eq=False)
+class Dep:
+    name: str
+    weight: int = 1
+    in_flight: int = 0
+
+
+def test_weighted_round_robin_is_smooth_and_exact() -> None:
+    a, b = Dep("a", 3), Dep("b", 1)
+    wrr = WeightedRoundRobin()
+    picks = [wrr.pick([a, b]).name for _ in range(8)]
+    assert picks == ["a", "a", "b", "a", "a", "a", "b", "a"]
+    assert Counter(wrr.pick([a, b, Dep("c", 2)]).name for _ in range(600)) == {"a": 300, "b": 100, "c": 200}
+
+
+def test_least_in_flight_prefers_idle_and_rotates_ties() -> None:
+    busy, idle = Dep("busy", in_flight=5), Dep("idle", in_flight=1)
+    lif = LeastInFlight()
+    assert all(lif.pick([busy, idle]) is idle for _ in range(5))
+    x, y = Dep("x"), Dep("y")
+    assert {lif.pick([x, y]).name for _ in range(4)} == {"x", "y"}
+    heavy = Dep("heavy", weight=10, in_flight=5)  # 0.5 per unit of weight beats 1
+    assert lif.pick([heavy, idle]) is heavy
+
+
+def test_strategy_names() -> None:
+    assert isinstance(balancer("least_in_flight"), LeastInFlight)
+    assert isinstance(balancer("weighted_round_robin"), WeightedRoundRobin)

@@ -1,0 +1,221 @@
+"""Config validation (pure), the `gateway validate` command, and hot reload of a running gateway."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway import config
+from gateway.settings import Secret
+from loadtest.fake_upstream import Behavior, FakeUpstream
+from tests.conftest import ROOT, GatewayProcess, upstream_pool
+
+
+def parse(text: str, env: dict[str, str] | None = None) -> config.LoadedConfig:
+    return config.parse(textwrap.dedent(text).encode(), "test.yaml", env or {})
+
+
+def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(config.ConfigError) as info:
+        parse(text, env)
+    return [p.render("test.yaml") for p in info.value.problems]
+
+
+def test_every_problem_is_reported_with_line_and_key_path() -> None:
+    found = problems(
+        """
+        server:
+          max_body_bytes: -1
+          colour: blue
+        pools:
+          a:
+            deployments:
+              - id: x
+                weight: heavy
+                timeouts: {connect: 0}
+        """
+    )
+    assert "test.yaml:3: server.max_body_bytes: Expected `int` >= 1" in found
+    assert any(p.startswith("test.yaml:4: server.colour: unknown key") for p in found)
+    assert "test.yaml:9: pools.a.deployments[0].weight: Expected `int`, got `str`" in found
+    assert any(p.startswith("test.yaml:10: pools.a.deployments[0].timeouts.connect") for p in found)
+    assert len(found) == 4
+
+
+def test_cross_field_rules() -> None:
+    found = problems(
+        """
+        pools:
+          a:
+            aliases: [b]
+            deployments: [{id: x}, {id: x, backend: echo, base_url: "ftp://h"}]
+          b:
+            deployments: [{id: y, backend: echo}]
+        """
+    )
+    assert "test.yaml:4: pools.a.aliases[0]: model name 'b' is already used at pools.b" in found
+    assert "test.yaml:5: pools.a.deployments[0]: an `openai` deployment needs base_url" in found
+    assert any("deployment id 'x' is used twice" in p for p in found)
+    assert any("pools.a.deployments[1].base_url: must start with http" in p for p in found)
+
+
+def test_yaml_errors_and_duplicate_keys() -> None:
+    assert problems("pools: [unclosed\n")[0].startswith("test.yaml:2: invalid YAML")
+    dup = problems("pools:\n  a:\n    deployments: [{id: x, backend: echo}]\n  a:\n    deployments: []\n")
+    assert "test.yaml:4: pools.a: this key appears twice" in dup
+    assert problems("")[0] == "test.yaml: the file is empty"
+    assert "missing required key 'pools'" in problems("server: {}\n")[0]
+
+
+def test_env_interpolation_and_secrets() -> None:
+    text = """
+    pools:
+      a:
+        deployments:
+          - id: x
+            base_url: ${BASE}
+            api_key: ${KEY}
+            price: {input_per_1m: "${PRICE:-1.5}"}
+    """
+    loaded = parse(text, {"BASE": "http://up:8000/v1", "KEY": "sk-very-secret"})
+    dep = loaded.settings.pools["a"].deployments[0]
+    assert dep.base_url == "http://up:8000/v1" and dep.price.input_per_1m == 1.5
+    assert isinstance(dep.api_key, Secret) and dep.api_key.reveal() == "sk-very-secret"
+    assert "sk-very-secret" not in repr(loaded.settings) and "sk-very-secret" not in str(dep)
+    missing = problems(text, {"BASE": "http://up/v1"})
+    assert missing == ["test.yaml:7: pools.a.deployments[0].api_key: environment variable KEY is not set (write ${KEY:-default} for a default)"]
+
+
+def test_version_follows_the_file_content() -> None:
+    a = parse("pools: {a: {deployments: [{id: x, backend: echo}]}}")
+    b = parse("pools: {a: {deployments: [{id: y, backend: echo}]}}")
+    assert a.version != b.version and a.version == parse("pools: {a: {deployments: [{id: x, backend: echo}]}}").version
+
+
+def test_shipped_configs_are_valid() -> None:
+    env = {"UPSTREAM_BASE_URL": "http://localhost:8000/v1", "UPSTREAM_A_BASE_URL": "http://a/v1", "UPSTREAM_B_BASE_URL": "http://b/v1"}
+    for path in [ROOT / "config" / "gateway.yaml", *sorted((ROOT / "config" / "examples").glob("*.yaml"))]:
+        config.load(path, env)
+
+
+def run_validate(*files: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", "validate", *files], cwd=ROOT, capture_output=True, text=True, env={"PATH": ""})
+
+
+def test_validate_command(tmp_path: Path) -> None:
+    good = run_validate("config/gateway.yaml")
+    assert good.returncode == 0 and "OK" in good.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pools:\n  a:\n    deployments:\n      - id: x\n        weight: 0\n        wat: 1\n")
+    result = run_validate(str(bad))
+    assert result.returncode == 1
+    assert f"{bad}:5: pools.a.deployments[0].weight: Expected `int` >= 1" in result.stderr
+    assert f"{bad}:6: pools.a.deployments[0].wat: unknown key" in result.stderr
+    assert "INVALID (2 problems)" in result.stderr  # cross-field rules (the missing base_url) wait for valid types
+
+
+def test_serve_refuses_an_invalid_config(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pools: {}\n")
+    result = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and "pools" in result.stderr
+
+
+# --- hot reload -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def reloading(tmp_path: Path, upstream: FakeUpstream) -> GatewayProcess:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("reload: {watch: true, interval_s: 0.1}\npools:" + upstream_pool("first", upstream))
+    proc = GatewayProcess(path)
+    yield proc  # type: ignore[misc]
+    proc.stop()
+
+
+def version_of(gateway: GatewayProcess) -> str:
+    return httpx.get(f"{gateway.url}/health/readiness").json()["config_version"]  # type: ignore[no-any-return]
+
+
+def wait_for(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def chat(gateway: GatewayProcess, model: str) -> httpx.Response:
+    return httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "x"}]}, timeout=10)
+
+
+def test_file_watch_reloads_and_rejects_bad_files(reloading: GatewayProcess, upstream: FakeUpstream) -> None:
+    v1 = version_of(reloading)
+    assert chat(reloading, "first").headers["x-gateway-config-version"] == v1
+
+    reloading.config_path.write_text("reload: {watch: true, interval_s: 0.1}\npools:" + upstream_pool("second", upstream))
+    assert wait_for(lambda: version_of(reloading) != v1)
+    v2 = version_of(reloading)
+    assert chat(reloading, "second").headers["x-gateway-config-version"] == v2
+    assert chat(reloading, "first").status_code == 404
+
+    reloading.config_path.write_text("pools:\n  broken: {deployments: [{id: z, weight: -1}]}\n")
+    assert wait_for(lambda: "config reload rejected" in reloading.logs())
+    assert version_of(reloading) == v2 and chat(reloading, "second").status_code == 200
+    assert "pools.broken.deployments[0].weight" in reloading.logs()
+
+
+def test_admin_reload_endpoint(tmp_path: Path, upstream: FakeUpstream) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("reload: {watch: false}\nadmin: {api_key: admin-secret}\npools:" + upstream_pool("a", upstream))
+    proc = GatewayProcess(path)
+    try:
+        url = f"{proc.url}/admin/config/reload"
+        assert httpx.post(url).status_code == 401
+        assert httpx.post(url, headers={"authorization": "Bearer wrong"}).status_code == 401
+        auth = {"authorization": "Bearer admin-secret"}
+        assert httpx.post(url, headers=auth).json()["changed"] is False
+
+        path.write_text("reload: {watch: false}\nadmin: {api_key: admin-secret}\npools:" + upstream_pool("b", upstream))
+        result = httpx.post(url, headers=auth).json()
+        assert result["changed"] is True and chat(proc, "b").headers["x-gateway-config-version"] == result["version"]
+
+        path.write_text("reload: {watch: false}\nadmin: {api_key: admin-secret}\npools: {}\n")
+        rejected = httpx.post(url, headers=auth)
+        assert rejected.status_code == 400 and "pools" in rejected.json()["error"]["message"]
+        assert chat(proc, "b").status_code == 200
+        assert "admin-secret" not in proc.logs()
+    finally:
+        proc.stop()
+
+
+def test_in_flight_requests_finish_on_the_config_they_started_with(tmp_path: Path) -> None:
+    slow = FakeUpstream(Behavior(latency_s=1.0), name="slow").start_in_thread()
+    try:
+        path = tmp_path / "gateway.yaml"
+        path.write_text("reload: {watch: false}\npools:" + upstream_pool("old", slow))
+        proc = GatewayProcess(path)
+        try:
+            v1 = version_of(proc)
+            result: dict[str, httpx.Response] = {}
+            thread = threading.Thread(target=lambda: result.setdefault("r", chat(proc, "old")))
+            thread.start()
+            time.sleep(0.3)
+            path.write_text("reload: {watch: false}\npools:\n  new: {deployments: [{id: e, backend: echo}]}\n")
+            assert httpx.post(f"{proc.url}/admin/config/reload").json()["changed"] is True
+            thread.join(10)
+            assert result["r"].status_code == 200
+            assert result["r"].headers["x-gateway-config-version"] == v1
+            assert chat(proc, "old").status_code == 404
+        finally:
+            proc.stop()
+    finally:
+        slow.stop()
