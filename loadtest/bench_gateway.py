@@ -1,0 +1,131 @@
+"""Gateway overhead benchmark: direct-to-upstream against through-the-gateway, in one run.
+
+The gateway runs pinned to core 0; the fake upstream and this load generator share core 1.
+For each gateway variant (HTTP server x upstream transport) it measures:
+  - latency p50/p99 at concurrency 1 (non-streaming), and the latency the gateway adds;
+  - requests/s at saturation (closed loop, `--concurrency` connections);
+  - streaming time to first token (first SSE event) at concurrency 1.
+
+    python -m loadtest.bench_gateway                       # uvicorn + pooled transport (the default)
+    python -m loadtest.bench_gateway --variants uvicorn:pooled,uvicorn:httpx,granian:pooled
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from loadtest.loadgen import Result, chat_body, run
+
+ROOT = Path(__file__).resolve().parents[1]
+UPSTREAM_PORT, GATEWAY_PORT = 9301, 9302
+
+
+def start(cmd: list[str], core: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    full = ["taskset", "-c", str(core), *cmd]
+    return subprocess.Popen(full, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"process exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+def gateway_cmd(server: str, config: str) -> tuple[list[str], dict[str, str]]:
+    if server == "granian":
+        cmd = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--port", str(GATEWAY_PORT)]
+        return [*cmd, "--loop", "uvloop", "--no-log", "gateway.app:create_app"], {"GATEWAY_CONFIG": config}
+    cmd = [sys.executable, "-m", "gateway", "serve", "--config", config, "--port", str(GATEWAY_PORT), "--log-level", "warning"]
+    return cmd, {}
+
+
+async def measure(base: str, requests: int, duration: float, concurrency: int) -> dict[str, Result]:
+    url = f"{base}/chat/completions"
+    return {
+        "c1": await run(url, chat_body(), 1, requests, warmup=200),
+        "saturation": await run(url, chat_body(), concurrency, 0, duration=duration, warmup=200),
+        "stream": await run(url, chat_body(stream=True), 1, requests // 2, warmup=100),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default="uvicorn:pooled", help="comma-separated server:transport pairs")
+    parser.add_argument("--requests", type=int, default=3000, help="requests per concurrency-1 measurement")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per saturation measurement")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--chunks", type=int, default=16, help="SSE chunks per streamed answer")
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {1})
+
+    upstream = start([sys.executable, "-m", "loadtest.fake_upstream", "--port", str(UPSTREAM_PORT), "--chunks", str(args.chunks)], 1)
+    direct_base = f"http://127.0.0.1:{UPSTREAM_PORT}/v1"
+    rows: list[tuple[str, dict[str, Result]]] = []
+    try:
+        wait_http(f"{direct_base}/models", upstream)
+        rows.append(("direct (no gateway)", asyncio.run(measure(direct_base, args.requests, args.duration, args.concurrency))))
+        for variant in args.variants.split(","):
+            server, transport = variant.split(":")
+            rows.append((f"gateway {server} + {transport}", bench_variant(server, transport, direct_base, args)))
+    finally:
+        upstream.terminate()
+    print(report(rows, args))
+
+
+def bench_variant(server: str, transport: str, upstream_base: str, args: argparse.Namespace) -> dict[str, Result]:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(f"reload: {{watch: false}}\npools:\n  fake:\n    deployments:\n")
+        f.write(f"      - {{id: fake-1, base_url: '{upstream_base}', transport: {transport}}}\n")
+    cmd, env = gateway_cmd(server, f.name)
+    gateway = start(cmd, 0, env)
+    try:
+        wait_http(f"http://127.0.0.1:{GATEWAY_PORT}/health/liveness", gateway)
+        return asyncio.run(measure(f"http://127.0.0.1:{GATEWAY_PORT}/v1", args.requests, args.duration, args.concurrency))
+    finally:
+        gateway.terminate()
+        gateway.wait(10)
+        os.unlink(f.name)
+
+
+def report(rows: list[tuple[str, dict[str, Result]]], args: argparse.Namespace) -> str:
+    direct = rows[0][1]
+    lines = [
+        "| setup | c=1 p50 ms | c=1 p99 ms | added p50 ms | added p99 ms | req/s at c=%d | errors | stream TTFT p50 ms | TTFT added p50 ms |"
+        % args.concurrency,
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows:
+        c1, sat, st = r["c1"], r["saturation"], r["stream"]
+        added50 = (c1.pct(50) - direct["c1"].pct(50)) * 1e3
+        added99 = (c1.pct(99) - direct["c1"].pct(99)) * 1e3
+        ttft, ttft_added = st.pct(50, st.ttfb) * 1e3, (st.pct(50, st.ttfb) - direct["stream"].pct(50, direct["stream"].ttfb)) * 1e3
+        errors = c1.errors + sat.errors + st.errors
+        lines.append(
+            f"| {name} | {c1.pct(50) * 1e3:.3f} | {c1.pct(99) * 1e3:.3f} | {added50:.3f} | {added99:.3f} | "
+            f"{sat.rps:,.0f} | {errors} | {ttft:.3f} | {ttft_added:.3f} |"
+        )
+    command = "python -m loadtest.bench_gateway " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    lines += ["", f"command: `{command.strip()}`", f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
