@@ -86,7 +86,11 @@ def _reply(endpoint: Endpoint, payload: dict[str, object]) -> tuple[str, int]:
     if endpoint == "chat/completions":
         messages = payload.get("messages")
         texts = [_text(m.get("content")) for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
-        users = [_text(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"] if isinstance(messages, list) else []
+        users = (
+            [_text(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+            if isinstance(messages, list)
+            else []
+        )
         prompt = " ".join(texts)
         last = users[-1] if users else ""
     else:
@@ -108,7 +112,12 @@ def _embeddings(payload: dict[str, object]) -> Completion:
     data = [{"object": "embedding", "index": i, "embedding": _vector(str(item))} for i, item in enumerate(inputs)]
     tokens = sum(len(str(item).split()) for item in inputs)
     usage = Usage(tokens, 0, tokens)
-    body = {"object": "list", "data": data, "model": payload.get("model", "echo"), "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    body = {
+        "object": "list",
+        "data": data,
+        "model": payload.get("model", "echo"),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
     return Completion(msgspec.json.encode(body), usage)
 
 

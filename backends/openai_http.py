@@ -172,4 +172,3 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     with contextlib.suppress(TypeError, ValueError):
         return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
     return None
-

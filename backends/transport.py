@@ -20,8 +20,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import cast
 
-import httpx
 import httptools
+import httpx
 
 _HIGH_WATER = 256 * 1024  # bytes buffered from the peer before we stop reading the socket
 _Origin = tuple[bytes, str, int]

@@ -30,7 +30,7 @@ class Gateway:
 def openai_route(gateway: Gateway, path: str, endpoint: Endpoint) -> ASGIRouteHandler:
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
-            return await send_reply(send, error_reply(NotFound(f"Use POST for {path}."), []))  # noqa: RET501
+            return await send_reply(send, error_reply(NotFound(f"Use POST for {path}."), []))
         limit = gateway.reloader.runtime.settings.server.max_body_bytes
         try:
             body = await read_body(scope, receive, limit)
@@ -90,7 +90,9 @@ def routes(gateway: Gateway) -> list[Any]:
         result = await gateway.reloader.reload()
         if result.problems:
             message = "The config file was rejected; the running config is unchanged.\n" + "\n".join(result.problems)
-            return _json({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_config"}}, 400)
+            return _json(
+                {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_config"}}, 400
+            )
         return _json({"version": result.version, "changed": result.changed})
 
     endpoints: list[tuple[str, Endpoint]] = [

@@ -43,7 +43,6 @@ def create_app(config_path: str | None = None) -> RequestContext:
         exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _unexpected},
         openapi_config=None,
         logging_config=None,
-        state={"gateway": gateway},
     )
     return RequestContext(app)
 

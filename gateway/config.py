@@ -3,8 +3,9 @@
 Steps: parse YAML (keeping each key's line), interpolate `${VAR}` / `${VAR:-default}` in string
 values, check the data against the settings types collecting every problem (not only the first),
 convert, then cross-field checks (which run once the types are right). Scalars convert
-non-strictly, so `${PRICE:-0}` gives a number where a number is expected. `version` is a short hash of the file's bytes, so every worker
-that loads the same file reports the same `x-gateway-config-version`.
+non-strictly, so `${PRICE:-0}` gives a number where a number is expected. `version` is a short
+hash of the file's bytes, so every worker that loads the same file reports the same
+`x-gateway-config-version`.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def check(settings: Settings) -> list[Problem]:
     """Rules that span fields: unique names, and what each backend kind needs."""
     problems: list[Problem] = []
     seen: dict[str, PathKey] = {}
-    for name, pool in settings.pools.items():
+    for name in settings.pools:
         seen[name] = ("pools", name)
     deployment_ids: set[str] = set()
     for name, pool in settings.pools.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from backends.errors import APIError
 
-__all__ = ["APIError", "InvalidRequest", "NotFound", "PayloadTooLarge", "Unauthorized", "ServiceUnavailable"]
+__all__ = ["APIError", "InvalidRequest", "NotFound", "PayloadTooLarge", "ServiceUnavailable", "Unauthorized"]
 
 
 class InvalidRequest(APIError):

@@ -122,9 +122,7 @@ def parse(endpoint: Endpoint, body: bytes) -> tuple[dict[str, Any], str, bool]:
     try:
         payload = msgspec.json.decode(body)
     except msgspec.DecodeError:
-        raise InvalidRequest(
-            "We could not parse the JSON body of your request. The body must be valid JSON (UTF-8)."
-        ) from None
+        raise InvalidRequest("We could not parse the JSON body of your request. The body must be valid JSON (UTF-8).") from None
     if not isinstance(payload, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     try:
@@ -133,7 +131,7 @@ def parse(endpoint: Endpoint, body: bytes) -> tuple[dict[str, Any], str, bool]:
         message, _, where = str(exc).partition(" - at `$")
         param = _param(message, where.rstrip("`"))
         raise InvalidRequest(f"Invalid request: {message}" + (f" (at '{param}')" if param else ""), param=param) from None
-    return payload, request.model, bool(getattr(request, "stream", False))
+    return payload, getattr(request, "model"), bool(getattr(request, "stream", False))  # noqa: B009
 
 
 def _param(message: str, where: str) -> str | None:

@@ -45,7 +45,7 @@ class _Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     pass
 
 
-class Price(_Settings):
+class Price(_Settings, frozen=True):
     """USD per one million tokens."""
 
     input_per_1m: NonNegative = 0.0
@@ -55,7 +55,7 @@ class Price(_Settings):
         return (input_tokens * self.input_per_1m + output_tokens * self.output_per_1m) / 1e6
 
 
-class DeploymentSettings(_Settings, kw_only=True):
+class DeploymentSettings(_Settings, frozen=True, kw_only=True):
     """One place that can answer a pool's requests."""
 
     id: Name
@@ -80,7 +80,7 @@ class DeploymentSettings(_Settings, kw_only=True):
     price: Price = Price()
 
 
-class PoolSettings(_Settings, kw_only=True):
+class PoolSettings(_Settings, frozen=True, kw_only=True):
     """A set of interchangeable deployments that clients reach by the pool's name or an alias."""
 
     aliases: list[Name] = msgspec.field(default_factory=list)
@@ -88,14 +88,14 @@ class PoolSettings(_Settings, kw_only=True):
     deployments: Annotated[list[DeploymentSettings], msgspec.Meta(min_length=1)]
 
 
-class ServerSettings(_Settings):
+class ServerSettings(_Settings, frozen=True):
     """The HTTP front door."""
 
     max_body_bytes: PositiveInt = 4 * 1024 * 1024
     """Larger request bodies get 413."""
 
 
-class ReloadSettings(_Settings):
+class ReloadSettings(_Settings, frozen=True):
     """Hot reload of the config file."""
 
     watch: bool = True
@@ -103,14 +103,14 @@ class ReloadSettings(_Settings):
     interval_s: Positive = 1.0
 
 
-class AdminSettings(_Settings):
+class AdminSettings(_Settings, frozen=True):
     """The `/admin/*` endpoints."""
 
     api_key: Secret | None = None
     """Bearer key for `/admin/*`. Without one, only clients on loopback may use them."""
 
 
-class Settings(_Settings, kw_only=True):
+class Settings(_Settings, frozen=True, kw_only=True):
     """The whole config file."""
 
     server: ServerSettings = ServerSettings()

@@ -76,7 +76,9 @@ def main() -> None:
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})
 
-    upstream = start([sys.executable, "-m", "loadtest.fake_upstream", "--port", str(UPSTREAM_PORT), "--chunks", str(args.chunks)], 1)
+    upstream = start(
+        [sys.executable, "-m", "loadtest.fake_upstream", "--port", str(UPSTREAM_PORT), "--chunks", str(args.chunks)], 1
+    )
     direct_base = f"http://127.0.0.1:{UPSTREAM_PORT}/v1"
     rows: list[tuple[str, dict[str, Result]]] = []
     try:
@@ -92,7 +94,7 @@ def main() -> None:
 
 def bench_variant(server: str, transport: str, upstream_base: str, args: argparse.Namespace) -> dict[str, Result]:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(f"reload: {{watch: false}}\npools:\n  fake:\n    deployments:\n")
+        f.write("reload: {watch: false}\npools:\n  fake:\n    deployments:\n")
         f.write(f"      - {{id: fake-1, base_url: '{upstream_base}', transport: {transport}}}\n")
     cmd, env = gateway_cmd(server, f.name)
     gateway = start(cmd, 0, env)
@@ -108,22 +110,29 @@ def bench_variant(server: str, transport: str, upstream_base: str, args: argpars
 def report(rows: list[tuple[str, dict[str, Result]]], args: argparse.Namespace) -> str:
     direct = rows[0][1]
     lines = [
-        "| setup | c=1 p50 ms | c=1 p99 ms | added p50 ms | added p99 ms | req/s at c=%d | errors | stream TTFT p50 ms | TTFT added p50 ms |"
-        % args.concurrency,
+        "| setup | c=1 p50 ms | c=1 p99 ms | added p50 ms | added p99 ms "
+        f"| req/s at c={args.concurrency} | errors | stream TTFT p50 ms | TTFT added p50 ms |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows:
         c1, sat, st = r["c1"], r["saturation"], r["stream"]
         added50 = (c1.pct(50) - direct["c1"].pct(50)) * 1e3
         added99 = (c1.pct(99) - direct["c1"].pct(99)) * 1e3
-        ttft, ttft_added = st.pct(50, st.ttfb) * 1e3, (st.pct(50, st.ttfb) - direct["stream"].pct(50, direct["stream"].ttfb)) * 1e3
+        ttft, ttft_added = (
+            st.pct(50, st.ttfb) * 1e3,
+            (st.pct(50, st.ttfb) - direct["stream"].pct(50, direct["stream"].ttfb)) * 1e3,
+        )
         errors = c1.errors + sat.errors + st.errors
         lines.append(
             f"| {name} | {c1.pct(50) * 1e3:.3f} | {c1.pct(99) * 1e3:.3f} | {added50:.3f} | {added99:.3f} | "
             f"{sat.rps:,.0f} | {errors} | {ttft:.3f} | {ttft_added:.3f} |"
         )
     command = "python -m loadtest.bench_gateway " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    lines += ["", f"command: `{command.strip()}`", f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"]
+    lines += [
+        "",
+        f"command: `{command.strip()}`",
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+    ]
     return "\n".join(lines)
 
 

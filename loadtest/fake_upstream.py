@@ -259,7 +259,14 @@ def _event(kind: str, cid: str, created: int, model: str, text: str, finish: str
         choice["delta"] = {"role": "assistant", "content": text}
     else:
         choice["text"] = text
-    event = {"id": cid, "object": _object(kind), "created": created, "model": model, "system_fingerprint": fp, "choices": [choice]}
+    event = {
+        "id": cid,
+        "object": _object(kind),
+        "created": created,
+        "model": model,
+        "system_fingerprint": fp,
+        "choices": [choice],
+    }
     return b"data: " + msgspec.json.encode(event) + b"\n\n"
 
 

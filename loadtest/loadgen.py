@@ -15,9 +15,8 @@ import contextlib
 import statistics
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
-
 from typing import cast
+from urllib.parse import urlsplit
 
 import httptools
 import msgspec
@@ -110,9 +109,7 @@ class _Client(asyncio.Protocol):
         return status, self.first_body
 
 
-async def run(
-    url: str, body: bytes, concurrency: int, requests: int, duration: float = 0.0, warmup: int = 0
-) -> Result:
+async def run(url: str, body: bytes, concurrency: int, requests: int, duration: float = 0.0, warmup: int = 0) -> Result:
     """Send `requests` requests (or for `duration` seconds if set) with `concurrency` workers."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80

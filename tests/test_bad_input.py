@@ -19,7 +19,9 @@ def post(gateway: GatewayProcess, body: object | bytes, path: str = "/v1/chat/co
     return httpx.post(f"{gateway.url}{path}", content=content, headers={"content-type": "application/json"}, timeout=10, **kw)  # type: ignore[arg-type]
 
 
-def assert_openai_error(response: httpx.Response, status: int, code: str | None = None, param: str | None = None) -> dict[str, object]:
+def assert_openai_error(
+    response: httpx.Response, status: int, code: str | None = None, param: str | None = None
+) -> dict[str, object]:
     assert response.status_code == status, response.text
     assert response.headers["x-request-id"]
     error = response.json()["error"]
@@ -110,7 +112,9 @@ def test_unreachable_upstream_is_502(tmp_path: object, gateway: GatewayProcess) 
     from tests.conftest import free_port
 
     path = Path(str(tmp_path)) / "dead.yaml"
-    path.write_text(f"reload: {{watch: false}}\npools:\n  dead:\n    deployments: [{{id: d, base_url: 'http://127.0.0.1:{free_port()}/v1'}}]\n")
+    path.write_text(
+        f"reload: {{watch: false}}\npools:\n  dead:\n    deployments: [{{id: d, base_url: 'http://127.0.0.1:{free_port()}/v1'}}]\n"
+    )
     proc = GatewayProcess(path)
     try:
         assert_openai_error(post(proc, {"model": "dead", "messages": MESSAGES}), 502, code="upstream_unavailable")

@@ -90,7 +90,9 @@ def test_env_interpolation_and_secrets() -> None:
     assert isinstance(dep.api_key, Secret) and dep.api_key.reveal() == "sk-very-secret"
     assert "sk-very-secret" not in repr(loaded.settings) and "sk-very-secret" not in str(dep)
     missing = problems(text, {"BASE": "http://up/v1"})
-    assert missing == ["test.yaml:7: pools.a.deployments[0].api_key: environment variable KEY is not set (write ${KEY:-default} for a default)"]
+    assert missing == [
+        "test.yaml:7: pools.a.deployments[0].api_key: environment variable KEY is not set (write ${KEY:-default} for a default)"
+    ]
 
 
 def test_version_follows_the_file_content() -> None:
@@ -100,13 +102,19 @@ def test_version_follows_the_file_content() -> None:
 
 
 def test_shipped_configs_are_valid() -> None:
-    env = {"UPSTREAM_BASE_URL": "http://localhost:8000/v1", "UPSTREAM_A_BASE_URL": "http://a/v1", "UPSTREAM_B_BASE_URL": "http://b/v1"}
+    env = {
+        "UPSTREAM_BASE_URL": "http://localhost:8000/v1",
+        "UPSTREAM_A_BASE_URL": "http://a/v1",
+        "UPSTREAM_B_BASE_URL": "http://b/v1",
+    }
     for path in [ROOT / "config" / "gateway.yaml", *sorted((ROOT / "config" / "examples").glob("*.yaml"))]:
         config.load(path, env)
 
 
 def run_validate(*files: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", "validate", *files], cwd=ROOT, capture_output=True, text=True, env={"PATH": ""})
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "validate", *files], cwd=ROOT, capture_output=True, text=True, env={"PATH": ""}
+    )
 
 
 def test_validate_command(tmp_path: Path) -> None:
@@ -124,7 +132,9 @@ def test_validate_command(tmp_path: Path) -> None:
 def test_serve_refuses_an_invalid_config(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("pools: {}\n")
-    result = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 1 and "pools" in result.stderr
 
 
@@ -154,7 +164,9 @@ def wait_for(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untype
 
 
 def chat(gateway: GatewayProcess, model: str) -> httpx.Response:
-    return httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "x"}]}, timeout=10)
+    return httpx.post(
+        f"{gateway.url}/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "x"}]}, timeout=10
+    )
 
 
 def test_file_watch_reloads_and_rejects_bad_files(reloading: GatewayProcess, upstream: FakeUpstream) -> None:
