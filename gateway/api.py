@@ -30,7 +30,7 @@ class Gateway:
 def openai_route(gateway: Gateway, path: str, endpoint: Endpoint) -> ASGIRouteHandler:
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
-            return await send_reply(send, error_reply(NotFound(f"Use POST for {path}."), []))
+            return await send_reply(send, error_reply(method_not_allowed(scope["method"], path), []))
         limit = gateway.reloader.runtime.settings.server.max_body_bytes
         try:
             body = await read_body(scope, receive, limit)
@@ -44,6 +44,10 @@ def openai_route(gateway: Gateway, path: str, endpoint: Endpoint) -> ASGIRouteHa
         return await send_reply(send, reply)
 
     return asgi(path, name=endpoint, copy_scope=False)(handle)
+
+
+def method_not_allowed(method: str, path: str) -> APIError:
+    return NotFound(f"Method {method} is not allowed for {path}; use POST.", code="method_not_allowed", status=405)
 
 
 def _json(data: object, status: int = 200) -> Response[bytes]:

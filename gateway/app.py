@@ -11,7 +11,7 @@ from typing import Any
 from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 
-from gateway.api import Gateway, error_response, routes
+from gateway.api import Gateway, error_response, method_not_allowed, routes
 from gateway.errors import APIError, InvalidRequest, NotFound
 from gateway.middleware import RequestContext
 from gateway.reloader import Reloader
@@ -61,6 +61,5 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     if exc.status_code == 404:
         return error_response(NotFound(f"Unknown request URL: {request.method} {request.url.path}."))
     if exc.status_code == 405:
-        error = NotFound(f"Method {request.method} is not allowed for {request.url.path}.", code="method_not_allowed", status=405)
-        return error_response(error)
+        return error_response(method_not_allowed(request.method, request.url.path))
     return error_response(InvalidRequest(str(exc.detail), status=exc.status_code))

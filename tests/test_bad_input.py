@@ -79,7 +79,7 @@ def test_oversized_body_without_content_length_is_413(gateway: GatewayProcess) -
 
 def test_unknown_route_and_method(gateway: GatewayProcess) -> None:
     assert_openai_error(httpx.get(f"{gateway.url}/v1/nothing-here"), 404, code="unknown_url")
-    assert_openai_error(httpx.get(f"{gateway.url}/v1/chat/completions"), 404)
+    assert_openai_error(httpx.get(f"{gateway.url}/v1/chat/completions"), 405, code="method_not_allowed")
     assert_openai_error(httpx.delete(f"{gateway.url}/v1/models"), 405)
 
 
