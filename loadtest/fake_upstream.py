@@ -60,6 +60,7 @@ class FakeUpstream:
         self.name = name
         self.requests = 0
         self.open_connections = 0
+        self.streams_in_progress = 0
         self.on_request: Callable[[dict[str, object]], None] | None = None
         """Called with each request's JSON body (tests use it to see what the gateway sent)."""
         self.last_headers: dict[str, str] = {}
@@ -218,6 +219,13 @@ class _Connection(asyncio.Protocol):
         return msgspec.json.encode({"object": "list", "data": data, "model": req.model, "usage": usage})
 
     async def stream(self, req: _Body, kind: str) -> None:
+        self.up.streams_in_progress += 1
+        try:
+            await self._stream(req, kind)
+        finally:
+            self.up.streams_in_progress -= 1
+
+    async def _stream(self, req: _Body, kind: str) -> None:
         b, t = self.up.behavior, self.transport
         assert t is not None
         head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
