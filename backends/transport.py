@@ -174,7 +174,8 @@ class PooledTransport(httpx.AsyncBaseTransport):
         self.max_connections = max_connections
         self.max_keepalive = max_keepalive
         self.keepalive_expiry = keepalive_expiry
-        self._ssl = verify if isinstance(verify, ssl.SSLContext) else _ssl_context(verify)
+        self._verify = verify
+        self._ssl: ssl.SSLContext | None = None  # built on the first https connection (loading CAs is slow)
         self._idle: dict[_Origin, list[_Connection]] = {}
         self._slots: dict[_Origin, asyncio.Semaphore] = {}
         self._open: set[_Connection] = set()
@@ -223,7 +224,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
 
     async def _connect(self, origin: _Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin
-        tls = self._ssl if scheme == b"https" else None
+        tls = self._tls() if scheme == b"https" else None
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
@@ -234,6 +235,12 @@ class PooledTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError(f"could not connect to {host}:{port}: {exc.strerror or exc}") from None
         self._open.add(conn)
         return conn
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            v = self._verify
+            self._ssl = v if isinstance(v, ssl.SSLContext) else _ssl_context(v)
+        return self._ssl
 
     def release(self, origin: _Origin, conn: _Connection) -> None:
         """Hand a connection back after its response was read, or drop it if it cannot serve again."""
