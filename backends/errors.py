@@ -69,6 +69,39 @@ class UpstreamProtocolError(UpstreamError):
     code = "bad_upstream_response"
 
 
+class ContextWindowExceeded(APIError):
+    """The prompt (with max_tokens) does not fit the model's context window. The client's request,
+    not the upstream, is at fault; a pool with a larger window may still take it."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "context_length_exceeded"
+
+
+_CONTEXT_PHRASES = (
+    "context length",
+    "context window",
+    "context_length",
+    "maximum context",
+    "too many tokens",
+    "prompt is too long",
+)
+
+
+def is_context_overflow(status: int, message: str, code: str | None) -> bool:
+    """How OpenAI, vLLM, TGI, SGLang and llama.cpp say that a prompt is too long."""
+    if status not in (400, 413, 422):
+        return False
+    lowered = message.lower()
+    return code == "context_length_exceeded" or any(p in lowered for p in _CONTEXT_PHRASES)
+
+
+class StreamErrorEvent(UpstreamError):
+    """The upstream answered 200, then sent an error event instead of (or among) the chunks."""
+
+    code = "upstream_stream_error"
+
+
 # OpenAI's error type for each status an upstream may send back.
 _TYPES = {
     400: "invalid_request_error",

@@ -20,11 +20,14 @@ import msgspec
 
 from backends.errors import (
     APIError,
+    ContextWindowExceeded,
+    StreamErrorEvent,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    is_context_overflow,
 )
 from backends.protocol import Completion
 from backends.sse import DONE, SSEParser
@@ -140,6 +143,8 @@ class HTTPEventStream:
                 for data in parser.feed(chunk):
                     if data == DONE:
                         return
+                    if data.startswith(b'{"error"'):
+                        raise _event_error(self._backend.name, data)
                     yield data
         raise UpstreamProtocolError(f"upstream {self._backend.name} ended the stream without [DONE]")
 
@@ -148,15 +153,34 @@ class HTTPEventStream:
 
 
 def _status_error(name: str, response: httpx.Response, body: bytes) -> APIError:
-    message, code = f"upstream {name} answered HTTP {response.status_code}", None
-    with contextlib.suppress(msgspec.DecodeError):
-        envelope = msgspec.json.decode(body, type=UpstreamErrorEnvelope)
-        if isinstance(envelope.error, str):
-            message = envelope.error
-        elif envelope.error is not None:
-            message = envelope.error.message or message
-            code = str(envelope.error.code) if envelope.error.code is not None else None
+    message, code = _error_message(body)
+    message = message or f"upstream {name} answered HTTP {response.status_code}"
+    if is_context_overflow(response.status_code, message, code):
+        return ContextWindowExceeded(message)
     return UpstreamStatusError(name, response.status_code, message, code, _retry_after(response.headers))
+
+
+def _event_error(name: str, data: bytes) -> APIError:
+    """An upstream's in-band `{"error": ...}` event, as the error it reports."""
+    message, code = _error_message(data)
+    message = message or f"upstream {name} sent an error event"
+    if is_context_overflow(400, message, code):
+        return ContextWindowExceeded(message)
+    return StreamErrorEvent(message)
+
+
+def _error_message(body: bytes) -> tuple[str | None, str | None]:
+    """The message and code of an OpenAI-style error body, where it is one."""
+    try:
+        envelope = msgspec.json.decode(body, type=UpstreamErrorEnvelope)
+    except msgspec.DecodeError:
+        return None, None
+    if isinstance(envelope.error, str):
+        return envelope.error, None
+    if envelope.error is None:
+        return None, None
+    code = str(envelope.error.code) if envelope.error.code is not None else None
+    return envelope.error.message or None, code
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:

@@ -12,8 +12,10 @@ from litestar import Request, Response, get, post
 from litestar.handlers import ASGIRouteHandler, asgi
 
 from backends.types import Endpoint
-from gateway.asgi import ClientGone, Receive, Scope, Send, read_body, send_reply, send_stream
+from gateway import metrics
+from gateway.asgi import ClientGone, Receive, Scope, Send, read_body, send_reply, send_stream, until_disconnect
 from gateway.errors import APIError, NotFound, Unauthorized
+from gateway.health import deployment_health
 from gateway.pipeline import Pipeline, Reply, StreamReply, error_reply
 from gateway.reloader import Reloader
 
@@ -25,6 +27,7 @@ class Gateway:
         self.reloader = reloader
         self.pipeline = Pipeline(reloader)
         self.draining = False
+        self.metrics = metrics.registry(lambda: reloader.runtime, lambda: self.pipeline.in_flight)
 
 
 def openai_route(gateway: Gateway, path: str, endpoint: Endpoint) -> ASGIRouteHandler:
@@ -38,7 +41,9 @@ def openai_route(gateway: Gateway, path: str, endpoint: Endpoint) -> ASGIRouteHa
             return None
         except APIError as exc:
             return await send_reply(send, error_reply(exc, []))
-        reply = await gateway.pipeline.handle(endpoint, body)
+        reply = await until_disconnect(receive, gateway.pipeline.handle(endpoint, body, scope["headers"]))
+        if reply is None:
+            return None
         if isinstance(reply, StreamReply):
             return await send_stream(receive, send, reply)
         return await send_reply(send, reply)
@@ -88,6 +93,16 @@ def routes(gateway: Gateway) -> list[Any]:
         runtime = gateway.reloader.runtime
         return _json({"version": runtime.version, "path": gateway.reloader.path, "loaded_at": runtime.loaded_at})
 
+    @get("/admin/breakers", sync_to_thread=False)
+    def admin_breakers(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Every deployment's breaker state, window counts, load and latency."""
+        _authorize_admin(gateway, request)
+        return _json({"data": [h.as_dict() for h in deployment_health(gateway.reloader.runtime)]})
+
+    @get("/metrics", sync_to_thread=False)
+    def prometheus() -> Response[bytes]:
+        return Response(metrics.render(gateway.metrics), media_type=metrics.CONTENT_TYPE)
+
     @post("/admin/config/reload")
     async def admin_reload(request: Request[Any, Any, Any]) -> Response[bytes]:
         _authorize_admin(gateway, request)
@@ -105,7 +120,7 @@ def routes(gateway: Gateway) -> list[Any]:
         ("/v1/embeddings", "embeddings"),
     ]
     hot = [openai_route(gateway, path, endpoint) for path, endpoint in endpoints]
-    return [*hot, list_models, get_model, liveness, readiness, admin_config, admin_reload]
+    return [*hot, list_models, get_model, liveness, readiness, admin_config, admin_breakers, admin_reload, prometheus]
 
 
 def _authorize_admin(gateway: Gateway, request: Request[Any, Any, Any]) -> None:

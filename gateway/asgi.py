@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from typing import Any, TypeVar
 
 from gateway.errors import InvalidRequest, PayloadTooLarge
 from gateway.pipeline import Reply, StreamReply
@@ -14,6 +14,9 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+
+T = TypeVar("T")
 
 
 class ClientGone(Exception):
@@ -79,3 +82,28 @@ async def send_stream(receive: Receive, send: Send, reply: StreamReply) -> None:
     for task in done:
         if not task.cancelled() and (exc := task.exception()) is not None and not isinstance(exc, OSError):
             raise exc
+
+
+async def until_disconnect(receive: Receive, work: Coroutine[Any, Any, T]) -> T | None:
+    """Run `work` in this task; if the client disconnects first, cancel it (so the upstream
+    request stops at once) and return None."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if gone and task.uncancel() == 0:
+            return None
+        raise
+    finally:
+        watcher.cancel()

@@ -107,6 +107,27 @@ def check(settings: Settings) -> list[Problem]:
                 problems.append(Problem(at, "an `openai` deployment needs base_url"))
             if dep.base_url and not dep.base_url.startswith(("http://", "https://")):
                 problems.append(Problem((*at, "base_url"), "must start with http:// or https://"))
+        problems += _chain_problems(settings, name)
+    resilience = settings.resilience
+    if resilience.deadline_s > resilience.max_deadline_s:
+        problems.append(Problem(("resilience", "deadline_s"), "must not be longer than resilience.max_deadline_s"))
+    url = settings.redis.url
+    if url is not None and not url.reveal().startswith(("redis://", "rediss://", "unix://")):
+        problems.append(Problem(("redis", "url"), "must start with redis://, rediss:// or unix://"))
+    return problems
+
+
+def _chain_problems(settings: Settings, name: str) -> list[Problem]:
+    """Fallback chains name other pools (by pool name, not alias)."""
+    problems: list[Problem] = []
+    pool = settings.pools[name]
+    for key in ("fallbacks", "context_fallbacks"):
+        for i, target in enumerate(getattr(pool, key)):
+            path: PathKey = ("pools", name, key, i)
+            if target == name:
+                problems.append(Problem(path, "a pool cannot fall back to itself"))
+            elif target not in settings.pools:
+                problems.append(Problem(path, f"no pool is named {target!r} (pools: {', '.join(settings.pools)})"))
     return problems
 
 

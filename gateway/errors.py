@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from backends.errors import APIError
 
-__all__ = ["APIError", "InvalidRequest", "NotFound", "PayloadTooLarge", "ServiceUnavailable", "Unauthorized"]
+__all__ = ["APIError", "GatewayOverloaded", "InvalidRequest", "NotFound", "PayloadTooLarge", "ServiceUnavailable", "Unauthorized"]
 
 
 class InvalidRequest(APIError):
@@ -35,3 +35,11 @@ class ServiceUnavailable(APIError):
     type = "api_error"
     code = "service_unavailable"
     retryable = True
+
+
+class GatewayOverloaded(APIError):
+    """The gateway already has `resilience.max_in_flight` requests in flight."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "gateway_overloaded"

@@ -6,6 +6,7 @@ It knows nothing of HTTP framing: it turns a request body into a `Reply` (JSON) 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,11 +14,14 @@ from typing import Any
 import msgspec
 
 from backends.errors import APIError
-from backends.protocol import EventStream
+from backends.protocol import Completion, EventStream
 from backends.sse import DONE_FRAME, frame
 from backends.types import REQUEST_TYPES, Endpoint
-from gateway.errors import InvalidRequest
+from gateway import controls
+from gateway.errors import GatewayOverloaded, InvalidRequest
+from gateway.routing.dispatcher import Call, Outcome, Progress
 from gateway.routing.pools import Deployment
+from gateway.routing.retry import Deadline
 from gateway.runtime import Runtime
 
 Headers = list[tuple[bytes, bytes]]
@@ -38,77 +42,124 @@ class StreamReply:
     """SSE frames; closing it early releases the upstream."""
 
 
+Opened = tuple[EventStream, AsyncIterator[bytes], "bytes | None"]
+"""An upstream stream, its iterator, and its first event (None if it ended at once)."""
+
+
 class Pipeline:
+    """parse ─▶ resolve the model ─▶ dispatch (deployments, retries, fallbacks, deadline) ─▶ reply"""
+
     def __init__(self, runtime_source: Any) -> None:
         self._source = runtime_source  # anything with a `.runtime` attribute (the Reloader)
+        self.in_flight = 0
 
-    async def handle(self, endpoint: Endpoint, body: bytes) -> Reply | StreamReply:
+    async def handle(self, endpoint: Endpoint, body: bytes, headers: Headers) -> Reply | StreamReply:
         runtime = self._source.runtime.acquire()
-        streaming = False
+        self.in_flight += 1
+        progress = Progress()
+        finished_here = True
         try:
+            if self.in_flight > runtime.settings.resilience.max_in_flight:
+                raise GatewayOverloaded("The gateway is at its limit of requests in flight; retry shortly.", retry_after=1)
             payload, model, stream = parse(endpoint, body)
+            deadline = Deadline(controls.deadline_s(runtime.settings.resilience, headers, controls.from_body(payload)))
             pool = runtime.models.resolve(model)
-            deployment = pool.pick()
-            payload["model"] = deployment.upstream_model(model)
             if stream:
-                reply = await self._stream(runtime, deployment, endpoint, payload)
-                streaming = True
-                return reply
-            return await self._complete(deployment, endpoint, payload)
+                opened = await runtime.dispatcher.run(pool, _opener(endpoint, payload, model), deadline, progress)
+                frames = self._relay(runtime, opened, deadline)
+                finished_here = False
+                return StreamReply([*_SSE_HEADERS, *_route_headers(runtime, opened)], frames)
+            done = await runtime.dispatcher.run(pool, _completer(endpoint, payload, model), deadline, progress)
+            done.lease.succeed()
+            return _completion_reply(runtime, done)
         except APIError as exc:
-            return error_reply(exc, [(b"x-gateway-config-version", runtime.version.encode())])
+            return error_reply(exc, _progress_headers(runtime, progress))
         finally:
-            if not streaming:
-                runtime.release()
+            if finished_here:
+                self._finish(runtime)
 
-    async def _complete(self, deployment: Deployment, endpoint: Endpoint, payload: dict[str, Any]) -> Reply:
-        deployment.in_flight += 1
+    def _finish(self, runtime: Runtime) -> None:
+        self.in_flight -= 1
+        runtime.release()
+
+    async def _relay(self, runtime: Runtime, opened: Outcome[Opened], deadline: Deadline) -> AsyncIterator[bytes]:
+        """Frames for the client: each upstream event as it arrives, an error event if the upstream
+        breaks or the deadline passes, and exactly one `[DONE]`."""
+        events, iterator, first = opened.value
+        lease = opened.lease
         try:
-            completion = await deployment.backend.complete(endpoint, payload)
+            if first is not None:
+                yield frame(first)
+            while True:
+                async with asyncio.timeout(deadline.remaining()):
+                    data = await anext(iterator, None)
+                if data is None:
+                    break
+                yield frame(data)
+            lease.succeed()
+        except TimeoutError:
+            lease.abandon()
+            yield frame(deadline.error().body())
+        except APIError as exc:
+            lease.fail(exc)
+            yield frame(exc.body())
         finally:
-            deployment.in_flight -= 1
-        headers = [(b"content-type", JSON), *deployment.headers]
-        if completion.usage is not None:
-            cost = deployment.settings.price.cost(completion.usage.prompt_tokens, completion.usage.completion_tokens)
-            headers.append((b"x-gateway-cost-usd", _usd(cost)))
-        return Reply(200, completion.body, headers)
+            lease.abandon()  # the client went away (a no-op when the outcome is already in)
+            await _close(iterator)
+            await events.aclose()
+            self._finish(runtime)
+        yield DONE_FRAME
 
-    async def _stream(self, runtime: Runtime, deployment: Deployment, endpoint: Endpoint, payload: dict[str, Any]) -> StreamReply:
-        """Open the upstream stream and wait for its first event before anything reaches the client,
-        so that a failure up to here is still an ordinary error response."""
-        deployment.in_flight += 1
-        events: EventStream | None = None
+
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+
+def _completer(endpoint: Endpoint, payload: dict[str, Any], model: str) -> Call[Completion]:
+    async def complete(deployment: Deployment) -> Completion:
+        payload["model"] = deployment.upstream_model(model)
+        return await deployment.backend.complete(endpoint, payload)
+
+    return complete
+
+
+def _opener(endpoint: Endpoint, payload: dict[str, Any], model: str) -> Call[Opened]:
+    """Open the upstream stream and wait for its first event before anything reaches the client,
+    so that a failure up to here can still be retried or answered as an ordinary error."""
+
+    async def open_stream(deployment: Deployment) -> Opened:
+        payload["model"] = deployment.upstream_model(model)
+        events = await deployment.backend.stream(endpoint, payload)
+        iterator = aiter(events)
         try:
-            events = await deployment.backend.stream(endpoint, payload)
-            iterator = aiter(events)
             first = await anext(iterator, None)
         except BaseException:
-            deployment.in_flight -= 1
-            if events is not None:
-                await events.aclose()
+            await _close(iterator)
+            await events.aclose()
             raise
-        headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), *deployment.headers]
-        return StreamReply(headers, _relay(runtime, deployment, events, iterator, first))
+        return events, iterator, first
+
+    return open_stream
 
 
-async def _relay(
-    runtime: Runtime, deployment: Deployment, events: EventStream, iterator: AsyncIterator[bytes], first: bytes | None
-) -> AsyncIterator[bytes]:
-    """Frames for the client: each upstream event as it arrives, an error event if the upstream
-    breaks, and exactly one `[DONE]`."""
-    try:
-        if first is not None:
-            yield frame(first)
-        async for data in iterator:
-            yield frame(data)
-    except APIError as exc:
-        yield frame(exc.body())
-    finally:
-        deployment.in_flight -= 1
-        await _close(iterator)
-        await events.aclose()
-        runtime.release()
-    yield DONE_FRAME
+def _completion_reply(runtime: Runtime, done: Outcome[Completion]) -> Reply:
+    headers = [(b"content-type", JSON), *_route_headers(runtime, done)]
+    usage = done.value.usage
+    if usage is not None:
+        cost = done.deployment.settings.price.cost(usage.prompt_tokens, usage.completion_tokens)
+        headers.append((b"x-gateway-cost-usd", _usd(cost)))
+    return Reply(200, done.value.body, headers)
+
+
+def _route_headers(runtime: Runtime, outcome: Outcome[Any]) -> Headers:
+    return [(b"x-gateway-model", outcome.deployment.id.encode()), *_progress_headers(runtime, outcome.progress)]
+
+
+def _progress_headers(runtime: Runtime, progress: Progress) -> Headers:
+    return [
+        (b"x-gateway-attempts", b"%d" % progress.attempts),
+        (b"x-gateway-fallbacks", b"%d" % progress.fallbacks),
+        (b"x-gateway-config-version", runtime.version_header),
+    ]
 
 
 async def _close(iterator: AsyncIterator[bytes]) -> None:

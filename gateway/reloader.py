@@ -44,7 +44,7 @@ class Reloader:
                 return ReloadResult(False, self.runtime.version, problems)
             if loaded.version == self.runtime.version:
                 return ReloadResult(False, loaded.version, [])
-            old, self.runtime = self.runtime, Runtime(loaded)
+            old, self.runtime = self.runtime, Runtime(loaded, previous=self.runtime)
             old.retire()
             log.info("config reloaded: version %s -> %s", old.version, loaded.version)
             return ReloadResult(True, loaded.version, [])

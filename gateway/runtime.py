@@ -17,33 +17,46 @@ from backends.echo import EchoBackend
 from backends.openai_http import HTTPBackend
 from backends.protocol import Backend
 from gateway.config import LoadedConfig
-from gateway.routing.pools import Deployment, ModelTable, Pool
-from gateway.settings import DeploymentSettings
+from gateway.routing.breaker import Breaker
+from gateway.routing.dispatcher import Dispatcher
+from gateway.routing.pools import Deployment, ModelTable, Pool, link_fallbacks
+from gateway.settings import DeploymentSettings, PoolSettings
 
 log = logging.getLogger("gateway.runtime")
 
 
 class Runtime:
-    def __init__(self, config: LoadedConfig) -> None:
+    def __init__(self, config: LoadedConfig, previous: Runtime | None = None) -> None:
         self.config = config
         self.settings = config.settings
         self.version = config.version
+        self.version_header = config.version.encode()
         self.loaded_at = int(time.time())
-        pools = []
+        pools: dict[str, Pool] = {}
         for name, pool_settings in self.settings.pools.items():
-            deployments = [Deployment(d, make_backend(d), self._headers(d)) for d in pool_settings.deployments]
-            pools.append((Pool.build(name, pool_settings, deployments), pool_settings))
-        self.pools = [p for p, _ in pools]
-        self.models = ModelTable.build(pools)
+            deployments = [self._deployment(d, pool_settings, previous) for d in pool_settings.deployments]
+            pools[name] = Pool.build(name, pool_settings, deployments)
+        link_fallbacks(pools)
+        self.pools = list(pools.values())
+        self.models = ModelTable.build(self.pools)
+        self.dispatcher = Dispatcher()
         self._holders = 0
         self._retired = False
 
-    def _headers(self, deployment: DeploymentSettings) -> list[tuple[bytes, bytes]]:
-        return [
-            (b"x-gateway-model", deployment.id.encode()),
-            (b"x-gateway-attempts", b"1"),
-            (b"x-gateway-config-version", self.version.encode()),
-        ]
+    def _deployment(self, settings: DeploymentSettings, pool: PoolSettings, previous: Runtime | None) -> Deployment:
+        """A new deployment; it keeps the breaker and latency of the same upstream in the previous
+        config, so a reload neither forgets a sick upstream nor floods it."""
+        old = previous.deployment(settings.id) if previous else None
+        if old is not None and old.settings.base_url == settings.base_url and old.breaker.settings == pool.breaker:
+            return Deployment(settings, make_backend(settings), old.breaker, old.latency)
+        return Deployment(settings, make_backend(settings), Breaker(pool.breaker))
+
+    def deployment(self, deployment_id: str) -> Deployment | None:
+        for pool in self.pools:
+            for d in pool.deployments:
+                if d.id == deployment_id:
+                    return d
+        return None
 
     def acquire(self) -> Runtime:
         self._holders += 1

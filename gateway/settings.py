@@ -74,17 +74,67 @@ class DeploymentSettings(_Settings, frozen=True, kw_only=True):
     """Share of traffic under weighted round robin."""
     max_connections: PositiveInt = 256
     """Keep-alive connections held open to this upstream at most."""
+    max_in_flight: PositiveInt | None = None
+    """Requests in flight to this deployment at most (default: `max_connections`, so that no request
+    waits for a connection). A full deployment is skipped; when all are full the pool answers 429."""
     transport: Literal["pooled", "httpx"] = "pooled"
     """`pooled`: the gateway's lean HTTP/1.1 pool. `httpx`: httpx's default transport (HTTP/1.1, proxies)."""
     timeouts: Timeouts = Timeouts()
     price: Price = Price()
 
 
+class RetrySettings(_Settings, frozen=True):
+    """Retries inside one pool. Only retryable failures are retried: connection errors, timeouts,
+    408, 409, 429, 5xx, and a stream that fails before its first byte reached the client."""
+
+    max_attempts: PositiveInt = 3
+    """Attempts in this pool for one request, the first included."""
+    backoff_initial_s: NonNegative = 0.05
+    """Backoff before retrying the same deployment: full jitter, up to this times 2^(attempt - 1).
+    A retry that can move to another healthy deployment goes at once."""
+    backoff_max_s: NonNegative = 2.0
+    retry_after_max_s: NonNegative = 10.0
+    """The longest upstream `Retry-After` the gateway waits out before retrying; a longer one ends
+    this pool's attempts (the fallback chain goes on)."""
+
+
+class BreakerSettings(_Settings, frozen=True):
+    """A circuit breaker per deployment: closed -> open -> half-open -> closed."""
+
+    enabled: bool = True
+    window_s: Positive = 30.0
+    """Outcomes older than this are forgotten."""
+    min_requests: PositiveInt = 5
+    """The breaker does not open on fewer outcomes than this in the window."""
+    failure_ratio: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+    """Open when failures / outcomes in the window reach this."""
+    cooldown_s: Positive = 10.0
+    """How long the breaker stays open before it lets probes through."""
+    half_open_probes: PositiveInt = 1
+    """Requests let through at once while half-open; all must succeed to close the breaker."""
+    max_open_s: Positive = 300.0
+    """Cap on how long an upstream's `Retry-After` on a 429 keeps the breaker open."""
+
+
+Tier = Literal["small", "medium", "large"]
+TIERS: tuple[Tier, ...] = ("small", "medium", "large")
+
+
 class PoolSettings(_Settings, frozen=True, kw_only=True):
     """A set of interchangeable deployments that clients reach by the pool's name or an alias."""
 
     aliases: list[Name] = msgspec.field(default_factory=list)
-    strategy: Literal["weighted_round_robin", "least_in_flight"] = "weighted_round_robin"
+    strategy: Literal["weighted_round_robin", "least_in_flight", "peak_ewma"] = "weighted_round_robin"
+    """`peak_ewma`: the deployment with the lowest (latency EWMA x (in flight + 1)), of two picked at random."""
+    tier: Tier | None = None
+    fallbacks: list[Name] = msgspec.field(default_factory=list)
+    """Pools to try, in order, once this pool's attempts have failed or none of its deployments is healthy."""
+    context_fallbacks: list[Name] = msgspec.field(default_factory=list)
+    """Pools (with larger context windows) to try when an upstream says the prompt is too long."""
+    escalate: bool = True
+    """After its fallbacks, a pool with a `tier` falls through to the pools of the tiers above it."""
+    retry: RetrySettings = RetrySettings()
+    breaker: BreakerSettings = BreakerSettings()
     deployments: Annotated[list[DeploymentSettings], msgspec.Meta(min_length=1)]
 
 
@@ -93,6 +143,29 @@ class ServerSettings(_Settings, frozen=True):
 
     max_body_bytes: PositiveInt = 4 * 1024 * 1024
     """Larger request bodies get 413."""
+
+
+class ResilienceSettings(_Settings, frozen=True):
+    """Request-wide limits, and breaker state shared through Redis."""
+
+    deadline_s: Positive = 600.0
+    """Time budget of one request, shared by all its attempts, backoffs and fallbacks (a stream
+    included). A request may ask for another with `x-gateway-deadline-ms` or `gateway.deadline_ms`."""
+    max_deadline_s: Positive = 3600.0
+    """The longest deadline a request may ask for."""
+    max_in_flight: PositiveInt = 4096
+    """Requests in flight in this gateway process at most; beyond it, 429 with Retry-After."""
+    share_breakers: bool = True
+    """With `redis.url` set, a breaker that opens in one worker or replica opens in all."""
+    breaker_sync_interval_s: Positive = 0.5
+
+
+class RedisSettings(_Settings, frozen=True):
+    """Redis, shared by workers and replicas. Without `url` the gateway keeps all state in-process."""
+
+    url: Secret | None = None
+    """`redis://[:password@]host:port/db`; write `${REDIS_URL}` rather than a password."""
+    key_prefix: str = "gw:"
 
 
 class ReloadSettings(_Settings, frozen=True):
@@ -116,4 +189,6 @@ class Settings(_Settings, frozen=True, kw_only=True):
     server: ServerSettings = ServerSettings()
     reload: ReloadSettings = ReloadSettings()
     admin: AdminSettings = AdminSettings()
+    resilience: ResilienceSettings = ResilienceSettings()
+    redis: RedisSettings = RedisSettings()
     pools: Annotated[dict[Name, PoolSettings], msgspec.Meta(min_length=1)]

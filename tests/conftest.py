@@ -68,12 +68,14 @@ class GatewayProcess:
             self.proc.kill()
 
 
-def upstream_pool(name: str, upstream: FakeUpstream, *, model: str | None = None, extra: str = "", aliases: str = "[]") -> str:
+def upstream_pool(
+    name: str, upstream: FakeUpstream, *, model: str | None = None, extra: str = "", aliases: str = "[]", pool_extra: str = ""
+) -> str:
     """YAML for a pool of one deployment at `upstream`."""
     model_line = f"\n        model: {model}" if model else ""
     return f"""
   {name}:
-    aliases: {aliases}
+    aliases: {aliases}{pool_extra}
     deployments:
       - id: {name}-dep
         base_url: {upstream.base_url}{model_line}{extra}
@@ -106,12 +108,14 @@ def fault(faulty: FakeUpstream) -> Iterator[FakeUpstream]:
 def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, faulty: FakeUpstream) -> Iterator[GatewayProcess]:
     """A gateway with a pool on the healthy upstream, one on the faulty one, and the echo pool."""
     path = tmp_path_factory.mktemp("gw") / "gateway.yaml"
+    # The faulty pool tests how each fault is reported, attempt by attempt: no retries, no breaker.
     fast_timeouts = "\n        timeouts: {read: 1.0, total: 3.0}"
+    single_attempt = "\n    retry: {max_attempts: 1}\n    breaker: {enabled: false}"
     price = "\n        price: {input_per_1m: 2.5, output_per_1m: 10}"
     path.write_text(
         "server: {max_body_bytes: 65536}\nreload: {watch: false}\npools:"
         + upstream_pool("main", upstream, model="upstream-model", extra=price, aliases="[gpt-4o, gpt-4o-mini]")
-        + upstream_pool("faulty", faulty, extra=fast_timeouts)
+        + upstream_pool("faulty", faulty, extra=fast_timeouts, pool_extra=single_attempt)
         + "\n  echo:\n    deployments: [{id: echo-dep, backend: echo}]\n"
     )
     proc = GatewayProcess(path)

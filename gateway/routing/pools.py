@@ -1,14 +1,22 @@
-"""Pools of deployments, and the table that resolves a request's `model` to a pool."""
+"""Pools of deployments, and the table that resolves a request's `model` to a pool.
+
+A `Deployment` carries its live health (breaker, latency EWMA, requests in flight); a `Lease` is
+one attempt on it, which reports its outcome back exactly once.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from backends.errors import APIError
 from backends.protocol import Backend
-from gateway.routing.balancer import Balancer, balancer
-from gateway.settings import DeploymentSettings, PoolSettings
+from gateway.routing.balancer import Balancer, LatencyEWMA, balancer
+from gateway.routing.breaker import Breaker
+from gateway.routing.retry import RetryPolicy
+from gateway.settings import TIERS, DeploymentSettings, PoolSettings
 
 
 class ModelNotFound(APIError):
@@ -17,15 +25,33 @@ class ModelNotFound(APIError):
     code = "model_not_found"
 
 
+class PoolUnavailable(APIError):
+    """Every deployment of the pool has its breaker open."""
+
+    status = 503
+    code = "no_healthy_deployment"
+
+
+class PoolSaturated(APIError):
+    """Every healthy deployment of the pool has `max_in_flight` requests already."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "pool_saturated"
+
+
 @dataclass(eq=False)
 class Deployment:
-    """A backend with its settings and live load."""
+    """A backend with its settings and live health."""
 
     settings: DeploymentSettings
     backend: Backend
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    """Response headers that name this deployment and its config version."""
+    breaker: Breaker
+    latency: LatencyEWMA = field(default_factory=LatencyEWMA)
     in_flight: int = 0
+
+    def __post_init__(self) -> None:
+        self.max_in_flight = self.settings.max_in_flight or self.settings.max_connections
 
     @property
     def id(self) -> str:
@@ -38,19 +64,86 @@ class Deployment:
     def upstream_model(self, requested: str) -> str:
         return self.settings.model or requested
 
+    def available(self) -> bool:
+        return self.in_flight < self.max_in_flight and self.breaker.admits()
+
+    def lease(self) -> Lease:
+        """Start an attempt here (the caller has checked `available()`)."""
+        self.in_flight += 1
+        return Lease(self, self.breaker.acquire())
+
+
+class Lease:
+    """One attempt on a deployment: counts it in flight until it reports how it went."""
+
+    __slots__ = ("_open", "deployment", "probe", "started")
+
+    def __init__(self, deployment: Deployment, probe: bool) -> None:
+        self.deployment = deployment
+        self.probe = probe
+        self.started = time.monotonic()
+        self._open = True
+
+    def observe_latency(self) -> None:
+        """The answer (or a stream's first event) arrived now."""
+        self.deployment.latency.observe(time.monotonic() - self.started)
+
+    def succeed(self) -> None:
+        self._close("success")
+
+    def fail(self, exc: APIError) -> None:
+        """A retryable error is the upstream's fault; any other error means the upstream answered."""
+        if exc.retryable:
+            self._close("failure", exc.retry_after if exc.status in (429, 503) else None)
+        else:
+            self._close("success")
+
+    def abandon(self) -> None:
+        """Neither: the client went away, or the request's own deadline ran out."""
+        self._close("neutral")
+
+    def _close(self, outcome: Literal["success", "failure", "neutral"], retry_after: float | None = None) -> None:
+        if self._open:
+            self._open = False
+            self.deployment.in_flight -= 1
+            self.deployment.breaker.record(outcome, self.probe, retry_after)
+
 
 @dataclass(eq=False)
 class Pool:
     name: str
+    settings: PoolSettings
     deployments: list[Deployment]
     balancer: Balancer
+    retry: RetryPolicy
+    fallbacks: list[Pool] = field(default_factory=list)
+    """This pool's whole chain after itself: its `fallbacks`, then the pools of the tiers above."""
+    context_fallbacks: list[Pool] = field(default_factory=list)
 
     @classmethod
     def build(cls, name: str, settings: PoolSettings, deployments: list[Deployment]) -> Pool:
-        return cls(name, deployments, balancer(settings.strategy))
+        return cls(name, settings, deployments, balancer(settings.strategy), RetryPolicy(settings.retry))
 
-    def pick(self) -> Deployment:
-        return self.balancer.pick(self.deployments)
+    def pick(self, tried: Collection[Deployment] = ()) -> Deployment:
+        """A deployment for the next attempt, preferring ones this request has not tried."""
+        ready = [d for d in self.deployments if d.breaker.admits()]
+        if not ready:
+            raise PoolUnavailable(
+                f"No deployment of pool {self.name} is healthy right now (all circuit breakers are open).",
+                retry_after=self.ready_in(),
+            )
+        free = [d for d in ready if d.in_flight < d.max_in_flight]
+        if not free:
+            raise PoolSaturated(f"Every deployment of pool {self.name} is at its limit of requests in flight.", retry_after=1)
+        fresh = [d for d in free if d not in tried] if tried else free
+        return self.balancer.pick(fresh or free)
+
+    def has_alternative(self, tried: Collection[Deployment]) -> bool:
+        return any(d.available() and d not in tried for d in self.deployments)
+
+    def ready_in(self) -> float:
+        """Seconds until some deployment's breaker lets a request through."""
+        return min(d.breaker.ready_in() for d in self.deployments)
 
 
 @dataclass
@@ -60,11 +153,11 @@ class ModelTable:
     names: dict[str, Pool] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, pools: Iterable[tuple[Pool, PoolSettings]]) -> ModelTable:
+    def build(cls, pools: Iterable[Pool]) -> ModelTable:
         table = cls()
-        for pool, settings in pools:
+        for pool in pools:
             table.names[pool.name] = pool
-            for alias in settings.aliases:
+            for alias in pool.settings.aliases:
                 table.names[alias] = pool
         return table
 
@@ -75,3 +168,17 @@ class ModelTable:
             listed = ", ".join(known[:50]) + (", ..." if len(known) > 50 else "")
             raise ModelNotFound(f"The model `{model[:200]}` does not exist. Available models: {listed}.", param="model")
         return pool
+
+
+def link_fallbacks(pools: dict[str, Pool]) -> None:
+    """Give each pool its fallback chain: its `fallbacks` in order, then (with `escalate` and a
+    `tier`) the pools of each higher tier in config order."""
+    for pool in pools.values():
+        chain = [pools[name] for name in pool.settings.fallbacks]
+        tier = pool.settings.tier
+        if pool.settings.escalate and tier is not None:
+            above = TIERS[TIERS.index(tier) + 1 :]
+            for t in above:
+                chain += [p for p in pools.values() if p.settings.tier == t and p is not pool and p not in chain]
+        pool.fallbacks = chain
+        pool.context_fallbacks = [pools[name] for name in pool.settings.context_fallbacks]

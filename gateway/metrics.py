@@ -1,0 +1,44 @@
+"""Prometheus metrics at `/metrics`, read from live state when scraped (nothing on the hot path)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.health import deployment_health
+from gateway.routing.breaker import STATE_VALUES
+from gateway.runtime import Runtime
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class HealthCollector(Collector):
+    def __init__(self, runtime: Callable[[], Runtime], in_flight: Callable[[], int]) -> None:
+        self._runtime = runtime
+        self._in_flight = in_flight
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["pool", "deployment"]
+        state = GaugeMetricFamily("gateway_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", labels=labels)
+        opened = CounterMetricFamily("gateway_breaker_opened", "Times the breaker has opened.", labels=labels)
+        busy = GaugeMetricFamily("gateway_deployment_in_flight", "Requests in flight to the deployment.", labels=labels)
+        for h in deployment_health(self._runtime()):
+            key = [h.pool, h.deployment]
+            state.add_metric(key, STATE_VALUES[h.state])
+            opened.add_metric(key, h.times_opened)
+            busy.add_metric(key, h.in_flight)
+        yield from (state, opened, busy)
+        yield GaugeMetricFamily("gateway_in_flight", "Requests in flight in this gateway process.", value=self._in_flight())
+
+
+def registry(runtime: Callable[[], Runtime], in_flight: Callable[[], int]) -> CollectorRegistry:
+    reg = CollectorRegistry()
+    reg.register(HealthCollector(runtime, in_flight))
+    return reg
+
+
+def render(reg: CollectorRegistry) -> bytes:
+    return generate_latest(reg)
