@@ -14,6 +14,7 @@ from litestar.handlers import ASGIRouteHandler, asgi
 from backends.types import Endpoint
 from gateway import metrics
 from gateway.asgi import ClientGone, Receive, Scope, Send, read_body, send_reply, send_stream, until_disconnect
+from gateway.breaker_sync import BreakerSync
 from gateway.errors import APIError, NotFound, Unauthorized
 from gateway.health import deployment_health
 from gateway.pipeline import Pipeline, Reply, StreamReply, error_reply
@@ -28,6 +29,7 @@ class Gateway:
         self.pipeline = Pipeline(reloader)
         self.draining = False
         self.metrics = metrics.registry(lambda: reloader.runtime, lambda: self.pipeline.in_flight)
+        self.breaker_sync = BreakerSync(lambda: reloader.runtime)
 
 
 def openai_route(gateway: Gateway, path: str, endpoint: Endpoint) -> ASGIRouteHandler:

@@ -31,10 +31,12 @@ def create_app(config_path: str | None = None) -> RequestContext:
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         gateway.reloader.start_watching()
+        gateway.breaker_sync.start()
         try:
             yield
         finally:
             gateway.draining = True
+            await gateway.breaker_sync.aclose()
             await gateway.reloader.aclose()
 
     app = Litestar(

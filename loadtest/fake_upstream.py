@@ -13,16 +13,22 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import httptools
 import msgspec
 
-Mode = Literal["ok", "status", "garbage", "disconnect", "hang", "reset_mid_stream", "truncated_sse"]
+Mode = Literal["ok", "status", "garbage", "disconnect", "hang", "reset_mid_stream", "truncated_sse", "stream_error"]
+"""`status`: answer `status` (with `retry_after`). `garbage`: 200 with a body that is not JSON.
+`disconnect`: close the connection without answering. `hang`: never answer. `reset_mid_stream`:
+abort the connection halfway through a stream. `truncated_sse`: end a stream without [DONE].
+`stream_error`: 200, then an in-band `{"error": ...}` event instead of chunks. A refused connection
+is `kill()`; slow first token is `latency_s` on a stream."""
 
 
 @dataclass
@@ -38,6 +44,10 @@ class Behavior:
     status: int = 500
     """HTTP status for mode `status`."""
     retry_after: str | None = None
+    error_message: str | None = None
+    """The message of error answers (default: "fake upstream status N")."""
+    error_ratio: float = 0.0
+    """In mode `ok`, the share of requests answered with `status` instead (drawn from a seeded RNG)."""
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -65,14 +75,33 @@ class FakeUpstream:
         """Called with each request's JSON body (tests use it to see what the gateway sent)."""
         self.last_headers: dict[str, str] = {}
         self.port = 0
+        self.rng = random.Random(0)
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), host, port, backlog=4096)
+        self._server = await loop.create_server(lambda: _Connection(self), host, port or self.port, backlog=4096)
         self.port = self._server.sockets[0].getsockname()[1]
+
+    def kill(self) -> None:
+        """Stop listening and abort every connection: from now on connections are refused."""
+        self._in_loop(self._close())
+
+    def revive(self) -> None:
+        """Listen again on the same port after `kill()`."""
+        self._in_loop(self.start())
+
+    def _in_loop(self, work: Coroutine[Any, Any, None]) -> None:
+        assert self._loop is not None, "start_in_thread() first"
+        asyncio.run_coroutine_threadsafe(work, self._loop).result(5)
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(_Connection.live.get(id(self), ())):
+            conn.abort()
 
     @property
     def base_url(self) -> str:
@@ -97,15 +126,8 @@ class FakeUpstream:
         """Close the listener and every open connection (the upstream 'dies')."""
         if self._loop is None or self._server is None:
             return
-        server, loop = self._server, self._loop
-
-        async def close() -> None:
-            server.close()
-            for conn in list(_Connection.live.get(id(self), ())):
-                conn.abort()
-
-        asyncio.run_coroutine_threadsafe(close(), loop).result(5)
-        loop.call_soon_threadsafe(loop.stop)
+        self.kill()
+        self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(5)
 
@@ -180,9 +202,9 @@ class _Connection(asyncio.Protocol):
             return self.abort()
         if b.latency_s:
             await asyncio.sleep(b.latency_s)
-        if b.mode == "status":
+        if b.mode == "status" or (b.error_ratio and self.up.rng.random() < b.error_ratio):
             extra = {"retry-after": b.retry_after} if b.retry_after else {}
-            return self.send(b.status, _error(f"fake upstream status {b.status}"), extra)
+            return self.send(b.status, _error(b.error_message or f"fake upstream status {b.status}"), extra)
         if b.mode == "garbage":
             return self.send(200, b"<html>not json at all")
         if url.endswith(b"/embeddings"):
@@ -231,6 +253,10 @@ class _Connection(asyncio.Protocol):
         head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
         t.write((head + f"x-fake-upstream: {self.up.name}\r\n\r\n").encode())
         cid, created = f"cmpl-{next(_ids)}", int(time.time())
+        if b.mode == "stream_error":
+            error = {"error": {"message": "fake upstream failed to generate", "type": "server_error", "code": None}}
+            t.write(_chunk(b"data: " + msgspec.json.encode(error) + b"\n\n") + _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+            return
         for i in range(b.chunks):
             if i and b.chunk_interval_s:
                 await asyncio.sleep(b.chunk_interval_s)

@@ -106,6 +106,7 @@ def test_shipped_configs_are_valid() -> None:
         "UPSTREAM_BASE_URL": "http://localhost:8000/v1",
         "UPSTREAM_A_BASE_URL": "http://a/v1",
         "UPSTREAM_B_BASE_URL": "http://b/v1",
+        "UPSTREAM_FALLBACK_BASE_URL": "http://fallback/v1",
     }
     for path in [ROOT / "config" / "gateway.yaml", *sorted((ROOT / "config" / "examples").glob("*.yaml"))]:
         config.load(path, env)

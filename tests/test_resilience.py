@@ -1,0 +1,340 @@
+"""Fault injection against the high-availability example config, with real loopback upstreams:
+replicas A and B in pool `chat`, falling back to pool `chat-fallback`. Breaker cooldown is 1 s."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from loadtest.fake_upstream import Behavior, FakeUpstream
+from tests.conftest import ROOT, GatewayProcess, RedisServer
+
+EXAMPLE = ROOT / "config" / "examples" / "high-availability.yaml"
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+COOLDOWN_S = 1.0
+
+
+@dataclass
+class HA:
+    gateway: GatewayProcess
+    a: FakeUpstream
+    b: FakeUpstream
+    fallback: FakeUpstream
+
+    def chat(self, timeout: float = 10, **extra: object) -> httpx.Response:
+        return httpx.post(f"{self.gateway.url}/v1/chat/completions", json={**CHAT, **extra}, timeout=timeout)
+
+    def breakers(self) -> dict[str, dict[str, object]]:
+        rows = httpx.get(f"{self.gateway.url}/admin/breakers").json()["data"]
+        return {row["deployment"]: row for row in rows}
+
+    def blast(self, n: int, concurrency: int = 16, **extra: object) -> list[httpx.Response]:
+        """`n` requests, `concurrency` at a time."""
+
+        async def go() -> list[httpx.Response]:
+            limit = asyncio.Semaphore(concurrency)
+            async with httpx.AsyncClient(base_url=self.gateway.url, timeout=30) as client:
+
+                async def one() -> httpx.Response:
+                    async with limit:
+                        return await client.post("/v1/chat/completions", json={**CHAT, **extra})
+
+                return await asyncio.gather(*(one() for _ in range(n)))
+
+        return asyncio.run(go())
+
+
+def upstreams() -> list[FakeUpstream]:
+    return [FakeUpstream(name=n).start_in_thread() for n in ("a", "b", "fallback")]
+
+
+def ha_gateway(tmp_path: Path, ups: list[FakeUpstream], name: str = "ha", **env: str) -> GatewayProcess:
+    """A gateway on a copy of the example (plus `redis.url` when REDIS_URL is given)."""
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(EXAMPLE.read_text() + ("redis:\n  url: ${REDIS_URL}\n" if "REDIS_URL" in env else ""))
+    base = {
+        "UPSTREAM_A_BASE_URL": ups[0].base_url,
+        "UPSTREAM_B_BASE_URL": ups[1].base_url,
+        "UPSTREAM_FALLBACK_BASE_URL": ups[2].base_url,
+        "BREAKER_COOLDOWN_S": str(COOLDOWN_S),
+    }
+    return GatewayProcess(config, {**base, **env})
+
+
+@pytest.fixture
+def ha(tmp_path: Path) -> Iterator[HA]:
+    ups = upstreams()
+    setup = HA(ha_gateway(tmp_path, ups), *ups)
+    yield setup
+    setup.gateway.stop()
+    for up in (setup.a, setup.b, setup.fallback):
+        up.stop()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def test_one_replica_hard_down_costs_clients_nothing(ha: HA) -> None:
+    ha.a.kill()  # connection refused from now on
+    responses = ha.blast(1000)
+    assert [r.status_code for r in responses].count(200) == 1000
+    assert {r.headers["x-gateway-model"] for r in responses} <= {"replica-b", "fallback"}
+    assert ha.breakers()["replica-a"]["state"] in ("open", "half_open")
+    assert ha.breakers()["replica-a"]["times_opened"] >= 1
+
+
+def test_a_failing_replica_is_cut_off_within_ten_failures_and_then_only_probed(ha: HA) -> None:
+    ha.a.behavior = Behavior(mode="status", status=503)
+    start = time.monotonic()
+    responses = ha.blast(600, concurrency=4)
+    elapsed = time.monotonic() - start
+    assert all(r.status_code == 200 for r in responses)
+    probes_allowed = (int(elapsed / COOLDOWN_S) + 1) * 1  # half_open_probes: 1 per cooldown
+    assert ha.a.requests <= 10 + probes_allowed, (ha.a.requests, elapsed)
+
+
+def test_thirty_percent_errors_are_retried_away(ha: HA) -> None:
+    ha.a.behavior = Behavior(error_ratio=0.3, status=500)
+    ha.b.behavior = Behavior(error_ratio=0.3, status=502)
+    responses = ha.blast(1000)
+    ok = sum(r.status_code == 200 for r in responses)
+    assert ok / len(responses) >= 0.999
+    assert any(r.headers["x-gateway-attempts"] != "1" for r in responses)  # some did need a retry
+
+
+def test_a_recovered_replica_gets_traffic_again_within_a_cooldown(ha: HA) -> None:
+    ha.a.kill()
+    ha.blast(50)
+    assert ha.breakers()["replica-a"]["state"] == "open"
+    ha.a.revive()
+    revived = time.monotonic()
+    served_by_a = False
+    while time.monotonic() - revived < 3 * COOLDOWN_S and not served_by_a:
+        served_by_a = any(r.headers["x-gateway-model"] == "replica-a" for r in ha.blast(8, concurrency=4))
+    assert served_by_a
+    assert time.monotonic() - revived <= 2 * COOLDOWN_S
+    assert ha.breakers()["replica-a"]["state"] == "closed"
+
+
+def test_everything_down_is_503_with_retry_after_without_waiting(ha: HA) -> None:
+    for up in (ha.a, ha.b, ha.fallback):
+        up.kill()
+    ha.blast(30)  # opens every breaker
+    assert {row["state"] for row in ha.breakers().values()} == {"open"}
+    response = ha.chat()
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "no_healthy_deployment"
+    assert 1 <= int(response.headers["retry-after"]) <= COOLDOWN_S + 1
+    assert response.headers["x-gateway-attempts"] == "0"
+    metrics = httpx.get(f"{ha.gateway.url}/metrics").text
+    assert 'gateway_breaker_state{deployment="replica-a",pool="chat"} 2.0' in metrics
+
+
+def test_fallback_headers_say_what_happened(ha: HA) -> None:
+    ha.a.behavior = ha.b.behavior = Behavior(mode="status", status=500)
+    response = ha.chat()
+    assert response.status_code == 200
+    assert response.headers["x-gateway-model"] == "fallback"
+    assert response.headers["x-gateway-attempts"] == "4"  # three in `chat`, one in `chat-fallback`
+    assert response.headers["x-gateway-fallbacks"] == "1"
+
+
+def test_a_client_error_is_not_retried_or_failed_over(ha: HA) -> None:
+    ha.a.behavior = ha.b.behavior = Behavior(mode="status", status=400)
+    response = ha.chat()
+    assert response.status_code == 400
+    assert ha.a.requests + ha.b.requests == 1 and ha.fallback.requests == 0
+    assert response.headers["x-gateway-attempts"] == "1"
+
+
+def test_429_with_retry_after_opens_the_breaker_until_then(ha: HA) -> None:
+    ha.a.behavior = ha.b.behavior = Behavior(mode="status", status=429, retry_after="30")
+    response = ha.chat()
+    assert response.headers["x-gateway-model"] == "fallback"  # 30 s is past retry_after_max_s: no wait
+    rows = ha.breakers()
+    assert rows["replica-a"]["state"] == rows["replica-b"]["state"] == "open"
+    assert 25 < float(rows["replica-a"]["open_for_s"]) <= 30  # type: ignore[arg-type]
+    before = ha.a.requests + ha.b.requests
+    ha.blast(20)
+    assert ha.a.requests + ha.b.requests == before
+
+
+def test_context_window_exceeded_goes_to_the_context_fallback(tmp_path: Path) -> None:
+    long_ctx = FakeUpstream(name="long").start_in_thread()
+    short = FakeUpstream(Behavior(mode="status", status=400), name="short").start_in_thread()
+    path = tmp_path / "ctx.yaml"
+    path.write_text(f"""
+pools:
+  small-ctx:
+    context_fallbacks: [long-ctx]
+    deployments: [{{id: short, base_url: "{short.base_url}"}}]
+  long-ctx:
+    deployments: [{{id: long, base_url: "{long_ctx.base_url}"}}]
+""")
+    gateway = GatewayProcess(path)
+    try:
+        url = f"{gateway.url}/v1/chat/completions"
+        body = {**CHAT, "model": "small-ctx"}
+        assert httpx.post(url, json=body).status_code == 400  # a plain 400 stays a 400
+        short.behavior = Behavior(mode="status", status=400, error_message="This model's maximum context length is 8192 tokens.")
+        response = httpx.post(url, json=body)
+        assert response.status_code == 200, response.text
+        assert response.headers["x-gateway-model"] == "long"
+        assert response.headers["x-gateway-fallbacks"] == "1"
+    finally:
+        gateway.stop()
+        long_ctx.stop()
+        short.stop()
+
+
+def test_a_stream_is_retried_until_its_first_byte(ha: HA) -> None:
+    ha.a.behavior = Behavior(mode="stream_error")
+    ha.b.behavior = Behavior(mode="disconnect")  # hangs up before answering
+    client = openai.OpenAI(base_url=f"{ha.gateway.url}/v1", api_key="unused", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(stream=True, **CHAT)  # type: ignore[call-overload]
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in raw.parse() if chunk.choices)
+    assert text.startswith("tok")
+    assert raw.headers["x-gateway-model"] == "fallback"
+    assert int(raw.headers["x-gateway-attempts"]) >= 2
+
+
+def test_after_the_first_byte_a_failure_ends_the_stream_with_an_error_event(ha: HA) -> None:
+    ha.a.behavior = ha.b.behavior = Behavior(mode="reset_mid_stream", chunks=6)
+    with httpx.stream("POST", f"{ha.gateway.url}/v1/chat/completions", json={**CHAT, "stream": True}) as response:
+        body = response.read().decode()
+    assert response.status_code == 200
+    events = [line for line in body.split("\n\n") if line]
+    assert '"error"' in events[-2] and events[-1] == "data: [DONE]"
+    assert ha.fallback.requests == 0  # no fallback once bytes reached the client
+
+
+def test_a_client_leaving_mid_stream_closes_the_upstream(ha: HA) -> None:
+    for up in (ha.a, ha.b):
+        up.behavior = Behavior(chunks=200, chunk_interval_s=0.05)
+    with httpx.stream("POST", f"{ha.gateway.url}/v1/chat/completions", json={**CHAT, "stream": True}) as response:
+        next(response.iter_bytes())
+        assert ha.a.streams_in_progress + ha.b.streams_in_progress == 1
+    assert wait_for(lambda: ha.a.streams_in_progress + ha.b.streams_in_progress == 0, 2)
+
+
+def test_a_client_leaving_a_slow_request_cancels_the_upstream_call(ha: HA) -> None:
+    for up in (ha.a, ha.b):
+        up.behavior = Behavior(latency_s=5)
+    with pytest.raises(httpx.ReadTimeout):
+        ha.chat(timeout=0.3)
+    assert wait_for(lambda: ha.a.open_connections + ha.b.open_connections == 0, 2)
+
+
+def test_a_hundred_streams_end_cleanly_when_the_upstreams_die(ha: HA) -> None:
+    for up in (ha.a, ha.b):
+        up.behavior = Behavior(chunks=400, chunk_interval_s=0.02)
+
+    async def one(client: httpx.AsyncClient, started: asyncio.Event, counter: list[int]) -> str:
+        async with client.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as response:
+            parts = []
+            async for chunk in response.aiter_text():
+                if not parts:
+                    counter[0] += 1
+                    if counter[0] == 100:
+                        started.set()
+                parts.append(chunk)
+            return "".join(parts)
+
+    async def go() -> list[str]:
+        started, counter = asyncio.Event(), [0]
+        async with httpx.AsyncClient(base_url=ha.gateway.url, timeout=30) as client:
+            tasks = [asyncio.ensure_future(one(client, started, counter)) for _ in range(100)]
+            await asyncio.wait_for(started.wait(), 20)
+            await asyncio.to_thread(ha.a.kill)
+            await asyncio.to_thread(ha.b.kill)
+            return await asyncio.wait_for(asyncio.gather(*tasks), 20)
+
+    bodies = asyncio.run(go())
+    assert len(bodies) == 100
+    for body in bodies:
+        events = [e for e in body.split("\n\n") if e]
+        assert events[-1] == "data: [DONE]" and body.count("data: [DONE]") == 1
+        assert '"error"' in events[-2]
+
+
+def test_deadline_ends_every_attempt_and_can_be_set_per_request(ha: HA) -> None:
+    for up in (ha.a, ha.b, ha.fallback):
+        up.behavior = Behavior(mode="hang")
+    start = time.monotonic()
+    response = httpx.post(
+        f"{ha.gateway.url}/v1/chat/completions", json=CHAT, headers={"x-gateway-deadline-ms": "300"}, timeout=10
+    )
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "deadline_exceeded"
+    assert time.monotonic() - start < 5  # the read timeout is 60 s: the deadline, not it, ended this
+    client = openai.OpenAI(base_url=f"{ha.gateway.url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(extra_body={"gateway": {"deadline_ms": 200}}, **CHAT)  # type: ignore[call-overload]
+    assert caught.value.status_code == 504
+    assert wait_for(lambda: ha.a.open_connections + ha.b.open_connections + ha.fallback.open_connections == 0, 2)
+    bad = httpx.post(f"{ha.gateway.url}/v1/chat/completions", json=CHAT, headers={"x-gateway-deadline-ms": "soon"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "x-gateway-deadline-ms"
+
+
+def test_in_flight_bounds_answer_429_instead_of_queueing(tmp_path: Path) -> None:
+    slow = FakeUpstream(Behavior(latency_s=1.0), name="slow").start_in_thread()
+    path = tmp_path / "bounded.yaml"
+    path.write_text(f"""
+resilience: {{max_in_flight: 3}}
+pools:
+  bounded:
+    deployments: [{{id: slow, base_url: "{slow.base_url}", max_in_flight: 2}}]
+  other:
+    deployments: [{{id: other, base_url: "{slow.base_url}"}}]
+""")
+    gateway = GatewayProcess(path)
+
+    async def burst(model: str, n: int) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as client:
+            body = {**CHAT, "model": model}
+            return await asyncio.gather(*(client.post("/v1/chat/completions", json=body) for _ in range(n)))
+
+    try:
+        statuses = sorted(r.status_code for r in asyncio.run(burst("bounded", 3)))
+        assert statuses == [200, 200, 429]
+        rejected = next(r for r in asyncio.run(burst("bounded", 3)) if r.status_code == 429)
+        assert rejected.json()["error"]["code"] == "pool_saturated" and rejected.headers["retry-after"] == "1"
+        responses = asyncio.run(burst("other", 5))
+        codes = sorted(r.status_code for r in responses)
+        assert codes == [200, 200, 200, 429, 429]
+        assert {r.json()["error"]["code"] for r in responses if r.status_code == 429} == {"gateway_overloaded"}
+    finally:
+        gateway.stop()
+        slow.stop()
+
+
+def test_breakers_are_shared_through_redis(tmp_path: Path, redis_server: RedisServer) -> None:
+    ups = upstreams()
+    first = HA(ha_gateway(tmp_path, ups, "first", REDIS_URL=redis_server.url, BREAKER_COOLDOWN_S="30"), *ups)
+    second = HA(ha_gateway(tmp_path, ups, "second", REDIS_URL=redis_server.url, BREAKER_COOLDOWN_S="30"), *ups)
+    try:
+        first.a.behavior = Behavior(mode="status", status=503)
+        first.blast(20)
+        assert first.breakers()["replica-a"]["state"] == "open"
+        seen = first.a.requests
+        assert wait_for(lambda: second.breakers()["replica-a"]["state"] == "open", 3)
+        assert all(r.status_code == 200 for r in second.blast(20))
+        assert first.a.requests == seen  # the second gateway never sent to the replica the first one cut off
+    finally:
+        second.gateway.stop()
+        first.gateway.stop()
+        for up in ups:
+            up.stop()
