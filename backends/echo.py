@@ -27,7 +27,7 @@ class EchoBackend:
     def __init__(self, name: str = "echo") -> None:
         self.name = name
 
-    async def complete(self, endpoint: Endpoint, payload: dict[str, object]) -> Completion:
+    async def complete(self, endpoint: Endpoint, payload: dict[str, object], timeout: float | None = None) -> Completion:
         if endpoint == "embeddings":
             return _embeddings(payload)
         text, prompt_tokens = _reply(endpoint, payload)

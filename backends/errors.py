@@ -42,6 +42,13 @@ class APIError(Exception):
         )
 
 
+class DeadlineExceeded(APIError):
+    """The request's time budget ran out (the gateway's deadline, not an upstream timeout)."""
+
+    status = 504
+    code = "deadline_exceeded"
+
+
 class UpstreamError(APIError):
     """The upstream failed in a way that another attempt might not."""
 

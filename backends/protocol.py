@@ -33,7 +33,10 @@ class Backend(Protocol):
     fields must be passed on unchanged. Every failure is raised as a `backends.errors.APIError`.
     """
 
-    async def complete(self, endpoint: Endpoint, payload: dict[str, object]) -> Completion: ...
+    async def complete(self, endpoint: Endpoint, payload: dict[str, object], timeout: float | None = None) -> Completion:
+        """The whole answer. `timeout`: the caller's remaining time budget; when it runs out first,
+        raise `DeadlineExceeded` (the backend's own time limits raise `UpstreamTimeout`)."""
+        ...
 
     async def stream(self, endpoint: Endpoint, payload: dict[str, object]) -> EventStream:
         """Start a streamed answer; returns once the upstream has accepted the request."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from backends.errors import APIError
+from backends.errors import APIError, DeadlineExceeded
 from backends.protocol import Completion, EventStream
 from backends.sse import DONE_FRAME, frame
 from backends.types import REQUEST_TYPES, Endpoint
@@ -87,23 +87,21 @@ class Pipeline:
         breaks or the deadline passes, and exactly one `[DONE]`."""
         events, iterator, first = opened.value
         lease = opened.lease
+        guard = _StreamDeadline(deadline)
         try:
             if first is not None:
                 yield frame(first)
-            while True:
-                async with asyncio.timeout(deadline.remaining()):
-                    data = await anext(iterator, None)
-                if data is None:
-                    break
+            while (data := await guard.next(iterator)) is not None:
                 yield frame(data)
             lease.succeed()
-        except TimeoutError:
+        except DeadlineExceeded as exc:
             lease.abandon()
-            yield frame(deadline.error().body())
+            yield frame(exc.body())
         except APIError as exc:
             lease.fail(exc)
             yield frame(exc.body())
         finally:
+            guard.cancel()
             lease.abandon()  # the client went away (a no-op when the outcome is already in)
             await _close(iterator)
             await events.aclose()
@@ -111,13 +109,47 @@ class Pipeline:
         yield DONE_FRAME
 
 
+class _StreamDeadline:
+    """Ends a stream at the request's deadline with one timer for the whole stream (a timeout
+    around each event would cost ~10 µs per event). The timer cancels the relay only while it is
+    waiting on the upstream, never while it is handing a frame to the client."""
+
+    def __init__(self, deadline: Deadline) -> None:
+        self._deadline = deadline
+        self._task = asyncio.current_task()
+        self._waiting = self._expired = False
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, deadline.remaining()), self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        if self._waiting and self._task is not None:
+            self._task.cancel()
+
+    async def next(self, iterator: AsyncIterator[bytes]) -> bytes | None:
+        """The next upstream event, None at the end; `DeadlineExceeded` once the deadline passes."""
+        if self._expired:
+            raise self._deadline.error()
+        self._waiting = True
+        try:
+            return await anext(iterator, None)
+        except asyncio.CancelledError:
+            if self._expired and self._task is not None and self._task.uncancel() == 0:
+                raise self._deadline.error() from None
+            raise
+        finally:
+            self._waiting = False
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
 def _completer(endpoint: Endpoint, payload: dict[str, Any], model: str) -> Call[Completion]:
-    async def complete(deployment: Deployment) -> Completion:
+    async def complete(deployment: Deployment, deadline: Deadline) -> Completion:
         payload["model"] = deployment.upstream_model(model)
-        return await deployment.backend.complete(endpoint, payload)
+        return await deployment.backend.complete(endpoint, payload, deadline.remaining())
 
     return complete
 
@@ -126,19 +158,26 @@ def _opener(endpoint: Endpoint, payload: dict[str, Any], model: str) -> Call[Ope
     """Open the upstream stream and wait for its first event before anything reaches the client,
     so that a failure up to here can still be retried or answered as an ordinary error."""
 
-    async def open_stream(deployment: Deployment) -> Opened:
+    async def open_stream(deployment: Deployment, deadline: Deadline) -> Opened:
         payload["model"] = deployment.upstream_model(model)
-        events = await deployment.backend.stream(endpoint, payload)
-        iterator = aiter(events)
         try:
-            first = await anext(iterator, None)
-        except BaseException:
-            await _close(iterator)
-            await events.aclose()
-            raise
-        return events, iterator, first
+            async with asyncio.timeout(deadline.remaining()):
+                return await _first_event(await deployment.backend.stream(endpoint, payload))
+        except TimeoutError:
+            raise deadline.error() from None
 
     return open_stream
+
+
+async def _first_event(events: EventStream) -> Opened:
+    iterator = aiter(events)
+    try:
+        first = await anext(iterator, None)
+    except BaseException:
+        await _close(iterator)
+        await events.aclose()
+        raise
+    return events, iterator, first
 
 
 def _completion_reply(runtime: Runtime, done: Outcome[Completion]) -> Reply:

@@ -17,12 +17,13 @@ from typing import Generic, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from backends.errors import APIError, ContextWindowExceeded
+from backends.errors import APIError, ContextWindowExceeded, DeadlineExceeded
 from gateway.routing.pools import Deployment, Lease, Pool, PoolSaturated, PoolUnavailable
 from gateway.routing.retry import Deadline, retryable
 
 T = TypeVar("T")
-Call = Callable[[Deployment], Awaitable[T]]
+Call = Callable[[Deployment, Deadline], Awaitable[T]]
+"""One attempt on a deployment; it must end by the deadline (raising `DeadlineExceeded`)."""
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -123,11 +124,10 @@ class Dispatcher:
         progress.tried.add(deployment)
         lease = deployment.lease()
         try:
-            async with asyncio.timeout(deadline.remaining()):
-                value = await call(deployment)
-        except TimeoutError:
+            value = await call(deployment, deadline)
+        except DeadlineExceeded:
             lease.abandon()
-            raise deadline.error() from None
+            raise
         except APIError as exc:
             lease.fail(exc)
             raise

@@ -5,15 +5,9 @@ from __future__ import annotations
 import random
 import time
 
-from backends.errors import APIError
+from backends.errors import APIError, DeadlineExceeded
 from gateway.routing.breaker import Clock
 from gateway.settings import RetrySettings
-
-
-class DeadlineExceeded(APIError):
-    status = 504
-    type = "api_error"
-    code = "deadline_exceeded"
 
 
 class Deadline:

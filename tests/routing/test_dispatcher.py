@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import textwrap
 from collections.abc import Awaitable, Callable
 
@@ -46,7 +45,7 @@ class Script:
         self.errors = errors
         self.calls: list[str] = []
 
-    async def __call__(self, deployment: Deployment) -> str:
+    async def __call__(self, deployment: Deployment, deadline: Deadline) -> str:
         self.calls.append(deployment.id)
         plan = self.errors.get(deployment.id)
         if isinstance(plan, list):
@@ -72,7 +71,9 @@ class Sleeps:
         self.waits.append(seconds)
 
 
-async def run(pool: Pool, script: Callable[[Deployment], Awaitable[str]], seconds: float = 5.0) -> tuple[str, Progress, Sleeps]:
+async def run(
+    pool: Pool, script: Callable[[Deployment, Deadline], Awaitable[str]], seconds: float = 5.0
+) -> tuple[str, Progress, Sleeps]:
     sleeps, progress = Sleeps(), Progress()
     outcome = await Dispatcher(sleeps).run(pool, script, Deadline(seconds), progress)
     outcome.lease.succeed()
@@ -82,7 +83,7 @@ async def run(pool: Pool, script: Callable[[Deployment], Awaitable[str]], second
 async def test_a_retry_moves_to_the_other_deployment_at_once() -> None:
     calls: list[str] = []
 
-    async def first_fails(deployment: Deployment) -> str:
+    async def first_fails(deployment: Deployment, deadline: Deadline) -> str:
         calls.append(deployment.id)
         if len(calls) == 1:
             raise UpstreamUnavailable("down")
@@ -173,13 +174,35 @@ async def test_escalation_to_the_next_tier_after_the_fallbacks() -> None:
     assert (answer, progress.fallbacks) == ("e", 2)
 
 
-async def test_one_deadline_covers_every_attempt() -> None:
+async def test_an_attempt_out_of_time_ends_the_request_without_blaming_the_deployment() -> None:
     p = pools()
+    progress = Progress()
 
-    async def slow(deployment: Deployment) -> str:
-        await asyncio.sleep(10)
-        return deployment.id
+    async def out_of_time(deployment: Deployment, deadline: Deadline) -> str:
+        raise deadline.error()
 
     with pytest.raises(DeadlineExceeded):
-        await Dispatcher().run(p["chat"], slow, Deadline(0.05), Progress())
-    assert all(d.in_flight == 0 for d in p["chat"].deployments)  # the attempt was cancelled and released
+        await Dispatcher().run(p["chat"], out_of_time, Deadline(1), progress)
+    assert progress.attempts == 1  # not retried: the budget is spent
+    assert all(d.in_flight == 0 and d.breaker.counts() == (0, 0) for d in p["chat"].deployments)
+
+
+async def test_no_attempt_starts_once_the_deadline_has_passed() -> None:
+    script = Script()
+    with pytest.raises(DeadlineExceeded):
+        await Dispatcher().run(pools()["chat"], script, Deadline(0), Progress())
+    assert script.calls == []
+
+
+async def test_retries_do_not_sleep_past_the_deadline() -> None:
+    sleeps = Sleeps()
+    p = pools("""
+    pools:
+      solo:
+        retry: {max_attempts: 5, backoff_initial_s: 10, backoff_max_s: 10}
+        deployments: [{id: a, backend: echo}]
+    """)
+    script = Script(a=down)
+    with pytest.raises(UpstreamUnavailable):
+        await Dispatcher(sleeps).run(p["solo"], script, Deadline(0.5), Progress())
+    assert all(w < 0.5 for w in sleeps.waits)
