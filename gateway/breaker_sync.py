@@ -47,9 +47,10 @@ class BreakerSync:
     async def _run(self) -> None:
         while True:
             settings = self._runtime().settings
-            if settings.redis.url is not None and settings.resilience.share_breakers:
+            url = settings.redis.address()
+            if url is not None and settings.resilience.share_breakers:
                 try:
-                    await self._tick(settings.redis.url.reveal(), settings.redis.key_prefix)
+                    await self._tick(url, settings.redis.key_prefix)
                 except Exception:  # the sync must outlive its own bugs; breakers still work per worker
                     log.exception("breaker sync failed")
             await asyncio.sleep(settings.resilience.breaker_sync_interval_s)

@@ -111,8 +111,8 @@ def check(settings: Settings) -> list[Problem]:
     resilience = settings.resilience
     if resilience.deadline_s > resilience.max_deadline_s:
         problems.append(Problem(("resilience", "deadline_s"), "must not be longer than resilience.max_deadline_s"))
-    url = settings.redis.url
-    if url is not None and not url.reveal().startswith(("redis://", "rediss://", "unix://")):
+    url = settings.redis.address()
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
         problems.append(Problem(("redis", "url"), "must start with redis://, rediss:// or unix://"))
     return problems
 

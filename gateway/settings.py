@@ -164,8 +164,12 @@ class RedisSettings(_Settings, frozen=True):
     """Redis, shared by workers and replicas. Without `url` the gateway keeps all state in-process."""
 
     url: Secret | None = None
-    """`redis://[:password@]host:port/db`; write `${REDIS_URL}` rather than a password."""
+    """`redis://[:password@]host:port/db`; write `${REDIS_URL}` rather than a password. Empty is unset."""
     key_prefix: str = "gw:"
+
+    def address(self) -> str | None:
+        """The URL, or None when Redis is not configured."""
+        return self.url.reveal() if self.url is not None and self.url.reveal() else None
 
 
 class ReloadSettings(_Settings, frozen=True):

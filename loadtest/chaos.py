@@ -130,7 +130,11 @@ def hard_down(cooldown: float) -> list[Row]:
                 asyncio.run(load(s.url, 20, 4))
             per_cooldown.append(s.a.requests - before)
         rows.append(
-            ("A answers 503, load at c=4 for 5 cooldowns", "requests A got per cooldown (max; probes: 1)", str(max(per_cooldown)))
+            (
+                "A answers 503, load at c=4 for 5 cooldowns",
+                "requests A got per cooldown, max (half_open_probes: 1)",
+                str(max(per_cooldown)),
+            )
         )
     finally:
         s.close()

@@ -142,6 +142,7 @@ def test_resilience_rules() -> None:
     assert "test.yaml:2: resilience.deadline_s: must not be longer than resilience.max_deadline_s" in fixed
     assert "test.yaml:4: redis.url: must start with redis://, rediss:// or unix://" in fixed
     assert len(fixed) == 4
+    assert parse("redis: {url: ''}\npools: {a: {deployments: [{id: x, backend: echo}]}}").settings.redis.address() is None
 
 
 def test_shipped_configs_are_valid() -> None:
