@@ -58,7 +58,6 @@ async def send_reply(send: Send, reply: Reply) -> None:
 
 async def send_stream(receive: Receive, send: Send, reply: StreamReply) -> None:
     """Relay SSE frames as they come; a client that goes away stops the upstream at once."""
-    await send({"type": "http.response.start", "status": 200, "headers": reply.headers})
 
     async def pump() -> None:
         async for chunk in reply.frames:
@@ -69,8 +68,11 @@ async def send_stream(receive: Receive, send: Send, reply: StreamReply) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
 
-    tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(watch())]
+    tasks: list[asyncio.Future[None]] = []
+    done: set[asyncio.Future[None]] = set()
     try:
+        await send({"type": "http.response.start", "status": 200, "headers": reply.headers})
+        tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(watch())]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
@@ -79,6 +81,7 @@ async def send_stream(receive: Receive, send: Send, reply: StreamReply) -> None:
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await task
         await reply.frames.aclose()  # type: ignore[attr-defined]
+        await reply.close()  # for frames that never started, whose own cleanup never ran
     for task in done:
         if not task.cancelled() and (exc := task.exception()) is not None and not isinstance(exc, OSError):
             raise exc

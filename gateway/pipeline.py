@@ -7,7 +7,7 @@ It knows nothing of HTTP framing: it turns a request body into a `Reply` (JSON) 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,10 @@ class Reply:
 class StreamReply:
     headers: Headers
     frames: AsyncIterator[bytes]
-    """SSE frames; closing it early releases the upstream."""
+    """SSE frames, ending with one `[DONE]`."""
+    close: Callable[[], Awaitable[None]]
+    """Releases the upstream and the request's hold on its config. The server calls it once the
+    frames are sent or abandoned (even if iteration never started); calling it again does nothing."""
 
 
 Opened = tuple[EventStream, AsyncIterator[bytes], "bytes | None"]
@@ -66,9 +69,9 @@ class Pipeline:
             pool = runtime.models.resolve(model)
             if stream:
                 opened = await runtime.dispatcher.run(pool, _opener(endpoint, payload, model), deadline, progress)
-                frames = self._relay(runtime, opened, deadline)
+                relay = _Relay(opened, deadline, lambda: self._finish(runtime))
                 finished_here = False
-                return StreamReply([*_SSE_HEADERS, *_route_headers(runtime, opened)], frames)
+                return StreamReply([*_SSE_HEADERS, *_route_headers(runtime, opened)], relay.frames(), relay.close)
             done = await runtime.dispatcher.run(pool, _completer(endpoint, payload, model), deadline, progress)
             done.lease.succeed()
             return _completion_reply(runtime, done)
@@ -82,31 +85,50 @@ class Pipeline:
         self.in_flight -= 1
         runtime.release()
 
-    async def _relay(self, runtime: Runtime, opened: Outcome[Opened], deadline: Deadline) -> AsyncIterator[bytes]:
-        """Frames for the client: each upstream event as it arrives, an error event if the upstream
-        breaks or the deadline passes, and exactly one `[DONE]`."""
-        events, iterator, first = opened.value
-        lease = opened.lease
-        guard = _StreamDeadline(deadline)
+
+class _Relay:
+    """An opened upstream stream on its way to the client."""
+
+    def __init__(self, opened: Outcome[Opened], deadline: Deadline, finish: Callable[[], None]) -> None:
+        self._events, self._iterator, self._first = opened.value
+        self._lease = opened.lease
+        self._deadline = deadline
+        self._finish = finish
+        self._guard: _StreamDeadline | None = None
+        self._closed = False
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        """Each upstream event as it arrives, an error event if the upstream breaks or the
+        deadline passes, and exactly one `[DONE]`."""
+        self._guard = guard = _StreamDeadline(self._deadline)
         try:
-            if first is not None:
-                yield frame(first)
-            while (data := await guard.next(iterator)) is not None:
+            if self._first is not None:
+                yield frame(self._first)
+            while (data := await guard.next(self._iterator)) is not None:
                 yield frame(data)
-            lease.succeed()
+            self._lease.succeed()
         except DeadlineExceeded as exc:
-            lease.abandon()
+            self._lease.abandon()
             yield frame(exc.body())
         except APIError as exc:
-            lease.fail(exc)
+            self._lease.fail(exc)
             yield frame(exc.body())
         finally:
-            guard.cancel()
-            lease.abandon()  # the client went away (a no-op when the outcome is already in)
-            await _close(iterator)
-            await events.aclose()
-            self._finish(runtime)
+            await self.close()
         yield DONE_FRAME
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._guard is not None:
+            self._guard.cancel()
+        self._lease.abandon()  # the client went away (a no-op when the outcome is already in)
+        try:
+            await _close(self._iterator)
+            await self._events.aclose()
+        finally:
+            self._finish()
 
 
 class _StreamDeadline:
