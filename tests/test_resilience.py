@@ -98,12 +98,12 @@ def test_one_replica_hard_down_costs_clients_nothing(ha: HA) -> None:
 
 def test_a_failing_replica_is_cut_off_within_ten_failures_and_then_only_probed(ha: HA) -> None:
     ha.a.behavior = Behavior(mode="status", status=503)
-    start = time.monotonic()
-    responses = ha.blast(600, concurrency=4)
-    elapsed = time.monotonic() - start
+    responses = ha.blast(1000, concurrency=4)
     assert all(r.status_code == 200 for r in responses)
-    probes_allowed = (int(elapsed / COOLDOWN_S) + 1) * 1  # half_open_probes: 1 per cooldown
-    assert ha.a.requests <= 10 + probes_allowed, (ha.a.requests, elapsed)
+    reopened = int(ha.breakers()["replica-a"]["times_opened"]) - 1  # type: ignore[call-overload]
+    # Once open, A gets only probes: one per cooldown (half_open_probes: 1), each failing and
+    # reopening the breaker for another cooldown. So: at most 10 failures, then one per reopening.
+    assert ha.a.requests <= 10 + reopened, (ha.a.requests, reopened)
 
 
 def test_thirty_percent_errors_are_retried_away(ha: HA) -> None:
@@ -119,13 +119,11 @@ def test_a_recovered_replica_gets_traffic_again_within_a_cooldown(ha: HA) -> Non
     ha.a.kill()
     ha.blast(50)
     assert ha.breakers()["replica-a"]["state"] == "open"
+    assert float(ha.breakers()["replica-a"]["open_for_s"]) <= COOLDOWN_S  # type: ignore[arg-type]
     ha.a.revive()
-    revived = time.monotonic()
-    served_by_a = False
-    while time.monotonic() - revived < 3 * COOLDOWN_S and not served_by_a:
-        served_by_a = any(r.headers["x-gateway-model"] == "replica-a" for r in ha.blast(8, concurrency=4))
-    assert served_by_a
-    assert time.monotonic() - revived <= 2 * COOLDOWN_S
+    assert wait_for(lambda: ha.breakers()["replica-a"]["state"] == "half_open", 3 * COOLDOWN_S)
+    answers = [r.headers["x-gateway-model"] for r in ha.blast(8, concurrency=1)]
+    assert answers[0] == "replica-a"  # the first request after the cooldown is the probe, and it passes
     assert ha.breakers()["replica-a"]["state"] == "closed"
 
 
@@ -273,13 +271,11 @@ def test_a_hundred_streams_end_cleanly_when_the_upstreams_die(ha: HA) -> None:
 def test_deadline_ends_every_attempt_and_can_be_set_per_request(ha: HA) -> None:
     for up in (ha.a, ha.b, ha.fallback):
         up.behavior = Behavior(mode="hang")
-    start = time.monotonic()
     response = httpx.post(
         f"{ha.gateway.url}/v1/chat/completions", json=CHAT, headers={"x-gateway-deadline-ms": "300"}, timeout=10
     )
-    assert response.status_code == 504
+    assert response.status_code == 504  # the read timeout is 60 s and the client's 10 s: the deadline ended it
     assert response.json()["error"]["code"] == "deadline_exceeded"
-    assert time.monotonic() - start < 5  # the read timeout is 60 s: the deadline, not it, ended this
     client = openai.OpenAI(base_url=f"{ha.gateway.url}/v1", api_key="unused", max_retries=0)
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(extra_body={"gateway": {"deadline_ms": 200}}, **CHAT)  # type: ignore[call-overload]
