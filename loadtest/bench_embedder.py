@@ -1,0 +1,77 @@
+"""Embedder throughput: the gateway's ONNX Runtime embedder against sentence-transformers' torch
+CPU path, same model (all-MiniLM-L6-v2), same texts, one run.
+
+    python -m loadtest.bench_embedder            # batch 1 and 16, 200 rounds each
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TEXTS = [
+    "How do I reset my password on the mobile app?",
+    "Summarise the main causes of the French Revolution in three bullet points.",
+    "What is the difference between a list and a tuple in Python?",
+    "Book a table for four at an Italian restaurant near the station at 8pm.",
+    "Explain why the sky is blue to a ten-year-old.",
+    "Write a SQL query that returns the ten most recent orders per customer.",
+    "Translate 'see you tomorrow' into German and Japanese.",
+    "Is it safe to take ibuprofen with coffee?",
+]
+
+
+def timed(fn: Callable[[Sequence[str]], object], batch: int, rounds: int) -> list[float]:
+    texts = [TEXTS[i % len(TEXTS)] + f" ({i})" for i in range(batch)]
+    for _ in range(10):
+        fn(texts)
+    out = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn(texts)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--batches", default="1,16")
+    args = parser.parse_args()
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from gateway.cache.embedder import OnnxEmbedder, bundled_model_dir
+
+    onnx = OnnxEmbedder()
+    st = SentenceTransformer(str(bundled_model_dir()), device="cpu")
+    lines = [
+        "| batch | torch (sentence-transformers) p50 ms | ONNX Runtime p50 ms | texts/s torch | texts/s ONNX | speed-up |",
+        "|---|---|---|---|---|---|",
+    ]
+    for batch in (int(b) for b in args.batches.split(",")):
+        with torch.inference_mode():
+            t_st = timed(lambda t: st.encode(list(t), normalize_embeddings=True, batch_size=len(t)), batch, args.rounds)
+        t_onnx = timed(onnx.embed_now, batch, args.rounds)
+        p_st, p_onnx = statistics.median(t_st), statistics.median(t_onnx)
+        cells = [f"{p_st * 1e3:.2f}", f"{p_onnx * 1e3:.2f}", f"{batch / p_st:,.0f}", f"{batch / p_onnx:,.0f}", f"{p_st / p_onnx:.2f}x"]
+        lines.append(f"| {batch} | " + " | ".join(cells) + " |")
+    onnx.close()
+    command = "python -m loadtest.bench_embedder " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    machine = (
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
+    )
+    print("\n".join([*lines, "", f"command: `{command.strip()}`", machine]))
+
+
+if __name__ == "__main__":
+    main()

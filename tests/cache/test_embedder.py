@@ -1,0 +1,69 @@
+"""The ONNX embedder against sentence-transformers' own model, and its micro-batching."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gateway.cache.embedder import OnnxEmbedder, bundled_model_dir
+from gateway.settings import EmbedderSettings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SENTENCES = [
+    "How do I reset my password?",
+    "What's the capital of France?",
+    "Translate 'good morning' into Spanish, formally.",
+    "Book a flight from Paris to Berlin on May 3rd.",
+    "Book a flight from Berlin to Paris on May 3rd.",
+    "I do not want to cancel my subscription.",
+    "Write a haiku about autumn leaves.",
+    "def fib(n): return n if n < 2 else fib(n - 1) + fib(n - 2)",
+    "Résumé: naïve café owners in Zürich — 3 × 4 = 12?",
+    "日本語の文章も埋め込めますか？",
+    "",
+    "a " * 600,  # longer than the model's 256 tokens: truncated the same way
+]
+
+
+@pytest.fixture(scope="module")
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnnxEmbedder]:
+    e = OnnxEmbedder(EmbedderSettings(onnx_dir=str(tmp_path_factory.mktemp("onnx")), max_batch=8))
+    yield e
+    e.close()
+
+
+def test_vectors_match_sentence_transformers(embedder: OnnxEmbedder) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(bundled_model_dir()), device="cpu").encode(SENTENCES, normalize_embeddings=True)
+    ours = embedder.embed_now(SENTENCES)
+    assert ours.shape == (len(SENTENCES), 384) == reference.shape
+    cosines = (ours * reference).sum(axis=1)
+    assert cosines.min() >= 0.999, cosines
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_vectors(embedder: OnnxEmbedder) -> None:
+    alone = embedder.embed_now(SENTENCES)
+
+    async def together() -> list[np.ndarray]:
+        return await asyncio.gather(*(embedder.embed([s]) for s in SENTENCES * 3))
+
+    vectors = asyncio.run(together())
+    for i, v in enumerate(vectors):
+        assert v.shape == (1, 384)
+        assert float(v[0] @ alone[i % len(SENTENCES)]) >= 0.9999
+
+
+def test_the_onnx_file_is_exported_once_and_reused(embedder: OnnxEmbedder) -> None:
+    path = Path(embedder.model_path)
+    stamp = path.stat().st_mtime_ns
+    again = OnnxEmbedder(EmbedderSettings(onnx_dir=str(path.parent)))
+    assert again.model_path == path and path.stat().st_mtime_ns == stamp
+    assert [p.suffix for p in path.parent.iterdir()] == [".onnx"]  # no temporary files left behind
+    again.close()
