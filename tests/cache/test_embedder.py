@@ -24,8 +24,8 @@ SENTENCES = [
     "I do not want to cancel my subscription.",
     "Write a haiku about autumn leaves.",
     "def fib(n): return n if n < 2 else fib(n - 1) + fib(n - 2)",
-    "Résumé: naïve café owners in Zürich — 3 × 4 = 12?",
-    "日本語の文章も埋め込めますか？",
+    "Résumé: naïve café owners in Zürich — 3 × 4 = 12?",  # noqa: RUF001
+    "日本語の文章も埋め込めますか？",  # noqa: RUF001
     "",
     "a " * 600,  # longer than the model's 256 tokens: truncated the same way
 ]
