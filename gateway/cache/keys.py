@@ -1,0 +1,54 @@
+"""Cache keys. Pure.
+
+The exact key hashes every field of the request that can change the answer. It is built from a
+deny-list, not an allow-list: fields the gateway does not know (a server's own `top_k`,
+`repetition_penalty`, `min_p`, ...) are part of the key, so an unknown knob can never make two
+different requests share an answer. Only fields that cannot change the answer are left out.
+The model name is replaced by the route that will answer (the resolved pool, or the tier).
+
+The semantic namespace hashes the same fields without the conversation itself but with the system
+prompt(s): two requests can only meet in the embedding index when everything but the wording of
+the conversation is equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from backends.types import Endpoint
+
+NOT_ANSWER_FIELDS = frozenset(
+    {"model", "stream", "stream_options", "user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}
+)
+"""Request fields that do not change the answer."""
+CONVERSATION_FIELDS = frozenset({"messages", "prompt", "input"})
+
+_encoder = msgspec.json.Encoder(order="sorted")
+
+
+def exact_key(endpoint: Endpoint, route: str, payload: Mapping[str, Any], tenant: str = "") -> str:
+    """A hex digest over the endpoint, route, tenant and every answer-determining field."""
+    fields = {k: v for k, v in payload.items() if k not in NOT_ANSWER_FIELDS}
+    return _digest([endpoint, route, tenant, fields])
+
+
+def semantic_namespace(endpoint: Endpoint, route: str, payload: Mapping[str, Any], tenant: str = "") -> str:
+    """A hex digest of everything that must be equal for two requests to share an answer by
+    meaning: route, tenant, sampling settings, tools, response_format, and the system prompt(s)."""
+    fields = {k: v for k, v in payload.items() if k not in NOT_ANSWER_FIELDS and k not in CONVERSATION_FIELDS}
+    return _digest([endpoint, route, tenant, fields, system_prompts(payload)])
+
+
+def system_prompts(payload: Mapping[str, Any]) -> list[Any]:
+    messages = payload.get("messages")
+    if not isinstance(messages, list):
+        return []
+    return [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") in ("system", "developer")]
+
+
+def _digest(value: object) -> str:
+    return hashlib.blake2b(_encoder.encode(value), digest_size=16).hexdigest()

@@ -1,0 +1,54 @@
+"""Cache keys: equal only when the answer must be equal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.cache.keys import exact_key, semantic_namespace
+
+BASE: dict[str, Any] = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}],
+    "temperature": 0,
+    "max_tokens": 50,
+}
+
+
+def key(**changes: Any) -> str:
+    return exact_key("chat/completions", "small", {**BASE, **changes})
+
+
+def test_fields_that_do_not_change_the_answer_do_not_change_the_key() -> None:
+    same = key(stream=True, stream_options={"include_usage": True}, user="u-1", metadata={"trace": "x"}, model="alias")
+    assert same == key()
+    reordered = dict(reversed(list(BASE.items())))
+    assert exact_key("chat/completions", "small", reordered) == key()
+
+
+def test_every_answer_determining_field_changes_the_key() -> None:
+    variants = [
+        key(temperature=0.7),
+        key(max_tokens=51),
+        key(seed=1),
+        key(n=2),
+        key(stop=["\n"]),
+        key(top_p=0.5),
+        key(tools=[{"type": "function", "function": {"name": "f"}}]),
+        key(response_format={"type": "json_object"}),
+        key(top_k=40),  # a field the gateway does not know is kept, never dropped
+        key(messages=[*BASE["messages"][:1], {"role": "user", "content": "Capital of Spain?"}]),
+        exact_key("chat/completions", "large", BASE),
+        exact_key("completions", "small", BASE),
+        exact_key("chat/completions", "small", BASE, tenant="acme"),
+    ]
+    assert len({key(), *variants}) == len(variants) + 1
+
+
+def test_semantic_namespace_ignores_the_user_turn_but_not_the_system_prompt_or_settings() -> None:
+    ns = semantic_namespace("chat/completions", "small", BASE)
+    other_question = {**BASE, "messages": [BASE["messages"][0], {"role": "user", "content": "Largest ocean?"}]}
+    assert semantic_namespace("chat/completions", "small", other_question) == ns
+    other_system = {**BASE, "messages": [{"role": "system", "content": "Answer in French."}, BASE["messages"][1]]}
+    assert semantic_namespace("chat/completions", "small", other_system) != ns
+    assert semantic_namespace("chat/completions", "small", {**BASE, "temperature": 1}) != ns
+    assert semantic_namespace("chat/completions", "large", BASE) != ns
