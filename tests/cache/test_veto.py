@@ -1,0 +1,47 @@
+"""The veto refuses hits between prompts that differ where the answer does, and lets paraphrases through."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.cache.veto import veto
+
+MUST_VETO = [
+    ("What is 15% of 240?", "What is 15% of 420?", "numbers"),
+    ("Give me three tips for sleeping better.", "Give me five tips for sleeping better.", "numbers"),
+    ("Is it safe to drink coffee while pregnant?", "Is it not safe to drink coffee while pregnant?", "negation"),
+    ("I want to cancel my order.", "I don't want to cancel my order.", "negation"),
+    ("Convert 10 miles to km.", "Convert 10 km to miles.", "direction"),
+    ("Translate this from English to French: good night", "Translate this from French to English: good night", "direction"),
+    ("Book a flight from Paris to Berlin.", "Book a flight from Berlin to Paris.", "direction"),
+    ("What is the capital of France?", "What is the capital of Spain?", "entities"),
+    ("Who won the 2018 World Cup?", "Who won the 2022 World Cup?", "numbers"),
+    ("What is the largest planet?", "What is the smallest planet?", "polarity"),
+    ("Should I buy Tesla stock now?", "Should I sell Tesla stock now?", "polarity"),
+    ("How many calories in 100 grams of rice?", "How many calories in 100 ounces of rice?", "units"),
+    ("Write the answer in JSON.", "Write the answer in YAML.", "entities"),
+    ("Explain what `os.path.join` does.", "Explain what `os.path.split` does.", "entities"),
+    ("Is Python faster than Java?", "Is Java faster than Python?", "direction"),
+]
+
+MUST_PASS = [
+    ("What is the capital of France?", "What's the capital city of France?"),
+    ("How do I reset my password?", "How can I reset my password?"),
+    ("Give me three tips for sleeping better.", "Share three tips to sleep better."),
+    ("Translate 'good night' into Spanish.", "How do you say 'good night' in Spanish?"),
+    ("What is 15% of 240?", "Calculate 15% of 240."),
+    ("Explain photosynthesis simply.", "Can you explain photosynthesis in simple terms?"),
+    ("Who wrote Pride and Prejudice?", "Who is the author of Pride and Prejudice?"),
+    ("Please summarise the plot of Hamlet.", "Summarize the plot of Hamlet."),
+]
+
+
+@pytest.mark.parametrize(("a", "b", "reason"), MUST_VETO)
+def test_answer_deciding_differences_are_vetoed(a: str, b: str, reason: str) -> None:
+    assert veto(a, b) == reason
+    assert veto(b, a) == reason
+
+
+@pytest.mark.parametrize(("a", "b"), MUST_PASS)
+def test_paraphrases_are_not_vetoed(a: str, b: str) -> None:
+    assert veto(a, b) is None
