@@ -1,0 +1,110 @@
+"""The two cache layers with the real embedder, a real FAISS index and the memory store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from gateway.cache.embedder import OnnxEmbedder
+from gateway.cache.index import VectorIndex
+from gateway.cache.semantic import SemanticCache
+from gateway.cache.store import Entry, MemoryStore
+from gateway.cache.text import context_digest, semantic_text
+from gateway.settings import EmbedderSettings
+
+
+class Clock:
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnnxEmbedder]:
+    e = OnnxEmbedder(EmbedderSettings(onnx_dir=str(tmp_path_factory.mktemp("onnx"))))
+    yield e
+    e.close()
+
+
+def cache_with(embedder: OnnxEmbedder, clock: Clock, max_entries: int = 100) -> SemanticCache:
+    return SemanticCache(MemoryStore(max_entries, clock), VectorIndex(embedder.dim), threshold=0.8)
+
+
+def put(cache: SemanticCache, embedder: OnnxEmbedder, clock: Clock, text: str, ns: str = "small", ttl: float = 60) -> Entry:
+    vector = embedder.embed_now([text])[0]
+    return cache.store_entry(Entry(f"key:{ns}:{text}", ns, text, text.encode(), clock.now + ttl), vector)
+
+
+def find(cache: SemanticCache, embedder: OnnxEmbedder, text: str, ns: str = "small") -> bytes | None:
+    hit = cache.lookup_semantic(ns, text, embedder.embed_now([text])[0])
+    return None if hit is None else hit.entry.body
+
+
+def test_a_paraphrase_hits_and_a_hard_negative_is_vetoed(embedder: OnnxEmbedder) -> None:
+    clock = Clock()
+    cache = cache_with(embedder, clock)
+    put(cache, embedder, clock, "Book a flight from Paris to Berlin on Friday.")
+    put(cache, embedder, clock, "How do I reset my password?")
+    assert find(cache, embedder, "How can I reset my password?") == b"How do I reset my password?"
+    assert find(cache, embedder, "Book a flight from Berlin to Paris on Friday.") is None
+    assert cache.vetoed >= 1
+
+
+def test_namespaces_never_meet(embedder: OnnxEmbedder) -> None:
+    clock = Clock()
+    cache = cache_with(embedder, clock)
+    put(cache, embedder, clock, "How do I reset my password?", ns="small")
+    assert find(cache, embedder, "How do I reset my password?", ns="large") is None
+
+
+def test_entries_expire_without_sliding_and_leave_the_index(embedder: OnnxEmbedder) -> None:
+    clock = Clock()
+    cache = cache_with(embedder, clock)
+    entry = put(cache, embedder, clock, "What is the boiling point of water?", ttl=10)
+    clock.now += 9
+    assert cache.lookup_exact(entry.key) is not None  # a hit does not extend the TTL...
+    clock.now += 1.5
+    assert cache.lookup_exact(entry.key) is None  # ...so it ends 10 s after it was stored
+    assert find(cache, embedder, "What is the boiling point of water?") is None
+    assert cache.index.size() == 0
+
+
+def test_the_least_recently_used_entry_makes_room(embedder: OnnxEmbedder) -> None:
+    clock = Clock()
+    cache = cache_with(embedder, clock, max_entries=2)
+    first = put(cache, embedder, clock, "Name a primary colour.")
+    second = put(cache, embedder, clock, "What is the tallest mountain?")
+    assert cache.lookup_exact(first.key) is not None  # first is now the more recently used
+    put(cache, embedder, clock, "Who painted the Mona Lisa?")
+    assert cache.lookup_exact(second.key) is None and cache.lookup_exact(first.key) is not None
+    assert cache.index.size() == 2
+
+
+def test_what_is_embedded_and_what_is_not() -> None:
+    convo = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "  Hi there  "}]}
+    assert semantic_text("chat/completions", convo) == "Hi there"
+    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Describe"}, {"type": "image_url"}]}]}
+    assert semantic_text("chat/completions", parts) == "Describe"
+    tool_turn = {"messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "42", "tool_call_id": "1"}]}
+    assert semantic_text("chat/completions", tool_turn) is None
+    assert semantic_text("chat/completions", {"messages": [{"role": "user", "content": "   "}]}) is None
+    assert semantic_text("completions", {"prompt": "Once upon a time"}) == "Once upon a time"
+    assert semantic_text("embeddings", {"input": "x"}) is None
+    follow_up = {
+        "messages": [
+            {"role": "user", "content": "GDP of Italy?"},
+            {"role": "assistant", "content": "..."},
+            {"role": "user", "content": "And in 2023?"},
+        ]
+    }
+    other_thread = {
+        "messages": [
+            {"role": "user", "content": "GDP of Spain?"},
+            {"role": "assistant", "content": "..."},
+            {"role": "user", "content": "And in 2023?"},
+        ]
+    }
+    assert context_digest(follow_up) != context_digest(other_thread)
+    assert context_digest(convo) == ""  # a system prompt alone is not context (it has its own place in the key)
