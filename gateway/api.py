@@ -15,6 +15,7 @@ from backends.types import Endpoint
 from gateway import metrics
 from gateway.asgi import ClientGone, Receive, Scope, Send, read_body, send_reply, send_stream, until_disconnect
 from gateway.breaker_sync import BreakerSync
+from gateway.cache.service import ResponseCache
 from gateway.errors import APIError, NotFound, Unauthorized
 from gateway.health import deployment_health
 from gateway.pipeline import Pipeline, Reply, StreamReply, error_reply
@@ -26,7 +27,9 @@ class Gateway:
 
     def __init__(self, reloader: Reloader) -> None:
         self.reloader = reloader
-        self.pipeline = Pipeline(reloader)
+        settings = reloader.runtime.settings.cache
+        self.cache = ResponseCache(settings) if settings.enabled else None
+        self.pipeline = Pipeline(reloader, self.cache)
         self.draining = False
         self.metrics = metrics.registry(lambda: reloader.runtime, lambda: self.pipeline.in_flight)
         self.breaker_sync = BreakerSync(lambda: reloader.runtime)

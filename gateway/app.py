@@ -38,6 +38,8 @@ def create_app(config_path: str | None = None) -> RequestContext:
             gateway.draining = True
             await gateway.breaker_sync.aclose()
             await gateway.reloader.aclose()
+            if gateway.cache is not None:
+                gateway.cache.close()
 
     app = Litestar(
         route_handlers=routes(gateway),

@@ -5,7 +5,7 @@ JSON body (for clients that can only add fields, e.g. the openai client's `extra
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -15,9 +15,14 @@ from gateway.settings import ResilienceSettings
 DEADLINE_HEADER = b"x-gateway-deadline-ms"
 
 
+CacheDirective = Literal["no-cache", "no-store"]
+
+
 class Controls(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     deadline_ms: Annotated[float, msgspec.Meta(gt=0)] | None = None
     """This request's time budget in milliseconds (capped at `resilience.max_deadline_s`)."""
+    cache: CacheDirective | None = None
+    """`no-cache`: do not answer from the cache (the answer is still stored); `no-store`: neither."""
 
 
 NO_CONTROLS = Controls()
@@ -44,6 +49,18 @@ def deadline_s(settings: ResilienceSettings, headers: list[tuple[bytes, bytes]],
     if ms is None:
         return settings.deadline_s
     return min(ms / 1000, settings.max_deadline_s)
+
+
+def cache_directive(headers: list[tuple[bytes, bytes]], controls: Controls) -> CacheDirective | None:
+    """`no-store` or `no-cache` from the Cache-Control header (the stronger one wins), else the body's."""
+    for name, value in headers:
+        if name == b"cache-control":
+            directives = {d.strip() for d in value.decode("latin-1").lower().split(",")}
+            if "no-store" in directives:
+                return "no-store"
+            if "no-cache" in directives:
+                return "no-cache"
+    return controls.cache
 
 
 def _milliseconds(value: bytes) -> float:

@@ -18,9 +18,10 @@ from backends.protocol import Completion, EventStream
 from backends.sse import DONE_FRAME, frame
 from backends.types import REQUEST_TYPES, Endpoint
 from gateway import controls
+from gateway.cache.service import Lookup, ResponseCache, hit_body
 from gateway.errors import GatewayOverloaded, InvalidRequest
 from gateway.routing.dispatcher import Call, Outcome, Progress
-from gateway.routing.pools import Deployment
+from gateway.routing.pools import Deployment, Pool
 from gateway.routing.retry import Deadline
 from gateway.runtime import Runtime
 
@@ -52,8 +53,9 @@ Opened = tuple[EventStream, AsyncIterator[bytes], "bytes | None"]
 class Pipeline:
     """parse ─▶ resolve the model ─▶ dispatch (deployments, retries, fallbacks, deadline) ─▶ reply"""
 
-    def __init__(self, runtime_source: Any) -> None:
+    def __init__(self, runtime_source: Any, cache: ResponseCache | None = None) -> None:
         self._source = runtime_source  # anything with a `.runtime` attribute (the Reloader)
+        self._cache = cache
         self.in_flight = 0
 
     async def handle(self, endpoint: Endpoint, body: bytes, headers: Headers) -> Reply | StreamReply:
@@ -65,8 +67,12 @@ class Pipeline:
             if self.in_flight > runtime.settings.resilience.max_in_flight:
                 raise GatewayOverloaded("The gateway is at its limit of requests in flight; retry shortly.", retry_after=1)
             payload, model, stream = parse(endpoint, body)
-            deadline = Deadline(controls.deadline_s(runtime.settings.resilience, headers, controls.from_body(payload)))
+            asked = controls.from_body(payload)
+            deadline = Deadline(controls.deadline_s(runtime.settings.resilience, headers, asked))
             pool = runtime.models.resolve(model)
+            lookup = await self._lookup(endpoint, pool, payload, controls.cache_directive(headers, asked))
+            if lookup is not None and lookup.hit is not None:
+                return _cached_reply(runtime, lookup)
             if stream:
                 opened = await runtime.dispatcher.run(pool, _opener(endpoint, payload, model), deadline, progress)
                 relay = _Relay(opened, deadline, lambda: self._finish(runtime))
@@ -74,12 +80,23 @@ class Pipeline:
                 return StreamReply([*_SSE_HEADERS, *_route_headers(runtime, opened)], relay.frames(), relay.close)
             done = await runtime.dispatcher.run(pool, _completer(endpoint, payload, model), deadline, progress)
             done.lease.succeed()
-            return _completion_reply(runtime, done)
+            reply = _completion_reply(runtime, done)
+            if lookup is not None and self._cache is not None:
+                self._cache.store(lookup, done.value.body)
+                reply.headers.append((b"x-gateway-cache", lookup.outcome.encode()))
+            return reply
         except APIError as exc:
             return error_reply(exc, _progress_headers(runtime, progress))
         finally:
             if finished_here:
                 self._finish(runtime)
+
+    async def _lookup(
+        self, endpoint: Endpoint, pool: Pool, payload: dict[str, Any], directive: controls.CacheDirective | None
+    ) -> Lookup | None:
+        if self._cache is None:
+            return None
+        return await self._cache.lookup(endpoint, pool.name, pool.settings, payload, directive)
 
     def _finish(self, runtime: Runtime) -> None:
         self.in_flight -= 1
@@ -200,6 +217,18 @@ async def _first_event(events: EventStream) -> Opened:
         await events.aclose()
         raise
     return events, iterator, first
+
+
+def _cached_reply(runtime: Runtime, lookup: Lookup) -> Reply:
+    assert lookup.hit is not None
+    headers = [
+        (b"content-type", JSON),
+        (b"x-gateway-cache", lookup.outcome.encode()),
+        (b"x-gateway-cache-similarity", f"{lookup.hit.similarity:.4f}".encode()),
+        (b"x-gateway-cost-usd", b"0"),
+        *_progress_headers(runtime, Progress()),
+    ]
+    return Reply(200, hit_body(lookup.hit.entry.body), headers)
 
 
 def _completion_reply(runtime: Runtime, done: Outcome[Completion]) -> Reply:

@@ -116,6 +116,15 @@ class BreakerSettings(_Settings, frozen=True):
     """Cap on how long an upstream's `Retry-After` on a 429 keeps the breaker open."""
 
 
+class PoolCacheSettings(_Settings, frozen=True):
+    """A pool's own cache settings, over the gateway-wide `cache` block."""
+
+    enabled: bool = True
+    threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    """Cosine similarity a semantic hit needs in this pool (default: `cache.threshold`)."""
+    ttl_s: Positive | None = None
+
+
 Tier = Literal["small", "medium", "large"]
 TIERS: tuple[Tier, ...] = ("small", "medium", "large")
 
@@ -135,6 +144,7 @@ class PoolSettings(_Settings, frozen=True, kw_only=True):
     """After its fallbacks, a pool with a `tier` falls through to the pools of the tiers above it."""
     retry: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
+    cache: PoolCacheSettings = PoolCacheSettings()
     deployments: Annotated[list[DeploymentSettings], msgspec.Meta(min_length=1)]
 
 
@@ -186,6 +196,27 @@ class EmbedderSettings(_Settings, frozen=True):
     """ONNX Runtime intra-op threads; default: its own choice (the machine's cores)."""
 
 
+class CacheSettings(_Settings, frozen=True):
+    """The response cache: an exact layer, and a semantic layer (embeddings, FAISS, the veto).
+
+    The embedder is built when the gateway starts; turning `enabled` on takes a restart."""
+
+    enabled: bool = False
+    semantic: bool = True
+    threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.9
+    """Cosine similarity a semantic hit needs."""
+    top_k: PositiveInt = 4
+    """Candidates the index returns per lookup, checked in order by the veto."""
+    ttl_s: Positive = 3600.0
+    """Lifetime of an entry from when it was stored; hits do not extend it."""
+    max_entries: PositiveInt = 10_000
+    """Past this, the least recently used entry goes."""
+    max_temperature: NonNegative = 0.0
+    """Answers are cached when the request's temperature is at most this (absent counts as 1, as
+    upstreams default it) or when it sets a `seed`."""
+    embedder: EmbedderSettings = EmbedderSettings()
+
+
 class ReloadSettings(_Settings, frozen=True):
     """Hot reload of the config file."""
 
@@ -209,4 +240,5 @@ class Settings(_Settings, frozen=True, kw_only=True):
     admin: AdminSettings = AdminSettings()
     resilience: ResilienceSettings = ResilienceSettings()
     redis: RedisSettings = RedisSettings()
+    cache: CacheSettings = CacheSettings()
     pools: Annotated[dict[Name, PoolSettings], msgspec.Meta(min_length=1)]

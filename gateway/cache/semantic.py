@@ -7,13 +7,15 @@ lookup ─▶ exact key in the store ─▶ hit-exact
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from gateway.cache.index import VectorIndex
 from gateway.cache.store import Entry, Store
 from gateway.cache.veto import veto
+
+if TYPE_CHECKING:
+    from gateway.cache.index import VectorIndex  # faiss: imported only when a cache is built
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,88 @@
+"""The response cache in a running gateway, with the official openai client and a real upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from loadtest.fake_upstream import FakeUpstream
+from tests.conftest import GatewayProcess
+
+
+@pytest.fixture(scope="module")
+def cached(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, FakeUpstream]]:
+    upstream = FakeUpstream(name="cached-upstream").start_in_thread()
+    root = tmp_path_factory.mktemp("cache")
+    path = root / "gateway.yaml"
+    path.write_text(f"""
+reload: {{watch: false}}
+cache:
+  enabled: true
+  threshold: 0.85
+  embedder: {{onnx_dir: "{root / "onnx"}"}}
+pools:
+  small:
+    aliases: [gpt-4o-mini]
+    deployments: [{{id: up, base_url: "{upstream.base_url}"}}]
+  nocache:
+    cache: {{enabled: false}}
+    deployments: [{{id: up2, base_url: "{upstream.base_url}"}}]
+""")
+    gateway = GatewayProcess(path)
+    yield gateway, upstream
+    gateway.stop()
+    upstream.stop()
+
+
+def ask(gateway: GatewayProcess, text: str, **extra: object) -> httpx.Response:
+    body = {"model": "gpt-4o-mini", "temperature": 0, "messages": [{"role": "user", "content": text}], **extra}
+    return httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=30)
+
+
+def test_exact_and_semantic_hits_skip_the_upstream(cached: tuple[GatewayProcess, FakeUpstream]) -> None:
+    gateway, upstream = cached
+    first = ask(gateway, "How do I reset my password?")
+    assert first.headers["x-gateway-cache"] == "miss"
+    before = upstream.requests
+    again = ask(gateway, "How do I reset my password?")
+    assert again.headers["x-gateway-cache"] == "hit-exact" and upstream.requests == before
+    assert again.json()["id"] != first.json()["id"]
+    assert again.json()["choices"] == first.json()["choices"]
+    assert again.json()["usage"]["prompt_tokens_details"]["cached_tokens"] == first.json()["usage"]["prompt_tokens"]
+    assert again.headers["x-gateway-cost-usd"] == "0"
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", temperature=0, messages=[{"role": "user", "content": "How can I reset my password?"}]
+    )
+    assert raw.headers["x-gateway-cache"] == "hit-semantic" and upstream.requests == before
+    assert 0.85 <= float(raw.headers["x-gateway-cache-similarity"]) < 1
+    assert raw.parse().choices[0].message.content == first.json()["choices"][0]["message"]["content"]
+
+
+def test_a_hard_negative_is_not_served_from_the_cache(cached: tuple[GatewayProcess, FakeUpstream]) -> None:
+    gateway, upstream = cached
+    assert ask(gateway, "Book a flight from Paris to Berlin on Friday.").headers["x-gateway-cache"] == "miss"
+    before = upstream.requests
+    swapped = ask(gateway, "Book a flight from Berlin to Paris on Friday.")
+    assert swapped.headers["x-gateway-cache"] == "miss" and upstream.requests == before + 1
+
+
+def test_controls_and_policy(cached: tuple[GatewayProcess, FakeUpstream]) -> None:
+    gateway, _ = cached
+    ask(gateway, "Name three primary colours.")
+    body = {"model": "gpt-4o-mini", "temperature": 0, "messages": [{"role": "user", "content": "Name three primary colours."}]}
+    url = f"{gateway.url}/v1/chat/completions"
+    no_cache = httpx.post(url, json=body, headers={"cache-control": "no-cache"})
+    assert no_cache.headers["x-gateway-cache"] == "miss"  # looked past the cache, and stored again
+    no_store = httpx.post(url, json={**body, "gateway": {"cache": "no-store"}})
+    assert no_store.headers["x-gateway-cache"] == "bypass"
+    warm = ask(gateway, "Name three primary colours.", temperature=0.7)
+    assert warm.headers["x-gateway-cache"] == "bypass"  # above max_temperature (0) and no seed
+    seeded = ask(gateway, "Name three primary colours.", temperature=0.7, seed=7)
+    assert seeded.headers["x-gateway-cache"] == "miss"  # a seed makes it cacheable, under its own key
+    assert ask(gateway, "Name three primary colours.", temperature=0.7, seed=7).headers["x-gateway-cache"] == "hit-exact"
+    off = httpx.post(url, json={**body, "model": "nocache"})
+    assert off.headers["x-gateway-cache"] == "bypass"  # the pool has its cache turned off
