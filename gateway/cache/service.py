@@ -11,6 +11,7 @@ tokens. The embedder is imported only when the cache is on.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from gateway.cache.text import context_digest, semantic_text
 from gateway.controls import CacheDirective
 from gateway.settings import CacheSettings, PoolSettings
 
+log = logging.getLogger("gateway.cache")
 Outcome = Literal["hit-exact", "hit-semantic", "miss", "bypass"]
 _STORABLE_FINISH = {"stop", "tool_calls"}
 
@@ -82,10 +84,15 @@ class ResponseCache:
             return self._count(found)
         found.hit = self.layers.lookup_exact(found.key)
         if found.hit is None and self.settings.semantic and (text := semantic_text(endpoint, payload)) is not None:
-            found.namespace = semantic_namespace(endpoint, pool, payload) + context_digest(payload)
-            found.text, found.vector = text, (await self.embedder.embed([text]))[0]
-            threshold = pool_settings.cache.threshold or self.settings.threshold
-            found.hit = self.layers.lookup_semantic(found.namespace, text, found.vector, threshold)
+            try:
+                vector = (await self.embedder.embed([text]))[0]
+            except Exception:  # the cache must never fail a request: go on without the semantic layer
+                log.exception("embedding failed; this request skips the semantic cache")
+            else:
+                found.namespace = semantic_namespace(endpoint, pool, payload) + context_digest(payload)
+                found.text, found.vector = text, vector
+                threshold = pool_settings.cache.threshold or self.settings.threshold
+                found.hit = self.layers.lookup_semantic(found.namespace, text, vector, threshold)
         if found.hit is not None:
             found.outcome = found.hit.layer
         return self._count(found)
