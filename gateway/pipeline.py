@@ -18,6 +18,7 @@ from backends.protocol import Completion, EventStream
 from backends.sse import DONE_FRAME, frame
 from backends.types import REQUEST_TYPES, Endpoint
 from gateway import controls
+from gateway.cache.replay import replay_events
 from gateway.cache.service import Lookup, ResponseCache, hit_body
 from gateway.errors import GatewayOverloaded, InvalidRequest
 from gateway.routing.dispatcher import Call, Outcome, Progress
@@ -72,18 +73,20 @@ class Pipeline:
             pool = runtime.models.resolve(model)
             lookup = await self._lookup(endpoint, pool, payload, controls.cache_directive(headers, asked))
             if lookup is not None and lookup.hit is not None:
-                return _cached_reply(runtime, lookup)
+                return _cached_reply(runtime, endpoint, lookup, payload, stream)
+            cache_headers = [] if lookup is None else [(b"x-gateway-cache", lookup.outcome.encode())]
             if stream:
                 opened = await runtime.dispatcher.run(pool, _opener(endpoint, payload, model), deadline, progress)
                 relay = _Relay(opened, deadline, lambda: self._finish(runtime))
                 finished_here = False
-                return StreamReply([*_SSE_HEADERS, *_route_headers(runtime, opened)], relay.frames(), relay.close)
+                headers = [*_SSE_HEADERS, *_route_headers(runtime, opened), *cache_headers]
+                return StreamReply(headers, relay.frames(), relay.close)
             done = await runtime.dispatcher.run(pool, _completer(endpoint, payload, model), deadline, progress)
             done.lease.succeed()
             reply = _completion_reply(runtime, done)
+            reply.headers += cache_headers
             if lookup is not None and self._cache is not None:
                 self._cache.store(lookup, done.value.body)
-                reply.headers.append((b"x-gateway-cache", lookup.outcome.encode()))
             return reply
         except APIError as exc:
             return error_reply(exc, _progress_headers(runtime, progress))
@@ -219,16 +222,31 @@ async def _first_event(events: EventStream) -> Opened:
     return events, iterator, first
 
 
-def _cached_reply(runtime: Runtime, lookup: Lookup) -> Reply:
+def _cached_reply(
+    runtime: Runtime, endpoint: Endpoint, lookup: Lookup, payload: dict[str, Any], stream: bool
+) -> Reply | StreamReply:
+    """A hit: the stored answer as JSON, or replayed as a stream."""
     assert lookup.hit is not None
     headers = [
-        (b"content-type", JSON),
         (b"x-gateway-cache", lookup.outcome.encode()),
         (b"x-gateway-cache-similarity", f"{lookup.hit.similarity:.4f}".encode()),
         (b"x-gateway-cost-usd", b"0"),
         *_progress_headers(runtime, Progress()),
     ]
-    return Reply(200, hit_body(lookup.hit.entry.body), headers)
+    body = hit_body(lookup.hit.entry.body)
+    if not stream:
+        return Reply(200, body, [(b"content-type", JSON), *headers])
+    frames = [frame(event) for event in replay_events(endpoint, body, payload)]
+    return StreamReply([*_SSE_HEADERS, *headers], _frames([*frames, DONE_FRAME]), _nothing_to_close)
+
+
+async def _frames(frames: list[bytes]) -> AsyncIterator[bytes]:
+    for f in frames:
+        yield f
+
+
+async def _nothing_to_close() -> None:
+    return None
 
 
 def _completion_reply(runtime: Runtime, done: Outcome[Completion]) -> Reply:

@@ -1,12 +1,12 @@
 """The response cache as the pipeline sees it: look a request up, store an answer.
 
-    request ─▶ cacheable? (pool on, temperature policy, not streamed, n = 1, no `no-store`)
+    request ─▶ cacheable? (pool on, temperature policy, n = 1, no `no-store`)
             ─▶ exact key ─▶ hit-exact
             ─▶ semantic text ─▶ embed (micro-batched, off the loop) ─▶ namespace index ─▶ veto ─▶ hit-semantic
             ─▶ miss: after the upstream answers, store it if every choice finished (`stop`, `tool_calls`)
 
 A hit is the stored completion with a fresh `id` and `created`, its prompt reported as cached
-tokens. The embedder is imported only when the cache is on.
+tokens; a streamed request gets it replayed as SSE events (replay.py). The embedder is imported only when the cache is on.
 """
 
 from __future__ import annotations
@@ -79,7 +79,9 @@ class ResponseCache:
         if not self._cacheable(endpoint, pool_settings, payload) or directive == "no-store":
             return self._count(BYPASS)
         ttl = pool_settings.cache.ttl_s or self.settings.ttl_s
-        found = Lookup("miss", key=exact_key(endpoint, pool, payload), store=True, ttl_s=ttl)
+        # Streamed answers are not stored yet (their chunks would have to be assembled); a
+        # streamed request can still be answered from an entry a non-streamed one stored.
+        found = Lookup("miss", key=exact_key(endpoint, pool, payload), store=not payload.get("stream"), ttl_s=ttl)
         if directive == "no-cache":
             return self._count(found)
         found.hit = self.layers.lookup_exact(found.key)
@@ -114,7 +116,7 @@ class ResponseCache:
         self.embedder.close()
 
     def _cacheable(self, endpoint: Endpoint, pool: PoolSettings, payload: dict[str, Any]) -> bool:
-        if not pool.cache.enabled or endpoint == "embeddings" or payload.get("stream") or payload.get("n", 1) != 1:
+        if not pool.cache.enabled or endpoint == "embeddings" or payload.get("n", 1) != 1:
             return False
         temperature = payload.get("temperature", 1.0)
         seeded = payload.get("seed") is not None

@@ -86,3 +86,41 @@ def test_controls_and_policy(cached: tuple[GatewayProcess, FakeUpstream]) -> Non
     assert ask(gateway, "Name three primary colours.", temperature=0.7, seed=7).headers["x-gateway-cache"] == "hit-exact"
     off = httpx.post(url, json={**body, "model": "nocache"})
     assert off.headers["x-gateway-cache"] == "bypass"  # the pool has its cache turned off
+
+
+def test_a_streamed_request_gets_a_stored_answer_replayed(cached: tuple[GatewayProcess, FakeUpstream]) -> None:
+    gateway, upstream = cached
+    stored = ask(gateway, "List the planets of the solar system.").json()
+    before = upstream.requests
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini",
+        temperature=0,
+        messages=[{"role": "user", "content": "List the planets of the solar system."}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(raw.parse())
+    assert raw.headers["x-gateway-cache"] == "hit-exact" and upstream.requests == before
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == stored["choices"][0]["message"]["content"]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert len({c.id for c in chunks}) == 1
+    usage = chunks[-1].usage
+    assert usage is not None and usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cached_tokens == stored["usage"]["prompt_tokens"]
+
+
+def test_a_streamed_miss_goes_upstream_and_says_so(cached: tuple[GatewayProcess, FakeUpstream]) -> None:
+    gateway, upstream = cached
+    body = {
+        "model": "gpt-4o-mini",
+        "temperature": 0,
+        "stream": True,
+        "messages": [{"role": "user", "content": "Spell 'cat' backwards."}],
+    }
+    before = upstream.requests
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body) as response:
+        text = response.read().decode()
+    assert response.headers["x-gateway-cache"] == "miss" and text.endswith("data: [DONE]\n\n")
+    assert upstream.requests == before + 1
