@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -16,7 +16,7 @@ from gateway import metrics
 from gateway.asgi import ClientGone, Receive, Scope, Send, read_body, send_reply, send_stream, until_disconnect
 from gateway.breaker_sync import BreakerSync
 from gateway.cache.service import ResponseCache
-from gateway.errors import APIError, NotFound, Unauthorized
+from gateway.errors import APIError, InvalidRequest, NotFound, Unauthorized
 from gateway.health import deployment_health
 from gateway.pipeline import Pipeline, Reply, StreamReply, error_reply
 from gateway.reloader import Reloader
@@ -104,6 +104,26 @@ def routes(gateway: Gateway) -> list[Any]:
         _authorize_admin(gateway, request)
         return _json({"data": [h.as_dict() for h in deployment_health(gateway.reloader.runtime)]})
 
+    @get("/admin/cache", sync_to_thread=False)
+    def admin_cache(request: Request[Any, Any, Any]) -> Response[bytes]:
+        _authorize_admin(gateway, request)
+        return _json(_cache(gateway).stats())
+
+    @post("/admin/cache/flush", status_code=200)
+    async def admin_cache_flush(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Body `{"namespace": "small"}` flushes pool small's entries (a full namespace name works
+        too); an empty body flushes everything."""
+        _authorize_admin(gateway, request)
+        body = _admin_body(await request.body(), _Flush)
+        return _json({"removed": _cache(gateway).layers.flush(body.namespace)})
+
+    @post("/admin/cache/feedback", status_code=200)
+    async def admin_cache_feedback(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Body `{"key": "<x-gateway-cache-key of a wrong hit>"}`: the entry is removed and counted."""
+        _authorize_admin(gateway, request)
+        body = _admin_body(await request.body(), _Feedback)
+        return _json({"removed": _cache(gateway).report_wrong(body.key)})
+
     @get("/metrics", sync_to_thread=False)
     def prometheus() -> Response[bytes]:
         return Response(metrics.render(gateway.metrics), media_type=metrics.CONTENT_TYPE)
@@ -125,7 +145,32 @@ def routes(gateway: Gateway) -> list[Any]:
         ("/v1/embeddings", "embeddings"),
     ]
     hot = [openai_route(gateway, path, endpoint) for path, endpoint in endpoints]
-    return [*hot, list_models, get_model, liveness, readiness, admin_config, admin_breakers, admin_reload, prometheus]
+    admin = [admin_config, admin_breakers, admin_reload, admin_cache, admin_cache_flush, admin_cache_feedback]
+    return [*hot, list_models, get_model, liveness, readiness, *admin, prometheus]
+
+
+class _Flush(msgspec.Struct, forbid_unknown_fields=True):
+    namespace: str | None = None
+
+
+class _Feedback(msgspec.Struct, forbid_unknown_fields=True):
+    key: str
+
+
+T = TypeVar("T")
+
+
+def _admin_body(raw: bytes, kind: type[T]) -> T:
+    try:
+        return msgspec.json.decode(raw or b"{}", type=kind)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidRequest(f"Invalid request body: {exc}") from None
+
+
+def _cache(gateway: Gateway) -> ResponseCache:
+    if gateway.cache is None:
+        raise NotFound("The response cache is off (cache.enabled in the config).", code="cache_disabled")
+    return gateway.cache
 
 
 def _authorize_admin(gateway: Gateway, request: Request[Any, Any, Any]) -> None:

@@ -230,6 +230,7 @@ def _cached_reply(
     headers = [
         (b"x-gateway-cache", lookup.outcome.encode()),
         (b"x-gateway-cache-similarity", f"{lookup.hit.similarity:.4f}".encode()),
+        (b"x-gateway-cache-key", lookup.hit.entry.key.encode()),
         (b"x-gateway-cost-usd", b"0"),
         *_progress_headers(runtime, Progress()),
     ]

@@ -52,6 +52,16 @@ class SemanticCache:
             return Hit(entry, "hit-semantic", candidate.similarity)
         return None
 
+    def remove(self, key: str) -> bool:
+        entry = self.store.delete(key)
+        if entry is not None:
+            self.index.remove(entry.namespace, entry.entry_id)
+        return entry is not None
+
+    def flush(self, namespace: str | None = None) -> int:
+        """Remove every entry of `namespace` (of all namespaces when None); returns how many."""
+        return sum(self.remove(key) for key in self.store.keys(namespace))
+
     def store_entry(self, entry: Entry, vector: np.ndarray | None) -> Entry:
         old = self.store.get(entry.key)
         if old is not None:

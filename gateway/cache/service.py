@@ -67,6 +67,7 @@ class ResponseCache:
         self.embedder = OnnxEmbedder(settings.embedder)
         self.layers = SemanticCache(MemoryStore(settings.max_entries), VectorIndex(self.embedder.dim), top_k=settings.top_k)
         self.counts: dict[Outcome, int] = {"hit-exact": 0, "hit-semantic": 0, "miss": 0, "bypass": 0}
+        self.reported_wrong = 0
 
     async def lookup(
         self,
@@ -81,7 +82,9 @@ class ResponseCache:
         ttl = pool_settings.cache.ttl_s or self.settings.ttl_s
         # Streamed answers are not stored yet (their chunks would have to be assembled); a
         # streamed request can still be answered from an entry a non-streamed one stored.
-        found = Lookup("miss", key=exact_key(endpoint, pool, payload), store=not payload.get("stream"), ttl_s=ttl)
+        found = Lookup(
+            "miss", key=exact_key(endpoint, pool, payload), namespace=f"{pool}:", store=not payload.get("stream"), ttl_s=ttl
+        )
         if directive == "no-cache":
             return self._count(found)
         found.hit = self.layers.lookup_exact(found.key)
@@ -91,7 +94,7 @@ class ResponseCache:
             except Exception:  # the cache must never fail a request: go on without the semantic layer
                 log.exception("embedding failed; this request skips the semantic cache")
             else:
-                found.namespace = semantic_namespace(endpoint, pool, payload) + context_digest(payload)
+                found.namespace = f"{pool}:{semantic_namespace(endpoint, pool, payload)}{context_digest(payload)}"
                 found.text, found.vector = text, vector
                 threshold = pool_settings.cache.threshold or self.settings.threshold
                 found.hit = self.layers.lookup_semantic(found.namespace, text, vector, threshold)
@@ -110,7 +113,22 @@ class ResponseCache:
         if not finished.choices or any(c.finish_reason not in _STORABLE_FINISH for c in finished.choices):
             return
         entry = Entry(lookup.key, lookup.namespace, lookup.text, body, time.time() + lookup.ttl_s)
-        self.layers.store_entry(entry, lookup.vector if lookup.namespace else None)
+        self.layers.store_entry(entry, lookup.vector)
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "entries": len(self.layers.store),
+            "vectors": self.layers.index.size(),
+            **{k.replace("-", "_"): v for k, v in self.counts.items()},
+            "vetoed": self.layers.vetoed,
+            "reported_wrong": self.reported_wrong,
+        }
+
+    def report_wrong(self, key: str) -> bool:
+        """A client says a hit was wrong: the entry goes, and it is counted."""
+        removed = self.layers.remove(key)
+        self.reported_wrong += removed
+        return removed
 
     def close(self) -> None:
         self.embedder.close()

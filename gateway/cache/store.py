@@ -42,6 +42,11 @@ class Store(Protocol):
         """Entries dropped for room or age since the last call (so the index can drop them too)."""
         ...
 
+    def keys(self, namespace: str | None = None) -> list[str]:
+        """Keys of the entries in `namespace`, or in every namespace that starts with `namespace:`
+        (namespaces begin with their pool's name: "small" means all of pool small); all when None."""
+        ...
+
     def __len__(self) -> int: ...
 
 
@@ -87,6 +92,9 @@ class MemoryStore:
         evicted, self._evicted = self._evicted, []
         return evicted
 
+    def keys(self, namespace: str | None = None) -> list[str]:
+        return [k for k, e in self._entries.items() if namespace is None or _within(e.namespace, namespace)]
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -94,3 +102,7 @@ class MemoryStore:
         entry = self.delete(key)
         if entry is not None:
             self._evicted.append(entry)
+
+
+def _within(namespace: str, selector: str) -> bool:
+    return namespace == selector or namespace.startswith(selector.rstrip(":") + ":")

@@ -124,3 +124,21 @@ def test_a_streamed_miss_goes_upstream_and_says_so(cached: tuple[GatewayProcess,
         text = response.read().decode()
     assert response.headers["x-gateway-cache"] == "miss" and text.endswith("data: [DONE]\n\n")
     assert upstream.requests == before + 1
+
+
+def test_admin_stats_feedback_and_flush(cached: tuple[GatewayProcess, FakeUpstream]) -> None:
+    gateway, _ = cached
+    admin = f"{gateway.url}/admin/cache"
+    ask(gateway, "What is the speed of light?")
+    hit = ask(gateway, "What is the speed of light?")
+    assert hit.headers["x-gateway-cache"] == "hit-exact"
+    stats = httpx.get(admin).json()
+    assert stats["entries"] >= 1 and stats["hit_exact"] >= 1 and stats["miss"] >= 1
+    wrong = httpx.post(f"{admin}/feedback", json={"key": hit.headers["x-gateway-cache-key"]})
+    assert wrong.json() == {"removed": True}
+    assert httpx.get(admin).json()["reported_wrong"] == 1
+    assert ask(gateway, "What is the speed of light?").headers["x-gateway-cache"] == "miss"  # the entry is gone
+    assert httpx.post(f"{admin}/flush", json={"namespace": "large"}).json() == {"removed": 0}  # another pool's
+    assert httpx.post(f"{admin}/flush", json={"namespace": "small"}).json()["removed"] >= 1
+    assert httpx.get(admin).json()["entries"] == 0
+    assert httpx.post(f"{admin}/feedback", json={"kee": 1}).status_code == 400
