@@ -1,4 +1,4 @@
-"""`gateway serve` and `gateway validate`."""
+"""`gateway serve`, `gateway validate` and `gateway cache-eval`."""
 
 from __future__ import annotations
 
@@ -25,9 +25,16 @@ def main(argv: list[str] | None = None) -> int:
     validate = commands.add_parser("validate", help="check config files; print every problem")
     validate.add_argument("files", nargs="+")
 
+    evaluate = commands.add_parser("cache-eval", help="precision and recall of the semantic cache on labelled pairs")
+    evaluate.add_argument("file", help='JSON lines: {"a": ..., "b": ..., "same": true|false, "kind": ...}')
+    evaluate.add_argument("--threshold", type=float, default=None, help="default: cache.threshold of --config")
+    evaluate.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG))
+
     args = parser.parse_args(argv)
     if args.command == "validate":
         return _validate(args.files)
+    if args.command == "cache-eval":
+        return _cache_eval(args)
     return _serve(args)
 
 
@@ -43,6 +50,16 @@ def _validate(files: list[str]) -> int:
         else:
             print(f"{path}: OK (version {loaded.version}, {len(loaded.settings.pools)} pools)")
     return 1 if failed else 0
+
+
+def _cache_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gateway.cache.evaluation import run
+
+    threshold = args.threshold if args.threshold is not None else config.load(args.config).settings.cache.threshold
+    print(run(Path(args.file), threshold))
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

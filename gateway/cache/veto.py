@@ -47,7 +47,13 @@ _POLAR = [
     {"open", "close"}, {"enable", "disable"}, {"start", "stop"}, {"win", "lose"}, {"pros", "cons"},
     {"advantages", "disadvantages"}, {"male", "female"}, {"positive", "negative"}, {"same", "different"},
 ]  # fmt: skip
-_POLAR_WORDS = set().union(*_POLAR)
+_POLAR_SIDE = {w: (g, side) for g, group in enumerate(_POLAR) for side, w in enumerate(sorted(group))}
+# Synonyms share a side: "delete" and "remove" say the same, "tiniest" and "smallest" too.
+for _same in (("delete", "remove"), ("tiniest", "smallest"), ("biggest", "largest"), ("fewest", "least"),
+              ("fewer", "less"), ("max", "maximum"), ("min", "minimum"), ("raise", "increase"), ("lower", "decrease"),
+              ("newest", "latest"), ("youngest", "newest"), ("earliest", "oldest")):  # fmt: skip
+    _POLAR_SIDE[_same[0]] = _POLAR_SIDE[_same[1]]
+_STOP = {"the", "a", "an", "my", "your", "our", "their", "his", "her", "its", "this", "that", "some", "of", "is", "are", "be"}
 _DIRECTION = {"from", "to", "into", "than", "vs", "versus", "over", "against", "toward", "towards", "between"}
 _NOT_NAMES = {"i", "i'm", "i've", "i'd", "i'll", "ok", "okay", "please", "hi", "hello", "thanks"}
 
@@ -61,17 +67,24 @@ def veto(a: str, b: str) -> str | None:
         return "negation"
     if fa.units != fb.units:
         return "units"
-    if fa.polar != fb.polar:
+    if _opposed(fa.polar, fb.polar):
         return "polarity"
-    if Counter(fa.names) != Counter(fb.names):
+    if Counter(fa.names) != Counter(fb.names) or (fa.quoted and fb.quoted and fa.quoted != fb.quoted):
         return "entities"
-    if (fa.directional or fb.directional) and fa.sequence != fb.sequence:
+    pivots_differ = bool(fa.pivots and fb.pivots and fa.pivots != fb.pivots)
+    if (fa.directional or fb.directional) and (fa.sequence != fb.sequence or pivots_differ):
         return "direction"
     return None
 
 
+def _opposed(a: dict[int, set[int]], b: dict[int, set[int]]) -> bool:
+    """Both texts use a word of the same polar group, on different sides (largest / smallest).
+    A group only one text uses says nothing: paraphrases drop such words ("best way to" / "how to")."""
+    return any(a[g] != b[g] for g in a.keys() & b.keys())
+
+
 class _Features:
-    __slots__ = ("directional", "names", "negated", "numbers", "polar", "sequence", "units")
+    __slots__ = ("directional", "names", "negated", "numbers", "pivots", "polar", "quoted", "sequence", "units")
 
     def __init__(self, text: str) -> None:
         words = _WORD.findall(text)
@@ -80,11 +93,17 @@ class _Features:
         self.numbers = Counter(n.replace(",", "") for n in numbers)
         self.negated = sum(w in _NEGATIONS or w.endswith("n't") for w in lowered) % 2 == 1
         self.units = {w for w in lowered if w in _UNITS}
-        self.polar = {w for w in lowered if w in _POLAR_WORDS}
+        self.polar: dict[int, set[int]] = {}
+        for w in lowered:
+            if w in _POLAR_SIDE:
+                group, side = _POLAR_SIDE[w]
+                self.polar.setdefault(group, set()).add(side)
+        self.quoted = {q.strip().lower() for q in _QUOTED.findall(text)}
         self.names = _names(text)
         self.directional = any(w in _DIRECTION for w in lowered)
         named = set(self.names)
         self.sequence = [w for w in lowered if w in named or w in self.numbers or w in self.units]
+        self.pivots = _pivots(lowered)
 
 
 def _normal(word: str) -> str:
@@ -92,31 +111,28 @@ def _normal(word: str) -> str:
     return w[:-2] if w.endswith("'s") else w
 
 
+def _pivots(words: list[str]) -> list[tuple[str, str]]:
+    """The content words on either side of each direction word: ("savings", "checking") in
+    "from savings to checking", ("tea", "coffee") in "tea healthier than coffee"."""
+    content = [(i, w) for i, w in enumerate(words) if w not in _STOP]
+    pivots = []
+    for i, w in enumerate(words):
+        if w in _DIRECTION and (w != "to" or "from" in words):  # a bare "to" is mostly an infinitive
+            before = [c for j, c in content if j < i and c not in _DIRECTION]
+            after = [c for j, c in content if j > i and c not in _DIRECTION]
+            pivots.append((before[-1] if before else "", after[0] if after else ""))
+    return pivots
+
+
 def _names(text: str) -> list[str]:
-    """Capitalised words (a sentence's first word only when it is not a common opener such as
-    "What" or "Please"), acronyms, quoted strings and code-like tokens, lower-cased."""
-    names = [q.strip().lower() for q in _QUOTED.findall(text)]
-    names += [c.lower() for c in _CODE.findall(text)]
+    """Capitalised words that do not open a sentence (a sentence's first word is capitalised
+    anyway: "Write", "At", "Briefly"), acronyms, and code-like tokens, lower-cased."""
+    names = [c.lower() for c in _CODE.findall(text)]
     for match in _WORD.finditer(text):
         word = match.group()
         if not word[0].isupper() or _normal(word) in _NOT_NAMES:
             continue
         opens_sentence = text[: match.start()].rstrip()[-1:] in ("", ".", "!", "?", ":", "\n")
-        if not opens_sentence or (word.isupper() and len(word) > 1) or _normal(word) not in _COMMON_OPENERS:
+        if not opens_sentence or (word.isupper() and len(word) > 1):
             names.append(_normal(word))
     return names
-
-
-_COMMON_OPENERS = {
-    "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "is", "are", "was", "were", "do", "does", "did",
-    "can", "could", "would", "should", "will", "shall", "may", "might", "must", "please", "tell", "give", "write", "list",
-    "explain", "describe", "summarise", "summarize", "translate", "convert", "compare", "find", "show", "make", "create",
-    "the", "a", "an", "in", "on", "for", "to", "from", "and", "but", "or", "if", "i", "my", "we", "our", "you", "your",
-    "it", "this", "that", "these", "those", "there", "here", "book", "help", "let", "name", "calculate", "compute",
-    "define", "generate", "suggest", "recommend", "provide", "draft", "rewrite", "fix", "check", "be", "hey",
-    "hi", "hello", "thanks", "ok", "okay", "so", "now", "then", "also", "any", "some", "all", "each", "every",
-    "share", "offer", "outline", "plan", "teach", "state", "identify", "predict", "estimate", "analyze", "analyse",
-    "evaluate", "review", "classify", "sort", "rank", "solve", "prove", "derive", "simplify", "expand", "paraphrase",
-    "rephrase", "correct", "improve", "edit", "proofread", "respond", "reply", "answer", "continue", "complete",
-    "finish", "imagine", "pretend", "act", "assume", "consider", "think", "say", "quick", "question", "need", "want",
-}  # fmt: skip
