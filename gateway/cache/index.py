@@ -22,6 +22,9 @@ class Candidate:
 
 class VectorIndex:
     def __init__(self, dim: int) -> None:
+        # One query at a time gains nothing from OpenMP threads, whose spinning fights ONNX
+        # Runtime's threads for the same cores.
+        faiss.omp_set_num_threads(1)
         self.dim = dim
         self._spaces: dict[str, faiss.IndexIDMap2] = {}
 
