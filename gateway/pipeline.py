@@ -22,7 +22,7 @@ from gateway.cache.replay import replay_events
 from gateway.cache.service import Lookup, ResponseCache, hit_body
 from gateway.errors import GatewayOverloaded, InvalidRequest
 from gateway.routing.dispatcher import Call, Outcome, Progress
-from gateway.routing.pools import Deployment, Pool
+from gateway.routing.pools import Deployment
 from gateway.routing.retry import Deadline
 from gateway.runtime import Runtime
 
@@ -71,7 +71,10 @@ class Pipeline:
             asked = controls.from_body(payload)
             deadline = Deadline(controls.deadline_s(runtime.settings.resilience, headers, asked))
             pool = runtime.models.resolve(model)
-            lookup = await self._lookup(endpoint, pool, payload, controls.cache_directive(headers, asked))
+            lookup = None
+            if self._cache is not None:  # no coroutine and no header scan per request when the cache is off
+                directive = controls.cache_directive(headers, asked)
+                lookup = await self._cache.lookup(endpoint, pool.name, pool.settings, payload, directive)
             if lookup is not None and lookup.hit is not None:
                 return _cached_reply(runtime, endpoint, lookup, payload, stream)
             cache_headers = [] if lookup is None else [(b"x-gateway-cache", lookup.outcome.encode())]
@@ -93,13 +96,6 @@ class Pipeline:
         finally:
             if finished_here:
                 self._finish(runtime)
-
-    async def _lookup(
-        self, endpoint: Endpoint, pool: Pool, payload: dict[str, Any], directive: controls.CacheDirective | None
-    ) -> Lookup | None:
-        if self._cache is None:
-            return None
-        return await self._cache.lookup(endpoint, pool.name, pool.settings, payload, directive)
 
     def _finish(self, runtime: Runtime) -> None:
         self.in_flight -= 1
