@@ -18,6 +18,7 @@ from backends.protocol import Completion, EventStream
 from backends.sse import DONE_FRAME, frame
 from backends.types import REQUEST_TYPES, Endpoint
 from gateway import controls
+from gateway.cache.assemble import Assembler
 from gateway.cache.replay import replay_events
 from gateway.cache.service import Lookup, ResponseCache, hit_body
 from gateway.errors import GatewayOverloaded, InvalidRequest
@@ -80,7 +81,7 @@ class Pipeline:
             cache_headers = [] if lookup is None else [(b"x-gateway-cache", lookup.outcome.encode())]
             if stream:
                 opened = await runtime.dispatcher.run(pool, _opener(endpoint, payload, model), deadline, progress)
-                relay = _Relay(opened, deadline, lambda: self._finish(runtime))
+                relay = _Relay(opened, deadline, lambda: self._finish(runtime), self._keeper(endpoint, lookup))
                 finished_here = False
                 headers = [*_SSE_HEADERS, *_route_headers(runtime, opened), *cache_headers]
                 return StreamReply(headers, relay.frames(), relay.close)
@@ -97,21 +98,35 @@ class Pipeline:
             if finished_here:
                 self._finish(runtime)
 
+    def _keeper(self, endpoint: Endpoint, lookup: Lookup | None) -> _Keeper | None:
+        """What stores a streamed answer in the cache once it has ended well (None: not cached)."""
+        if self._cache is None or lookup is None or not lookup.store:
+            return None
+        cache = self._cache
+        return _Keeper(Assembler(chat=endpoint == "chat/completions"), lambda body: cache.store(lookup, body))
+
     def _finish(self, runtime: Runtime) -> None:
         self.in_flight -= 1
         runtime.release()
 
 
+@dataclass(slots=True)
+class _Keeper:
+    assembler: Assembler
+    store: Callable[[bytes], None]
+
+
 class _Relay:
     """An opened upstream stream on its way to the client."""
 
-    def __init__(self, opened: Outcome[Opened], deadline: Deadline, finish: Callable[[], None]) -> None:
+    def __init__(self, opened: Outcome[Opened], deadline: Deadline, finish: Callable[[], None], keeper: _Keeper | None) -> None:
         self._events, self._iterator, self._first = opened.value
         self._lease = opened.lease
         self._deadline = deadline
         self._finish = finish
         self._guard: _StreamDeadline | None = None
         self._closed = False
+        self._keeper = keeper
 
     async def frames(self) -> AsyncIterator[bytes]:
         """Each upstream event as it arrives, an error event if the upstream breaks or the
@@ -119,10 +134,14 @@ class _Relay:
         self._guard = guard = _StreamDeadline(self._deadline)
         try:
             if self._first is not None:
+                self._keep(self._first)
                 yield frame(self._first)
             while (data := await guard.next(self._iterator)) is not None:
+                self._keep(data)
                 yield frame(data)
             self._lease.succeed()
+            if self._keeper is not None:
+                self._keeper.store(self._keeper.assembler.body())
         except DeadlineExceeded as exc:
             self._lease.abandon()
             yield frame(exc.body())
@@ -132,6 +151,13 @@ class _Relay:
         finally:
             await self.close()
         yield DONE_FRAME
+
+    def _keep(self, data: bytes) -> None:
+        if self._keeper is not None:
+            try:
+                self._keeper.assembler.feed(data)
+            except msgspec.DecodeError:  # not JSON: pass it on, but do not cache this answer
+                self._keeper = None
 
     async def close(self) -> None:
         if self._closed:

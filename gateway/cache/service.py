@@ -80,11 +80,7 @@ class ResponseCache:
         if not self._cacheable(endpoint, pool_settings, payload) or directive == "no-store":
             return self._count(BYPASS)
         ttl = pool_settings.cache.ttl_s or self.settings.ttl_s
-        # Streamed answers are not stored yet (their chunks would have to be assembled); a
-        # streamed request can still be answered from an entry a non-streamed one stored.
-        found = Lookup(
-            "miss", key=exact_key(endpoint, pool, payload), namespace=f"{pool}:", store=not payload.get("stream"), ttl_s=ttl
-        )
+        found = Lookup("miss", key=exact_key(endpoint, pool, payload), namespace=f"{pool}:", store=True, ttl_s=ttl)
         if directive == "no-cache":
             return self._count(found)
         found.hit = self.layers.lookup_exact(found.key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import httpx
+import msgspec
 import openai
 import pytest
 
@@ -111,7 +112,7 @@ def test_a_streamed_request_gets_a_stored_answer_replayed(cached: tuple[GatewayP
     assert usage.prompt_tokens_details.cached_tokens == stored["usage"]["prompt_tokens"]
 
 
-def test_a_streamed_miss_goes_upstream_and_says_so(cached: tuple[GatewayProcess, FakeUpstream]) -> None:
+def test_a_streamed_miss_goes_upstream_and_is_stored(cached: tuple[GatewayProcess, FakeUpstream]) -> None:
     gateway, upstream = cached
     body = {
         "model": "gpt-4o-mini",
@@ -124,6 +125,16 @@ def test_a_streamed_miss_goes_upstream_and_says_so(cached: tuple[GatewayProcess,
         text = response.read().decode()
     assert response.headers["x-gateway-cache"] == "miss" and text.endswith("data: [DONE]\n\n")
     assert upstream.requests == before + 1
+    streamed = "".join(
+        msgspec.json.decode(line[6:])["choices"][0]["delta"].get("content") or ""
+        for line in text.split("\n\n")
+        if line.startswith("data: {") and msgspec.json.decode(line[6:])["choices"]
+    )
+    # The streamed answer was assembled and stored: the same request, not streamed, is a hit.
+    again = httpx.post(f"{gateway.url}/v1/chat/completions", json={**body, "stream": False})
+    assert again.headers["x-gateway-cache"] == "hit-exact" and upstream.requests == before + 1
+    assert again.json()["choices"][0]["message"]["content"] == streamed
+    assert again.json()["choices"][0]["finish_reason"] == "stop"
 
 
 def test_admin_stats_feedback_and_flush(cached: tuple[GatewayProcess, FakeUpstream]) -> None:
