@@ -31,7 +31,9 @@ class Gateway:
         self.cache = ResponseCache(settings) if settings.enabled else None
         self.pipeline = Pipeline(reloader, self.cache)
         self.draining = False
-        self.metrics = metrics.registry(lambda: reloader.runtime, lambda: self.pipeline.in_flight)
+        cache = self.cache
+        cache_counts = (lambda: cache.counts) if cache is not None else None
+        self.metrics = metrics.registry(lambda: reloader.runtime, lambda: self.pipeline.in_flight, cache_counts)
         self.breaker_sync = BreakerSync(lambda: reloader.runtime)
 
 

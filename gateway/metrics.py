@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -16,9 +16,12 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class HealthCollector(Collector):
-    def __init__(self, runtime: Callable[[], Runtime], in_flight: Callable[[], int]) -> None:
+    def __init__(
+        self, runtime: Callable[[], Runtime], in_flight: Callable[[], int], cache: Callable[[], Mapping[str, int]] | None
+    ) -> None:
         self._runtime = runtime
         self._in_flight = in_flight
+        self._cache = cache
 
     def collect(self) -> Iterator[Metric]:
         labels = ["pool", "deployment"]
@@ -32,11 +35,18 @@ class HealthCollector(Collector):
             busy.add_metric(key, h.in_flight)
         yield from (state, opened, busy)
         yield GaugeMetricFamily("gateway_in_flight", "Requests in flight in this gateway process.", value=self._in_flight())
+        if self._cache is not None:
+            lookups = CounterMetricFamily("gateway_cache_lookups", "Cache lookups by outcome.", labels=["outcome"])
+            for outcome, count in self._cache().items():
+                lookups.add_metric([outcome], count)
+            yield lookups
 
 
-def registry(runtime: Callable[[], Runtime], in_flight: Callable[[], int]) -> CollectorRegistry:
+def registry(
+    runtime: Callable[[], Runtime], in_flight: Callable[[], int], cache: Callable[[], Mapping[str, int]] | None = None
+) -> CollectorRegistry:
     reg = CollectorRegistry()
-    reg.register(HealthCollector(runtime, in_flight))
+    reg.register(HealthCollector(runtime, in_flight, cache))
     return reg
 
 

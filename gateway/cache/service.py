@@ -66,7 +66,7 @@ class ResponseCache:
         self.settings = settings
         self.embedder = OnnxEmbedder(settings.embedder)
         self.layers = SemanticCache(MemoryStore(settings.max_entries), VectorIndex(self.embedder.dim), top_k=settings.top_k)
-        self.counts: dict[Outcome, int] = {"hit-exact": 0, "hit-semantic": 0, "miss": 0, "bypass": 0}
+        self.counts: dict[str, int] = {"hit-exact": 0, "hit-semantic": 0, "miss": 0, "bypass": 0}
         self.reported_wrong = 0
 
     async def lookup(

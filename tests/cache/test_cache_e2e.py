@@ -153,3 +153,5 @@ def test_admin_stats_feedback_and_flush(cached: tuple[GatewayProcess, FakeUpstre
     assert httpx.post(f"{admin}/flush", json={"namespace": "small"}).json()["removed"] >= 1
     assert httpx.get(admin).json()["entries"] == 0
     assert httpx.post(f"{admin}/feedback", json={"kee": 1}).status_code == 400
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert 'gateway_cache_lookups_total{outcome="hit-exact"}' in metrics
