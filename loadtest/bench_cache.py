@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
-import shlex
 import socket
 import statistics
 import subprocess
@@ -33,6 +31,7 @@ from gateway.cache.index import VectorIndex
 from gateway.cache.semantic import SemanticCache
 from gateway.cache.store import Entry, MemoryStore
 from loadtest.fake_upstream import Behavior, FakeUpstream
+from loadtest.report import footer
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = [
@@ -125,7 +124,6 @@ def main() -> None:
         ),
         ("hit through the gateway (200 requests, httpx client)", hit50, pct(hits, 99)),
     ]
-    command = "python -m loadtest.bench_cache " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     lines = ["| measurement | p50 ms | p99 ms |", "|---|---|---|"]
     lines += [f"| {name} | {p50 * 1e3:.2f} | {p99 * 1e3:.2f} |" for name, p50, p99 in rows]
     lines += [
@@ -133,8 +131,7 @@ def main() -> None:
         "",
         f"hit vs miss: {miss / hit50:,.0f}x faster at p50",
         "",
-        f"command: `{command.strip()}`",
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        *footer("loadtest.bench_cache"),
     ]
     print("\n".join(lines))
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import shlex
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
+
+from loadtest.report import footer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -67,11 +66,7 @@ def main() -> None:
         cells.append(f"{p_st / p_onnx:.2f}x")
         lines.append(f"| {batch} | " + " | ".join(cells) + " |")
     onnx.close()
-    command = "python -m loadtest.bench_embedder " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    machine = (
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
-    )
-    print("\n".join([*lines, "", f"command: `{command.strip()}`", machine]))
+    print("\n".join([*lines, "", *footer("loadtest.bench_embedder", f", torch {torch.__version__}")]))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -26,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from loadtest.loadgen import Result, chat_body, run
+from loadtest.report import footer
 
 ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_PORT, GATEWAY_PORT = 9301, 9302
@@ -127,12 +126,7 @@ def report(rows: list[tuple[str, dict[str, Result]]], args: argparse.Namespace) 
             f"| {name} | {c1.pct(50) * 1e3:.3f} | {c1.pct(99) * 1e3:.3f} | {added50:.3f} | {added99:.3f} | "
             f"{sat.rps:,.0f} | {errors} | {ttft:.3f} | {ttft_added:.3f} |"
         )
-    command = "python -m loadtest.bench_gateway " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    lines += [
-        "",
-        f"command: `{command.strip()}`",
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-    ]
+    lines += ["", *footer("loadtest.bench_gateway")]
     return "\n".join(lines)
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
-import shlex
 import socket
 import statistics
 import subprocess
@@ -27,6 +25,7 @@ import httpx
 
 from loadtest.fake_upstream import Behavior, FakeUpstream
 from loadtest.loadgen import Result, chat_body, run
+from loadtest.report import footer
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "examples" / "high-availability.yaml"
@@ -291,12 +290,7 @@ def main() -> None:
     for name in args.only.split(","):
         rows += SCENARIOS[name](args.cooldown)
     lines = ["| scenario | figure | value |", "|---|---|---|", *(f"| {a} | {b} | {c} |" for a, b, c in rows)]
-    command = "python -m loadtest.chaos " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    lines += [
-        "",
-        f"command: `{command.strip()}`",
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-    ]
+    lines += ["", *footer("loadtest.chaos")]
     print("\n".join(lines))
 
 

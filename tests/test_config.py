@@ -101,42 +101,28 @@ def test_version_follows_the_file_content() -> None:
     assert a.version != b.version and a.version == parse("pools: {a: {deployments: [{id: x, backend: echo}]}}").version
 
 
+RESILIENCE = """
+resilience: {deadline_s: 100, max_deadline_s: 10}
+redis:
+  url: http://localhost:6379
+pools:
+  a:
+    fallbacks: [a, nowhere]
+    context_fallbacks: [b]%s
+    deployments: [{id: x, backend: echo}]
+  b:%s
+    deployments: [{id: y, backend: echo}]
+"""
+
+
 def test_resilience_rules() -> None:
-    found = problems(
-        """
-        resilience: {deadline_s: 100, max_deadline_s: 10}
-        redis:
-          url: http://localhost:6379
-        pools:
-          a:
-            fallbacks: [a, nowhere]
-            context_fallbacks: [b]
-            breaker: {failure_ratio: 1.5, half_open_probes: 0}
-            deployments: [{id: x, backend: echo}]
-          b:
-            strategy: fastest
-            deployments: [{id: y, backend: echo}]
-        """
-    )
-    assert found == [
+    typed = problems(RESILIENCE % ("\n    breaker: {failure_ratio: 1.5, half_open_probes: 0}", "\n    strategy: fastest"))
+    assert typed == [
         "test.yaml:9: pools.a.breaker.failure_ratio: Expected `float` <= 1.0",
         "test.yaml:9: pools.a.breaker.half_open_probes: Expected `int` >= 1",
         "test.yaml:12: pools.b.strategy: Invalid enum value 'fastest'",
     ]  # cross-field rules wait until the types are right
-    fixed = problems(
-        """
-        resilience: {deadline_s: 100, max_deadline_s: 10}
-        redis:
-          url: http://localhost:6379
-        pools:
-          a:
-            fallbacks: [a, nowhere]
-            context_fallbacks: [b]
-            deployments: [{id: x, backend: echo}]
-          b:
-            deployments: [{id: y, backend: echo}]
-        """
-    )
+    fixed = problems(RESILIENCE % ("", ""))
     assert "test.yaml:7: pools.a.fallbacks[0]: a pool cannot fall back to itself" in fixed
     assert any(p.startswith("test.yaml:7: pools.a.fallbacks[1]: no pool is named 'nowhere'") for p in fixed)
     assert "test.yaml:2: resilience.deadline_s: must not be longer than resilience.max_deadline_s" in fixed
