@@ -3,8 +3,10 @@ framework machinery); everything else is an ordinary Litestar handler. All are t
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import msgspec
@@ -16,7 +18,8 @@ from gateway import metrics
 from gateway.asgi import ClientGone, Receive, Scope, Send, read_body, send_reply, send_stream, until_disconnect
 from gateway.breaker_sync import BreakerSync
 from gateway.cache.service import ResponseCache
-from gateway.errors import APIError, InvalidRequest, NotFound, Unauthorized
+from gateway.cache.store import StoreUnavailable
+from gateway.errors import APIError, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized
 from gateway.health import deployment_health
 from gateway.pipeline import Pipeline, Reply, StreamReply, error_reply
 from gateway.reloader import Reloader
@@ -27,13 +30,11 @@ class Gateway:
 
     def __init__(self, reloader: Reloader) -> None:
         self.reloader = reloader
-        settings = reloader.runtime.settings.cache
-        self.cache = ResponseCache(settings) if settings.enabled else None
+        settings = reloader.runtime.settings
+        self.cache = ResponseCache(settings.cache, settings.redis) if settings.cache.enabled else None
         self.pipeline = Pipeline(reloader, self.cache)
         self.draining = False
-        cache = self.cache
-        cache_counts = (lambda: cache.counts) if cache is not None else None
-        self.metrics = metrics.registry(lambda: reloader.runtime, lambda: self.pipeline.in_flight, cache_counts)
+        self.metrics = metrics.registry(lambda: reloader.runtime, lambda: self.pipeline.in_flight, self.cache)
         self.breaker_sync = BreakerSync(lambda: reloader.runtime)
 
 
@@ -106,10 +107,10 @@ def routes(gateway: Gateway) -> list[Any]:
         _authorize_admin(gateway, request)
         return _json({"data": [h.as_dict() for h in deployment_health(gateway.reloader.runtime)]})
 
-    @get("/admin/cache", sync_to_thread=False)
-    def admin_cache(request: Request[Any, Any, Any]) -> Response[bytes]:
+    @get("/admin/cache")
+    async def admin_cache(request: Request[Any, Any, Any]) -> Response[bytes]:
         _authorize_admin(gateway, request)
-        return _json(_cache(gateway).stats())
+        return _json(await _cache(gateway).stats())
 
     @post("/admin/cache/flush", status_code=200)
     async def admin_cache_flush(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -117,14 +118,16 @@ def routes(gateway: Gateway) -> list[Any]:
         too); an empty body flushes everything."""
         _authorize_admin(gateway, request)
         body = _admin_body(await request.body(), _Flush)
-        return _json({"removed": _cache(gateway).layers.flush(body.namespace)})
+        with _store_errors():
+            return _json({"removed": await _cache(gateway).flush(body.namespace)})
 
     @post("/admin/cache/feedback", status_code=200)
     async def admin_cache_feedback(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Body `{"key": "<x-gateway-cache-key of a wrong hit>"}`: the entry is removed and counted."""
         _authorize_admin(gateway, request)
         body = _admin_body(await request.body(), _Feedback)
-        return _json({"removed": _cache(gateway).report_wrong(body.key)})
+        with _store_errors():
+            return _json({"removed": await _cache(gateway).report_wrong(body.key)})
 
     @get("/metrics", sync_to_thread=False)
     def prometheus() -> Response[bytes]:
@@ -167,6 +170,14 @@ def _admin_body(raw: bytes, kind: type[T]) -> T:
         return msgspec.json.decode(raw or b"{}", type=kind)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise InvalidRequest(f"Invalid request body: {exc}") from None
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    try:
+        yield
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable(f"The cache store did not answer ({exc}); try again.", code="cache_store_unavailable") from exc
 
 
 def _cache(gateway: Gateway) -> ResponseCache:

@@ -32,6 +32,8 @@ def create_app(config_path: str | None = None) -> RequestContext:
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         gateway.reloader.start_watching()
         gateway.breaker_sync.start()
+        if gateway.cache is not None:
+            gateway.cache.start()
         try:
             yield
         finally:
@@ -39,7 +41,7 @@ def create_app(config_path: str | None = None) -> RequestContext:
             await gateway.breaker_sync.aclose()
             await gateway.reloader.aclose()
             if gateway.cache is not None:
-                gateway.cache.close()
+                await gateway.cache.aclose()
 
     app = Litestar(
         route_handlers=routes(gateway),

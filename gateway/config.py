@@ -114,6 +114,8 @@ def check(settings: Settings) -> list[Problem]:
     url = settings.redis.address()
     if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
         problems.append(Problem(("redis", "url"), "must start with redis://, rediss:// or unix://"))
+    if settings.cache.enabled and settings.cache.store == "redis" and url is None:
+        problems.append(Problem(("cache", "store"), "`redis` needs redis.url"))
     return problems
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -12,13 +13,14 @@ from gateway.health import deployment_health
 from gateway.routing.breaker import STATE_VALUES
 from gateway.runtime import Runtime
 
+if TYPE_CHECKING:
+    from gateway.cache.service import ResponseCache
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class HealthCollector(Collector):
-    def __init__(
-        self, runtime: Callable[[], Runtime], in_flight: Callable[[], int], cache: Callable[[], Mapping[str, int]] | None
-    ) -> None:
+    def __init__(self, runtime: Callable[[], Runtime], in_flight: Callable[[], int], cache: ResponseCache | None) -> None:
         self._runtime = runtime
         self._in_flight = in_flight
         self._cache = cache
@@ -36,14 +38,29 @@ class HealthCollector(Collector):
         yield from (state, opened, busy)
         yield GaugeMetricFamily("gateway_in_flight", "Requests in flight in this gateway process.", value=self._in_flight())
         if self._cache is not None:
-            lookups = CounterMetricFamily("gateway_cache_lookups", "Cache lookups by outcome.", labels=["outcome"])
-            for outcome, count in self._cache().items():
-                lookups.add_metric([outcome], count)
-            yield lookups
+            yield from _cache_metrics(self._cache)
+
+
+def _cache_metrics(cache: ResponseCache) -> Iterator[Metric]:
+    lookups = CounterMetricFamily("gateway_cache_lookups", "Cache lookups by outcome.", labels=["outcome"])
+    for outcome, count in cache.counts.items():
+        lookups.add_metric([outcome], count)
+    yield lookups
+    yield CounterMetricFamily("gateway_cache_vetoed", "Semantic candidates refused by the veto.", value=cache.layers.vetoed)
+    yield CounterMetricFamily("gateway_cache_reported_wrong", "Hits reported wrong through feedback.", value=cache.reported_wrong)
+    yield GaugeMetricFamily(
+        "gateway_cache_index_vectors", "Vectors in this worker's semantic index.", value=cache.layers.index.size()
+    )
+    yield GaugeMetricFamily(
+        "gateway_cache_store_up", "1 while the cache store answers, 0 while it is bypassed.", value=int(cache.store_up)
+    )
+    yield CounterMetricFamily(
+        "gateway_cache_store_errors", "Cache store calls that failed or timed out.", value=cache.store_errors
+    )
 
 
 def registry(
-    runtime: Callable[[], Runtime], in_flight: Callable[[], int], cache: Callable[[], Mapping[str, int]] | None = None
+    runtime: Callable[[], Runtime], in_flight: Callable[[], int], cache: ResponseCache | None = None
 ) -> CollectorRegistry:
     reg = CollectorRegistry()
     reg.register(HealthCollector(runtime, in_flight, cache))

@@ -90,7 +90,7 @@ class Pipeline:
             reply = _completion_reply(runtime, done)
             reply.headers += cache_headers
             if lookup is not None and self._cache is not None:
-                self._cache.store(lookup, done.value.body)
+                await self._cache.store(lookup, done.value.body)
             return reply
         except APIError as exc:
             return error_reply(exc, _progress_headers(runtime, progress))
@@ -113,7 +113,7 @@ class Pipeline:
 @dataclass(slots=True)
 class _Keeper:
     assembler: Assembler
-    store: Callable[[bytes], None]
+    store: Callable[[bytes], Awaitable[None]]
 
 
 class _Relay:
@@ -141,7 +141,7 @@ class _Relay:
                 yield frame(data)
             self._lease.succeed()
             if self._keeper is not None:
-                self._keeper.store(self._keeper.assembler.body())
+                await self._keeper.store(self._keeper.assembler.body())
         except DeadlineExceeded as exc:
             self._lease.abandon()
             yield frame(exc.body())

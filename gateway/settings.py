@@ -211,6 +211,17 @@ class CacheSettings(_Settings, frozen=True):
     """Lifetime of an entry from when it was stored; hits do not extend it."""
     max_entries: PositiveInt = 10_000
     """Past this, the least recently used entry goes."""
+    store: Literal["memory", "redis"] = "memory"
+    """Where entries live: in this process, or in Redis (`redis.url`), shared by every worker and
+    replica, each of which keeps its own vector index in step with it."""
+    store_timeout_s: Positive = 0.25
+    """Longest wait for Redis on a request; past it (or on any Redis error) the request bypasses
+    the cache, and so do the next ones for `store_retry_s`."""
+    store_retry_s: Positive = 1.0
+    ivf_from: PositiveInt = 20_000
+    """A namespace with this many entries moves from an exact (flat) index to an IVF one."""
+    nprobe: PositiveInt = 16
+    """IVF cells searched per lookup: more is slower and misses fewer near neighbours."""
     max_temperature: NonNegative = 0.0
     """Answers are cached when the request's temperature is at most this (absent counts as 1, as
     upstreams default it) or when it sets a `seed`."""

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,14 +15,9 @@ import httpx
 import pytest
 
 from loadtest.fake_upstream import Behavior, FakeUpstream
+from loadtest.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class GatewayProcess:
@@ -121,30 +115,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, fa
     proc = GatewayProcess(path)
     yield proc
     proc.stop()
-
-
-class RedisServer:
-    """A private `redis-server` on a free loopback port, nothing kept on disk."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self.proc = subprocess.Popen([*cmd, "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait(5)
 
 
 @pytest.fixture

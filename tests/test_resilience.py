@@ -14,7 +14,8 @@ import openai
 import pytest
 
 from loadtest.fake_upstream import Behavior, FakeUpstream
-from tests.conftest import ROOT, GatewayProcess, RedisServer
+from loadtest.redis_server import RedisServer
+from tests.conftest import ROOT, GatewayProcess
 
 EXAMPLE = ROOT / "config" / "examples" / "high-availability.yaml"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}

@@ -7,10 +7,16 @@
 
 A hit is the stored completion with a fresh `id` and `created`, its prompt reported as cached
 tokens; a streamed request gets it replayed as SSE events (replay.py). The embedder is imported only when the cache is on.
+
+The cache never fails a request. A store that does not answer in `store_timeout_s` (Redis down)
+makes the request bypass the cache, and the next ones for `store_retry_s` without trying; this is
+logged once per outage and counted (`store_errors`, `store_up`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -23,10 +29,10 @@ import numpy as np
 from backends.types import Endpoint
 from gateway.cache.keys import exact_key, semantic_namespace
 from gateway.cache.semantic import Hit, SemanticCache
-from gateway.cache.store import Entry, MemoryStore
+from gateway.cache.store import Entry, MemoryStore, Store, StoreUnavailable
 from gateway.cache.text import context_digest, semantic_text
 from gateway.controls import CacheDirective
-from gateway.settings import CacheSettings, PoolSettings
+from gateway.settings import CacheSettings, PoolSettings, RedisSettings
 
 log = logging.getLogger("gateway.cache")
 Outcome = Literal["hit-exact", "hit-semantic", "miss", "bypass"]
@@ -59,15 +65,24 @@ class _Finished(msgspec.Struct):
 
 
 class ResponseCache:
-    def __init__(self, settings: CacheSettings) -> None:
+    def __init__(self, settings: CacheSettings, redis: RedisSettings | None = None) -> None:
         from gateway.cache.embedder import OnnxEmbedder  # onnxruntime and faiss only when the cache is on
         from gateway.cache.index import VectorIndex
 
         self.settings = settings
         self.embedder = OnnxEmbedder(settings.embedder)
-        self.layers = SemanticCache(MemoryStore(settings.max_entries), VectorIndex(self.embedder.dim), top_k=settings.top_k)
+        index = VectorIndex(self.embedder.dim, ivf_from=settings.ivf_from, nprobe=settings.nprobe)
+        self.layers = SemanticCache(_store(settings, redis), index, top_k=settings.top_k)
         self.counts: dict[str, int] = {"hit-exact": 0, "hit-semantic": 0, "miss": 0, "bypass": 0}
         self.reported_wrong = 0
+        self.store_errors = 0
+        self.store_up = True
+        self._retry_at = 0.0  # monotonic time before which a store found down is not tried again
+        self._follower: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Build this worker's index from the store and keep it in step (a shared store only)."""
+        self._follower = asyncio.get_running_loop().create_task(self.layers.follow())
 
     async def lookup(
         self,
@@ -77,13 +92,27 @@ class ResponseCache:
         payload: dict[str, Any],
         directive: CacheDirective | None,
     ) -> Lookup:
-        if not self._cacheable(endpoint, pool_settings, payload) or directive == "no-store":
+        if not self._cacheable(endpoint, pool_settings, payload) or directive == "no-store" or not self._store_ready():
             return self._count(BYPASS)
+        try:
+            return self._count(await self._lookup(endpoint, pool, pool_settings, payload, directive))
+        except StoreUnavailable as exc:
+            self._store_failed(exc)
+            return self._count(BYPASS)
+
+    async def _lookup(
+        self,
+        endpoint: Endpoint,
+        pool: str,
+        pool_settings: PoolSettings,
+        payload: dict[str, Any],
+        directive: CacheDirective | None,
+    ) -> Lookup:
         ttl = pool_settings.cache.ttl_s or self.settings.ttl_s
         found = Lookup("miss", key=exact_key(endpoint, pool, payload), namespace=f"{pool}:", store=True, ttl_s=ttl)
         if directive == "no-cache":
-            return self._count(found)
-        found.hit = self.layers.lookup_exact(found.key)
+            return found
+        found.hit = await self.layers.lookup_exact(found.key)
         if found.hit is None and self.settings.semantic and (text := semantic_text(endpoint, payload)) is not None:
             try:
                 vector = (await self.embedder.embed([text]))[0]
@@ -93,14 +122,16 @@ class ResponseCache:
                 found.namespace = f"{pool}:{semantic_namespace(endpoint, pool, payload)}{context_digest(payload)}"
                 found.text, found.vector = text, vector
                 threshold = pool_settings.cache.threshold or self.settings.threshold
-                found.hit = self.layers.lookup_semantic(found.namespace, text, vector, threshold)
+                found.hit = await self.layers.lookup_semantic(found.namespace, text, vector, threshold)
         if found.hit is not None:
             found.outcome = found.hit.layer
-        return self._count(found)
+        self._store_answered()
+        return found
 
-    def store(self, lookup: Lookup, body: bytes) -> None:
-        """Keep a complete answer: every choice ended with `stop` or `tool_calls`."""
-        if not lookup.store or lookup.hit is not None:
+    async def store(self, lookup: Lookup, body: bytes) -> None:
+        """Keep a complete answer: every choice ended with `stop` or `tool_calls`. Done before the
+        answer goes out, so a client that repeats the request at once gets a hit."""
+        if not lookup.store or lookup.hit is not None or not self._store_ready():
             return
         try:
             finished = msgspec.json.decode(body, type=_Finished)
@@ -108,26 +139,66 @@ class ResponseCache:
             return
         if not finished.choices or any(c.finish_reason not in _STORABLE_FINISH for c in finished.choices):
             return
-        entry = Entry(lookup.key, lookup.namespace, lookup.text, body, time.time() + lookup.ttl_s)
-        self.layers.store_entry(entry, lookup.vector)
+        vector = None if lookup.vector is None else lookup.vector.astype(np.float32).tobytes()
+        entry = Entry(lookup.key, lookup.namespace, lookup.text, body, time.time() + lookup.ttl_s, vector)
+        try:
+            await self.layers.store_entry(entry)
+        except StoreUnavailable as exc:
+            self._store_failed(exc)
+        else:
+            self._store_answered()
 
-    def stats(self) -> dict[str, object]:
+    async def stats(self) -> dict[str, object]:
+        """Entries in the store (None while it is down), this worker's counts and index size."""
+        entries: int | None = None
+        with contextlib.suppress(StoreUnavailable):
+            entries = await self.layers.store.count()
         return {
-            "entries": len(self.layers.store),
+            "store": self.settings.store,
+            "store_up": self.store_up,
+            "entries": entries,
             "vectors": self.layers.index.size(),
             **{k.replace("-", "_"): v for k, v in self.counts.items()},
             "vetoed": self.layers.vetoed,
             "reported_wrong": self.reported_wrong,
+            "store_errors": self.store_errors,
         }
 
-    def report_wrong(self, key: str) -> bool:
+    async def flush(self, namespace: str | None) -> int:
+        return await self.layers.flush(namespace)
+
+    async def report_wrong(self, key: str) -> bool:
         """A client says a hit was wrong: the entry goes, and it is counted."""
-        removed = self.layers.remove(key)
+        removed = await self.layers.remove(key)
         self.reported_wrong += removed
         return removed
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+        await self.layers.store.aclose()
         self.embedder.close()
+
+    def _store_ready(self) -> bool:
+        return self.store_up or time.monotonic() >= self._retry_at
+
+    def _store_failed(self, exc: StoreUnavailable) -> None:
+        self.store_errors += 1
+        self._retry_at = time.monotonic() + self.settings.store_retry_s
+        if self.store_up:
+            log.warning(
+                "response cache bypassed: its store is unreachable (%s); trying again every %.1f s",
+                exc,
+                self.settings.store_retry_s,
+            )
+        self.store_up = False
+
+    def _store_answered(self) -> None:
+        if not self.store_up:
+            log.info("response cache back: its store answers again")
+        self.store_up = True
 
     def _cacheable(self, endpoint: Endpoint, pool: PoolSettings, payload: dict[str, Any]) -> bool:
         if not pool.cache.enabled or endpoint == "embeddings" or payload.get("n", 1) != 1:
@@ -139,6 +210,17 @@ class ResponseCache:
     def _count(self, lookup: Lookup) -> Lookup:
         self.counts[lookup.outcome] += 1
         return lookup
+
+
+def _store(settings: CacheSettings, redis: RedisSettings | None) -> Store:
+    url = None if redis is None else redis.address()
+    if settings.store == "memory":
+        return MemoryStore(settings.max_entries)
+    if url is None or redis is None:
+        raise ValueError("cache.store redis needs redis.url")
+    from gateway.cache.redis_store import RedisStore
+
+    return RedisStore(url, prefix=redis.key_prefix, max_entries=settings.max_entries, timeout_s=settings.store_timeout_s)
 
 
 def hit_body(stored: bytes) -> bytes:

@@ -1,17 +1,32 @@
-"""Cache entries. The `Store` protocol, and the in-process store (the embedded default).
+"""Cache entries. The `Store` contract, and the in-process store (the embedded default).
 
 An entry lives until its TTL, counted from when it was stored (a hit does not extend it). Past
-`max_entries` the least recently used entry goes. Time comes from an injected clock.
+`max_entries` the least recently used entry goes. Entries are found by id: 63 bits of a hash of
+their exact key, which is also their id in the vector index, so a semantic candidate is one read
+away from its entry and every worker agrees on ids without asking anyone.
+
+A store shared by several processes (Redis) also tells each of them about every entry added or
+removed by any of them (`follow`), so each keeps its own vector index in step.
 """
 
 from __future__ import annotations
 
-import itertools
+import hashlib
+import heapq
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+
+def entry_id(key: str) -> int:
+    """The id of the entry stored under exact key `key` (a non-negative int64)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") >> 1
+
+
+class StoreUnavailable(Exception):
+    """The store could not be reached in time; the request goes on without the cache."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,85 +39,110 @@ class Entry:
     body: bytes
     """The upstream's complete response body."""
     expires_at: float
-    entry_id: int = 0
+    """Wall-clock time (`time.time()`) when the entry ends."""
+    vector: bytes | None = None
+    """The text's embedding (float32, unit length), kept so other workers can index it."""
+
+    @property
+    def id(self) -> int:
+        return entry_id(self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """An entry that appeared (with its vector) or went (vector None), for a worker's index."""
+
+    entry_id: int
+    namespace: str
+    vector: bytes | None
+    expires_at: float = float("inf")
 
 
 class Store(Protocol):
-    def get(self, key: str) -> Entry | None: ...
-
-    def by_id(self, entry_id: int) -> Entry | None: ...
-
-    def put(self, entry: Entry) -> Entry:
-        """Store `entry` (replacing one with the same key) and return it with its id."""
+    async def get(self, entry_id: int) -> Entry | None:
+        """The live entry with this id (it becomes the most recently used), else None."""
         ...
 
-    def delete(self, key: str) -> Entry | None: ...
-
-    def take_evicted(self) -> list[Entry]:
-        """Entries dropped for room or age since the last call (so the index can drop them too)."""
+    async def put(self, entry: Entry) -> list[Change]:
+        """Store `entry`, replacing one with the same key; returns the entries dropped for room."""
         ...
 
-    def keys(self, namespace: str | None = None) -> list[str]:
-        """Keys of the entries in `namespace`, or in every namespace that starts with `namespace:`
-        (namespaces begin with their pool's name: "small" means all of pool small); all when None."""
+    async def delete(self, entry_id: int) -> Entry | None: ...
+
+    async def ids(self, namespace: str | None = None) -> list[int]:
+        """Ids of the live entries in `namespace`, or in every namespace that starts with
+        `namespace:` (namespaces begin with their pool's name: "small" means all of pool small);
+        all when None."""
         ...
 
-    def __len__(self) -> int: ...
+    async def count(self) -> int: ...
+
+    async def follow(self, apply: Callable[[Change], None], reset: Callable[[], None]) -> None:
+        """Keep the caller's index in step: `reset()`, then `apply` every live entry with a vector,
+        then every change any process makes, for as long as it runs. A store no other process
+        writes returns after the live entries."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 class MemoryStore:
     def __init__(self, max_entries: int = 10_000, clock: Callable[[], float] = time.time) -> None:
         self._max = max_entries
         self._clock = clock
-        self._entries: OrderedDict[str, Entry] = OrderedDict()
-        self._ids: dict[int, str] = {}
-        self._next_id = itertools.count(1)
-        self._evicted: list[Entry] = []
+        self._entries: OrderedDict[int, Entry] = OrderedDict()
+        self._expiry: list[tuple[float, int]] = []  # heap, so the expired go before the live make room
 
-    def get(self, key: str) -> Entry | None:
-        entry = self._entries.get(key)
+    async def get(self, entry_id: int) -> Entry | None:
+        entry = self._entries.get(entry_id)
         if entry is None:
             return None
         if entry.expires_at <= self._clock():
-            self._drop(key)
+            del self._entries[entry_id]
             return None
-        self._entries.move_to_end(key)
+        self._entries.move_to_end(entry_id)
         return entry
 
-    def by_id(self, entry_id: int) -> Entry | None:
-        key = self._ids.get(entry_id)
-        return None if key is None else self.get(key)
-
-    def put(self, entry: Entry) -> Entry:
-        self.delete(entry.key)
-        stored = Entry(entry.key, entry.namespace, entry.text, entry.body, entry.expires_at, next(self._next_id))
-        self._entries[entry.key] = stored
-        self._ids[stored.entry_id] = entry.key
+    async def put(self, entry: Entry) -> list[Change]:
+        now = self._clock()
+        while self._expiry and self._expiry[0][0] <= now:
+            _, gone_id = heapq.heappop(self._expiry)
+            gone = self._entries.get(gone_id)
+            if gone is not None and gone.expires_at <= now:
+                del self._entries[gone_id]
+        self._entries.pop(entry.id, None)
+        self._entries[entry.id] = entry
+        heapq.heappush(self._expiry, (entry.expires_at, entry.id))
+        dropped = []
         while len(self._entries) > self._max:
-            self._drop(next(iter(self._entries)))
-        return stored
+            _, gone = self._entries.popitem(last=False)
+            dropped.append(Change(gone.id, gone.namespace, None))
+        return dropped
 
-    def delete(self, key: str) -> Entry | None:
-        entry = self._entries.pop(key, None)
-        if entry is not None:
-            self._ids.pop(entry.entry_id, None)
-        return entry
+    async def delete(self, entry_id: int) -> Entry | None:
+        return self._entries.pop(entry_id, None)
 
-    def take_evicted(self) -> list[Entry]:
-        evicted, self._evicted = self._evicted, []
-        return evicted
+    async def ids(self, namespace: str | None = None) -> list[int]:
+        now = self._clock()
+        return [
+            i for i, e in self._entries.items() if e.expires_at > now and (namespace is None or within(e.namespace, namespace))
+        ]
 
-    def keys(self, namespace: str | None = None) -> list[str]:
-        return [k for k, e in self._entries.items() if namespace is None or _within(e.namespace, namespace)]
+    async def count(self) -> int:
+        now = self._clock()
+        return sum(e.expires_at > now for e in self._entries.values())
 
-    def __len__(self) -> int:
-        return len(self._entries)
+    async def follow(self, apply: Callable[[Change], None], reset: Callable[[], None]) -> None:
+        reset()
+        now = self._clock()
+        for entry in list(self._entries.values()):
+            if entry.vector is not None and entry.expires_at > now:
+                apply(Change(entry.id, entry.namespace, entry.vector, entry.expires_at))
 
-    def _drop(self, key: str) -> None:
-        entry = self.delete(key)
-        if entry is not None:
-            self._evicted.append(entry)
+    async def aclose(self) -> None:
+        self._entries.clear()
+        self._expiry.clear()
 
 
-def _within(namespace: str, selector: str) -> bool:
+def within(namespace: str, selector: str) -> bool:
     return namespace == selector or namespace.startswith(selector.rstrip(":") + ":")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
 from gateway.cache.embedder import OnnxEmbedder
@@ -29,56 +32,58 @@ def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnnxEmbedder]
 
 
 def cache_with(embedder: OnnxEmbedder, clock: Clock, max_entries: int = 100) -> SemanticCache:
-    return SemanticCache(MemoryStore(max_entries, clock), VectorIndex(embedder.dim), threshold=0.8)
+    return SemanticCache(MemoryStore(max_entries, clock), VectorIndex(embedder.dim), threshold=0.8, clock=clock)
 
 
-def put(cache: SemanticCache, embedder: OnnxEmbedder, clock: Clock, text: str, ns: str = "small", ttl: float = 60) -> Entry:
-    vector = embedder.embed_now([text])[0]
-    return cache.store_entry(Entry(f"key:{ns}:{text}", ns, text, text.encode(), clock.now + ttl), vector)
+async def put(cache: SemanticCache, embedder: OnnxEmbedder, clock: Clock, text: str, ns: str = "small", ttl: float = 60) -> Entry:
+    vector = embedder.embed_now([text])[0].tobytes()
+    entry = Entry(f"key:{ns}:{text}", ns, text, text.encode(), clock.now + ttl, vector)
+    await cache.store_entry(entry)
+    return entry
 
 
-def find(cache: SemanticCache, embedder: OnnxEmbedder, text: str, ns: str = "small") -> bytes | None:
-    hit = cache.lookup_semantic(ns, text, embedder.embed_now([text])[0])
+async def find(cache: SemanticCache, embedder: OnnxEmbedder, text: str, ns: str = "small") -> bytes | None:
+    hit = await cache.lookup_semantic(ns, text, embedder.embed_now([text])[0])
     return None if hit is None else hit.entry.body
 
 
-def test_a_paraphrase_hits_and_a_hard_negative_is_vetoed(embedder: OnnxEmbedder) -> None:
+async def test_a_paraphrase_hits_and_a_hard_negative_is_vetoed(embedder: OnnxEmbedder) -> None:
     clock = Clock()
     cache = cache_with(embedder, clock)
-    put(cache, embedder, clock, "Book a flight from Paris to Berlin on Friday.")
-    put(cache, embedder, clock, "How do I reset my password?")
-    assert find(cache, embedder, "How can I reset my password?") == b"How do I reset my password?"
-    assert find(cache, embedder, "Book a flight from Berlin to Paris on Friday.") is None
+    await put(cache, embedder, clock, "Book a flight from Paris to Berlin on Friday.")
+    await put(cache, embedder, clock, "How do I reset my password?")
+    assert await find(cache, embedder, "How can I reset my password?") == b"How do I reset my password?"
+    assert await find(cache, embedder, "Book a flight from Berlin to Paris on Friday.") is None
     assert cache.vetoed >= 1
 
 
-def test_namespaces_never_meet(embedder: OnnxEmbedder) -> None:
+async def test_namespaces_never_meet(embedder: OnnxEmbedder) -> None:
     clock = Clock()
     cache = cache_with(embedder, clock)
-    put(cache, embedder, clock, "How do I reset my password?", ns="small")
-    assert find(cache, embedder, "How do I reset my password?", ns="large") is None
+    await put(cache, embedder, clock, "How do I reset my password?", ns="small")
+    assert await find(cache, embedder, "How do I reset my password?", ns="large") is None
 
 
-def test_entries_expire_without_sliding_and_leave_the_index(embedder: OnnxEmbedder) -> None:
+async def test_entries_expire_without_sliding_and_leave_the_index(embedder: OnnxEmbedder) -> None:
     clock = Clock()
     cache = cache_with(embedder, clock)
-    entry = put(cache, embedder, clock, "What is the boiling point of water?", ttl=10)
+    entry = await put(cache, embedder, clock, "What is the boiling point of water?", ttl=10)
     clock.now += 9
-    assert cache.lookup_exact(entry.key) is not None  # a hit does not extend the TTL...
+    assert await cache.lookup_exact(entry.key) is not None  # a hit does not extend the TTL...
     clock.now += 1.5
-    assert cache.lookup_exact(entry.key) is None  # ...so it ends 10 s after it was stored
-    assert find(cache, embedder, "What is the boiling point of water?") is None
+    assert await cache.lookup_exact(entry.key) is None  # ...so it ends 10 s after it was stored
+    assert await find(cache, embedder, "What is the boiling point of water?") is None
     assert cache.index.size() == 0
 
 
-def test_the_least_recently_used_entry_makes_room(embedder: OnnxEmbedder) -> None:
+async def test_the_least_recently_used_entry_makes_room(embedder: OnnxEmbedder) -> None:
     clock = Clock()
     cache = cache_with(embedder, clock, max_entries=2)
-    first = put(cache, embedder, clock, "Name a primary colour.")
-    second = put(cache, embedder, clock, "What is the tallest mountain?")
-    assert cache.lookup_exact(first.key) is not None  # first is now the more recently used
-    put(cache, embedder, clock, "Who painted the Mona Lisa?")
-    assert cache.lookup_exact(second.key) is None and cache.lookup_exact(first.key) is not None
+    first = await put(cache, embedder, clock, "Name a primary colour.")
+    second = await put(cache, embedder, clock, "What is the tallest mountain?")
+    assert await cache.lookup_exact(first.key) is not None  # first is now the more recently used
+    await put(cache, embedder, clock, "Who painted the Mona Lisa?")
+    assert await cache.lookup_exact(second.key) is None and await cache.lookup_exact(first.key) is not None
     assert cache.index.size() == 2
 
 
@@ -108,3 +113,26 @@ def test_what_is_embedded_and_what_is_not() -> None:
     }
     assert context_digest(follow_up) != context_digest(other_thread)
     assert context_digest(convo) == ""  # a system prompt alone is not context (it has its own place in the key)
+
+
+def test_a_large_namespace_moves_to_ivf_and_keeps_every_change() -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((300, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    builder, busy = ThreadPoolExecutor(1), threading.Event()
+    builder.submit(busy.wait)  # holds the build back until the changes below are made
+    index = VectorIndex(16, ivf_from=200, nprobe=64, builder=builder)  # nprobe past the cell count: exact here
+    for i in range(200):
+        index.add("big", i, vectors[i])
+    # The build runs in the background; changes made meanwhile must reach the new index.
+    for i in range(200, 300):
+        index.add("big", i, vectors[i])
+    index.remove(7)
+    assert index.kind("big") == "flat" and index.size("big") == 299  # the flat index answers meanwhile
+    busy.set()
+    index.wait_built()
+    assert index.kind("big") == "ivf" and index.size("big") == 299
+    assert index.search("big", vectors[250], 1)[0].entry_id == 250  # added during the build
+    assert all(c.entry_id != 7 for c in index.search("big", vectors[7], 5))  # removed during the build
+    index.add("small", 1, vectors[0])
+    assert index.kind("small") == "flat"

@@ -1,0 +1,130 @@
+"""The response cache in Redis: two gateway processes share it, and losing Redis loses no request.
+
+Real parts throughout: a `redis-server` of the test's own, two `gateway serve` processes, a loopback
+upstream, the official openai client.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from loadtest.fake_upstream import FakeUpstream
+from loadtest.redis_server import RedisServer
+from tests.conftest import GatewayProcess
+
+MODEL = "gpt-4o-mini"
+
+
+@pytest.fixture
+def shared(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[Path, FakeUpstream]]:
+    upstream = FakeUpstream(name="shared-cache-upstream").start_in_thread()
+    path = tmp_path / "gateway.yaml"
+    path.write_text(f"""
+reload: {{watch: false}}
+redis: {{url: "{redis_server.url}"}}
+cache:
+  enabled: true
+  store: redis
+  threshold: 0.85
+  store_retry_s: 0.2
+  embedder: {{onnx_dir: "{tmp_path / "onnx"}"}}
+pools:
+  small:
+    aliases: [{MODEL}]
+    deployments: [{{id: up, base_url: "{upstream.base_url}"}}]
+""")
+    yield path, upstream
+    upstream.stop()
+
+
+def ask(gateway: GatewayProcess, text: str) -> httpx.Response:
+    body = {"model": MODEL, "temperature": 0, "messages": [{"role": "user", "content": text}]}
+    return httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=30)
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Hang guard for what another process does in the background (not a speed check)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "did not happen in time"
+        time.sleep(0.05)
+
+
+def metric(gateway: GatewayProcess, name: str) -> float:
+    for line in httpx.get(f"{gateway.url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not on /metrics")
+
+
+def test_two_gateways_share_one_cache(shared: tuple[Path, FakeUpstream]) -> None:
+    path, upstream = shared
+    one = GatewayProcess(path)
+    try:
+        stored = ask(one, "How do I reset my password?")
+        assert stored.headers["x-gateway-cache"] == "miss"
+        two = GatewayProcess(path)  # starts after the entry exists: builds its index from Redis
+        try:
+            before = upstream.requests
+            exact = ask(two, "How do I reset my password?")
+            assert exact.headers["x-gateway-cache"] == "hit-exact" and upstream.requests == before
+            assert exact.json()["choices"] == stored.json()["choices"]
+            client = openai.OpenAI(base_url=f"{two.url}/v1", api_key="unused", max_retries=0)
+            raw = client.chat.completions.with_raw_response.create(
+                model=MODEL, temperature=0, messages=[{"role": "user", "content": "How can I reset my password?"}]
+            )
+            assert raw.headers["x-gateway-cache"] == "hit-semantic" and upstream.requests == before
+            assert raw.parse().choices[0].message.content == stored.json()["choices"][0]["message"]["content"]
+
+            # Stored through the second while the first runs: the first hears of it from the feed.
+            assert ask(two, "What is the boiling point of water at sea level?").headers["x-gateway-cache"] == "miss"
+            before = upstream.requests
+            eventually(
+                lambda: ask(one, "What's the boiling point of water at sea level?").headers["x-gateway-cache"] == "hit-semantic"
+            )
+            assert upstream.requests == before
+
+            # A wrong hit reported to one gateway is gone for the other too.
+            key = raw.headers["x-gateway-cache-key"]
+            assert httpx.post(f"{one.url}/admin/cache/feedback", json={"key": key}).json() == {"removed": True}
+            assert ask(two, "How can I reset my password?").headers["x-gateway-cache"] == "miss"
+            stats = httpx.get(f"{two.url}/admin/cache").json()
+            assert stats["store"] == "redis" and stats["store_up"] is True and stats["entries"] >= 2
+        finally:
+            two.stop()
+    finally:
+        one.stop()
+
+
+def test_requests_are_served_while_redis_is_down(shared: tuple[Path, FakeUpstream], redis_server: RedisServer) -> None:
+    path, upstream = shared
+    gateway = GatewayProcess(path)
+    try:
+        assert ask(gateway, "Name three primary colours.").headers["x-gateway-cache"] == "miss"
+        redis_server.stop()
+        before = upstream.requests
+        answers = [ask(gateway, "Name three primary colours.") for _ in range(20)]
+        assert [a.status_code for a in answers] == [200] * 20
+        assert {a.headers["x-gateway-cache"] for a in answers} == {"bypass"}
+        assert upstream.requests == before + 20  # every one was answered by the upstream
+        assert metric(gateway, "gateway_cache_store_up") == 0
+        assert metric(gateway, "gateway_cache_store_errors_total") >= 1
+        assert gateway.logs().count("response cache bypassed") == 1  # one warning per outage, not per request
+        stats = httpx.get(f"{gateway.url}/admin/cache").json()
+        assert stats["store_up"] is False and stats["entries"] is None
+        flush = httpx.post(f"{gateway.url}/admin/cache/flush", json={})
+        assert flush.status_code == 503 and flush.json()["error"]["code"] == "cache_store_unavailable"
+
+        redis_server.start()  # back, empty
+        eventually(lambda: ask(gateway, "Name three primary colours.").headers["x-gateway-cache"] == "miss")
+        assert ask(gateway, "Name three primary colours.").headers["x-gateway-cache"] == "hit-exact"
+        assert metric(gateway, "gateway_cache_store_up") == 1
+        assert redis_server.url not in gateway.logs()
+    finally:
+        gateway.stop()

@@ -1,0 +1,193 @@
+"""One contract for both cache stores: the in-process one and Redis (a real `redis-server` per test).
+
+Time is real: Redis keeps TTLs on its own clock, so entries here live for fractions of a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gateway.cache.redis_store import RedisStore
+from gateway.cache.store import Change, Entry, MemoryStore, Store, StoreUnavailable
+from loadtest.redis_server import RedisServer
+
+StoreFactory = Callable[[int], Store]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """Builds stores of one kind; Redis ones built by one test share one server, like two workers."""
+    made: list[Store] = []
+    server = RedisServer(tmp_path) if request.param == "redis" else None
+
+    def make(max_entries: int = 100) -> Store:
+        store: Store = MemoryStore(max_entries) if server is None else RedisStore(server.url, max_entries=max_entries)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        await store.aclose()
+    if server is not None:
+        server.stop()
+
+
+def vector(seed: int) -> bytes:
+    v = np.random.default_rng(seed).standard_normal(8).astype(np.float32)
+    return (v / np.linalg.norm(v)).tobytes()
+
+
+def entry(name: str, ttl: float = 60, ns: str = "small:ns1", *, text: str | None = "text", with_vector: bool = True) -> Entry:
+    return Entry(
+        f"key-{name}", ns, text, f'{{"answer": "{name}"}}'.encode(), time.time() + ttl, vector(len(name)) if with_vector else None
+    )
+
+
+async def test_an_entry_comes_back_as_stored(make_store: StoreFactory) -> None:
+    store = make_store(100)
+    full, bare = entry("full"), entry("bare", text=None, with_vector=False)
+    assert await store.put(full) == [] and await store.put(bare) == []
+    assert await store.get(full.id) == full
+    assert await store.get(bare.id) == bare
+    assert await store.get(entry("never").id) is None
+    assert await store.count() == 2
+
+
+async def test_a_put_replaces_the_entry_with_the_same_key(make_store: StoreFactory) -> None:
+    store = make_store(100)
+    await store.put(entry("a"))
+    newer = Entry("key-a", "small:ns1", "text", b'{"answer": "newer"}', time.time() + 60)
+    await store.put(newer)
+    assert (await store.get(newer.id)) == newer
+    assert await store.count() == 1
+
+
+async def test_delete_returns_what_it_removed(make_store: StoreFactory) -> None:
+    store = make_store(100)
+    kept = entry("kept")
+    await store.put(kept)
+    assert await store.delete(kept.id) == kept
+    assert await store.get(kept.id) is None
+    assert await store.delete(kept.id) is None
+
+
+async def test_an_entry_ends_at_its_ttl_and_a_hit_does_not_extend_it(make_store: StoreFactory) -> None:
+    store = make_store(100)
+    short, long = entry("short", ttl=0.6), entry("long", ttl=60)
+    await store.put(short)
+    await store.put(long)
+    await asyncio.sleep(0.3)
+    assert await store.get(short.id) == short  # read half-way...
+    await asyncio.sleep(0.45)
+    assert await store.get(short.id) is None  # ...and still gone 0.6 s after it was stored
+    assert await store.count() == 1
+    assert await store.ids() == [long.id]
+
+
+async def test_past_max_entries_the_least_recently_used_goes(make_store: StoreFactory) -> None:
+    store = make_store(2)
+    a, b, c = entry("a"), entry("bb"), entry("ccc")
+    await store.put(a)
+    await store.put(b)
+    assert await store.get(a.id) is not None  # a is now used more recently than b
+    assert await store.put(c) == [Change(b.id, b.namespace, None)]
+    assert await store.get(b.id) is None
+    assert await store.get(a.id) == a and await store.get(c.id) == c
+    assert await store.count() == 2
+
+
+async def test_expired_entries_make_room_before_live_ones(make_store: StoreFactory) -> None:
+    store = make_store(2)
+    brief, lasting = entry("brief", ttl=0.2), entry("lasting")
+    await store.put(brief)
+    await store.put(lasting)
+    await asyncio.sleep(0.3)
+    assert await store.put(entry("third")) == []  # the expired one made room: nothing live was dropped
+    assert await store.get(lasting.id) == lasting
+
+
+async def test_ids_by_namespace_or_pool(make_store: StoreFactory) -> None:
+    store = make_store(100)
+    one, two, other = entry("one", ns="small:aaa"), entry("two", ns="small:bbb"), entry("other", ns="smaller:aaa")
+    for e in (one, two, other):
+        await store.put(e)
+    assert sorted(await store.ids("small")) == sorted([one.id, two.id])  # a pool: all its namespaces
+    assert await store.ids("small:aaa") == [one.id]
+    assert sorted(await store.ids()) == sorted([one.id, two.id, other.id])
+
+
+async def test_follow_starts_from_every_live_entry_with_a_vector(make_store: StoreFactory) -> None:
+    store = make_store(100)
+    with_vector, exact_only = entry("v"), entry("x", with_vector=False)
+    await store.put(with_vector)
+    await store.put(exact_only)
+    seen: list[Change] = []
+    resets: list[int] = []
+    follower = asyncio.create_task(store.follow(seen.append, lambda: resets.append(len(seen))))
+    await wait_for(lambda: len(seen) >= 1)
+    follower.cancel()
+    assert resets == [0]
+    assert seen == [Change(with_vector.id, with_vector.namespace, with_vector.vector, with_vector.expires_at)]
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Hang guard for something that happens in the background (not a speed check)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "did not happen in time"
+        await asyncio.sleep(0.01)
+
+
+# Redis only: what makes it a shared store.
+
+
+@pytest.fixture
+async def redis_pair(tmp_path: Path) -> AsyncIterator[tuple[RedisServer, RedisStore, RedisStore]]:
+    server = RedisServer(tmp_path)
+    one, two = RedisStore(server.url, max_entries=3), RedisStore(server.url, max_entries=3)
+    yield server, one, two
+    await one.aclose()
+    await two.aclose()
+    server.stop()
+
+
+async def test_a_worker_follows_what_another_adds_and_removes(redis_pair: tuple[RedisServer, RedisStore, RedisStore]) -> None:
+    _, one, two = redis_pair
+    seen: list[Change] = []
+    follower = asyncio.create_task(two.follow(seen.append, seen.clear, block_ms=100))
+    first = entry("first")
+    await one.put(first)
+    await wait_for(lambda: len(seen) == 1)
+    assert seen[0] == Change(first.id, first.namespace, first.vector, first.expires_at)
+    assert await two.get(first.id) == first  # and the entry itself is shared
+    await one.delete(first.id)
+    await wait_for(lambda: len(seen) == 2)
+    assert seen[1] == Change(first.id, first.namespace, None)
+    for name in ("a", "bb", "ccc", "dddd"):  # max 3: the fourth evicts "a", and followers hear of it
+        await one.put(entry(name))
+    await wait_for(lambda: len(seen) == 7)
+    assert Change(entry("a").id, "small:ns1", None) in seen[-2:]
+    follower.cancel()
+
+
+async def test_a_worker_rebuilds_after_losing_redis(redis_pair: tuple[RedisServer, RedisStore, RedisStore]) -> None:
+    server, one, two = redis_pair
+    seen: list[Change] = []
+    follower = asyncio.create_task(two.follow(seen.append, seen.clear, block_ms=100))
+    await one.put(entry("before"))
+    await wait_for(lambda: len(seen) == 1)
+    server.stop()
+    with pytest.raises(StoreUnavailable):
+        await asyncio.wait_for(one.get(entry("before").id), 5)
+    server.start()  # empty: what the worker indexed before is gone
+    after = entry("after")
+    await wait_for(lambda: not seen)  # the worker noticed and rebuilt from the (empty) store...
+    await one.put(after)
+    await wait_for(lambda: [c.entry_id for c in seen] == [after.id])  # ...and follows again
+    follower.cancel()
