@@ -1,10 +1,15 @@
-"""Semantic cache speed: lookup latency with 10,000 entries, and a hit against a slow upstream.
+"""Semantic cache speed: lookup latency with 10,000 entries, the index at scale, and a hit
+against a slow upstream.
 
 1. In process: 10,000 entries in one namespace (random unit vectors: the search cost does not
    depend on what they mean) plus the real answers for the query set; each lookup embeds the query
    with the ONNX embedder (through its micro-batching queue), tries the exact key, searches FAISS
-   and runs the veto on the candidates. p50 / p99 over the rounds.
-2. Through a running gateway (cache on) in front of a fake upstream that takes 500 ms: the miss,
+   and runs the veto on the candidates, reading entries from the store. p50 / p99 over the rounds,
+   once with the memory store and once with Redis (a private redis-server on loopback).
+2. The index alone with `--scale` vectors in one namespace: the exact flat scan against the IVF
+   index the cache switches to past `ivf_from`; queries are stored vectors moved to cosine ~0.9
+   (a paraphrase's distance); recall is how often IVF's best is the flat scan's best.
+3. Through a running gateway (cache on) in front of a fake upstream that takes 500 ms: the miss,
    then hits of the same request, timed at the client.
 
     python -m loadtest.bench_cache
@@ -28,9 +33,11 @@ import numpy as np
 
 from gateway.cache.embedder import OnnxEmbedder
 from gateway.cache.index import VectorIndex
+from gateway.cache.redis_store import RedisStore
 from gateway.cache.semantic import SemanticCache
-from gateway.cache.store import Entry, MemoryStore
+from gateway.cache.store import Entry, MemoryStore, Store
 from loadtest.fake_upstream import Behavior, FakeUpstream
+from loadtest.redis_server import RedisServer
 from loadtest.report import footer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,26 +51,69 @@ QUERIES = [
 ]
 
 
-async def lookups(entries: int, rounds: int) -> list[float]:
-    embedder = OnnxEmbedder()
-    cache = SemanticCache(MemoryStore(entries + 100), VectorIndex(embedder.dim), threshold=0.85)
+async def lookups(embedder: OnnxEmbedder, store: Store, entries: int, rounds: int) -> list[float]:
+    cache = SemanticCache(store, VectorIndex(embedder.dim), threshold=0.85)
     rng = np.random.default_rng(0)
     noise = rng.standard_normal((entries, embedder.dim)).astype(np.float32)
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
     for i, vector in enumerate(noise):
-        cache.store_entry(Entry(f"k{i}", "ns", f"filler {i}", b"{}", time.time() + 3600), vector)
+        await cache.store_entry(Entry(f"k{i}", "ns", f"filler {i}", b"{}", time.time() + 3600, vector.tobytes()))
     for stored, _ in QUERIES:
-        cache.store_entry(Entry(stored, "ns", stored, b"{}", time.time() + 3600), embedder.embed_now([stored])[0])
+        vector = embedder.embed_now([stored])[0]
+        await cache.store_entry(Entry(stored, "ns", stored, b"{}", time.time() + 3600, vector.tobytes()))
     times, hits = [], 0
     for r in range(rounds):
-        text = QUERIES[r % len(QUERIES)][1] + ("" if r < len(QUERIES) else f" ({r})")
+        text = QUERIES[r % len(QUERIES)][1]  # a paraphrase: never an exact hit
         start = time.perf_counter()
-        if cache.lookup_exact(text) is None:
+        if await cache.lookup_exact(text) is None:
             vector = (await embedder.embed([text]))[0]
-            hits += cache.lookup_semantic("ns", text, vector) is not None
+            hits += await cache.lookup_semantic("ns", text, vector) is not None
         times.append(time.perf_counter() - start)
-    embedder.close()
+    assert hits >= rounds * 0.9, f"only {hits} of {rounds} lookups hit"
+    await store.aclose()
     return times
+
+
+async def both_stores(entries: int, rounds: int) -> tuple[list[float], list[float]]:
+    embedder = OnnxEmbedder()
+    memory = await lookups(embedder, MemoryStore(entries + 100), entries, rounds)
+    with tempfile.TemporaryDirectory() as workdir:
+        server = RedisServer(Path(workdir))
+        try:
+            redis = await lookups(embedder, RedisStore(server.url, max_entries=entries + 100), entries, rounds)
+        finally:
+            server.stop()
+    embedder.close()
+    return memory, redis
+
+
+def index_scale(size: int, queries: int, dim: int = 384) -> tuple[list[float], list[float], float]:
+    """Search times of the flat and the IVF index over the same `size` vectors, and IVF's recall@1."""
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((size, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    flat, ivf = VectorIndex(dim, ivf_from=size + 1), VectorIndex(dim, ivf_from=size)
+    for i, v in enumerate(vectors):
+        flat.add("ns", i, v)
+        ivf.add("ns", i, v)
+    ivf.wait_built()
+    assert flat.kind("ns") == "flat" and ivf.kind("ns") == "ivf"
+    picks = rng.choice(size, queries, replace=False)
+    noise = rng.standard_normal((queries, dim)).astype(np.float32)
+    noise -= (noise * vectors[picks]).sum(axis=1, keepdims=True) * vectors[picks]  # orthogonal to the stored vector
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    probes = 0.9 * vectors[picks] + np.sqrt(1 - 0.9**2) * noise  # cosine 0.9 to the stored one
+    times: dict[str, list[float]] = {"flat": [], "ivf": []}
+    agree = 0
+    for probe in probes:
+        best = {}
+        for name, index in (("flat", flat), ("ivf", ivf)):
+            start = time.perf_counter()
+            found = index.search("ns", probe, 4)
+            times[name].append(time.perf_counter() - start)
+            best[name] = found[0].entry_id if found else -1
+        agree += best["flat"] == best["ivf"]
+    return times["flat"], times["ivf"], agree / queries
 
 
 def through_gateway(requests: int) -> tuple[float, list[float]]:
@@ -112,16 +162,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--scale", type=int, default=200_000, help="vectors in one namespace for the flat vs IVF rows")
     args = parser.parse_args()
-    times = asyncio.run(lookups(args.entries, args.rounds))
+    memory, redis = asyncio.run(both_stores(args.entries, args.rounds))
+    flat, ivf, recall = index_scale(args.scale, 500)
     miss, hits = through_gateway(200)
     hit50 = statistics.median(hits)
+    lookup = f"semantic lookup, {args.entries:,} entries, embedding included ({args.rounds} queries)"
     rows = [
-        (
-            f"semantic lookup, {args.entries:,} entries, embedding included ({args.rounds} queries)",
-            pct(times, 50),
-            pct(times, 99),
-        ),
+        (f"{lookup}, memory store", pct(memory, 50), pct(memory, 99)),
+        (f"{lookup}, Redis store", pct(redis, 50), pct(redis, 99)),
+        (f"index search only, {args.scale:,} vectors, flat (500 queries)", pct(flat, 50), pct(flat, 99)),
+        (f"index search only, {args.scale:,} vectors, IVF nprobe 16 (recall@1 {recall:.3f})", pct(ivf, 50), pct(ivf, 99)),
         ("hit through the gateway (200 requests, httpx client)", hit50, pct(hits, 99)),
     ]
     lines = ["| measurement | p50 ms | p99 ms |", "|---|---|---|"]
