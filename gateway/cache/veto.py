@@ -8,12 +8,20 @@ Checked, in order: numbers (with number words), negation, units and currencies, 
 (largest/smallest, buy/sell, ...), named things (capitalised words, acronyms, quoted strings,
 code-like tokens), and, when a direction word is present (from, to, into, than, vs, ...), the
 order in which the named things and numbers appear.
+
+Last, a rule that needs no word list to know the words: two prompts worded alike except for one
+or two swapped content words ("legal" / "illegal", "formal" / "casual", "Rome conquer Carthage" /
+"Carthage conquer Rome") are not paraphrases; the swap is what is being asked. Paraphrases reword
+the frame ("How do I" / "What's the way to"), which this rule ignores, or much of the sentence,
+which it does not look at. Swapping a word for its synonym ("tap" / "faucet") is vetoed too: a
+miss, never a wrong answer.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from difflib import SequenceMatcher
 
 _APOSTROPHE = "\u2019"  # a typographic apostrophe, as in "don\u2019t"
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\u2019\-]*|\d+(?:[.,]\d+)*|[$€£¥%°]")
@@ -27,7 +35,9 @@ _NUMBER_WORDS = {
         "seventeen eighteen nineteen twenty".split()
     )
 } | {"thirty": "30", "forty": "40", "fifty": "50", "hundred": "100", "thousand": "1000", "million": "1e6", "billion": "1e9"}
-_NEGATIONS = {"not", "no", "never", "none", "neither", "nor", "without", "cannot", "nobody", "nothing", "nowhere"}
+_NEGATIONS = {
+    "not", "no", "never", "none", "neither", "nor", "without", "cannot", "nobody", "nothing", "nowhere", "avoid", "except",
+}  # fmt: skip
 _UNITS = {
     "km", "kilometers", "kilometres", "mile", "miles", "m", "meter", "meters", "metre", "metres", "cm", "mm", "inch", "inches",
     "ft", "feet", "foot", "yard", "yards", "kg", "kilograms", "g", "grams", "lb", "lbs", "pounds", "ounce", "ounces", "oz",
@@ -46,6 +56,7 @@ _POLAR = [
     {"ascending", "descending"}, {"north", "south", "east", "west"}, {"left", "right"}, {"up", "down"},
     {"open", "close"}, {"enable", "disable"}, {"start", "stop"}, {"win", "lose"}, {"pros", "cons"},
     {"advantages", "disadvantages"}, {"male", "female"}, {"positive", "negative"}, {"same", "different"},
+    {"on", "off"},
 ]  # fmt: skip
 _POLAR_SIDE = {w: (g, side) for g, group in enumerate(_POLAR) for side, w in enumerate(sorted(group))}
 # Synonyms share a side: "delete" and "remove" say the same, "tiniest" and "smallest" too.
@@ -56,6 +67,31 @@ for _same in (("delete", "remove"), ("tiniest", "smallest"), ("biggest", "larges
 _STOP = {"the", "a", "an", "my", "your", "our", "their", "his", "her", "its", "this", "that", "some", "of", "is", "are", "be"}
 _DIRECTION = {"from", "to", "into", "than", "vs", "versus", "over", "against", "toward", "towards", "between"}
 _NOT_NAMES = {"i", "i'm", "i've", "i'd", "i'll", "ok", "okay", "please", "hi", "hello", "thanks"}
+_FRAME = {
+    "a", "an", "the", "my", "your", "our", "their", "his", "her", "its", "this", "that", "these", "those", "some", "any",
+    "i", "me", "you", "we", "us", "it", "they", "them", "one", "someone", "something",
+    "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "done", "can", "could", "should",
+    "would", "will", "shall", "may", "might", "must", "have", "has", "had", "what", "what's", "how", "how's", "why",
+    "when", "where", "which", "who", "whom", "whose", "there", "here", "of", "for", "in", "on", "at", "by", "with",
+    "about", "as", "and", "or", "if", "so", "then", "just", "also", "really", "very", "please", "kindly",
+    "explain", "describe", "tell", "give", "show", "list", "help", "know", "want", "need", "like", "let", "get", "make",
+    "create", "go", "use", "find", "way", "ways", "process", "method", "steps", "step", "exactly", "possible", "able",
+    "try", "mean", "means", "meaning", "tips", "advice", "idea", "ideas", "recommend", "suggest", "myself", "yourself",
+    "ourselves", "feel", "write", "wrote", "written", "compose", "draft", "put", "turn", "stand", "short", "to",
+}  # fmt: skip
+"""Words that frame a request rather than say what it is about: swapping them is rewording."""
+_FUNCTION = {
+    "a", "an", "the", "my", "your", "our", "their", "his", "her", "its", "this", "that", "i", "me", "you", "we", "it",
+    "is", "are", "was", "were", "be", "am", "do", "does", "did", "can", "could", "should", "would", "will", "of", "for",
+    "in", "on", "at", "by", "with", "to", "from", "and", "or", "as", "about",
+}  # fmt: skip
+_SPELLING = [
+    ("isation", "ization"), ("ise", "ize"), ("ised", "ized"), ("ising", "izing"), ("our", "or"), ("yse", "yze"),
+    ("tre", "ter"), ("yre", "ire"), ("ogue", "og"), ("mme", "m"),
+]  # fmt: skip
+_SAME_MEANING = [{"improve", "better"}, {"convert", "change", "transform"}, {"remove", "delete"}]
+_MEANING = {w: i for i, group in enumerate(_SAME_MEANING) for w in group}
+_SUFFIXES = ("ing", "ed", "es", "s", "er", "ers", "ly", "ation", "ations", "ment", "ments", "d", "e")
 
 
 def veto(a: str, b: str) -> str | None:
@@ -74,7 +110,51 @@ def veto(a: str, b: str) -> str | None:
     pivots_differ = bool(fa.pivots and fb.pivots and fa.pivots != fb.pivots)
     if (fa.directional or fb.directional) and (fa.sequence != fb.sequence or pivots_differ):
         return "direction"
+    if _swapped(fa.words, fb.words):
+        return "substitution"
     return None
+
+
+def _swapped(a: list[str], b: list[str]) -> bool:
+    """Worded alike, but a content word was swapped for another, or two traded places around the
+    same words ("Rome conquered Carthage" / "Carthage conquered Rome")."""
+    matcher = SequenceMatcher(None, a, b, autojunk=False)
+    same = sum(size for _, _, size in matcher.get_matching_blocks())
+    if same < 2 or same * 2 < max(len(a), len(b)):
+        return False  # not the same template: a rewording, left to the embedding's judgement
+    left = [(i, w) for i, w in enumerate(a) if w not in _FRAME]
+    right = [(j, w) for j, w in enumerate(b) if w not in _FRAME]
+    only_left = [x for _, x in left if not any(_variant(x, y) for _, y in right)]
+    only_right = [y for _, y in right if not any(_variant(x, y) for _, x in left)]
+    if only_left and only_right:
+        return True  # a word added on one side alone is often a paraphrase's detail ("capital city")
+    # Moves: frame words count here ("list" in "a list to a tuple"), function words do not.
+    where = {x: j for i, x in enumerate(a) if x not in _FUNCTION for j, y in enumerate(b) if y not in _FUNCTION and x == y}
+    movable = [(i, x) for i, x in enumerate(a) if x in where]
+    for n, (i, x) in enumerate(movable):
+        for k, y in movable[n + 1 :]:
+            if where[y] < where[x] and a[i + 1 : k] and a[i + 1 : k] == b[where[y] + 1 : where[x]]:
+                return True
+    return False
+
+
+def _variant(a: str, b: str) -> bool:
+    """The same word in another form or spelling: "taking" / "take", "colour" / "color"."""
+    if a in _MEANING and _MEANING[a] == _MEANING.get(b):
+        return True
+    a, b = _stem(a), _stem(b)
+    return a == b or (min(len(a), len(b)) >= 4 and (a.startswith(b) or b.startswith(a)))
+
+
+def _stem(word: str) -> str:
+    for british, american in _SPELLING:
+        if word.endswith(british):
+            word = word[: -len(british)] + american
+            break
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
 
 
 def _opposed(a: dict[int, set[int]], b: dict[int, set[int]]) -> bool:
@@ -84,11 +164,12 @@ def _opposed(a: dict[int, set[int]], b: dict[int, set[int]]) -> bool:
 
 
 class _Features:
-    __slots__ = ("directional", "names", "negated", "numbers", "pivots", "polar", "quoted", "sequence", "units")
+    __slots__ = ("directional", "names", "negated", "numbers", "pivots", "polar", "quoted", "sequence", "units", "words")
 
     def __init__(self, text: str) -> None:
         words = _WORD.findall(text)
         lowered = [_normal(w) for w in words]
+        self.words = lowered
         numbers = [_NUMBER_WORDS.get(w, w) for w in lowered if _NUMBER.fullmatch(w) or w in _NUMBER_WORDS]
         self.numbers = Counter(n.replace(",", "") for n in numbers)
         self.negated = sum(w in _NEGATIONS or w.endswith("n't") for w in lowered) % 2 == 1

@@ -22,11 +22,19 @@ MUST_VETO = [
     ("Write the answer in JSON.", "Write the answer in YAML.", "entities"),
     ("Explain what `os.path.join` does.", "Explain what `os.path.split` does.", "entities"),
     ("Is Python faster than Java?", "Is Java faster than Python?", "direction"),
+    # Worded alike but for one swapped content word, or two that trade places: no word list needed.
+    ("Write a formal email declining the offer.", "Write a casual email declining the offer.", "substitution"),
+    ("Is it legal to fish here at night?", "Is it illegal to fish here at night?", "substitution"),
+    ("Explain entropy for children.", "Explain entropy for physicists.", "substitution"),
+    ("Did Sparta defeat Athens?", "Did Athens defeat Sparta?", "substitution"),
+    ("How do I turn on Bluetooth?", "How do I turn off Bluetooth?", "polarity"),
 ]
 
 MUST_PASS = [
     ("What is the capital of France?", "What's the capital city of France?"),
     ("How do I reset my password?", "How can I reset my password?"),
+    ("Summarise the plot of Hamlet.", "Summarize the plot of Hamlet."),  # spelling, not substitution
+    ("What is the largest ocean on Earth?", "Which ocean is the largest on Earth?"),  # moved, nothing between
     ("Give me three tips for sleeping better.", "Share three tips to sleep better."),
     ("Translate 'good night' into Spanish.", "How do you say 'good night' in Spanish?"),
     ("What is 15% of 240?", "Calculate 15% of 240."),
