@@ -128,6 +128,9 @@ def _swapped(a: list[str], b: list[str]) -> bool:
     only_right = [y for _, y in right if not any(_variant(x, y) for _, x in left)]
     if only_left and only_right:
         return True  # a word added on one side alone is often a paraphrase's detail ("capital city")
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():  # ...but not one put in a frame word's place
+        if op == "replace" and i2 - i1 == j2 - j1 == 1 and (a[i1] in only_left or b[j1] in only_right):
+            return True  # "zoom in" / "zoom out", "possible" / "impossible"
     # Moves: frame words count here ("list" in "a list to a tuple"), function words do not.
     where = {x: j for i, x in enumerate(a) if x not in _FUNCTION for j, y in enumerate(b) if y not in _FUNCTION and x == y}
     movable = [(i, x) for i, x in enumerate(a) if x in where]

@@ -28,6 +28,8 @@ MUST_VETO = [
     ("Explain entropy for children.", "Explain entropy for physicists.", "substitution"),
     ("Did Sparta defeat Athens?", "Did Athens defeat Sparta?", "substitution"),
     ("How do I turn on Bluetooth?", "How do I turn off Bluetooth?", "polarity"),
+    ("Is it possible to undo a sent email?", "Is it impossible to undo a sent email?", "substitution"),
+    ("How do I scroll up in the terminal?", "How do I scroll back in the terminal?", "substitution"),
 ]
 
 MUST_PASS = [
