@@ -7,7 +7,7 @@ import contextlib
 import hmac
 import ipaddress
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -24,6 +24,9 @@ from gateway.health import deployment_health
 from gateway.pipeline import Pipeline, Reply, StreamReply, error_reply
 from gateway.reloader import Reloader
 
+if TYPE_CHECKING:
+    from gateway.cache.embedder import Embedder
+
 
 class Gateway:
     """What the handlers share: the live config and the pipeline."""
@@ -31,10 +34,17 @@ class Gateway:
     def __init__(self, reloader: Reloader) -> None:
         self.reloader = reloader
         settings = reloader.runtime.settings
-        self.cache = ResponseCache(settings.cache, settings.redis) if settings.cache.enabled else None
-        self.pipeline = Pipeline(reloader, self.cache)
+        self.embedder: Embedder | None = None
+        if settings.cache.enabled or settings.routers:  # built at start: turning either on later takes a restart
+            from gateway.cache.embedder import OnnxEmbedder
+
+            self.embedder = OnnxEmbedder(settings.cache.embedder)
+        self.cache = (
+            ResponseCache(settings.cache, self.embedder, settings.redis) if self.embedder and settings.cache.enabled else None
+        )
+        self.pipeline = Pipeline(reloader, self.cache, self.embedder)
         self.draining = False
-        self.metrics = metrics.registry(lambda: reloader.runtime, lambda: self.pipeline.in_flight, self.cache)
+        self.metrics = metrics.registry(lambda: reloader.runtime, lambda: self.pipeline.in_flight, self.cache, self.embedder)
         self.breaker_sync = BreakerSync(lambda: reloader.runtime)
 
 
@@ -75,13 +85,15 @@ def routes(gateway: Gateway) -> list[Any]:
     @get("/v1/models", sync_to_thread=False)
     def list_models() -> Response[bytes]:
         runtime = gateway.reloader.runtime
-        return _json({"object": "list", "data": [_model(n, runtime.loaded_at) for n in sorted(runtime.models.names)]})
+        names = sorted([*runtime.models.names, *runtime.routers])
+        return _json({"object": "list", "data": [_model(n, runtime.loaded_at) for n in names]})
 
     @get("/v1/models/{model_id:path}", sync_to_thread=False)
     def get_model(model_id: str) -> Response[bytes]:
         runtime = gateway.reloader.runtime
         name = model_id.lstrip("/")
-        runtime.models.resolve(name)  # raises the 404
+        if name not in runtime.routers:
+            runtime.models.resolve(name)  # raises the 404
         return _json(_model(name, runtime.loaded_at))
 
     @get("/health/liveness", sync_to_thread=False)

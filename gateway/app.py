@@ -42,6 +42,8 @@ def create_app(config_path: str | None = None) -> RequestContext:
             await gateway.reloader.aclose()
             if gateway.cache is not None:
                 await gateway.cache.aclose()
+            if gateway.embedder is not None:
+                gateway.embedder.close()
 
     app = Litestar(
         route_handlers=routes(gateway),

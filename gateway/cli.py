@@ -1,4 +1,4 @@
-"""`gateway serve`, `gateway validate` and `gateway cache-eval`."""
+"""`gateway serve`, `gateway validate`, `gateway cache-eval`, `gateway router-train` and `gateway router-eval`."""
 
 from __future__ import annotations
 
@@ -30,11 +30,31 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--threshold", type=float, default=None, help="default: cache.threshold of --config")
     evaluate.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG))
 
+    router_train = commands.add_parser("router-train", help="fit the complexity classifier on labelled prompts")
+    router_train.add_argument("file", help='JSON lines: {"prompt" or "messages", "tier", "split": "train"|"test"}')
+    router_train.add_argument("--out", default="config/router/model.json", help="where the classifier is written")
+    router_train.add_argument("--tiers", default=None, help="tier names, smallest first, comma-separated")
+
+    router_eval = commands.add_parser("router-eval", help="accuracy, under/over-routing and cost of a router, with baselines")
+    router_eval.add_argument("file", help="labelled prompts (the test rows are scored)")
+    router_eval.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG))
+    router_eval.add_argument("--router", default="auto")
+    router_eval.add_argument("--bias", type=float, default=None, help="default: the router's")
+
     args = parser.parse_args(argv)
     if args.command == "validate":
         return _validate(args.files)
     if args.command == "cache-eval":
         return _cache_eval(args)
+    if args.command == "router-train":
+        from pathlib import Path
+
+        from gateway.routing.training import train_command
+
+        print(train_command(Path(args.file), Path(args.out), args.tiers.split(",") if args.tiers else None))
+        return 0
+    if args.command == "router-eval":
+        return _router_eval(args)
     return _serve(args)
 
 
@@ -59,6 +79,20 @@ def _cache_eval(args: argparse.Namespace) -> int:
 
     threshold = args.threshold if args.threshold is not None else config.load(args.config).settings.cache.threshold
     print(run(Path(args.file), threshold))
+    return 0
+
+
+def _router_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gateway.routing.training import eval_command
+
+    try:
+        loaded = config.load(args.config)
+    except config.ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(eval_command(Path(args.file), loaded, args.router, args.bias))
     return 0
 
 

@@ -10,6 +10,7 @@ hash of the file's bytes, so every worker that loads the same file reports the s
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -23,7 +24,8 @@ from typing import Any
 import msgspec
 import yaml
 
-from gateway.settings import Secret, Settings
+from gateway.routing.classifier import DEFAULT_MODEL, ComplexityModel
+from gateway.settings import RouterSettings, Secret, Settings
 
 PathKey = tuple[str | int, ...]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -57,6 +59,8 @@ class LoadedConfig:
     settings: Settings
     version: str
     source: str
+    classifiers: dict[str, ComplexityModel] = dataclasses.field(default_factory=dict)
+    """Each router's classifier, loaded with the file."""
 
 
 def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedConfig:
@@ -80,9 +84,37 @@ def parse(raw: bytes, source: str, env: Mapping[str, str]) -> LoadedConfig:
     if not problems:
         settings = msgspec.convert(data, Settings, strict=False, dec_hook=_dec_hook)
         problems += check(settings)
+    classifiers: dict[str, ComplexityModel] = {}
+    if not problems:
+        for name, router in settings.routers.items():
+            if (model := _classifier(name, router, source, problems)) is not None:
+                classifiers[name] = model
     if problems:
         raise ConfigError(source, [_with_line(p, lines) for p in problems])
-    return LoadedConfig(settings, hashlib.sha256(raw).hexdigest()[:12], source)
+    return LoadedConfig(settings, hashlib.sha256(raw).hexdigest()[:12], source, classifiers)
+
+
+def classifier_path(router: RouterSettings, source: str) -> Path:
+    """The router's model file: relative paths start at the config file's folder."""
+    if router.model is None:
+        return DEFAULT_MODEL
+    path = Path(router.model)
+    return path if path.is_absolute() else Path(source).resolve().parent / path
+
+
+def _classifier(name: str, router: RouterSettings, source: str, problems: list[Problem]) -> ComplexityModel | None:
+    path = classifier_path(router, source)
+    at: PathKey = ("routers", name, "model")
+    try:
+        model = ComplexityModel.load(path)
+    except (OSError, ValueError, KeyError) as exc:
+        problems.append(Problem(at, f"cannot load the classifier {str(path)!r}: {exc}"))
+        return None
+    if list(router.tiers) != list(model.tiers):
+        problems.append(
+            Problem(("routers", name, "tiers"), f"must be the classifier's tiers, smallest first: {list(model.tiers)}")
+        )
+    return model
 
 
 def check(settings: Settings) -> list[Problem]:
@@ -111,11 +143,35 @@ def check(settings: Settings) -> list[Problem]:
     resilience = settings.resilience
     if resilience.deadline_s > resilience.max_deadline_s:
         problems.append(Problem(("resilience", "deadline_s"), "must not be longer than resilience.max_deadline_s"))
+    problems += _router_problems(settings, seen)
     url = settings.redis.address()
     if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
         problems.append(Problem(("redis", "url"), "must start with redis://, rediss:// or unix://"))
     if settings.cache.enabled and settings.cache.store == "redis" and url is None:
         problems.append(Problem(("cache", "store"), "`redis` needs redis.url"))
+    return problems
+
+
+def _router_problems(settings: Settings, seen: dict[str, PathKey]) -> list[Problem]:
+    """Router names are model names too; their pools exist; thresholds rise with the tiers."""
+    problems: list[Problem] = []
+    for name, router in settings.routers.items():
+        at: PathKey = ("routers", name)
+        if name in seen:
+            problems.append(Problem(at, f"model name {name!r} is already used at {_dotted(seen[name])}"))
+        seen.setdefault(name, at)
+        last = -1.0
+        for tier, spec in router.tiers.items():
+            if spec.pool not in settings.pools:
+                problems.append(Problem((*at, "tiers", tier, "pool"), f"no pool named {spec.pool!r}"))
+            if spec.threshold is not None:
+                if spec.threshold < last:
+                    problems.append(
+                        Problem((*at, "tiers", tier, "threshold"), "must not be below the threshold of a smaller tier")
+                    )
+                last = spec.threshold
+        if router.shadow is not None and router.shadow not in settings.pools:
+            problems.append(Problem((*at, "shadow"), f"no pool named {router.shadow!r}"))
     return problems
 
 

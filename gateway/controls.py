@@ -13,6 +13,7 @@ from gateway.errors import InvalidRequest
 from gateway.settings import ResilienceSettings
 
 DEADLINE_HEADER = b"x-gateway-deadline-ms"
+TIER_HEADER = b"x-gateway-tier"
 
 
 CacheDirective = Literal["no-cache", "no-store"]
@@ -23,6 +24,8 @@ class Controls(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """This request's time budget in milliseconds (capped at `resilience.max_deadline_s`)."""
     cache: CacheDirective | None = None
     """`no-cache`: do not answer from the cache (the answer is still stored); `no-store`: neither."""
+    tier: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    """With a router's model name: this tier, whatever the classifier says."""
 
 
 NO_CONTROLS = Controls()
@@ -61,6 +64,14 @@ def cache_directive(headers: list[tuple[bytes, bytes]], controls: Controls) -> C
             if "no-cache" in directives:
                 return "no-cache"
     return controls.cache
+
+
+def forced_tier(headers: list[tuple[bytes, bytes]], controls: Controls) -> str | None:
+    """The tier a request asks for: the x-gateway-tier header, else the body's."""
+    for name, value in headers:
+        if name == TIER_HEADER:
+            return value.decode("latin-1").strip()
+    return controls.tier
 
 
 def _milliseconds(value: bytes) -> float:

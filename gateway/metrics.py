@@ -14,16 +14,20 @@ from gateway.routing.breaker import STATE_VALUES
 from gateway.runtime import Runtime
 
 if TYPE_CHECKING:
+    from gateway.cache.embedder import Embedder
     from gateway.cache.service import ResponseCache
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class HealthCollector(Collector):
-    def __init__(self, runtime: Callable[[], Runtime], in_flight: Callable[[], int], cache: ResponseCache | None) -> None:
+    def __init__(
+        self, runtime: Callable[[], Runtime], in_flight: Callable[[], int], cache: ResponseCache | None, embedder: Embedder | None
+    ) -> None:
         self._runtime = runtime
         self._in_flight = in_flight
         self._cache = cache
+        self._embedder = embedder
 
     def collect(self) -> Iterator[Metric]:
         labels = ["pool", "deployment"]
@@ -37,6 +41,16 @@ class HealthCollector(Collector):
             busy.add_metric(key, h.in_flight)
         yield from (state, opened, busy)
         yield GaugeMetricFamily("gateway_in_flight", "Requests in flight in this gateway process.", value=self._in_flight())
+        decisions = CounterMetricFamily(
+            "gateway_router_decisions", "Requests per router and tier.", labels=["router", "tier", "how"]
+        )
+        for router in self._runtime().routers.values():
+            for (tier, how), count in router.decisions.items():
+                decisions.add_metric([router.name, tier, how], count)
+        yield decisions
+        if self._embedder is not None:
+            help_text = "Texts embedded (the router and the cache share one per request)."
+            yield CounterMetricFamily("gateway_embedder_texts", help_text, value=self._embedder.texts)
         if self._cache is not None:
             yield from _cache_metrics(self._cache)
 
@@ -60,10 +74,13 @@ def _cache_metrics(cache: ResponseCache) -> Iterator[Metric]:
 
 
 def registry(
-    runtime: Callable[[], Runtime], in_flight: Callable[[], int], cache: ResponseCache | None = None
+    runtime: Callable[[], Runtime],
+    in_flight: Callable[[], int],
+    cache: ResponseCache | None = None,
+    embedder: Embedder | None = None,
 ) -> CollectorRegistry:
     reg = CollectorRegistry()
-    reg.register(HealthCollector(runtime, in_flight, cache))
+    reg.register(HealthCollector(runtime, in_flight, cache, embedder))
     return reg
 
 

@@ -7,9 +7,10 @@ It knows nothing of HTTP framing: it turns a request body into a `Reply` (JSON) 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -20,13 +21,20 @@ from backends.types import REQUEST_TYPES, Endpoint
 from gateway import controls
 from gateway.cache.assemble import Assembler
 from gateway.cache.replay import replay_events
-from gateway.cache.service import Lookup, ResponseCache, hit_body
+from gateway.cache.service import Embedded, Lookup, ResponseCache, hit_body
 from gateway.errors import GatewayOverloaded, InvalidRequest
 from gateway.routing.dispatcher import Call, Outcome, Progress
-from gateway.routing.pools import Deployment
+from gateway.routing.features import router_text
+from gateway.routing.pools import Deployment, Pool
 from gateway.routing.retry import Deadline
+from gateway.routing.router import Route, Router
+from gateway.routing.validation import breaks_schema
 from gateway.runtime import Runtime
 
+if TYPE_CHECKING:
+    from gateway.cache.embedder import Embedder  # onnxruntime: imported only when something embeds
+
+log = logging.getLogger("gateway.pipeline")
 Headers = list[tuple[bytes, bytes]]
 JSON = b"application/json"
 
@@ -55,9 +63,11 @@ Opened = tuple[EventStream, AsyncIterator[bytes], "bytes | None"]
 class Pipeline:
     """parse ─▶ resolve the model ─▶ dispatch (deployments, retries, fallbacks, deadline) ─▶ reply"""
 
-    def __init__(self, runtime_source: Any, cache: ResponseCache | None = None) -> None:
+    def __init__(self, runtime_source: Any, cache: ResponseCache | None = None, embedder: Embedder | None = None) -> None:
         self._source = runtime_source  # anything with a `.runtime` attribute (the Reloader)
         self._cache = cache
+        self._embedder = embedder
+        self._embedding_failed = False
         self.in_flight = 0
 
     async def handle(self, endpoint: Endpoint, body: bytes, headers: Headers) -> Reply | StreamReply:
@@ -71,24 +81,39 @@ class Pipeline:
             payload, model, stream = parse(endpoint, body)
             asked = controls.from_body(payload)
             deadline = Deadline(controls.deadline_s(runtime.settings.resilience, headers, asked))
-            pool = runtime.models.resolve(model)
+            router = runtime.routers.get(model)
+            route: Route | None = None
+            embedded: Embedded | None = None
+            if router is None:
+                pool = runtime.models.resolve(model)
+            else:
+                embedded = await self._embed(payload)
+                route = router.route(payload, None if embedded is None else embedded[1], controls.forced_tier(headers, asked))
+                pool, model = route.pool, _upstream_name(route.pool)
+            route_headers = [] if route is None else route.headers()
             lookup = None
             if self._cache is not None:  # no coroutine and no header scan per request when the cache is off
                 directive = controls.cache_directive(headers, asked)
-                lookup = await self._cache.lookup(endpoint, pool.name, pool.settings, payload, directive)
+                lookup = await self._cache.lookup(endpoint, pool.name, pool.settings, payload, directive, embedded)
             if lookup is not None and lookup.hit is not None:
-                return _cached_reply(runtime, endpoint, lookup, payload, stream)
+                cached = _cached_reply(runtime, endpoint, lookup, payload, stream)
+                cached.headers += route_headers
+                return cached
             cache_headers = [] if lookup is None else [(b"x-gateway-cache", lookup.outcome.encode())]
+            chain = None if route is None else route.chain
             if stream:
-                opened = await runtime.dispatcher.run(pool, _opener(endpoint, payload, model), deadline, progress)
+                opened = await runtime.dispatcher.run(pool, _opener(endpoint, payload, model), deadline, progress, chain)
                 relay = _Relay(opened, deadline, lambda: self._finish(runtime), self._keeper(endpoint, lookup))
                 finished_here = False
-                headers = [*_SSE_HEADERS, *_route_headers(runtime, opened), *cache_headers]
+                headers = [*_SSE_HEADERS, *_route_headers(runtime, opened), *cache_headers, *route_headers]
                 return StreamReply(headers, relay.frames(), relay.close)
-            done = await runtime.dispatcher.run(pool, _completer(endpoint, payload, model), deadline, progress)
+            done = await runtime.dispatcher.run(pool, _completer(endpoint, payload, model), deadline, progress, chain)
             done.lease.succeed()
+            if router is not None and route is not None and router.settings.validate_json and not route.shadow:
+                done, route = await self._validated(runtime, router, route, endpoint, payload, done, deadline, progress)
+                route_headers = route.headers()
             reply = _completion_reply(runtime, done)
-            reply.headers += cache_headers
+            reply.headers += cache_headers + route_headers
             if lookup is not None and self._cache is not None:
                 await self._cache.store(lookup, done.value.body)
             return reply
@@ -97,6 +122,43 @@ class Pipeline:
         finally:
             if finished_here:
                 self._finish(runtime)
+
+    async def _embed(self, payload: dict[str, Any]) -> Embedded | None:
+        """The request's text and its embedding, made once and shared by the router and the cache
+        (None without an embedder, or when it fails: the classifier then uses its features alone)."""
+        text = router_text(payload)
+        if self._embedder is None or not text:
+            return None
+        try:
+            return text, (await self._embedder.embed([text]))[0]
+        except Exception:  # routing must not fail on the embedder
+            if not self._embedding_failed:
+                log.exception("embedding failed; routers classify on features alone until it works")
+            self._embedding_failed = True
+            return None
+
+    async def _validated(
+        self,
+        runtime: Runtime,
+        router: Router,
+        route: Route,
+        endpoint: Endpoint,
+        payload: dict[str, Any],
+        done: Outcome[Completion],
+        deadline: Deadline,
+        progress: Progress,
+    ) -> tuple[Outcome[Completion], Route]:
+        """An answer that breaks the request's json_schema is asked again one tier up (once)."""
+        above = router.above(route.tier)
+        if above is None or breaks_schema(payload, done.value.body) is None:
+            return done, route
+        log.info("answer broke the requested json_schema (%s); asking tier %s", breaks_schema(payload, done.value.body), above)
+        retried = router.route(payload, None, above)
+        again = await runtime.dispatcher.run(
+            retried.pool, _completer(endpoint, payload, _upstream_name(retried.pool)), deadline, progress, retried.chain
+        )
+        again.lease.succeed()
+        return again, retried
 
     def _keeper(self, endpoint: Endpoint, lookup: Lookup | None) -> _Keeper | None:
         """What stores a streamed answer in the cache once it has ended well (None: not cached)."""
@@ -208,6 +270,12 @@ class _StreamDeadline:
 
 
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+
+def _upstream_name(pool: Pool) -> str:
+    """The model name a routed request carries upstream (a deployment's own `model` wins): the
+    pool's first alias, else its name."""
+    return pool.settings.aliases[0] if pool.settings.aliases else pool.name
 
 
 def _completer(endpoint: Endpoint, payload: dict[str, Any], model: str) -> Call[Completion]:

@@ -20,6 +20,7 @@ from gateway.config import LoadedConfig
 from gateway.routing.breaker import Breaker
 from gateway.routing.dispatcher import Dispatcher
 from gateway.routing.pools import Deployment, ModelTable, Pool, link_fallbacks
+from gateway.routing.router import Router
 from gateway.settings import DeploymentSettings, PoolSettings
 
 log = logging.getLogger("gateway.runtime")
@@ -39,6 +40,7 @@ class Runtime:
         link_fallbacks(pools)
         self.pools = list(pools.values())
         self.models = ModelTable.build(self.pools)
+        self.routers = {name: Router(name, spec, config.classifiers[name], pools) for name, spec in self.settings.routers.items()}
         self.dispatcher = Dispatcher()
         self._holders = 0
         self._retired = False

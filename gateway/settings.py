@@ -243,6 +243,32 @@ class AdminSettings(_Settings, frozen=True):
     """Bearer key for `/admin/*`. Without one, only clients on loopback may use them."""
 
 
+class RouterTierSettings(_Settings, frozen=True):
+    pool: Name
+    """The pool that answers requests routed to this tier."""
+    threshold: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    """Score (0 smallest tier .. 1 largest) from which requests go to this tier; default: the model's."""
+
+
+class RouterSettings(_Settings, frozen=True, kw_only=True):
+    """A virtual model name whose requests go to the cheapest adequate tier."""
+
+    tiers: Annotated[dict[Name, RouterTierSettings], msgspec.Meta(min_length=1)]
+    """Smallest first; the names are the model's tiers, in its order."""
+    model: str | None = None
+    """The classifier (a JSON file from `gateway router-train`), relative to the config file's
+    folder; default: the one shipped in config/router/model.json."""
+    bias: Annotated[float, msgspec.Meta(ge=-1, le=1)] = 0.0
+    """Added to every score: above 0 buys quality (larger tiers), below 0 saves cost."""
+    shadow: Name | None = None
+    """A pool that answers every request while the router's decisions are still made and shown."""
+    escalate: bool = True
+    """A tier whose pool fails (errors, breakers open) passes the request to the tiers above it."""
+    validate_json: bool = False
+    """A non-streamed answer that breaks the request's `response_format` json_schema is asked
+    again one tier up (once)."""
+
+
 class Settings(_Settings, frozen=True, kw_only=True):
     """The whole config file."""
 
@@ -253,3 +279,5 @@ class Settings(_Settings, frozen=True, kw_only=True):
     redis: RedisSettings = RedisSettings()
     cache: CacheSettings = CacheSettings()
     pools: Annotated[dict[Name, PoolSettings], msgspec.Meta(min_length=1)]
+    routers: dict[Name, RouterSettings] = msgspec.field(default_factory=dict)
+    """Virtual model names (`auto`, ...) routed by request complexity."""

@@ -49,6 +49,8 @@ class Behavior:
     error_ratio: float = 0.0
     """In mode `ok`, the share of requests answered with `status` instead (drawn from a seeded RNG)."""
     headers: dict[str, str] = field(default_factory=dict)
+    content: str | None = None
+    """The answer's text in a non-streamed completion (default: `chunks` times "tok")."""
 
 
 class _Body(msgspec.Struct):
@@ -216,7 +218,7 @@ class _Connection(asyncio.Protocol):
 
     def completion(self, req: _Body, kind: str) -> bytes:
         n = self.up.behavior.chunks
-        text = " ".join(["tok"] * n)
+        text = self.up.behavior.content if self.up.behavior.content is not None else " ".join(["tok"] * n)
         choice: dict[str, object] = {"index": 0, "finish_reason": "stop", "logprobs": None}
         if kind == "chat":
             choice["message"] = {"role": "assistant", "content": text, "refusal": None}

@@ -30,6 +30,8 @@ Vectors = np.ndarray
 
 class Embedder(Protocol):
     dim: int
+    texts: int
+    """Texts embedded so far (through `embed`)."""
 
     async def embed(self, texts: Sequence[str]) -> Vectors: ...
 
@@ -77,6 +79,7 @@ class OnnxEmbedder:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="embedder")
         self._queue: list[_Pending] = []
         self._running = False
+        self.texts = 0
 
     def embed_now(self, texts: Sequence[str]) -> Vectors:
         """Embed in this thread (blocking)."""
@@ -90,6 +93,7 @@ class OnnxEmbedder:
         return out
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
+        self.texts += len(texts)
         pending = _Pending(texts)
         self._queue.append(pending)
         if not self._running:

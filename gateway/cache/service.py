@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 import numpy as np
@@ -33,6 +33,9 @@ from gateway.cache.store import Entry, MemoryStore, Store, StoreUnavailable
 from gateway.cache.text import context_digest, semantic_text
 from gateway.controls import CacheDirective
 from gateway.settings import CacheSettings, PoolSettings, RedisSettings
+
+if TYPE_CHECKING:
+    from gateway.cache.embedder import Embedder  # onnxruntime: imported only when something embeds
 
 log = logging.getLogger("gateway.cache")
 Outcome = Literal["hit-exact", "hit-semantic", "miss", "bypass"]
@@ -54,6 +57,8 @@ class Lookup:
 
 
 BYPASS = Lookup("bypass")
+Embedded = tuple[str, np.ndarray]
+"""A text and its embedding, made once per request and shared by the router and the cache."""
 
 
 class _Choice(msgspec.Struct):
@@ -65,12 +70,11 @@ class _Finished(msgspec.Struct):
 
 
 class ResponseCache:
-    def __init__(self, settings: CacheSettings, redis: RedisSettings | None = None) -> None:
-        from gateway.cache.embedder import OnnxEmbedder  # onnxruntime and faiss only when the cache is on
-        from gateway.cache.index import VectorIndex
+    def __init__(self, settings: CacheSettings, embedder: Embedder, redis: RedisSettings | None = None) -> None:
+        from gateway.cache.index import VectorIndex  # faiss only when the cache is on
 
         self.settings = settings
-        self.embedder = OnnxEmbedder(settings.embedder)
+        self.embedder = embedder
         index = VectorIndex(self.embedder.dim, ivf_from=settings.ivf_from, nprobe=settings.nprobe)
         self.layers = SemanticCache(_store(settings, redis), index, top_k=settings.top_k)
         self.counts: dict[str, int] = {"hit-exact": 0, "hit-semantic": 0, "miss": 0, "bypass": 0}
@@ -91,11 +95,13 @@ class ResponseCache:
         pool_settings: PoolSettings,
         payload: dict[str, Any],
         directive: CacheDirective | None,
+        embedded: Embedded | None = None,
     ) -> Lookup:
+        """`embedded`: the request's text and vector if something (a router) has embedded it already."""
         if not self._cacheable(endpoint, pool_settings, payload) or directive == "no-store" or not self._store_ready():
             return self._count(BYPASS)
         try:
-            return self._count(await self._lookup(endpoint, pool, pool_settings, payload, directive))
+            return self._count(await self._lookup(endpoint, pool, pool_settings, payload, directive, embedded))
         except StoreUnavailable as exc:
             self._store_failed(exc)
             return self._count(BYPASS)
@@ -107,6 +113,7 @@ class ResponseCache:
         pool_settings: PoolSettings,
         payload: dict[str, Any],
         directive: CacheDirective | None,
+        embedded: Embedded | None,
     ) -> Lookup:
         ttl = pool_settings.cache.ttl_s or self.settings.ttl_s
         found = Lookup("miss", key=exact_key(endpoint, pool, payload), namespace=f"{pool}:", store=True, ttl_s=ttl)
@@ -115,7 +122,7 @@ class ResponseCache:
         found.hit = await self.layers.lookup_exact(found.key)
         if found.hit is None and self.settings.semantic and (text := semantic_text(endpoint, payload)) is not None:
             try:
-                vector = (await self.embedder.embed([text]))[0]
+                vector = embedded[1] if embedded is not None and embedded[0] == text else (await self.embedder.embed([text]))[0]
             except Exception:  # the cache must never fail a request: go on without the semantic layer
                 log.exception("embedding failed; this request skips the semantic cache")
             else:
@@ -179,7 +186,6 @@ class ResponseCache:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._follower
         await self.layers.store.aclose()
-        self.embedder.close()
 
     def _store_ready(self) -> bool:
         return self.store_up or time.monotonic() >= self._retry_at

@@ -51,10 +51,13 @@ class Dispatcher:
     def __init__(self, sleep: Sleep = asyncio.sleep) -> None:
         self._sleep = sleep
 
-    async def run(self, pool: Pool, call: Call[T], deadline: Deadline, progress: Progress) -> Outcome[T]:
-        """The first successful attempt along `pool`'s chain, or the error that ended the last one.
-        `progress` is filled in as attempts are made, so that it is known on failure too."""
-        chain = [pool, *pool.fallbacks]
+    async def run(
+        self, pool: Pool, call: Call[T], deadline: Deadline, progress: Progress, chain: list[Pool] | None = None
+    ) -> Outcome[T]:
+        """The first successful attempt along `chain` (default: `pool` and its fallbacks), or the
+        error that ended the last one. `progress` is filled in as attempts are made, so that it is
+        known on failure too."""
+        chain = chain or [pool, *pool.fallbacks]
         index = 0
         error: APIError | None = None
         while index < len(chain):

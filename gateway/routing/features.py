@@ -1,0 +1,133 @@
+"""What the complexity classifier reads from a request besides its embedding. Pure and cheap.
+
+The conversation, not only its last turn: depth, the length of what came before, the system prompt,
+tools and response_format count too. Each feature is a float; `FEATURE_NAMES` says which is which.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+FEATURE_NAMES = (
+    "log_tokens_last",
+    "log_tokens_all",
+    "code_blocks",
+    "code_tokens",
+    "math",
+    "questions",
+    "constraints",
+    "multi_step",
+    "reasoning_verbs",
+    "design_words",
+    "non_ascii",
+    "turns",
+    "system_len",
+    "tools",
+    "json_schema",
+    "lines",
+)
+
+_CODE_FENCE = re.compile(r"```")
+_CODE_TOKEN = re.compile(
+    r"\b(def|class|return|import|function|const|let|var|async|await|fn|impl|struct|public|private|void|#include|SELECT|FROM|WHERE)\b"
+    r"|[{};]|==|=>|->|::|\w+\(\)"
+)
+_MATH = re.compile(
+    r"[=^√∑∫≤≥≠±∞π]|\b(mod|prove|proof|theorem|lemma|derive|integral|derivative|equation|eigen\w*|matrix|"
+    r"probability|recurrence|induction|irrational|prime|modular|inequality|converg\w*|lim)\b",
+    re.IGNORECASE,
+)
+_CONSTRAINT = re.compile(
+    r"\b(must|exactly|at least|at most|no more than|without|only|ensure|guarantee|constraint\w*|requirement\w*|"
+    r"while|handle|edge cases?|trade-?offs?)\b",
+    re.IGNORECASE,
+)
+_MULTI_STEP = re.compile(
+    r"\b(step[- ]by[- ]step|first|then|finally|plan|strategy|walk through|in depth|detailed|rigorous\w*|"
+    r"systematic\w*|end[- ]to[- ]end|each|all)\b",
+    re.IGNORECASE,
+)
+_REASONING = re.compile(
+    r"\b(prove|derive|analy[sz]e|evaluate|justify|formali[sz]e|critique|reason\w*|why|optimi[sz]e|debug|"
+    r"compare|assess|estimate)\b",
+    re.IGNORECASE,
+)
+_DESIGN = re.compile(
+    r"\b(design|architect\w*|implement|distributed|scal\w+|concurren\w+|fault[- ]tolerant|consisten\w+|"
+    r"algorithm\w*|complexity|protocol|system|lock-free|thread-safe|migrat\w+)\b",
+    re.IGNORECASE,
+)
+
+
+def conversation_text(messages: Sequence[Any]) -> tuple[str, str, str]:
+    """(last user turn, every turn's text, the system prompts) of a chat request."""
+    last, everything, system = "", [], []
+    for message in messages:
+        if not isinstance(message, Mapping):
+            continue
+        text = _text(message.get("content"))
+        if message.get("role") in ("system", "developer"):
+            system.append(text)
+            continue
+        everything.append(text)
+        if message.get("role") == "user":
+            last = text
+    return last, "\n".join(everything), "\n".join(system)
+
+
+def request_text(payload: Mapping[str, Any]) -> tuple[str, str, str, int]:
+    """(last user turn, whole conversation, system prompt, turns) of a chat or text completion."""
+    messages = payload.get("messages")
+    if isinstance(messages, list):
+        last, everything, system = conversation_text(messages)
+        turns = sum(1 for m in messages if isinstance(m, Mapping) and m.get("role") not in ("system", "developer"))
+        return last, everything, system, turns
+    prompt = payload.get("prompt")
+    text = prompt if isinstance(prompt, str) else ""
+    return text, text, "", 1
+
+
+def router_text(payload: Mapping[str, Any]) -> str:
+    """What a request's embedding is made of: its last user turn (the whole text when it has none)."""
+    last, everything, _, _ = request_text(payload)
+    return (last or everything).strip()
+
+
+def features(payload: Mapping[str, Any]) -> list[float]:
+    last, everything, system, turns = request_text(payload)
+    response_format = payload.get("response_format")
+    schema = isinstance(response_format, Mapping) and response_format.get("type") in ("json_schema", "json_object")
+    return [
+        math.log1p(_tokens(last)),
+        math.log1p(_tokens(everything)),
+        len(_CODE_FENCE.findall(everything)) / 2,
+        math.log1p(len(_CODE_TOKEN.findall(last))),
+        math.log1p(len(_MATH.findall(last))),
+        float(last.count("?")),
+        math.log1p(len(_CONSTRAINT.findall(last))),
+        math.log1p(len(_MULTI_STEP.findall(last))),
+        math.log1p(len(_REASONING.findall(last))),
+        math.log1p(len(_DESIGN.findall(last))),
+        (len(last.encode()) - len(last)) / max(1, len(last)),  # bytes beyond one per character: not ASCII
+        math.log1p(turns),
+        math.log1p(_tokens(system)),
+        math.log1p(len(payload.get("tools") or [])),
+        float(schema),
+        math.log1p(last.count("\n")),
+    ]
+
+
+def _tokens(text: str) -> float:
+    """About how many tokens: words and punctuation, as a BPE tokenizer would roughly count them."""
+    return len(text) / 4
+
+
+def _text(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str))
+    return ""

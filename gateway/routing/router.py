@@ -1,0 +1,90 @@
+"""A router: a virtual model name (`auto`) whose requests go to the cheapest adequate tier.
+
+request ─▶ forced tier (header / body)? ─▶ classifier decision ─▶ tier's pool
+        ─▶ chain: the pool, its own fallbacks, then (escalate) the pools of the tiers above
+        ─▶ shadow: the decision is made and shown, the shadow pool answers
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gateway.errors import InvalidRequest
+from gateway.routing.classifier import ComplexityModel, Decision
+from gateway.routing.pools import Pool
+from gateway.settings import RouterSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    tier: str
+    pool: Pool
+    chain: list[Pool]
+    decision: Decision | None
+    """None when the tier was forced."""
+    shadow: bool = False
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        found = [(b"x-gateway-tier", self.tier.encode())]
+        if self.decision is None:
+            found.append((b"x-gateway-route-forced", b"true"))
+        else:
+            found.append((b"x-gateway-route-score", f"{self.decision.score:.4f}".encode()))
+            found.append((b"x-gateway-route-reasons", "; ".join(self.decision.reasons).encode("ascii", "replace")))
+        if self.shadow:
+            found.append((b"x-gateway-route-shadow", self.pool.name.encode()))
+        return found
+
+
+class Router:
+    def __init__(self, name: str, settings: RouterSettings, model: ComplexityModel, pools: Mapping[str, Pool]) -> None:
+        self.name = name
+        self.settings = settings
+        self.model = model
+        self.tiers = list(settings.tiers)
+        self.thresholds = [
+            t.threshold if t.threshold is not None else model.thresholds[i] for i, t in enumerate(settings.tiers.values())
+        ]
+        self.pools = [pools[t.pool] for t in settings.tiers.values()]
+        self.chains = [self._chain(i) for i in range(len(self.pools))]
+        self.shadow = pools[settings.shadow] if settings.shadow else None
+        self.decisions: dict[tuple[str, str], int] = {}
+        """(tier, how: routed / forced / shadow) -> requests."""
+
+    def _chain(self, index: int) -> list[Pool]:
+        """The tier's pool and its own fallbacks; with `escalate`, then each tier above (and its fallbacks)."""
+        pool = self.pools[index]
+        chain = [pool, *pool.fallbacks]
+        if self.settings.escalate:
+            for above in self.pools[index + 1 :]:
+                chain += [p for p in (above, *above.fallbacks) if p not in chain]
+        return chain
+
+    def route(self, payload: Mapping[str, Any], vector: np.ndarray | None, forced: str | None) -> Route:
+        if forced is not None:
+            if forced not in self.tiers:
+                raise InvalidRequest(
+                    f"Unknown tier {forced!r} for {self.name!r}; its tiers: {', '.join(self.tiers)}.", param="tier"
+                )
+            index, decision = self.tiers.index(forced), None
+        else:
+            decision = self.model.decide(payload, vector, thresholds=self.thresholds, bias=self.settings.bias)
+            index = self.tiers.index(decision.tier)
+        tier = self.tiers[index]
+        if self.shadow is not None:
+            self._count(tier, "shadow")
+            return Route(tier, self.shadow, [self.shadow, *self.shadow.fallbacks], decision, shadow=True)
+        self._count(tier, "forced" if decision is None else "routed")
+        return Route(tier, self.pools[index], self.chains[index], decision)
+
+    def above(self, tier: str) -> str | None:
+        """The next larger tier (None for the largest)."""
+        index = self.tiers.index(tier) + 1
+        return self.tiers[index] if index < len(self.tiers) else None
+
+    def _count(self, tier: str, how: str) -> None:
+        self.decisions[(tier, how)] = self.decisions.get((tier, how), 0) + 1

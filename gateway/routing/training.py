@@ -1,0 +1,378 @@
+"""`gateway router-train` and `gateway router-eval`: fit the complexity classifier on labelled
+prompts, and measure it against baselines in the same run.
+
+A labelled file is JSON lines: `{"prompt": "..."}` or `{"messages": [...]}`, with `"tier"` and
+optionally `"split"` ("train" or "test"). Training uses the train rows (all rows when none says),
+evaluation the test rows.
+
+Training: a multinomial logistic head over the standardised features and the embedding, fitted by
+gradient descent with L2; kNN over the training embeddings; the head's weight in the blend, k and
+the L2 strength picked by 5-fold cross-validation; then one threshold per tier boundary on the
+cross-validated scores, each maximising accuracy with an under-route counted as two errors (sending
+a hard prompt to a small model costs more than the reverse).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from gateway.routing.classifier import ComplexityModel, pick, softmax
+from gateway.routing.features import features, request_text, router_text
+
+OUTPUT_TOKENS = 400
+"""Answer length assumed for every prompt when pricing a routing (the same for every tier)."""
+UNDER_WEIGHT = 2.0
+
+
+class Labelled(msgspec.Struct, forbid_unknown_fields=True):
+    tier: str
+    prompt: str | None = None
+    messages: list[dict[str, Any]] | None = None
+    split: str = ""
+
+    def payload(self) -> dict[str, Any]:
+        return {"messages": self.messages} if self.messages is not None else {"prompt": self.prompt or ""}
+
+    def text(self) -> str:
+        """What is embedded, as in the gateway."""
+        return router_text(self.payload())
+
+
+def read_labelled(path: Path) -> list[Labelled]:
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                row = msgspec.json.decode(line, type=Labelled)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise SystemExit(f"{path}:{number}: {exc}") from None
+            if row.prompt is None and row.messages is None:
+                raise SystemExit(f"{path}:{number}: needs `prompt` or `messages`")
+            rows.append(row)
+    return rows
+
+
+def split(rows: Sequence[Labelled], name: str) -> list[Labelled]:
+    marked = [r for r in rows if r.split == name]
+    return marked if marked or any(r.split for r in rows) else list(rows)
+
+
+Embed = Callable[[list[str]], np.ndarray]
+
+
+@dataclass
+class Data:
+    feats: np.ndarray
+    vectors: np.ndarray
+    labels: np.ndarray
+    tokens: np.ndarray
+
+    @classmethod
+    def build(cls, rows: Sequence[Labelled], tiers: Sequence[str], embed: Embed) -> Data:
+        unknown = {r.tier for r in rows} - set(tiers)
+        if unknown:
+            raise SystemExit(f"tiers not known to the model: {sorted(unknown)} (it knows {list(tiers)})")
+        vectors = np.vstack([embed([r.text() for r in rows[i : i + 32]]) for i in range(0, len(rows), 32)])
+        return cls(
+            feats=np.array([features(r.payload()) for r in rows], dtype=np.float32),
+            vectors=vectors.astype(np.float32),
+            labels=np.array([list(tiers).index(r.tier) for r in rows]),
+            tokens=np.array([len(request_text(r.payload())[1]) / 4 for r in rows]),
+        )
+
+    def take(self, index: np.ndarray) -> Data:
+        return Data(self.feats[index], self.vectors[index], self.labels[index], self.tokens[index])
+
+
+def _fit_head(data: Data, tiers: int, l2: float, steps: int = 400) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    mean = data.feats.mean(axis=0)
+    scale = data.feats.std(axis=0) + 1e-3
+    x = np.hstack([(data.feats - mean) / scale, data.vectors])
+    y = np.eye(tiers)[data.labels]
+    w = np.zeros((tiers, x.shape[1]))
+    b = np.zeros(tiers)
+    velocity_w, velocity_b = np.zeros_like(w), np.zeros_like(b)
+    for _ in range(steps):  # full-batch gradient descent with momentum
+        p = softmax(x @ w.T + b)
+        grad_w = (p - y).T @ x / len(x) + l2 * w
+        grad_b = (p - y).mean(axis=0)
+        velocity_w = 0.9 * velocity_w - 0.5 * grad_w
+        velocity_b = 0.9 * velocity_b - 0.5 * grad_b
+        w, b = w + velocity_w, b + velocity_b
+    return mean, scale, w.astype(np.float32), b.astype(np.float32)
+
+
+def fit(
+    data: Data, tiers: Sequence[str], *, l2: float, blend: float, k: int, thresholds: Sequence[float] | None = None
+) -> ComplexityModel:
+    mean, scale, w, b = _fit_head(data, len(tiers), l2)
+    return ComplexityModel(
+        tiers=tuple(tiers),
+        mean=mean,
+        scale=scale,
+        weights=w,
+        bias=b,
+        exemplars=data.vectors,
+        exemplar_tiers=data.labels,
+        k=k,
+        blend=blend,
+        thresholds=tuple(thresholds) if thresholds else tuple(np.linspace(0, 1, len(tiers) + 1)[:-1] + 0.5 / len(tiers)),
+    )
+
+
+def train(data: Data, tiers: Sequence[str], folds: int = 5, seed: int = 0) -> tuple[ComplexityModel, dict[str, float]]:
+    """Pick L2, blend and k by cross-validation, then thresholds on the cross-validated scores."""
+    order = np.random.default_rng(seed).permutation(len(data.labels))
+    parts = np.array_split(order, folds)
+    grid = list(itertools.product((1e-3, 1e-2, 1e-1), (0.0, 0.25, 0.5, 0.75, 1.0), (5, 9)))
+    heads: dict[float, list[tuple[np.ndarray, Data]]] = {}
+    for l2 in {g[0] for g in grid}:  # the head does not depend on blend or k: fit it once per fold
+        heads[l2] = []
+        for i in range(folds):
+            rest = np.concatenate([p for j, p in enumerate(parts) if j != i])
+            heads[l2].append((parts[i], data.take(rest)))
+    best: tuple[float, tuple[float, float, int], np.ndarray] | None = None
+    fitted = {
+        (l2, i): fit(train_part, tiers, l2=l2, blend=1.0, k=5)
+        for l2, runs in heads.items()
+        for i, (_, train_part) in enumerate(runs)
+    }
+    for l2, blend, k in grid:
+        scores = np.zeros(len(data.labels))
+        for i, (held, _) in enumerate(heads[l2]):
+            model = fitted[(l2, i)]
+            model = dataclasses.replace(model, blend=blend, k=k)
+            for j in held:
+                scores[j] = model.score(model.probabilities(data.feats[j], data.vectors[j]))
+        thresholds = fit_thresholds(scores, data.labels, len(tiers))
+        routed = np.array([pick(s, thresholds) for s in scores])
+        objective = float(np.mean(routed == data.labels) - UNDER_WEIGHT * np.mean(routed < data.labels))
+        if best is None or objective > best[0]:
+            best = (objective, (l2, blend, k), scores)
+    assert best is not None
+    _, (l2, blend, k), scores = best
+    thresholds = fit_thresholds(scores, data.labels, len(tiers))
+    model = fit(data, tiers, l2=l2, blend=blend, k=k, thresholds=thresholds)
+    routed = np.array([pick(s, thresholds) for s in scores])
+    return model, {"l2": l2, "blend": blend, "k": k, "cv_accuracy": float(np.mean(routed == data.labels))}
+
+
+def fit_thresholds(scores: np.ndarray, labels: np.ndarray, tiers: int) -> list[float]:
+    """One threshold per boundary, ascending: each maximises the boundary's accuracy, an
+    under-route (a label at or above the boundary scored below it) counting `UNDER_WEIGHT` times."""
+    thresholds = [0.0]
+    for boundary in range(1, tiers):
+        above = labels >= boundary
+        best_t, best_value = thresholds[-1], -np.inf
+        for t in np.linspace(thresholds[-1], 1.0, 101):
+            sent_up = scores >= t
+            value = np.sum(sent_up == above) - (UNDER_WEIGHT - 1) * np.sum(above & ~sent_up)
+            if value > best_value:
+                best_t, best_value = float(t), value
+        thresholds.append(best_t)
+    return thresholds
+
+
+# Evaluation
+
+
+@dataclass(frozen=True)
+class Report:
+    name: str
+    routed: np.ndarray
+    labels: np.ndarray
+    cost: float
+    """Relative to sending everything to the largest tier."""
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.routed == self.labels))
+
+    @property
+    def under(self) -> float:
+        return float(np.mean(self.routed < self.labels))
+
+    @property
+    def over(self) -> float:
+        return float(np.mean(self.routed > self.labels))
+
+
+def relative_cost(routed: np.ndarray, tokens: np.ndarray, prices: Sequence[tuple[float, float]]) -> float:
+    """Cost of a routing over the cost of sending every prompt to the last (largest) tier."""
+
+    def cost(tier: int, n: float) -> float:
+        return (n * prices[tier][0] + OUTPUT_TOKENS * prices[tier][1]) / 1e6
+
+    largest = sum(cost(len(prices) - 1, n) for n in tokens)
+    return sum(cost(int(t), n) for t, n in zip(routed, tokens, strict=True)) / largest if largest else float("nan")
+
+
+_KEYWORDS_LARGE = ("prove", "derive", "design", "architect", "implement", "optimi", "distributed", "algorithm", "analy")
+_KEYWORDS_MEDIUM = ("explain", "write", "summar", "compare", "how does", "how do", "create", "plan", "describe")
+
+
+def keyword_rules(text: str, tiers: int) -> int:
+    """The rules peers ship: hard words go to the largest tier, task words to the middle one."""
+    lowered = text.lower()
+    if any(k in lowered for k in _KEYWORDS_LARGE):
+        return tiers - 1
+    if any(k in lowered for k in _KEYWORDS_MEDIUM):
+        return min(1, tiers - 1)
+    return 0
+
+
+def length_thresholds(train: Data, tiers: int) -> list[float]:
+    """Length cut-offs fitted on the training prompts like the model's thresholds (by log length)."""
+    scale = np.log1p(train.tokens)
+    top = float(scale.max()) or 1.0
+    return [t * top for t in fit_thresholds(scale / top, train.labels, tiers)]
+
+
+def evaluate(
+    model: ComplexityModel,
+    train: Data,
+    test: Data,
+    texts: Sequence[str],
+    prices: Sequence[tuple[float, float]],
+    *,
+    bias: float = 0.0,
+    thresholds: Sequence[float] | None = None,
+    seed: int = 0,
+) -> list[Report]:
+    tiers = len(model.tiers)
+    cuts = thresholds or model.thresholds
+    ours = np.array(
+        [pick(model.score(model.probabilities(f, v)) + bias, cuts) for f, v in zip(test.feats, test.vectors, strict=True)]
+    )
+    lengths = length_thresholds(train, tiers)
+    by_length = np.array([pick(float(np.log1p(n)), lengths) for n in test.tokens])
+    by_keywords = np.array([keyword_rules(t, tiers) for t in texts])
+    knn_only = dataclasses.replace(model, blend=0.0)
+    by_knn = np.array([int(np.argmax(knn_only._knn(v))) for v in test.vectors])
+    rng = np.random.default_rng(seed)
+    random_mix = rng.permutation(ours)  # the same tier mix as ours, assigned at random
+    rows = [
+        ("classifier (this router)", ours),
+        ("oracle (the labelled tier)", test.labels),
+        ("always largest", np.full(len(test.labels), tiers - 1)),
+        ("prompt length (fitted on train)", by_length),
+        ("keyword rules", by_keywords),
+        ("kNN over MiniLM embeddings only", by_knn),
+        ("random at the classifier's tier mix", random_mix),
+    ]
+    return [Report(name, routed, test.labels, relative_cost(routed, test.tokens, prices)) for name, routed in rows]
+
+
+def render(reports: Sequence[Report], tiers: Sequence[str]) -> list[str]:
+    lines = ["| router | accuracy | under-routed | over-routed | cost vs always-largest |", "|---|---|---|---|---|"]
+    for r in reports:
+        lines.append(f"| {r.name} | {r.accuracy:.3f} | {r.under:.3f} | {r.over:.3f} | {r.cost:.3f} |")
+    ours = reports[0]
+    lines += ["", "confusion (rows: labelled tier, columns: routed tier):", "", "| | " + " | ".join(tiers) + " |"]
+    lines.append("|---" * (len(tiers) + 1) + "|")
+    for i, name in enumerate(tiers):
+        counts = [int(np.sum((ours.labels == i) & (ours.routed == j))) for j in range(len(tiers))]
+        lines.append(f"| {name} | " + " | ".join(str(c) for c in counts) + " |")
+    return lines
+
+
+def tier_prices(settings: Any, router: str) -> list[tuple[float, float]]:
+    """Per tier of `router`, the mean price (input, output per 1M tokens) of its pool's deployments."""
+    prices = []
+    for tier in settings.routers[router].tiers.values():
+        deployments = settings.pools[tier.pool].deployments
+        prices.append(
+            (
+                sum(d.price.input_per_1m for d in deployments) / len(deployments),
+                sum(d.price.output_per_1m for d in deployments) / len(deployments),
+            )
+        )
+    return prices
+
+
+def describe(model: ComplexityModel, chosen: Mapping[str, float]) -> str:
+    return (
+        f"tiers {list(model.tiers)}, blend {chosen['blend']} (head) / {1 - chosen['blend']} (kNN), k {chosen['k']}, "
+        f"L2 {chosen['l2']}, thresholds {[round(t, 3) for t in model.thresholds]}, "
+        f"cross-validated accuracy {chosen['cv_accuracy']:.3f}"
+    )
+
+
+def train_command(path: Path, out: Path, tiers: Sequence[str] | None) -> str:
+    from gateway.cache.embedder import OnnxEmbedder
+
+    rows = split(read_labelled(path), "train")
+    order = list(tiers) if tiers else [t for t in ("small", "medium", "large") if any(r.tier == t for r in rows)]
+    if not order or {r.tier for r in rows} - set(order):
+        raise SystemExit("name the tiers, smallest first, with --tiers (the labels are not small/medium/large)")
+    embedder = OnnxEmbedder()
+    try:
+        data = Data.build(rows, order, embedder.embed_now)
+    finally:
+        embedder.close()
+    model, chosen = train(data, order)
+    model.save(out)
+    return f"{out}: trained on {len(rows)} prompts; {describe(model, chosen)}"
+
+
+def eval_command(path: Path, loaded: Any, router: str, bias: float | None) -> str:
+    """What `gateway router-eval` prints: the router against its baselines, on the test rows."""
+    from gateway.cache.embedder import OnnxEmbedder
+
+    settings = loaded.settings
+    if router not in settings.routers:
+        raise SystemExit(f"{loaded.source} has no router {router!r} (routers: {sorted(settings.routers) or 'none'})")
+    spec, model = settings.routers[router], loaded.classifiers[router]
+    thresholds = [t.threshold if t.threshold is not None else model.thresholds[i] for i, t in enumerate(spec.tiers.values())]
+    rows = read_labelled(path)
+    train_rows, test_rows = split(rows, "train"), split(rows, "test")
+    embedder = OnnxEmbedder()
+    try:
+        train_data = Data.build(train_rows, model.tiers, embedder.embed_now)
+        test_data = Data.build(test_rows, model.tiers, embedder.embed_now)
+    finally:
+        embedder.close()
+    chosen_bias = spec.bias if bias is None else bias
+    reports = evaluate(
+        model,
+        train_data,
+        test_data,
+        [r.text() for r in test_rows],
+        tier_prices(settings, router),
+        bias=chosen_bias,
+        thresholds=thresholds,
+    )
+    latency = classify_latency(model, test_rows, test_data)
+    return "\n".join(
+        [
+            f"{len(test_rows)} test prompts ({len(train_rows)} for the baselines' fitting); router {router!r}, "
+            f"bias {chosen_bias}, thresholds {[round(t, 3) for t in thresholds]}",
+            "",
+            *render(reports, model.tiers),
+            "",
+            f"classifier time per request, embedding excluded: p50 {latency[0] * 1e3:.3f} ms, p99 {latency[1] * 1e3:.3f} ms",
+            f"cost priced with the pools' prices and {OUTPUT_TOKENS} output tokens per prompt",
+        ]
+    )
+
+
+def classify_latency(model: ComplexityModel, rows: Sequence[Labelled], data: Data, rounds: int = 5) -> tuple[float, float]:
+    """p50 and p99 of `decide` (features, head, kNN, reasons) over the rows, the embedding given."""
+    times = []
+    for _ in range(rounds):
+        for row, vector in zip(rows, data.vectors, strict=True):
+            payload = row.payload()
+            start = time.perf_counter()
+            model.decide(payload, vector)
+            times.append(time.perf_counter() - start)
+    times.sort()
+    return times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))]

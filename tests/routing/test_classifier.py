@@ -1,0 +1,133 @@
+"""The complexity classifier's pure parts: features, thresholds, training, the saved model, the
+schema check, and the router's chains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+
+from gateway.errors import InvalidRequest
+from gateway.routing.classifier import ComplexityModel, pick
+from gateway.routing.features import FEATURE_NAMES, features, router_text
+from gateway.routing.pools import Pool
+from gateway.routing.router import Router
+from gateway.routing.training import Data, fit_thresholds, keyword_rules, relative_cost, train
+from gateway.routing.validation import breaks_schema
+from gateway.settings import DeploymentSettings, PoolSettings, RouterSettings, RouterTierSettings
+
+
+def feature(payload: dict[str, object], name: str) -> float:
+    return features(payload)[FEATURE_NAMES.index(name)]
+
+
+def test_features_read_the_whole_conversation() -> None:
+    chat = {
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Write code"},
+            {"role": "assistant", "content": "```python\nprint(1)\n```"},
+            {"role": "user", "content": "Prove that x^2 >= 0 for every real x. Why?"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
+    }
+    assert router_text(chat) == "Prove that x^2 >= 0 for every real x. Why?"
+    assert feature(chat, "code_blocks") == 1  # in an earlier turn: the conversation counts
+    assert feature(chat, "math") > 0 and feature(chat, "questions") == 1
+    assert feature(chat, "turns") == pytest.approx(np.log1p(3))  # the system prompt is not a turn
+    assert feature(chat, "tools") > 0 and feature(chat, "json_schema") == 1
+    assert feature({"prompt": "¿Qué hora es?"}, "non_ascii") > 0 and feature({"prompt": "What time?"}, "non_ascii") == 0
+
+
+def test_the_score_picks_the_largest_tier_whose_threshold_it_reaches() -> None:
+    assert [pick(s, [0.0, 0.3, 0.7]) for s in (0.0, 0.29, 0.3, 0.69, 0.7, 1.0)] == [0, 0, 1, 1, 2, 2]
+
+
+def test_thresholds_separate_scores_and_lean_against_under_routing() -> None:
+    scores = np.array([0.1, 0.15, 0.2, 0.45, 0.5, 0.55, 0.8, 0.85, 0.9])
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    cuts = fit_thresholds(scores, labels, 3)
+    assert [pick(s, cuts) for s in scores] == labels.tolist()
+    # An overlap: a large prompt scored 0.6 among medium ones. Sending it small-side would be an
+    # under-route, which costs double, so the boundary moves below it.
+    overlap = fit_thresholds(np.array([0.5, 0.55, 0.6, 0.62, 0.9]), np.array([1, 1, 2, 1, 2]), 3)
+    assert pick(0.6, overlap) == 2
+
+
+def synthetic(n: int, seed: int) -> Data:
+    """Three tiers that differ in one feature and in where their embeddings point."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    centres = np.eye(3, 16, dtype=np.float32)
+    vectors = centres[labels] + 0.3 * rng.standard_normal((n, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    feats = rng.standard_normal((n, len(FEATURE_NAMES))).astype(np.float32)
+    feats[:, 0] += 2 * labels
+    return Data(feats, vectors, labels, tokens=np.full(n, 100.0))
+
+
+def test_training_learns_separable_tiers_and_the_model_survives_its_file(tmp_path: Path) -> None:
+    model, chosen = train(synthetic(150, 0), ["small", "medium", "large"])
+    assert chosen["cv_accuracy"] >= 0.9
+    test = synthetic(60, 1)
+    routed = [
+        pick(model.score(model.probabilities(f, v)), model.thresholds) for f, v in zip(test.feats, test.vectors, strict=True)
+    ]
+    assert np.mean(np.array(routed) == test.labels) >= 0.9
+    model.save(tmp_path / "model.json")
+    loaded = ComplexityModel.load(tmp_path / "model.json")
+    assert loaded.tiers == model.tiers and loaded.thresholds == model.thresholds
+    assert np.allclose(
+        loaded.probabilities(test.feats[0], test.vectors[0]), model.probabilities(test.feats[0], test.vectors[0]), atol=1e-3
+    )
+
+
+def test_a_model_trained_on_other_features_is_refused(tmp_path: Path) -> None:
+    model, _ = train(synthetic(60, 0), ["small", "medium", "large"])
+    data = model.to_json() | {"features": ["something_else"]}
+    with pytest.raises(ValueError, match="router-train"):
+        ComplexityModel.from_json(data)
+
+
+def test_cost_is_relative_to_the_largest_tier_and_keywords_are_a_baseline() -> None:
+    prices = [(1.0, 1.0), (10.0, 10.0)]
+    assert relative_cost(np.array([1, 1]), np.array([100.0, 100.0]), prices) == pytest.approx(1.0)
+    assert relative_cost(np.array([0, 0]), np.array([100.0, 100.0]), prices) == pytest.approx(0.1)
+    assert keyword_rules("Prove Fermat's little theorem", 3) == 2 and keyword_rules("Explain tides", 3) == 1
+    assert keyword_rules("Hi!", 3) == 0
+
+
+def completion(content: str) -> bytes:
+    return msgspec.json.encode({"choices": [{"message": {"role": "assistant", "content": content}}]})
+
+
+def test_an_answer_is_checked_against_the_requested_json_schema() -> None:
+    schema = {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}
+    asked = {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
+    assert breaks_schema(asked, completion('{"n": 3}')) is None
+    assert breaks_schema(asked, completion("three")) == "not JSON"
+    reason = breaks_schema(asked, completion('{"n": "three"}'))
+    assert reason is not None and "n" in reason
+    assert breaks_schema({}, completion("anything")) is None  # nothing asked, nothing to break
+
+
+def test_a_router_escalates_through_the_tiers_above() -> None:
+    pools = {
+        name: Pool.build(name, PoolSettings(deployments=[DeploymentSettings(id=f"{name}-d", backend="echo")]), [])
+        for name in ("s", "m", "l")
+    }
+    for pool in pools.values():
+        pool.fallbacks = []
+    model, _ = train(synthetic(60, 0), ["small", "medium", "large"])
+    spec = RouterSettings(
+        tiers={"small": RouterTierSettings("s"), "medium": RouterTierSettings("m"), "large": RouterTierSettings("l")}
+    )
+    router = Router("auto", spec, model, pools)
+    assert [p.name for p in router.route({"prompt": "x"}, None, "small").chain] == ["s", "m", "l"]
+    assert [p.name for p in router.route({"prompt": "x"}, None, "large").chain] == ["l"]
+    with pytest.raises(InvalidRequest):
+        router.route({"prompt": "x"}, None, "huge")
+    assert router.decisions == {("small", "forced"): 1, ("large", "forced"): 1}

@@ -1,0 +1,176 @@
+"""Tiered routing through a running gateway: `model="auto"` with the official openai client, three
+loopback upstreams (one per tier) that say who answered."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from gateway import config
+from loadtest.fake_upstream import Behavior, FakeUpstream
+from tests.conftest import GatewayProcess
+
+EASY = "What is the capital of Italy?"
+HARD = (
+    "Design a sharded, multi-region order ledger with exactly-once processing, prove that your "
+    "reconciliation algorithm preserves double-entry consistency under concurrent writes, and analyze its complexity."
+)
+SCHEMA = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "answer",
+        "schema": {"type": "object", "required": ["answer"], "properties": {"answer": {"type": "string"}}},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def tiers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, dict[str, FakeUpstream]]]:
+    ups = {
+        "small": FakeUpstream(Behavior(content="not json"), name="up-small").start_in_thread(),
+        "medium": FakeUpstream(Behavior(content='{"answer": "from medium"}'), name="up-medium").start_in_thread(),
+        "large": FakeUpstream(name="up-large").start_in_thread(),
+    }
+    root = tmp_path_factory.mktemp("tiers")
+    pools = "".join(
+        f"""
+  {tier}:
+    deployments: [{{id: {tier}-dep, base_url: "{up.base_url}", price: {{input_per_1m: 1, output_per_1m: 1}}}}]"""
+        for tier, up in ups.items()
+    )
+    tiers_yaml = "{small: {pool: small}, medium: {pool: medium}, large: {pool: large}}"
+    path = root / "gateway.yaml"
+    path.write_text(f"""
+reload: {{watch: false}}
+cache: {{enabled: true, embedder: {{onnx_dir: "{root / "onnx"}"}}}}
+pools:{pools}
+routers:
+  auto:
+    tiers: {tiers_yaml}
+  auto-shadow:
+    tiers: {tiers_yaml}
+    shadow: large
+  auto-json:
+    tiers: {tiers_yaml}
+    validate_json: true
+""")
+    gateway = GatewayProcess(path)
+    yield gateway, ups
+    gateway.stop()
+    for up in ups.values():
+        up.stop()
+
+
+def client(gateway: GatewayProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+
+
+def ask(gateway: GatewayProcess, text: str, model: str = "auto", **extra: object) -> tuple[httpx.Headers, str]:
+    raw = client(gateway).chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": text}], **extra
+    )
+    return raw.headers, raw.parse().system_fingerprint or ""
+
+
+def test_auto_sends_easy_prompts_small_and_hard_ones_large(tiers: tuple[GatewayProcess, dict[str, FakeUpstream]]) -> None:
+    gateway, _ = tiers
+    headers, answered_by = ask(gateway, EASY)
+    assert (headers["x-gateway-tier"], answered_by) == ("small", "up-small")
+    assert 0 <= float(headers["x-gateway-route-score"]) < 0.25
+    assert "neighbours small" in headers["x-gateway-route-reasons"]
+    headers, answered_by = ask(gateway, HARD)
+    assert (headers["x-gateway-tier"], answered_by) == ("large", "up-large")
+    assert "auto" in [m.id for m in client(gateway).models.list()]
+
+
+def test_the_router_and_the_cache_share_one_embedding(tiers: tuple[GatewayProcess, dict[str, FakeUpstream]]) -> None:
+    gateway, _ = tiers
+
+    def embedded() -> float:
+        lines = httpx.get(f"{gateway.url}/metrics").text.splitlines()
+        return float(next(line.split()[1] for line in lines if line.startswith("gateway_embedder_texts_total ")))
+
+    before = embedded()
+    headers, _ = ask(gateway, "How many moons does Mars have?", temperature=0)  # cacheable: both layers look
+    assert headers["x-gateway-cache"] == "miss" and headers["x-gateway-tier"] == "small"
+    assert embedded() == before + 1
+    headers, _ = ask(gateway, "How many moons does Mars have?", temperature=0)
+    assert headers["x-gateway-cache"] == "hit-exact" and headers["x-gateway-tier"] == "small"  # routed, then cached
+
+
+def test_a_tier_can_be_forced_by_header_or_body(tiers: tuple[GatewayProcess, dict[str, FakeUpstream]]) -> None:
+    gateway, _ = tiers
+    headers, answered_by = ask(gateway, EASY, extra_headers={"x-gateway-tier": "large"})
+    assert (headers["x-gateway-tier"], headers["x-gateway-route-forced"], answered_by) == ("large", "true", "up-large")
+    headers, answered_by = ask(gateway, HARD, extra_body={"gateway": {"tier": "medium"}})
+    assert (headers["x-gateway-tier"], answered_by) == ("medium", "up-medium")
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(gateway, EASY, extra_headers={"x-gateway-tier": "huge"})
+    assert caught.value.status_code == 400 and "huge" in str(caught.value.message)
+
+
+def test_shadow_mode_decides_but_one_pool_answers(tiers: tuple[GatewayProcess, dict[str, FakeUpstream]]) -> None:
+    gateway, _ = tiers
+    headers, answered_by = ask(gateway, EASY, model="auto-shadow")
+    assert (headers["x-gateway-tier"], headers["x-gateway-route-shadow"], answered_by) == ("small", "large", "up-large")
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert 'gateway_router_decisions_total{how="shadow",router="auto-shadow",tier="small"}' in metrics
+
+
+def test_a_broken_json_answer_is_asked_again_one_tier_up(tiers: tuple[GatewayProcess, dict[str, FakeUpstream]]) -> None:
+    gateway, ups = tiers
+    before = ups["small"].requests
+    headers, answered_by = ask(gateway, EASY, model="auto-json", response_format=SCHEMA)
+    assert ups["small"].requests == before + 1  # the small tier answered first, with "not json"...
+    assert (headers["x-gateway-tier"], answered_by) == ("medium", "up-medium")  # ...so medium was asked
+
+
+def test_a_failing_tier_escalates(tiers: tuple[GatewayProcess, dict[str, FakeUpstream]]) -> None:
+    gateway, ups = tiers
+    ups["small"].kill()
+    try:
+        headers, answered_by = ask(gateway, EASY)
+        assert (headers["x-gateway-tier"], answered_by) == ("small", "up-medium")  # decided small, served one tier up
+        assert headers["x-gateway-fallbacks"] == "1"
+    finally:
+        ups["small"].revive()
+
+
+def write(tmp_path: Path, routers: str) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        """
+pools:
+  small: {aliases: [mini], deployments: [{id: a, backend: echo}]}
+  large: {deployments: [{id: b, backend: echo}]}
+routers:
+"""
+        + routers
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("routers", "message"),
+    [
+        ("  mini: {tiers: {small: {pool: small}, medium: {pool: large}, large: {pool: large}}}\n", "already used"),
+        ("  auto: {tiers: {small: {pool: small}, medium: {pool: nowhere}, large: {pool: large}}}\n", "no pool named 'nowhere'"),
+        ("  auto: {tiers: {small: {pool: small}, large: {pool: large}}}\n", "must be the classifier's tiers"),
+        (
+            "  auto: {tiers: {small: {pool: small}, medium: {pool: small}, large: {pool: large}}, model: nope.json}\n",
+            "cannot load",
+        ),
+        (
+            "  auto: {tiers: {small: {pool: small}, medium: {pool: small, threshold: 0.6}, large: {pool: large, threshold: 0.4}}}\n",
+            "must not be below",
+        ),
+    ],
+)
+def test_router_config_errors_are_reported(tmp_path: Path, routers: str, message: str) -> None:
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(write(tmp_path, routers))
+    assert message in str(caught.value) and "routers" in str(caught.value)
