@@ -54,6 +54,12 @@ class ComplexityModel:
     """Per tier, ascending; the first is 0."""
 
     @property
+    def gain(self) -> float:
+        """The embedding's weight in the head: √dim gives its coordinates the unit variance the
+        standardised features have, so one L2 penalty treats both alike."""
+        return float(np.sqrt(self.dim))
+
+    @property
     def dim(self) -> int:
         return int(self.exemplars.shape[1])
 
@@ -95,7 +101,7 @@ class ComplexityModel:
         return points
 
     def _head(self, feats: Sequence[float], vector: np.ndarray) -> np.ndarray:
-        x = np.concatenate([(np.asarray(feats, dtype=np.float32) - self.mean) / self.scale, vector])
+        x = np.concatenate([(np.asarray(feats, dtype=np.float32) - self.mean) / self.scale, vector * self.gain])
         return softmax(self.weights @ x + self.bias)
 
     def _knn(self, vector: np.ndarray) -> np.ndarray:
