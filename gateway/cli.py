@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     router_eval.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG))
     router_eval.add_argument("--router", default="auto")
     router_eval.add_argument("--bias", type=float, default=None, help="default: the router's")
+    router_eval.add_argument("--train-file", default=None, help="fit the baselines on this file's train rows (default: FILE's)")
 
     args = parser.parse_args(argv)
     if args.command == "validate":
@@ -92,7 +93,7 @@ def _router_eval(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    print(eval_command(Path(args.file), loaded, args.router, args.bias))
+    print(eval_command(Path(args.file), loaded, args.router, args.bias, Path(args.train_file) if args.train_file else None))
     return 0
 
 

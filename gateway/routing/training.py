@@ -334,8 +334,9 @@ def train_command(path: Path, out: Path, tiers: Sequence[str] | None) -> str:
     return f"{out}: trained on {len(rows)} prompts; {describe(model, chosen)}"
 
 
-def eval_command(path: Path, loaded: Any, router: str, bias: float | None) -> str:
-    """What `gateway router-eval` prints: the router against its baselines, on the test rows."""
+def eval_command(path: Path, loaded: Any, router: str, bias: float | None, train_file: Path | None = None) -> str:
+    """What `gateway router-eval` prints: the router against its baselines, on the test rows
+    (baselines that need fitting are fitted on the train rows of `train_file`, default `path`)."""
     from gateway.cache.embedder import OnnxEmbedder
 
     settings = loaded.settings
@@ -344,7 +345,9 @@ def eval_command(path: Path, loaded: Any, router: str, bias: float | None) -> st
     spec, model = settings.routers[router], loaded.classifiers[router]
     thresholds = [t.threshold if t.threshold is not None else model.thresholds[i] for i, t in enumerate(spec.tiers.values())]
     rows = read_labelled(path)
-    train_rows, test_rows = split(rows, "train"), split(rows, "test")
+    train_rows, test_rows = split(read_labelled(train_file) if train_file else rows, "train"), split(rows, "test")
+    if not train_rows:
+        raise SystemExit(f"{train_file or path} has no train rows to fit the baselines on (use --train-file)")
     embedder = OnnxEmbedder()
     try:
         train_data = Data.build(train_rows, model.tiers, embedder.embed_now)
