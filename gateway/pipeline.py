@@ -150,10 +150,10 @@ class Pipeline:
     ) -> tuple[Outcome[Completion], Route]:
         """An answer that breaks the request's json_schema is asked again one tier up (once)."""
         above = router.above(route.tier)
-        if above is None or breaks_schema(payload, done.value.body) is None:
+        if above is None or (broken := breaks_schema(payload, done.value.body)) is None:
             return done, route
-        log.info("answer broke the requested json_schema (%s); asking tier %s", breaks_schema(payload, done.value.body), above)
-        retried = router.route(payload, None, above)
+        log.info("answer broke the requested json_schema (%s); asking tier %s", broken, above)
+        retried = router.route(payload, None, above, why="json_schema")
         again = await runtime.dispatcher.run(
             retried.pool, _completer(endpoint, payload, _upstream_name(retried.pool)), deadline, progress, retried.chain
         )

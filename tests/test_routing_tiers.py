@@ -127,6 +127,7 @@ def test_a_broken_json_answer_is_asked_again_one_tier_up(tiers: tuple[GatewayPro
     headers, answered_by = ask(gateway, EASY, model="auto-json", response_format=SCHEMA)
     assert ups["small"].requests == before + 1  # the small tier answered first, with "not json"...
     assert (headers["x-gateway-tier"], answered_by) == ("medium", "up-medium")  # ...so medium was asked
+    assert headers["x-gateway-route-escalated"] == "json_schema"
 
 
 def test_a_failing_tier_escalates(tiers: tuple[GatewayProcess, dict[str, FakeUpstream]]) -> None:

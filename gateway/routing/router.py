@@ -25,17 +25,24 @@ class Route:
     pool: Pool
     chain: list[Pool]
     decision: Decision | None
-    """None when the tier was forced."""
-    shadow: bool = False
+    """None when the tier was chosen for the classifier."""
+    why: str = "routed"
+    """routed (the classifier), forced (the client), shadow, json_schema (a tier below broke the schema)."""
+
+    @property
+    def shadow(self) -> bool:
+        return self.why == "shadow"
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         found = [(b"x-gateway-tier", self.tier.encode())]
-        if self.decision is None:
-            found.append((b"x-gateway-route-forced", b"true"))
-        else:
+        if self.decision is not None:
             found.append((b"x-gateway-route-score", f"{self.decision.score:.4f}".encode()))
             found.append((b"x-gateway-route-reasons", "; ".join(self.decision.reasons).encode("ascii", "replace")))
-        if self.shadow:
+        if self.why == "forced":
+            found.append((b"x-gateway-route-forced", b"true"))
+        elif self.why == "json_schema":
+            found.append((b"x-gateway-route-escalated", b"json_schema"))
+        elif self.shadow:
             found.append((b"x-gateway-route-shadow", self.pool.name.encode()))
         return found
 
@@ -64,7 +71,8 @@ class Router:
                 chain += [p for p in (above, *above.fallbacks) if p not in chain]
         return chain
 
-    def route(self, payload: Mapping[str, Any], vector: np.ndarray | None, forced: str | None) -> Route:
+    def route(self, payload: Mapping[str, Any], vector: np.ndarray | None, forced: str | None, why: str = "forced") -> Route:
+        """The tier's route: `forced` (by the client, or `why` else) or the classifier's choice."""
         if forced is not None:
             if forced not in self.tiers:
                 raise InvalidRequest(
@@ -77,9 +85,10 @@ class Router:
         tier = self.tiers[index]
         if self.shadow is not None:
             self._count(tier, "shadow")
-            return Route(tier, self.shadow, [self.shadow, *self.shadow.fallbacks], decision, shadow=True)
-        self._count(tier, "forced" if decision is None else "routed")
-        return Route(tier, self.pools[index], self.chains[index], decision)
+            return Route(tier, self.shadow, [self.shadow, *self.shadow.fallbacks], decision, "shadow")
+        how = why if decision is None else "routed"
+        self._count(tier, how)
+        return Route(tier, self.pools[index], self.chains[index], decision, how)
 
     def above(self, tier: str) -> str | None:
         """The next larger tier (None for the largest)."""
