@@ -136,9 +136,15 @@ def _swapped(a: list[str], b: list[str]) -> bool:
     movable = [(i, x) for i, x in enumerate(a) if x in where]
     for n, (i, x) in enumerate(movable):
         for k, y in movable[n + 1 :]:
-            if where[y] < where[x] and a[i + 1 : k] and a[i + 1 : k] == b[where[y] + 1 : where[x]]:
+            between = _unarticled(a[i + 1 : k])
+            if where[y] < where[x] and between and between == _unarticled(b[where[y] + 1 : where[x]]):
                 return True
     return False
+
+
+def _unarticled(words: list[str]) -> list[str]:
+    """Articles do not count: "to a" links two words as "to" does."""
+    return [w for w in words if w not in ("a", "an", "the")]
 
 
 def _variant(a: str, b: str) -> bool:

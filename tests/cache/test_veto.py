@@ -30,6 +30,7 @@ MUST_VETO = [
     ("How do I turn on Bluetooth?", "How do I turn off Bluetooth?", "polarity"),
     ("Is it possible to undo a sent email?", "Is it impossible to undo a sent email?", "substitution"),
     ("How do I scroll up in the terminal?", "How do I scroll back in the terminal?", "substitution"),
+    ("Cast a float as an int in C.", "Cast an int as a float in C.", "substitution"),  # articles aside
 ]
 
 MUST_PASS = [
