@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from gateway.routing.pools import Deployment
 from gateway.runtime import Runtime
+from gateway.tasks import raise_if_cancelled
 
 log = logging.getLogger("gateway.breakers")
 
@@ -53,6 +54,7 @@ class BreakerSync:
                     await self._tick(url, settings.redis.key_prefix)
                 except Exception:  # the sync must outlive its own bugs; breakers still work per worker
                     log.exception("breaker sync failed")
+            raise_if_cancelled()
             await asyncio.sleep(settings.resilience.breaker_sync_interval_s)
 
     async def _tick(self, url: str, prefix: str) -> None:

@@ -35,6 +35,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.cache.store import Change, Entry, StoreUnavailable, within
+from gateway.tasks import raise_if_cancelled
 
 log = logging.getLogger("gateway.cache")
 
@@ -183,9 +184,11 @@ class RedisStore:
                         log.info("cache index in step with Redis again")
                     lost = False
                     while (read_to := await self._tail(feed, last, apply, block_ms)) is not None:
+                        raise_if_cancelled()  # a blocking read can swallow a cancellation and just return
                         last = read_to
                     log.warning("cache change feed fell behind its cap; rebuilding this worker's index")
                 except (RedisError, OSError) as exc:
+                    raise_if_cancelled(exc)
                     if not lost:
                         log.warning("cache change feed lost (%s); retrying every second", type(exc).__name__)
                     lost = True

@@ -6,6 +6,7 @@ Time is real: Redis keeps TTLs on its own clock, so entries here live for fracti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -122,18 +123,54 @@ async def test_ids_by_namespace_or_pool(make_store: StoreFactory) -> None:
     assert sorted(await store.ids()) == sorted([one.id, two.id, other.id])
 
 
+class View:
+    """What a worker's index would hold after the changes it was given (idempotent, like the index:
+    the same change may arrive twice, from a snapshot and from the feed)."""
+
+    def __init__(self) -> None:
+        self.held: dict[int, Change] = {}
+        self.resets = 0
+
+    def apply(self, change: Change) -> None:
+        if change.vector is None:
+            self.held.pop(change.entry_id, None)
+        else:
+            self.held[change.entry_id] = change
+
+    def reset(self) -> None:
+        self.resets += 1
+        self.held.clear()
+
+
+@contextlib.asynccontextmanager
+async def following(store: Store) -> AsyncIterator[View]:
+    view = View()
+    follow = (
+        store.follow(view.apply, view.reset, block_ms=100)
+        if isinstance(store, RedisStore)
+        else store.follow(view.apply, view.reset)
+    )
+    task = asyncio.create_task(follow)
+    try:
+        yield view
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def change(e: Entry) -> Change:
+    return Change(e.id, e.namespace, e.vector, e.expires_at)
+
+
 async def test_follow_starts_from_every_live_entry_with_a_vector(make_store: StoreFactory) -> None:
     store = make_store(100)
     with_vector, exact_only = entry("v"), entry("x", with_vector=False)
     await store.put(with_vector)
     await store.put(exact_only)
-    seen: list[Change] = []
-    resets: list[int] = []
-    follower = asyncio.create_task(store.follow(seen.append, lambda: resets.append(len(seen))))
-    await wait_for(lambda: len(seen) >= 1)
-    follower.cancel()
-    assert resets == [0]
-    assert seen == [Change(with_vector.id, with_vector.namespace, with_vector.vector, with_vector.expires_at)]
+    async with following(store) as view:
+        await wait_for(lambda: view.held == {with_vector.id: change(with_vector)})
+        assert view.resets == 1  # once, before the entries
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -159,35 +196,30 @@ async def redis_pair(tmp_path: Path) -> AsyncIterator[tuple[RedisServer, RedisSt
 
 async def test_a_worker_follows_what_another_adds_and_removes(redis_pair: tuple[RedisServer, RedisStore, RedisStore]) -> None:
     _, one, two = redis_pair
-    seen: list[Change] = []
-    follower = asyncio.create_task(two.follow(seen.append, seen.clear, block_ms=100))
-    first = entry("first")
-    await one.put(first)
-    await wait_for(lambda: len(seen) == 1)
-    assert seen[0] == Change(first.id, first.namespace, first.vector, first.expires_at)
-    assert await two.get(first.id) == first  # and the entry itself is shared
-    await one.delete(first.id)
-    await wait_for(lambda: len(seen) == 2)
-    assert seen[1] == Change(first.id, first.namespace, None)
-    for name in ("a", "bb", "ccc", "dddd"):  # max 3: the fourth evicts "a", and followers hear of it
-        await one.put(entry(name))
-    await wait_for(lambda: len(seen) == 7)
-    assert Change(entry("a").id, "small:ns1", None) in seen[-2:]
-    follower.cancel()
+    async with following(two) as view:
+        first = entry("first")
+        await one.put(first)
+        await wait_for(lambda: view.held == {first.id: change(first)})
+        assert await two.get(first.id) == first  # and the entry itself is shared
+        await one.delete(first.id)
+        await wait_for(lambda: view.held == {})
+        names = ("a", "bb", "ccc", "dddd")
+        for name in names:  # max 3: the fourth evicts "a", and followers hear of it
+            await one.put(entry(name))
+        await wait_for(lambda: set(view.held) == {entry(n).id for n in names[1:]})
 
 
 async def test_a_worker_rebuilds_after_losing_redis(redis_pair: tuple[RedisServer, RedisStore, RedisStore]) -> None:
     server, one, two = redis_pair
-    seen: list[Change] = []
-    follower = asyncio.create_task(two.follow(seen.append, seen.clear, block_ms=100))
-    await one.put(entry("before"))
-    await wait_for(lambda: len(seen) == 1)
-    server.stop()
-    with pytest.raises(StoreUnavailable):
-        await asyncio.wait_for(one.get(entry("before").id), 5)
-    server.start()  # empty: what the worker indexed before is gone
-    after = entry("after")
-    await wait_for(lambda: not seen)  # the worker noticed and rebuilt from the (empty) store...
-    await one.put(after)
-    await wait_for(lambda: [c.entry_id for c in seen] == [after.id])  # ...and follows again
-    follower.cancel()
+    async with following(two) as view:
+        before = entry("before")
+        await one.put(before)
+        await wait_for(lambda: set(view.held) == {before.id})
+        server.stop()
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(one.get(before.id), 5)
+        server.start()  # empty: what the worker indexed before is gone
+        await wait_for(lambda: view.resets >= 2 and not view.held)  # the worker rebuilt from the (empty) store...
+        after = entry("after")
+        await one.put(after)
+        await wait_for(lambda: set(view.held) == {after.id})  # ...and follows again
