@@ -136,24 +136,16 @@ def train(data: Data, tiers: Sequence[str], folds: int = 5, seed: int = 0) -> tu
     """Pick L2, blend and k by cross-validation, then thresholds on the cross-validated scores."""
     order = np.random.default_rng(seed).permutation(len(data.labels))
     parts = np.array_split(order, folds)
-    grid = list(itertools.product((1e-3, 1e-2, 1e-1), (0.0, 0.25, 0.5, 0.75, 1.0), (5, 9)))
-    heads: dict[float, list[tuple[np.ndarray, Data]]] = {}
-    for l2 in {g[0] for g in grid}:  # the head does not depend on blend or k: fit it once per fold
-        heads[l2] = []
-        for i in range(folds):
-            rest = np.concatenate([p for j, p in enumerate(parts) if j != i])
-            heads[l2].append((parts[i], data.take(rest)))
+    strengths = (1e-3, 1e-2, 1e-1)
+    grid = list(itertools.product(strengths, (0.0, 0.25, 0.5, 0.75, 1.0), (5, 9)))
+    rests = [data.take(np.concatenate([p for j, p in enumerate(parts) if j != i])) for i in range(folds)]
+    # The head depends on neither blend nor k: fit it once per fold and strength.
+    fitted = {(l2, i): fit(rest, tiers, l2=l2, blend=1.0, k=5) for l2 in strengths for i, rest in enumerate(rests)}
     best: tuple[float, tuple[float, float, int], np.ndarray] | None = None
-    fitted = {
-        (l2, i): fit(train_part, tiers, l2=l2, blend=1.0, k=5)
-        for l2, runs in heads.items()
-        for i, (_, train_part) in enumerate(runs)
-    }
     for l2, blend, k in grid:
         scores = np.zeros(len(data.labels))
-        for i, (held, _) in enumerate(heads[l2]):
-            model = fitted[(l2, i)]
-            model = dataclasses.replace(model, blend=blend, k=k)
+        for i, held in enumerate(parts):
+            model = dataclasses.replace(fitted[(l2, i)], blend=blend, k=k)
             for j in held:
                 scores[j] = model.score(model.probabilities(data.feats[j], data.vectors[j]))
         thresholds = fit_thresholds(scores, data.labels, len(tiers))
