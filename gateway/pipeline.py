@@ -127,7 +127,12 @@ class Pipeline:
         """The request's text and its embedding, made once and shared by the router and the cache
         (None without an embedder, or when it fails: the classifier then uses its features alone)."""
         text = router_text(payload)
-        if self._embedder is None or not text:
+        if self._embedder is None:
+            if not self._embedding_failed:
+                log.warning("routers classify on features alone: the embedder is built at start (restart to add it)")
+            self._embedding_failed = True
+            return None
+        if not text:
             return None
         try:
             return text, (await self._embedder.embed([text]))[0]
