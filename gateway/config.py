@@ -25,7 +25,7 @@ import msgspec
 import yaml
 
 from gateway.routing.classifier import DEFAULT_MODEL, ComplexityModel
-from gateway.settings import RouterSettings, Secret, Settings
+from gateway.settings import LocalEngineSettings, RouterSettings, Secret, Settings
 
 PathKey = tuple[str | int, ...]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -124,6 +124,7 @@ def check(settings: Settings) -> list[Problem]:
     for name in settings.pools:
         seen[name] = ("pools", name)
     deployment_ids: set[str] = set()
+    engine_ports: dict[int, str] = {}
     for name, pool in settings.pools.items():
         for i, alias in enumerate(pool.aliases):
             path: PathKey = ("pools", name, "aliases", i)
@@ -137,6 +138,17 @@ def check(settings: Settings) -> list[Problem]:
             deployment_ids.add(dep.id)
             if dep.backend == "openai" and not dep.base_url:
                 problems.append(Problem(at, "an `openai` deployment needs base_url"))
+            if dep.backend != "local" and dep.engine is not None:
+                problems.append(Problem((*at, "engine"), "only a `local` deployment has an engine"))
+            if dep.backend == "local" and dep.base_url:
+                problems.append(Problem((*at, "base_url"), "a `local` deployment runs its own engine; set engine.port instead"))
+            if dep.backend == "local":
+                port = (dep.engine or LocalEngineSettings()).port
+                if port in engine_ports:
+                    problems.append(
+                        Problem((*at, "engine", "port"), f"port {port} is already the engine port of {engine_ports[port]!r}")
+                    )
+                engine_ports.setdefault(port, dep.id)
             if dep.base_url and not dep.base_url.startswith(("http://", "https://")):
                 problems.append(Problem((*at, "base_url"), "must start with http:// or https://"))
         problems += _chain_problems(settings, name)

@@ -45,11 +45,13 @@ class Reloader:
             if loaded.version == self.runtime.version:
                 return ReloadResult(False, loaded.version, [])
             old, self.runtime = self.runtime, Runtime(loaded, previous=self.runtime)
+            self.runtime.start()
             old.retire()
             log.info("config reloaded: version %s -> %s", old.version, loaded.version)
             return ReloadResult(True, loaded.version, [])
 
     def start_watching(self) -> None:
+        self.runtime.start()
         settings = self.runtime.settings.reload
         if settings.watch:
             self._task = asyncio.get_running_loop().create_task(self._watch(settings.interval_s))

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 import httpx
 
 from backends.echo import EchoBackend
+from backends.local import EngineProcess, LocalBackend
 from backends.openai_http import HTTPBackend
 from backends.protocol import Backend
 from gateway.config import LoadedConfig
@@ -21,7 +23,7 @@ from gateway.routing.breaker import Breaker
 from gateway.routing.dispatcher import Dispatcher
 from gateway.routing.pools import Deployment, ModelTable, Pool, link_fallbacks
 from gateway.routing.router import Router
-from gateway.settings import DeploymentSettings, PoolSettings
+from gateway.settings import DeploymentSettings, LocalEngineSettings, PoolSettings
 
 log = logging.getLogger("gateway.runtime")
 
@@ -49,9 +51,29 @@ class Runtime:
         """A new deployment; it keeps the breaker and latency of the same upstream in the previous
         config, so a reload neither forgets a sick upstream nor floods it."""
         old = previous.deployment(settings.id) if previous else None
+        backend = self._reused_engine(settings, old) or make_backend(settings, Path(self.config.source).resolve().parent)
         if old is not None and old.settings.base_url == settings.base_url and old.breaker.settings == pool.breaker:
-            return Deployment(settings, make_backend(settings), old.breaker, old.latency)
-        return Deployment(settings, make_backend(settings), Breaker(pool.breaker))
+            return Deployment(settings, backend, old.breaker, old.latency)
+        return Deployment(settings, backend, Breaker(pool.breaker))
+
+    @staticmethod
+    def _reused_engine(settings: DeploymentSettings, old: Deployment | None) -> Backend | None:
+        """A local engine whose settings did not change keeps running across a reload."""
+        if old is None or settings.backend != "local" or not isinstance(old.backend, LocalBackend):
+            return None
+        same = (old.settings.engine, old.settings.model, old.settings.timeouts) == (
+            settings.engine,
+            settings.model,
+            settings.timeouts,
+        )
+        return old.backend.share() if same else None
+
+    def start(self) -> None:
+        """Start what runs beside the gateway (local engines); needs the event loop."""
+        for pool in self.pools:
+            for deployment in pool.deployments:
+                if isinstance(deployment.backend, LocalBackend):
+                    deployment.backend.start()
 
     def deployment(self, deployment_id: str) -> Deployment | None:
         for pool in self.pools:
@@ -84,9 +106,11 @@ class Runtime:
                     log.exception("closing deployment %s failed", deployment.id)
 
 
-def make_backend(settings: DeploymentSettings) -> Backend:
+def make_backend(settings: DeploymentSettings, config_dir: Path) -> Backend:
     if settings.backend == "echo":
         return EchoBackend(settings.id)
+    if settings.backend == "local":
+        return LocalBackend(settings.id, engine_process(settings, config_dir), settings.timeouts, settings.max_connections)
     assert settings.base_url is not None  # gateway.config.check guarantees it
     transport = None
     if settings.transport == "httpx":
@@ -100,4 +124,24 @@ def make_backend(settings: DeploymentSettings) -> Backend:
         timeouts=settings.timeouts,
         max_connections=settings.max_connections,
         transport=transport,
+    )
+
+
+def engine_process(settings: DeploymentSettings, config_dir: Path) -> EngineProcess:
+    engine = settings.engine or LocalEngineSettings()
+    model = engine.model
+    if not (model == "tiny" or model.startswith("tiny:")) and not Path(model).is_absolute():
+        model = str(config_dir / model)
+    flags = ["--dtype", engine.dtype, "--kv-memory-fraction", str(engine.kv_memory_fraction)]
+    flags += ["--max-num-batched-tokens", str(engine.max_num_batched_tokens), "--max-num-seqs", str(engine.max_num_seqs)]
+    if engine.num_kv_blocks is not None:
+        flags += ["--num-kv-blocks", str(engine.num_kv_blocks)]
+    if engine.max_model_len is not None:
+        flags += ["--max-model-len", str(engine.max_model_len)]
+    return EngineProcess(
+        model=model,
+        served_name=settings.model or settings.id,
+        port=engine.port,
+        flags=(*flags, *engine.extra_args),
+        startup_timeout_s=engine.startup_timeout_s,
     )

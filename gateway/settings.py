@@ -55,13 +55,39 @@ class Price(_Settings, frozen=True):
         return (input_tokens * self.input_per_1m + output_tokens * self.output_per_1m) / 1e6
 
 
+class LocalEngineSettings(_Settings, frozen=True, kw_only=True):
+    """The bundled engine, run by the gateway as a child process (`backend: local`). The fields are
+    `python -m backends.local_engine serve` flags; the engine is restarted whenever it exits."""
+
+    model: str = "tiny"
+    """A Hugging Face checkpoint folder (relative to the config file), or `tiny` / `tiny:100m` for a
+    random-weight demo model built on first start (it answers with random words)."""
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8100
+    """Loopback port of the engine. Other gateway workers find it there and share it."""
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    kv_memory_fraction: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+    """Share of the memory left after the weights that the KV cache takes."""
+    num_kv_blocks: PositiveInt | None = None
+    """A fixed number of 16-token KV blocks instead of `kv_memory_fraction`."""
+    max_num_batched_tokens: PositiveInt = 2048
+    max_num_seqs: PositiveInt = 128
+    max_model_len: PositiveInt | None = None
+    startup_timeout_s: Positive = 300.0
+    """A start that has not answered /health by then is killed and tried again."""
+    extra_args: list[str] = msgspec.field(default_factory=list)
+    """More `serve` flags, as they would be written on the command line."""
+
+
 class DeploymentSettings(_Settings, frozen=True, kw_only=True):
     """One place that can answer a pool's requests."""
 
     id: Name
     """Unique across the config; appears in `x-gateway-model` and metrics."""
-    backend: Literal["openai", "echo"] = "openai"
-    """`openai`: any OpenAI-compatible HTTP server. `echo`: the built-in demo backend."""
+    backend: Literal["openai", "echo", "local"] = "openai"
+    """`openai`: any OpenAI-compatible HTTP server. `echo`: the built-in demo backend. `local`: the
+    bundled engine, started and kept running by the gateway (see `engine`)."""
+    engine: LocalEngineSettings | None = None
+    """For `local`: which checkpoint and how to run it (default: the tiny demo model)."""
     model: str | None = None
     """The model name sent upstream; defaults to the name the client asked for."""
     base_url: str | None = None

@@ -1,0 +1,122 @@
+"""Reads a Hugging Face checkpoint folder: config.json, safetensors (one file or shards), tokenizer."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from backends.local_engine.config import ModelConfig
+from backends.local_engine.errors import LoadError
+from backends.local_engine.model import CausalLM
+from backends.local_engine.tokenizer import Tokenizer
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """A checkpoint folder's config, tokenizer and generation defaults (weights are read by `load_model`)."""
+
+    folder: Path
+    config: ModelConfig
+    tokenizer: Tokenizer
+    generation_defaults: dict[str, float] = field(default_factory=dict)
+    """temperature, top_p, top_k, min_p, repetition_penalty from generation_config.json."""
+    eos_token_ids: tuple[int, ...] = ()
+
+    @classmethod
+    def open(cls, folder: str | Path) -> Checkpoint:
+        path = Path(folder)
+        if not (path / "config.json").is_file():
+            raise LoadError(f"{path}: not a checkpoint folder (no config.json)")
+        config = ModelConfig.from_dict(_read(path / "config.json"))
+        tokenizer = Tokenizer(path)
+        generation = _read(path / "generation_config.json") if (path / "generation_config.json").is_file() else {}
+        defaults = {
+            k: float(generation[k])
+            for k in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+            if isinstance(generation.get(k), int | float)
+        }
+        eos = set(config.eos_token_ids)
+        raw_eos = generation.get("eos_token_id")
+        eos.update(raw_eos if isinstance(raw_eos, list) else [raw_eos] if isinstance(raw_eos, int) else [])
+        if tokenizer.eos_token_id is not None:
+            eos.add(tokenizer.eos_token_id)
+        return cls(path, config, tokenizer, defaults, tuple(sorted(eos)))
+
+
+def resolve_dtype(name: str, config: ModelConfig, device: torch.device) -> torch.dtype:
+    """`auto`: the checkpoint's dtype on a GPU; float32 on CPU, where half-precision matmuls are slow."""
+    if name == "auto":
+        return DTYPES[config.dtype] if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise LoadError(f"dtype {name!r} is not one of auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def load_model(checkpoint: Checkpoint, dtype: torch.dtype, device: torch.device) -> CausalLM:
+    config = checkpoint.config
+    with torch.device("meta"):
+        model = CausalLM(config)
+    model = model.to_empty(device=device).to(dtype)
+    params = dict(model.named_parameters())
+    loaded: set[str] = set()
+    for name, tensor in _tensors(checkpoint.folder):
+        if name.endswith("rotary_emb.inv_freq"):
+            continue
+        target = params.get(name)
+        if target is None:
+            raise LoadError(f"unexpected weight {name!r} (quantized checkpoints are not supported yet)")
+        if target.shape != tensor.shape:
+            raise LoadError(f"weight {name!r} has shape {tuple(tensor.shape)}, config.json implies {tuple(target.shape)}")
+        with torch.no_grad():
+            target.copy_(tensor)
+        loaded.add(name)
+    if "lm_head.weight" not in loaded and config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+        loaded.add("lm_head.weight")
+    missing = sorted(set(params) - loaded)
+    if missing:
+        raise LoadError(f"{len(missing)} weights missing from the checkpoint, e.g. {missing[:3]}")
+    model.eval().requires_grad_(False)
+    model.prepare(config.max_model_len)
+    return model
+
+
+def _tensors(folder: Path) -> Any:
+    from safetensors import safe_open
+
+    files = _weight_files(folder)
+    for file in files:
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            for name in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                yield name, f.get_tensor(name)
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = _read(index).get("weight_map", {})
+        files = [folder / name for name in sorted(set(weight_map.values()))]
+    else:
+        files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise LoadError(f"{folder}: no safetensors weights (.bin checkpoints are not read; convert them)")
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise LoadError(f"{folder}: shards listed in the index are missing: {missing}")
+    return files
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise LoadError(f"{path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise LoadError(f"{path}: not a JSON object")
+    return data

@@ -1,0 +1,102 @@
+"""ModelRunner: owns the weights and the KV cache, turns a scheduled batch into tensors and scores."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from backends.local_engine.attention import AttentionMetadata, PrefillChunk
+from backends.local_engine.config import ModelConfig
+from backends.local_engine.model import CausalLM
+from backends.local_engine.scheduler import Batch
+
+log = logging.getLogger("local_engine.runner")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheShape:
+    num_blocks: int
+    block_size: int
+
+    def bytes_per_block(self, config: ModelConfig, dtype: torch.dtype) -> int:
+        return 2 * config.num_layers * self.block_size * config.num_kv_heads * config.head_dim * dtype.itemsize
+
+
+def kv_blocks_for(
+    config: ModelConfig, dtype: torch.dtype, block_size: int, fraction: float, device: torch.device, cap: int
+) -> int:
+    """How many blocks `fraction` of the memory left after the weights holds (at most `cap`)."""
+    per_block = CacheShape(1, block_size).bytes_per_block(config, dtype)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+    else:
+        free = _available_ram()
+    return max(1, min(cap, int(free * fraction) // per_block))
+
+
+def _available_ram() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+class ModelRunner:
+    def __init__(self, model: CausalLM, num_blocks: int, block_size: int) -> None:
+        self.model = model
+        config = model.config
+        weight = model.model.embed_tokens.weight
+        self.device, self.dtype = weight.device, weight.dtype
+        self.block_size = block_size
+        # Zeroed, not empty: padding rows of a decode batch read block 0, and masked NaNs would still poison the sum.
+        self.kv_cache = torch.zeros(
+            (config.num_layers, 2, num_blocks, block_size, config.num_kv_heads, config.head_dim),
+            dtype=self.dtype,
+            device=self.device,
+        )
+        log.info("KV cache: %d blocks of %d tokens, %.1f MiB", num_blocks, block_size, self.kv_cache.nbytes / 2**20)
+
+    @torch.inference_mode()
+    def run(self, batch: Batch) -> torch.Tensor:
+        """Scores [sequences that sample this step, vocab] float32, in `batch.items` order."""
+        tokens: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        rows: list[int] = []
+        prefills: list[PrefillChunk] = []
+        bs = self.block_size
+        for item in batch.items:
+            seq, start = item.seq, item.seq.num_computed
+            end = start + item.num_new
+            row = len(tokens)
+            tokens.extend(seq.token_ids[start:end])
+            positions.extend(range(start, end))
+            table = seq.block_table
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
+            if item.num_new > 1:
+                prefills.append(PrefillChunk(row, row + item.num_new, end, self._tensor(table)))
+            if item.samples:
+                rows.append(row + item.num_new - 1)
+        decodes = batch.decodes
+        width = max((len(d.seq.block_table) for d in decodes), default=0)
+        meta = AttentionMetadata(
+            slot_mapping=self._tensor(slots),
+            num_decode=len(decodes),
+            decode_block_tables=self._tensor([d.seq.block_table + [0] * (width - len(d.seq.block_table)) for d in decodes]),
+            decode_context_lens=self._tensor([d.seq.num_computed + 1 for d in decodes]),
+            prefills=prefills,
+            sliding_window=self.model.config.sliding_window,
+        )
+        logits: torch.Tensor = self.model(self._tensor(tokens), self._tensor(positions), self.kv_cache, meta, self._tensor(rows))
+        return logits
+
+    def _tensor(self, values: list[int] | list[list[int]]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long, device=self.device)
