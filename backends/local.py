@@ -2,8 +2,9 @@
 
 `LocalBackend` starts `python -m backends.local_engine serve` for its deployment, waits until
 /health answers, restarts it (with growing back-off) whenever it exits, and forwards requests to it
-through an `HTTPBackend`. While the engine is starting or restarting, calls fail fast with a
-retryable `UpstreamUnavailable`, so the gateway's retries and fallbacks take over. If another
+through an `HTTPBackend`. While the engine is starting or restarting, a call waits for it (up to
+`ready_wait_s`, or the caller's own time budget when shorter), then fails with a retryable
+`UpstreamUnavailable`, so the gateway's retries and fallbacks take over. If another
 process (another gateway worker) already serves the same model on the port, it is used as it is.
 """
 
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from dataclasses import dataclass, field
 
 import httpx
@@ -36,6 +38,7 @@ class EngineProcess:
     flags: tuple[str, ...] = field(default=())
     startup_timeout_s: float = 300.0
     restart_backoff_s: float = 1.0
+    ready_wait_s: float = 30.0
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "backends.local_engine", "serve", "--model", self.model, "--served-model-name",
@@ -51,7 +54,7 @@ class LocalBackend:
         self.name = name
         self.process = process
         self.http = HTTPBackend(name, process.base_url + "/v1", timeouts=timeouts, max_connections=max_connections)
-        self.ready = False
+        self._ready = asyncio.Event()
         self.restarts = 0
         self.child: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
@@ -65,33 +68,45 @@ class LocalBackend:
         self._users += 1
         return self
 
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
     async def complete(self, endpoint: Endpoint, payload: dict[str, object], timeout: float | None = None) -> Completion:
-        self._check_ready()
-        return await self.http.complete(endpoint, {**payload, "model": self.process.served_name}, timeout)
+        started = time.monotonic()
+        await self._wait_until_ready(timeout)
+        left = None if timeout is None else max(0.001, timeout - (time.monotonic() - started))
+        return await self.http.complete(endpoint, {**payload, "model": self.process.served_name}, left)
 
     async def stream(self, endpoint: Endpoint, payload: dict[str, object]) -> EventStream:
-        self._check_ready()
+        await self._wait_until_ready(None)
         return await self.http.stream(endpoint, {**payload, "model": self.process.served_name})
 
-    def _check_ready(self) -> None:
+    async def _wait_until_ready(self, timeout: float | None) -> None:
         self.start()
-        if not self.ready:
-            raise UpstreamUnavailable(f"the local engine of {self.name} is starting")
+        if self._ready.is_set():
+            return
+        wait = self.process.ready_wait_s if timeout is None else min(timeout, self.process.ready_wait_s)
+        try:
+            await asyncio.wait_for(self._ready.wait(), wait)
+        except TimeoutError:
+            raise UpstreamUnavailable(f"the local engine of {self.name} is not ready (starting or restarting)") from None
 
     async def _supervise(self) -> None:
         backoff = self.process.restart_backoff_s
         async with httpx.AsyncClient(base_url=self.process.base_url, timeout=2.0) as probe:
             while True:
                 if await self._healthy(probe):  # someone (another worker) already serves it
-                    self.ready = True
+                    self._ready.set()
                     await self._watch_foreign(probe)
                     continue
                 started = asyncio.get_running_loop().time()
-                self.child = await asyncio.create_subprocess_exec(*self.process.command())
+                self.child = await asyncio.create_subprocess_exec(*self.process.command(), preexec_fn=_die_with_parent)
                 log.info("local engine %s: started pid %d on %s", self.name, self.child.pid, self.process.base_url)
-                self.ready = await self._wait_ready(probe, self.child)
+                if await self._wait_ready(probe, self.child):
+                    self._ready.set()
                 code = await self._watch_child(probe, self.child)
-                self.ready = False
+                self._ready.clear()
                 ran = asyncio.get_running_loop().time() - started
                 backoff = self.process.restart_backoff_s if ran > 60 else min(backoff * 2, 30.0)
                 self.restarts += 1
@@ -130,14 +145,14 @@ class LocalBackend:
                 with contextlib.suppress(httpx.HTTPError):
                     if (await probe.get("/health")).status_code == 503:
                         log.error("local engine %s: its engine loop died; killing it", self.name)
-                        self.ready = False
+                        self._ready.clear()
                         child.kill()
         return child.returncode
 
     async def _watch_foreign(self, probe: httpx.AsyncClient) -> None:
         while await self._healthy(probe):
             await asyncio.sleep(1.0)
-        self.ready = False
+        self._ready.clear()
 
     async def aclose(self) -> None:
         self._users -= 1
@@ -156,3 +171,14 @@ class LocalBackend:
                 child.kill()
                 await child.wait()
         await self.http.aclose()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, ask for SIGTERM when the gateway dies, so that a killed
+    gateway leaves no engine behind holding the port and the memory."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

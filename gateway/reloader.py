@@ -68,6 +68,7 @@ class Reloader:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self.runtime.retire()
+        await self.runtime.closed()
 
 
 def _stamp(path: str) -> tuple[int, int] | None:

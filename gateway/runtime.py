@@ -46,6 +46,7 @@ class Runtime:
         self.dispatcher = Dispatcher()
         self._holders = 0
         self._retired = False
+        self._closing: asyncio.Task[None] | None = None
 
     def _deployment(self, settings: DeploymentSettings, pool: PoolSettings, previous: Runtime | None) -> Deployment:
         """A new deployment; it keeps the breaker and latency of the same upstream in the previous
@@ -89,13 +90,18 @@ class Runtime:
     def release(self) -> None:
         self._holders -= 1
         if self._retired and self._holders == 0:
-            asyncio.get_running_loop().create_task(self.aclose())
+            self._closing = asyncio.get_running_loop().create_task(self.aclose())
 
     def retire(self) -> None:
         """No new requests will start here; close once the ones in flight are done."""
         self._retired = True
         if self._holders == 0:
-            asyncio.get_running_loop().create_task(self.aclose())
+            self._closing = asyncio.get_running_loop().create_task(self.aclose())
+
+    async def closed(self) -> None:
+        """Wait until a retired runtime has closed its backends (shutdown: local engines are stopped)."""
+        if self._closing is not None:
+            await self._closing
 
     async def aclose(self) -> None:
         for pool in self.pools:

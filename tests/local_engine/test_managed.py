@@ -1,0 +1,95 @@
+"""The gateway running the bundled engine as a managed child process (`backend: local`)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from loadtest.redis_server import free_port
+from tests.conftest import GatewayProcess
+
+
+@pytest.fixture
+def managed(tmp_path: Path, llama_dir: Path) -> Iterator[GatewayProcess]:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(f"""
+reload: {{watch: false}}
+pools:
+  small:
+    aliases: [auto-small]
+    deployments:
+      - id: engine
+        backend: local
+        engine: {{model: {llama_dir}, port: {free_port()}, num_kv_blocks: 64, startup_timeout_s: 60}}
+""")
+    gateway = GatewayProcess(path)
+    yield gateway
+    gateway.stop()
+
+
+def engine_pids(gateway: GatewayProcess) -> list[int]:
+    return [int(p) for p in re.findall(r"local engine engine: started pid (\d+)", gateway.logs())]
+
+
+def ask(gateway: GatewayProcess, timeout: float = 60) -> httpx.Response:
+    """Ask until the engine answers (it takes a few seconds to start)."""
+    body = {"model": "small", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 5, "temperature": 0}
+    deadline = time.monotonic() + timeout
+    while True:
+        response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=30)
+        if response.status_code == 200 or time.monotonic() > deadline:
+            return response
+        assert response.json()["error"]["code"] == "upstream_unavailable", response.text  # starting: never a crash
+        time.sleep(0.2)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_gateway_starts_the_engine_restarts_it_and_stops_it(managed: GatewayProcess) -> None:
+    first = ask(managed)
+    assert first.status_code == 200, first.text
+    assert first.headers["x-gateway-model"] == "engine"
+    assert first.json()["usage"]["completion_tokens"] == 5
+    client = openai.OpenAI(base_url=f"{managed.url}/v1", api_key="unused", max_retries=0)
+    chunks = list(
+        client.chat.completions.create(
+            model="auto-small", messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    [pid] = engine_pids(managed)
+    os.kill(pid, signal.SIGKILL)
+    again = ask(managed)
+    assert again.status_code == 200, again.text
+    assert again.json()["choices"][0]["message"]["content"] == first.json()["choices"][0]["message"]["content"]
+    pids = engine_pids(managed)
+    assert len(pids) == 2 and "restarting" in managed.logs()
+
+    managed.stop()
+    assert not alive(pids[1])
+
+
+def test_a_killed_gateway_leaves_no_engine_behind(managed: GatewayProcess) -> None:
+    assert ask(managed).status_code == 200
+    [pid] = engine_pids(managed)
+    managed.proc.kill()
+    managed.proc.wait(10)
+    deadline = time.monotonic() + 15
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(pid)
