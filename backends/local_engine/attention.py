@@ -30,7 +30,23 @@ class AttentionMetadata:
     decode_block_tables: torch.Tensor  # [num_decode, max_blocks] int64, padded with block 0
     decode_context_lens: torch.Tensor  # [num_decode] int64, the new token included
     prefills: list[PrefillChunk]
+    workspace: Workspace
     sliding_window: int | None = None
+
+
+class Workspace:
+    """Reused buffers for gathered K and V. A fresh tensor of tens of MB per layer costs more in page
+    faults than the copy itself (glibc maps large allocations anew each time)."""
+
+    def __init__(self, block_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> None:
+        self.block_shape, self.dtype, self.device = block_shape, dtype, device
+        self.k = self.v = torch.empty((0, *block_shape), dtype=dtype, device=device)
+
+    def reserve(self, blocks: int) -> None:
+        if blocks > self.k.shape[0]:
+            size = max(blocks, 2 * self.k.shape[0])
+            self.k = torch.empty((size, *self.block_shape), dtype=self.dtype, device=self.device)
+            self.v = torch.empty_like(self.k)
 
 
 def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor) -> None:
@@ -47,19 +63,22 @@ def paged_attention(
     if meta.num_decode:
         out[: meta.num_decode] = _decode(q[: meta.num_decode], k_cache, v_cache, meta, scale)
     for chunk in meta.prefills:
-        out[chunk.start : chunk.end] = _prefill(q[chunk.start : chunk.end], k_cache, v_cache, chunk, meta.sliding_window, scale)
+        q_chunk = q[chunk.start : chunk.end]
+        out[chunk.start : chunk.end] = _prefill(q_chunk, k_cache, v_cache, chunk, meta.workspace, meta.sliding_window, scale)
     return out
 
 
-def _gather(cache: torch.Tensor, block_table: torch.Tensor) -> torch.Tensor:
-    """[..., blocks] block ids -> [..., blocks * block_size, kv_heads, head_dim]."""
-    gathered = cache[block_table]
-    return gathered.flatten(-4, -3)
+def _gather(cache: torch.Tensor, block_table: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """[..., blocks] block ids -> [..., blocks * block_size, kv_heads, head_dim], written into `out`.
+    index_select copies whole blocks; advanced indexing (`cache[table]`) is several times slower on CPU."""
+    flat = block_table.flatten()
+    gathered = torch.index_select(cache, 0, flat, out=out[: flat.shape[0]])
+    return gathered.view(*block_table.shape[:-1], -1, *cache.shape[2:])
 
 
 def _decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata, scale: float) -> torch.Tensor:
-    k = _gather(k_cache, meta.decode_block_tables).transpose(1, 2)  # [seqs, kv_heads, keys, head_dim]
-    v = _gather(v_cache, meta.decode_block_tables).transpose(1, 2)
+    k = _gather(k_cache, meta.decode_block_tables, meta.workspace.k).transpose(1, 2)  # [seqs, kv_heads, keys, head_dim]
+    v = _gather(v_cache, meta.decode_block_tables, meta.workspace.v).transpose(1, 2)
     keys = torch.arange(k.shape[2], device=q.device)
     lens = meta.decode_context_lens[:, None]
     mask = keys[None, :] < lens  # [seqs, keys]
@@ -72,11 +91,17 @@ def _decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta:
 
 
 def _prefill(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, chunk: PrefillChunk, window: int | None, scale: float
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    chunk: PrefillChunk,
+    workspace: Workspace,
+    window: int | None,
+    scale: float,
 ) -> torch.Tensor:
     n = chunk.context_len
-    k = _gather(k_cache, chunk.block_table)[:n].transpose(0, 1)  # [kv_heads, keys, head_dim]
-    v = _gather(v_cache, chunk.block_table)[:n].transpose(0, 1)
+    k = _gather(k_cache, chunk.block_table, workspace.k)[:n].transpose(0, 1)  # [kv_heads, keys, head_dim]
+    v = _gather(v_cache, chunk.block_table, workspace.v)[:n].transpose(0, 1)
     q = q.transpose(0, 1)  # [heads, new, head_dim]
     start = n - q.shape[1]
     if start == 0 and window is None:

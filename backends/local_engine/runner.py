@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from backends.local_engine.attention import AttentionMetadata, PrefillChunk
+from backends.local_engine.attention import AttentionMetadata, PrefillChunk, Workspace
 from backends.local_engine.config import ModelConfig
 from backends.local_engine.model import CausalLM
 from backends.local_engine.scheduler import Batch
@@ -62,6 +62,7 @@ class ModelRunner:
             dtype=self.dtype,
             device=self.device,
         )
+        self.workspace = Workspace(tuple(self.kv_cache.shape[3:]), self.dtype, self.device)
         log.info("KV cache: %d blocks of %d tokens, %.1f MiB", num_blocks, block_size, self.kv_cache.nbytes / 2**20)
 
     @torch.inference_mode()
@@ -87,12 +88,14 @@ class ModelRunner:
                 rows.append(row + item.num_new - 1)
         decodes = batch.decodes
         width = max((len(d.seq.block_table) for d in decodes), default=0)
+        self.workspace.reserve(max([width * len(decodes)] + [len(c.block_table) for c in prefills]))
         meta = AttentionMetadata(
             slot_mapping=self._tensor(slots),
             num_decode=len(decodes),
             decode_block_tables=self._tensor([d.seq.block_table + [0] * (width - len(d.seq.block_table)) for d in decodes]),
             decode_context_lens=self._tensor([d.seq.num_computed + 1 for d in decodes]),
             prefills=prefills,
+            workspace=self.workspace,
             sliding_window=self.model.config.sliding_window,
         )
         logits: torch.Tensor = self.model(self._tensor(tokens), self._tensor(positions), self.kv_cache, meta, self._tensor(rows))
