@@ -99,11 +99,12 @@ def _prefill(
     window: int | None,
     scale: float,
 ) -> torch.Tensor:
+    # 4-d tensors throughout: with 3-d ones and a mask, CPU SDPA falls back to its slow math path.
     n = chunk.context_len
-    k = _gather(k_cache, chunk.block_table, workspace.k)[:n].transpose(0, 1)  # [kv_heads, keys, head_dim]
-    v = _gather(v_cache, chunk.block_table, workspace.v)[:n].transpose(0, 1)
-    q = q.transpose(0, 1)  # [heads, new, head_dim]
-    start = n - q.shape[1]
+    k = _gather(k_cache, chunk.block_table, workspace.k)[:n].transpose(0, 1)[None]  # [1, kv_heads, keys, head_dim]
+    v = _gather(v_cache, chunk.block_table, workspace.v)[:n].transpose(0, 1)[None]
+    q = q.transpose(0, 1)[None]  # [1, heads, new, head_dim]
+    start = n - q.shape[2]
     if start == 0 and window is None:
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=True)
     else:
@@ -112,5 +113,5 @@ def _prefill(
         mask = keys <= rows
         if window is not None:
             mask &= keys > rows - window
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
-    return out.transpose(0, 1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[None, None], scale=scale, enable_gqa=True)
+    return out[0].transpose(0, 1)
