@@ -6,6 +6,10 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from backends.local_engine.engine import EngineSettings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from backends.local_engine.engine import EngineSettings, LLMEngine
+    from backends.local_engine.engine import LLMEngine
     from backends.local_engine.errors import LoadError
     from backends.local_engine.server import EngineServer
     from backends.local_engine.tiny import cached
@@ -54,7 +58,21 @@ def _serve(args: argparse.Namespace) -> int:
     model = args.model
     if model == "tiny" or model.startswith("tiny:"):
         model = str(cached(model.partition(":")[2] or "tiny"))
-    settings = EngineSettings(
+    try:
+        engine = LLMEngine(_settings(args, model))
+    except (LoadError, ValueError) as exc:
+        print(f"cannot serve {args.model}: {exc}", file=sys.stderr)
+        return 2
+    name = args.served_model_name or (args.model if args.model.startswith("tiny") else Path(model).name)
+    app = EngineServer(engine, name)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, timeout_graceful_shutdown=5)
+    return 0
+
+
+def _settings(args: argparse.Namespace, model: str) -> EngineSettings:
+    from backends.local_engine.engine import EngineSettings
+
+    return EngineSettings(
         model=model,
         dtype=args.dtype,
         device=args.device,
@@ -67,23 +85,6 @@ def _serve(args: argparse.Namespace) -> int:
         enable_prefix_caching=not args.no_prefix_caching,
         enable_chunked_prefill=not args.no_chunked_prefill,
     )
-    try:
-        engine = LLMEngine(settings)
-    except LoadError as exc:
-        print(f"cannot serve {args.model}: {exc}", file=sys.stderr)
-        return 2
-    name = args.served_model_name or (args.model if args.model.startswith("tiny") else Path(model).name)
-    app = EngineServer(engine, name)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
-    return 0
 
 
 if __name__ == "__main__":
