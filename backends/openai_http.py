@@ -17,6 +17,7 @@ from typing import Annotated
 
 import httpx
 import msgspec
+from opentelemetry import propagate, trace
 
 from backends.errors import (
     APIError,
@@ -113,8 +114,14 @@ class HTTPBackend:
         await self._transport.aclose()
 
     async def _send(self, endpoint: Endpoint, payload: dict[str, object]) -> httpx.Response:
+        headers = self._headers
+        if trace.get_current_span().get_span_context().is_valid:  # a traced attempt: tell the upstream
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            headers = headers.copy()
+            headers.update(carrier)
         request = httpx.Request(
-            "POST", self._urls[endpoint], headers=self._headers, content=msgspec.json.encode(payload), extensions=self._extensions
+            "POST", self._urls[endpoint], headers=headers, content=msgspec.json.encode(payload), extensions=self._extensions
         )
         return await self._transport.handle_async_request(request)
 

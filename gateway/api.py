@@ -23,6 +23,7 @@ from gateway.errors import APIError, InvalidRequest, NotFound, ServiceUnavailabl
 from gateway.health import deployment_health
 from gateway.pipeline import Pipeline, Reply, StreamReply, error_reply
 from gateway.reloader import Reloader
+from gateway.telemetry import Tracing
 
 if TYPE_CHECKING:
     from gateway.cache.embedder import Embedder
@@ -42,9 +43,12 @@ class Gateway:
         self.cache = (
             ResponseCache(settings.cache, self.embedder, settings.redis) if self.embedder and settings.cache.enabled else None
         )
-        self.pipeline = Pipeline(reloader, self.cache, self.embedder)
+        self.tracing = Tracing(settings.telemetry)
+        self.pipeline = Pipeline(reloader, self.cache, self.embedder, self.tracing if self.tracing.enabled else None)
         self.draining = False
-        self.metrics = metrics.registry(lambda: reloader.runtime, lambda: self.pipeline.in_flight, self.cache, self.embedder)
+        self.metrics = metrics.registry(
+            lambda: reloader.runtime, lambda: self.pipeline.in_flight, self.cache, self.embedder, lambda: self.tracing.dropped
+        )
         self.breaker_sync = BreakerSync(lambda: reloader.runtime)
 
 

@@ -44,6 +44,7 @@ def create_app(config_path: str | None = None) -> RequestContext:
                 await gateway.cache.aclose()
             if gateway.embedder is not None:
                 gateway.embedder.close()
+            gateway.tracing.shutdown()  # exports what is still queued
 
     app = Litestar(
         route_handlers=routes(gateway),

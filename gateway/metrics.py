@@ -22,12 +22,18 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 class HealthCollector(Collector):
     def __init__(
-        self, runtime: Callable[[], Runtime], in_flight: Callable[[], int], cache: ResponseCache | None, embedder: Embedder | None
+        self,
+        runtime: Callable[[], Runtime],
+        in_flight: Callable[[], int],
+        cache: ResponseCache | None,
+        embedder: Embedder | None,
+        spans_dropped: Callable[[], int],
     ) -> None:
         self._runtime = runtime
         self._in_flight = in_flight
         self._cache = cache
         self._embedder = embedder
+        self._spans_dropped = spans_dropped
 
     def collect(self) -> Iterator[Metric]:
         labels = ["pool", "deployment"]
@@ -41,6 +47,8 @@ class HealthCollector(Collector):
             busy.add_metric(key, h.in_flight)
         yield from (state, opened, busy)
         yield GaugeMetricFamily("gateway_in_flight", "Requests in flight in this gateway process.", value=self._in_flight())
+        dropped = "Spans the trace collector did not take (it was down or refused them)."
+        yield CounterMetricFamily("gateway_trace_spans_dropped", dropped, value=self._spans_dropped())
         decisions = CounterMetricFamily(
             "gateway_router_decisions", "Requests per router and tier.", labels=["router", "tier", "how"]
         )
@@ -78,9 +86,10 @@ def registry(
     in_flight: Callable[[], int],
     cache: ResponseCache | None = None,
     embedder: Embedder | None = None,
+    spans_dropped: Callable[[], int] = lambda: 0,
 ) -> CollectorRegistry:
     reg = CollectorRegistry()
-    reg.register(HealthCollector(runtime, in_flight, cache, embedder))
+    reg.register(HealthCollector(runtime, in_flight, cache, embedder, spans_dropped))
     return reg
 
 

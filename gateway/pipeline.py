@@ -17,7 +17,7 @@ import msgspec
 from backends.errors import APIError, DeadlineExceeded
 from backends.protocol import Completion, EventStream
 from backends.sse import DONE_FRAME, frame
-from backends.types import REQUEST_TYPES, Endpoint
+from backends.types import REQUEST_TYPES, Endpoint, Usage
 from gateway import controls
 from gateway.cache.assemble import Assembler
 from gateway.cache.replay import replay_events
@@ -33,6 +33,7 @@ from gateway.runtime import Runtime
 
 if TYPE_CHECKING:
     from gateway.cache.embedder import Embedder  # onnxruntime: imported only when something embeds
+    from gateway.telemetry import AttemptTrace, RequestTrace, Tracing
 
 log = logging.getLogger("gateway.pipeline")
 Headers = list[tuple[bytes, bytes]]
@@ -63,10 +64,17 @@ Opened = tuple[EventStream, AsyncIterator[bytes], "bytes | None"]
 class Pipeline:
     """parse ─▶ resolve the model ─▶ dispatch (deployments, retries, fallbacks, deadline) ─▶ reply"""
 
-    def __init__(self, runtime_source: Any, cache: ResponseCache | None = None, embedder: Embedder | None = None) -> None:
+    def __init__(
+        self,
+        runtime_source: Any,
+        cache: ResponseCache | None = None,
+        embedder: Embedder | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self._source = runtime_source  # anything with a `.runtime` attribute (the Reloader)
         self._cache = cache
         self._embedder = embedder
+        self._tracing = tracing  # None when tracing is off: no span, no attribute, no check per request
         self._embedding_failed = False
         self.in_flight = 0
 
@@ -75,10 +83,13 @@ class Pipeline:
         self.in_flight += 1
         progress = Progress()
         finished_here = True
+        tr: RequestTrace | None = None
         try:
             if self.in_flight > runtime.settings.resilience.max_in_flight:
                 raise GatewayOverloaded("The gateway is at its limit of requests in flight; retry shortly.", retry_after=1)
             payload, model, stream = parse(endpoint, body)
+            if self._tracing is not None:
+                tr = self._tracing.request(endpoint, model, payload, headers)
             asked = controls.from_body(payload)
             deadline = Deadline(controls.deadline_s(runtime.settings.resilience, headers, asked))
             router = runtime.routers.get(model)
@@ -90,11 +101,15 @@ class Pipeline:
                 embedded = await self._embed(payload)
                 route = router.route(payload, None if embedded is None else embedded[1], controls.forced_tier(headers, asked))
                 pool, model = route.pool, _upstream_name(route.pool)
+                if tr is not None:
+                    tr.routed(route)
             route_headers = [] if route is None else route.headers()
             lookup = None
             if self._cache is not None:  # no coroutine and no header scan per request when the cache is off
                 directive = controls.cache_directive(headers, asked)
                 lookup = await self._cache.lookup(endpoint, pool.name, pool.settings, payload, directive, embedded)
+                if tr is not None:
+                    tr.looked_up(lookup, pool.deployments[0].settings.price)
             if lookup is not None and lookup.hit is not None:
                 cached = _cached_reply(runtime, endpoint, lookup, payload, stream)
                 cached.headers += route_headers
@@ -102,26 +117,35 @@ class Pipeline:
             cache_headers = [] if lookup is None else [(b"x-gateway-cache", lookup.outcome.encode())]
             chain = None if route is None else route.chain
             if stream:
-                opened = await runtime.dispatcher.run(pool, _opener(endpoint, payload, model), deadline, progress, chain)
-                relay = _Relay(opened, deadline, lambda: self._finish(runtime), self._keeper(endpoint, lookup))
+                attempts: list[AttemptTrace] = []
+                opener = _opener(endpoint, payload, model, tr, progress, attempts)
+                opened = await runtime.dispatcher.run(pool, opener, deadline, progress, chain)
+                keeper = self._keeper(endpoint, lookup)
+                relay = _Relay(opened, deadline, lambda: self._finish(runtime, tr), keeper, attempts[-1] if attempts else None)
                 finished_here = False
                 headers = [*_SSE_HEADERS, *_route_headers(runtime, opened), *cache_headers, *route_headers]
                 return StreamReply(headers, relay.frames(), relay.close)
-            done = await runtime.dispatcher.run(pool, _completer(endpoint, payload, model), deadline, progress, chain)
+            done = await runtime.dispatcher.run(
+                pool, _completer(endpoint, payload, model, tr, progress), deadline, progress, chain
+            )
             done.lease.succeed()
             if router is not None and route is not None and router.settings.validate_json and not route.shadow:
-                done, route = await self._validated(runtime, router, route, endpoint, payload, done, deadline, progress)
+                done, route = await self._validated(runtime, router, route, endpoint, payload, done, deadline, progress, tr)
                 route_headers = route.headers()
+            if tr is not None:
+                tr.answered(done.deployment, runtime.version, done.value.body, done.value.usage)
             reply = _completion_reply(runtime, done)
             reply.headers += cache_headers + route_headers
             if lookup is not None and self._cache is not None:
                 await self._cache.store(lookup, done.value.body)
             return reply
         except APIError as exc:
+            if tr is not None:
+                tr.failed(exc)
             return error_reply(exc, _progress_headers(runtime, progress))
         finally:
             if finished_here:
-                self._finish(runtime)
+                self._finish(runtime, tr)
 
     async def _embed(self, payload: dict[str, Any]) -> Embedded | None:
         """The request's text and its embedding, made once and shared by the router and the cache
@@ -152,6 +176,7 @@ class Pipeline:
         done: Outcome[Completion],
         deadline: Deadline,
         progress: Progress,
+        tr: RequestTrace | None,
     ) -> tuple[Outcome[Completion], Route]:
         """An answer that breaks the request's json_schema is asked again one tier up (once)."""
         above = router.above(route.tier)
@@ -159,9 +184,10 @@ class Pipeline:
             return done, route
         log.info("answer broke the requested json_schema (%s); asking tier %s", broken, above)
         retried = router.route(payload, None, above, why="json_schema")
-        again = await runtime.dispatcher.run(
-            retried.pool, _completer(endpoint, payload, _upstream_name(retried.pool)), deadline, progress, retried.chain
-        )
+        if tr is not None:
+            tr.routed(retried)
+        completer = _completer(endpoint, payload, _upstream_name(retried.pool), tr, progress)
+        again = await runtime.dispatcher.run(retried.pool, completer, deadline, progress, retried.chain)
         again.lease.succeed()
         return again, retried
 
@@ -172,9 +198,11 @@ class Pipeline:
         cache = self._cache
         return _Keeper(Assembler(chat=endpoint == "chat/completions"), lambda body: cache.store(lookup, body))
 
-    def _finish(self, runtime: Runtime) -> None:
+    def _finish(self, runtime: Runtime, tr: RequestTrace | None) -> None:
         self.in_flight -= 1
         runtime.release()
+        if tr is not None:
+            tr.end(runtime.version)
 
 
 @dataclass(slots=True)
@@ -186,8 +214,17 @@ class _Keeper:
 class _Relay:
     """An opened upstream stream on its way to the client."""
 
-    def __init__(self, opened: Outcome[Opened], deadline: Deadline, finish: Callable[[], None], keeper: _Keeper | None) -> None:
+    def __init__(
+        self,
+        opened: Outcome[Opened],
+        deadline: Deadline,
+        finish: Callable[[], None],
+        keeper: _Keeper | None,
+        attempt: AttemptTrace | None = None,
+    ) -> None:
         self._events, self._iterator, self._first = opened.value
+        self._attempt = attempt
+        self._usage: Usage | None = None
         self._lease = opened.lease
         self._deadline = deadline
         self._finish = finish
@@ -199,6 +236,7 @@ class _Relay:
         """Each upstream event as it arrives, an error event if the upstream breaks or the
         deadline passes, and exactly one `[DONE]`."""
         self._guard = guard = _StreamDeadline(self._deadline)
+        error: APIError | None = None
         try:
             if self._first is not None:
                 self._keep(self._first)
@@ -210,16 +248,23 @@ class _Relay:
             if self._keeper is not None:
                 await self._keeper.store(self._keeper.assembler.body())
         except DeadlineExceeded as exc:
+            error = exc
             self._lease.abandon()
             yield frame(exc.body())
         except APIError as exc:
+            error = exc
             self._lease.fail(exc)
             yield frame(exc.body())
         finally:
+            if self._attempt is not None:
+                self._attempt.stream_ended(self._usage, error)
+                self._attempt = None
             await self.close()
         yield DONE_FRAME
 
     def _keep(self, data: bytes) -> None:
+        if self._attempt is not None:
+            self._usage = self._attempt.chunk(data) or self._usage
         if self._keeper is not None:
             try:
                 self._keeper.assembler.feed(data)
@@ -283,25 +328,59 @@ def _upstream_name(pool: Pool) -> str:
     return pool.settings.aliases[0] if pool.settings.aliases else pool.name
 
 
-def _completer(endpoint: Endpoint, payload: dict[str, Any], model: str) -> Call[Completion]:
+def _completer(
+    endpoint: Endpoint, payload: dict[str, Any], model: str, tr: RequestTrace | None, progress: Progress
+) -> Call[Completion]:
     async def complete(deployment: Deployment, deadline: Deadline) -> Completion:
         payload["model"] = deployment.upstream_model(model)
-        return await deployment.backend.complete(endpoint, payload, deadline.remaining())
+        if tr is None:
+            return await deployment.backend.complete(endpoint, payload, deadline.remaining())
+        attempt = tr.attempt(deployment, progress, payload["model"])
+        try:
+            with attempt.context():
+                done = await deployment.backend.complete(endpoint, payload, deadline.remaining())
+        except BaseException as exc:
+            attempt.failed(exc)
+            raise
+        attempt.succeeded(done.body, done.usage)
+        return done
 
     return complete
 
 
-def _opener(endpoint: Endpoint, payload: dict[str, Any], model: str) -> Call[Opened]:
+def _opener(
+    endpoint: Endpoint,
+    payload: dict[str, Any],
+    model: str,
+    tr: RequestTrace | None,
+    progress: Progress,
+    attempts: list[AttemptTrace],
+) -> Call[Opened]:
     """Open the upstream stream and wait for its first event before anything reaches the client,
-    so that a failure up to here can still be retried or answered as an ordinary error."""
+    so that a failure up to here can still be retried or answered as an ordinary error. With a
+    trace, each attempt's span goes into `attempts`; the relay ends the last one with the stream."""
 
     async def open_stream(deployment: Deployment, deadline: Deadline) -> Opened:
         payload["model"] = deployment.upstream_model(model)
+        attempt = None if tr is None else tr.attempt(deployment, progress, payload["model"])
         try:
             async with asyncio.timeout(deadline.remaining()):
-                return await _first_event(await deployment.backend.stream(endpoint, payload))
+                if attempt is None:
+                    return await _first_event(await deployment.backend.stream(endpoint, payload))
+                with attempt.context():
+                    opened = await _first_event(await deployment.backend.stream(endpoint, payload))
         except TimeoutError:
-            raise deadline.error() from None
+            error = deadline.error()
+            if attempt is not None:
+                attempt.failed(error)
+            raise error from None
+        except BaseException as exc:
+            if attempt is not None:
+                attempt.failed(exc)
+            raise
+        if attempt is not None:
+            attempts.append(attempt)
+        return opened
 
     return open_stream
 

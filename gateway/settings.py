@@ -295,6 +295,28 @@ class RouterSettings(_Settings, frozen=True, kw_only=True):
     again one tier up (once)."""
 
 
+class TelemetrySettings(_Settings, frozen=True, kw_only=True):
+    """OpenTelemetry traces, exported over OTLP. Read at start-up (a reload does not change it).
+    The standard `OTEL_*` variables fill in what is left unset here (endpoint, headers, protocol,
+    service name, batch sizes and delays)."""
+
+    enabled: bool = False
+    """Make and export a span per request and per upstream attempt."""
+    protocol: Literal["http/protobuf", "grpc"] | None = None
+    """Default: `$OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `$OTEL_EXPORTER_OTLP_PROTOCOL`, else http/protobuf."""
+    endpoint: str | None = None
+    """The collector: `http://host:4318/v1/traces` (HTTP) or `http://host:4317` (gRPC). Default:
+    the `OTEL_EXPORTER_OTLP_*ENDPOINT` variables, else the exporter's own default (localhost)."""
+    headers: dict[str, Secret] = msgspec.field(default_factory=dict)
+    """Sent with every export (e.g. an API key for a hosted collector); never logged."""
+    service_name: str | None = None
+    """Default: `$OTEL_SERVICE_NAME`, else `llm-gateway`."""
+    sample_ratio: Annotated[float, msgspec.Meta(ge=0, le=1)] = 1.0
+    """Share of new traces recorded (a parent's decision in `traceparent` wins)."""
+    cost_attribute: Name = "gen_ai.usage.cost"
+    """The span attribute that carries a request's cost in USD."""
+
+
 class Settings(_Settings, frozen=True, kw_only=True):
     """The whole config file."""
 
@@ -304,6 +326,7 @@ class Settings(_Settings, frozen=True, kw_only=True):
     resilience: ResilienceSettings = ResilienceSettings()
     redis: RedisSettings = RedisSettings()
     cache: CacheSettings = CacheSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     pools: Annotated[dict[Name, PoolSettings], msgspec.Meta(min_length=1)]
     routers: dict[Name, RouterSettings] = msgspec.field(default_factory=dict)
     """Virtual model names (`auto`, ...) routed by request complexity."""

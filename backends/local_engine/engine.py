@@ -204,8 +204,8 @@ class LLMEngine:
         stream = self._streams[seq.seq_id]
         if logprob is not None:
             stream.pending_logprobs.append(logprob)
-        reason = self._stop_reason(seq, token)
-        text = "" if reason == "stop" and self._is_stop_token(seq, token) else stream.detok.push(token)
+        reason = "stop" if self._is_stop_token(seq, token) else None
+        text = "" if reason else stream.detok.push(token)  # a stop token's own text is not part of the answer
         stream.held += text
         emit, reason = self._cut_stop_string(seq, stream, reason)
         if reason is None and (seq.num_output >= seq.params.max_tokens or seq.num_tokens >= self.max_model_len):
@@ -231,9 +231,6 @@ class LLMEngine:
 
     def _is_stop_token(self, seq: Sequence, token: int) -> bool:
         return token in seq.params.stop_token_ids or (token in self.eos and not seq.params.ignore_eos)
-
-    def _stop_reason(self, seq: Sequence, token: int) -> str | None:
-        return "stop" if self._is_stop_token(seq, token) else None
 
     def _banned(self, seq: Sequence) -> tuple[int, ...]:
         """Tokens that may not be drawn yet: the stop tokens, until `min_tokens` have come out."""

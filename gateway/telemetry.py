@@ -1,0 +1,306 @@
+"""OpenTelemetry traces of the request path, after the GenAI semantic conventions.
+
+The one place the SDK is configured. With `telemetry.enabled` off nothing is made: the pipeline
+holds `None` instead of a `RequestTrace` and skips every call. On, each request gets a SERVER span
+(`chat {model}` / `text_completion {model}`) continuing the client's `traceparent`, and each
+upstream attempt a CLIENT span under it, whose context goes upstream in `traceparent`. Spans leave
+through a batch processor on its own thread: a slow or absent collector never holds a request, and
+spans it could not take are counted (`dropped`), not retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from backends.errors import APIError
+from backends.types import Usage
+from gateway.settings import Price, TelemetrySettings
+
+if TYPE_CHECKING:
+    from gateway.cache.service import Lookup
+    from gateway.routing.dispatcher import Progress
+    from gateway.routing.pools import Deployment
+    from gateway.routing.router import Route
+
+log = logging.getLogger("gateway.telemetry")
+OPERATIONS = {"chat/completions": "chat", "completions": "text_completion", "embeddings": "embeddings"}
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class _Counting(SpanExporter):
+    """Passes spans to the real exporter and counts the ones that did not get through."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+        self.dropped = 0
+        self._warned = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self.inner.export(spans)
+        except Exception:  # an exporter must not take the processor's thread down
+            result = SpanExportResult.FAILURE
+        if result is not SpanExportResult.SUCCESS:
+            self.dropped += len(spans)
+            if not self._warned:
+                log.warning("the trace collector did not take %d spans; spans are dropped until it does", len(spans))
+                self._warned = True
+        else:
+            self._warned = False
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class Tracing:
+    def __init__(self, settings: TelemetrySettings, env: Mapping[str, str] | None = None) -> None:
+        self.enabled = settings.enabled
+        self.cost_key = settings.cost_attribute
+        self._exporter: _Counting | None = None
+        self._provider: TracerProvider | None = None
+        if not self.enabled:
+            return
+        env = os.environ if env is None else env
+        name = settings.service_name or env.get("OTEL_SERVICE_NAME") or "llm-gateway"
+        self._provider = TracerProvider(
+            resource=Resource.create({"service.name": name}), sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio))
+        )
+        self._exporter = _Counting(_exporter(settings, env))
+        self._provider.add_span_processor(BatchSpanProcessor(self._exporter))
+        self.tracer = self._provider.get_tracer("llm-gateway")
+
+    @property
+    def dropped(self) -> int:
+        return 0 if self._exporter is None else self._exporter.dropped
+
+    def request(self, endpoint: str, model: str, payload: dict[str, Any], headers: Sequence[tuple[bytes, bytes]]) -> RequestTrace:
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in (b"traceparent", b"tracestate")}
+        operation = OPERATIONS.get(endpoint, endpoint)
+        span = self.tracer.start_span(f"{operation} {model}", context=_PROPAGATOR.extract(carrier), kind=SpanKind.SERVER)
+        if span.is_recording():
+            span.set_attributes(_request_attributes(operation, model, payload))
+        return RequestTrace(self, span, operation)
+
+    def shutdown(self) -> None:
+        if self._provider is not None:
+            self._provider.shutdown()
+
+
+class RequestTrace:
+    """The spans of one request. Attributes are set as the pipeline learns them."""
+
+    def __init__(self, tracing: Tracing, span: Span, operation: str) -> None:
+        self.tracing = tracing
+        self.span = span
+        self.operation = operation
+        self.started = time.perf_counter()
+
+    def routed(self, route: Route) -> None:
+        attributes: dict[str, Any] = {"gateway.tier": route.tier, "gateway.route.how": route.why}
+        if route.decision is not None:
+            attributes["gateway.route.score"] = route.decision.score
+            attributes["gateway.route.reasons"] = list(route.decision.reasons)
+        self.span.set_attributes(attributes)
+
+    def looked_up(self, lookup: Lookup | None, price: Price | None) -> None:
+        if lookup is None:
+            return
+        self.span.set_attribute("gateway.cache.outcome", lookup.outcome)
+        hit = lookup.hit
+        if hit is not None:
+            self.span.set_attribute("gateway.cache.similarity", hit.similarity)
+            usage = msgspec.json.decode(hit.entry.body, type=_Answer).usage
+            saved = price.cost(usage.prompt_tokens, usage.completion_tokens) if price is not None and usage else 0.0
+            self.span.set_attributes({self.tracing.cost_key: 0.0, "gateway.cache.saved_usd": saved})
+
+    def attempt(self, deployment: Deployment, progress: Progress, model: str) -> AttemptTrace:
+        context = trace.set_span_in_context(self.span)
+        span = self.tracing.tracer.start_span(f"{self.operation} {model}", context=context, kind=SpanKind.CLIENT)
+        if span.is_recording():
+            span.set_attributes({
+                "gen_ai.operation.name": self.operation,
+                "gen_ai.request.model": model,
+                "gateway.deployment.id": deployment.id,
+                "gateway.attempt": progress.attempts,
+                "gateway.fallback_index": progress.fallbacks,
+                "gateway.breaker.state": deployment.breaker.state,
+                **_server(deployment),
+            })  # fmt: skip
+        return AttemptTrace(self, span, deployment)
+
+    def answered(self, deployment: Deployment, config_version: str, body: bytes | None, usage: Usage | None) -> None:
+        """The answer that reaches the client (`body` for a whole one; a stream's parts were noted as they passed)."""
+        attributes: dict[str, Any] = {"gateway.deployment.id": deployment.id, "gateway.config_version": config_version}
+        if body is not None:
+            attributes.update(_answer_attributes(body))
+        if usage is not None:
+            attributes.update(_usage_attributes(usage, deployment.settings.price, self.tracing.cost_key))
+        self.span.set_attributes(attributes)
+
+    def failed(self, exc: APIError) -> None:
+        _fail(self.span, exc)
+
+    def end(self, config_version: str | None = None) -> None:
+        if config_version is not None:
+            self.span.set_attribute("gateway.config_version", config_version)
+        self.span.end()
+
+
+class AttemptTrace:
+    """One upstream attempt's CLIENT span. `context()` makes it current, so that the backend sends
+    its `traceparent` upstream."""
+
+    def __init__(self, request: RequestTrace, span: Span, deployment: Deployment) -> None:
+        self.request = request
+        self.span = span
+        self.deployment = deployment
+        self.started = time.perf_counter()
+        self.first_chunk: float | None = None
+        self.finish_reasons: list[str] = []
+
+    def context(self) -> Any:
+        return trace.use_span(self.span, end_on_exit=False, record_exception=False, set_status_on_exception=False)
+
+    def chunk(self, data: bytes) -> Usage | None:
+        """A streamed event went by: time to first chunk, finish reasons, usage (the last chunk's)."""
+        if self.first_chunk is None:
+            self.first_chunk = time.perf_counter() - self.started
+            self.span.set_attribute("gen_ai.response.time_to_first_chunk", self.first_chunk)
+            self.request.span.set_attribute("gen_ai.response.time_to_first_chunk", time.perf_counter() - self.request.started)
+        if b'"finish_reason":"' not in data and b'"usage":{' not in data:
+            return None
+        try:
+            chunk = msgspec.json.decode(data, type=_Answer)
+        except msgspec.DecodeError:
+            return None
+        self.finish_reasons += [c.finish_reason for c in chunk.choices if c.finish_reason]
+        if chunk.model:
+            self.span.set_attribute("gen_ai.response.model", chunk.model)
+        return chunk.usage
+
+    def succeeded(self, body: bytes | None, usage: Usage | None) -> None:
+        attributes: dict[str, Any] = _answer_attributes(body) if body is not None else {}
+        if self.finish_reasons:
+            attributes["gen_ai.response.finish_reasons"] = self.finish_reasons
+        if usage is not None:
+            attributes.update(_usage_attributes(usage, self.deployment.settings.price, self.request.tracing.cost_key))
+        self.span.set_attributes(attributes)
+        self.span.end()
+
+    def stream_ended(self, usage: Usage | None, error: APIError | None) -> None:
+        """The whole stream went by (or broke): its usage and finish reasons on both spans."""
+        if error is not None:
+            _fail(self.span, error)
+            _fail(self.request.span, error)
+        attributes: dict[str, Any] = {"gen_ai.response.finish_reasons": self.finish_reasons} if self.finish_reasons else {}
+        if usage is not None:
+            attributes.update(_usage_attributes(usage, self.deployment.settings.price, self.request.tracing.cost_key))
+        self.span.set_attributes(attributes)
+        self.request.span.set_attributes(attributes)
+        self.span.end()
+
+    def failed(self, exc: BaseException) -> None:
+        if isinstance(exc, APIError):
+            _fail(self.span, exc)
+        else:
+            self.span.set_attribute("error.type", type(exc).__name__)
+            self.span.set_status(Status(StatusCode.ERROR))
+        self.span.end()
+
+
+class _Choice(msgspec.Struct):
+    finish_reason: str | None = None
+
+
+class _Answer(msgspec.Struct):
+    """What a trace reads from an answer or a chunk."""
+
+    id: str | None = None
+    model: str | None = None
+    choices: list[_Choice] = msgspec.field(default_factory=list)
+    usage: Usage | None = None
+
+
+def _request_attributes(operation: str, model: str, payload: dict[str, Any]) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": operation,
+        "gen_ai.request.model": model,
+        "gen_ai.provider.name": "llm-gateway",
+    }
+    for field, key in (("max_tokens", "max_tokens"), ("max_completion_tokens", "max_tokens"), ("temperature", "temperature"),
+                       ("top_p", "top_p"), ("seed", "seed"), ("n", "choice.count")):  # fmt: skip
+        value = payload.get(field)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            attributes[f"gen_ai.request.{key}"] = value
+    return attributes
+
+
+def _answer_attributes(body: bytes) -> dict[str, Any]:
+    try:
+        answer = msgspec.json.decode(body, type=_Answer)
+    except msgspec.DecodeError:
+        return {}
+    attributes: dict[str, Any] = {"gen_ai.response.finish_reasons": [c.finish_reason or "" for c in answer.choices]}
+    if answer.id:
+        attributes["gen_ai.response.id"] = answer.id
+    if answer.model:
+        attributes["gen_ai.response.model"] = answer.model
+    return attributes
+
+
+def _usage_attributes(usage: Usage, price: Price, cost_key: str) -> dict[str, Any]:
+    return {
+        "gen_ai.usage.input_tokens": usage.prompt_tokens,
+        "gen_ai.usage.output_tokens": usage.completion_tokens,
+        cost_key: price.cost(usage.prompt_tokens, usage.completion_tokens),
+    }
+
+
+def _server(deployment: Deployment) -> dict[str, Any]:
+    url = deployment.settings.base_url
+    if not url:
+        return {"gen_ai.provider.name": deployment.settings.backend}
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)  # host and port only: a URL may carry credentials
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return {"gen_ai.provider.name": "openai", "server.address": parts.hostname or "", "server.port": port}
+
+
+def _fail(span: Span, exc: APIError) -> None:
+    span.set_attribute("error.type", exc.code or type(exc).__name__)
+    span.set_status(Status(StatusCode.ERROR, exc.message[:200]))
+
+
+def _exporter(settings: TelemetrySettings, env: Mapping[str, str]) -> SpanExporter:
+    protocol = (
+        settings.protocol
+        or env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    )
+    headers = {k: v.reveal() for k, v in settings.headers.items()} or None
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        return GrpcExporter(endpoint=settings.endpoint, headers=headers)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    return HttpExporter(endpoint=settings.endpoint, headers=headers, timeout=5)

@@ -1,0 +1,183 @@
+"""Traces through a real OTLP/HTTP receiver: span names, GenAI attributes, the cost, context
+propagation, for a plain answer, a stream, a cache hit, retries and a fallback; a dead collector."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from loadtest.fake_upstream import FakeUpstream
+from loadtest.otlp_receiver import OTLPReceiver
+from loadtest.redis_server import free_port
+from tests.conftest import GatewayProcess
+
+PARENT = "00f067aa0ba902b7"
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OTLPReceiver]:
+    r = OTLPReceiver().start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory: pytest.TempPathFactory, receiver: OTLPReceiver, upstream: FakeUpstream) -> Iterator[GatewayProcess]:
+    path = tmp_path_factory.mktemp("traced") / "gateway.yaml"
+    path.write_text(f"""
+reload: {{watch: false}}
+telemetry: {{enabled: true, endpoint: "{receiver.endpoint}", service_name: gw-test}}
+cache: {{enabled: true, semantic: false}}
+pools:
+  main:
+    aliases: [gpt-4o]
+    cache: {{enabled: false}}
+    deployments:
+      - id: main-dep
+        base_url: {upstream.base_url}
+        price: {{input_per_1m: 2.5, output_per_1m: 10}}
+  cached:
+    deployments:
+      - id: cached-dep
+        base_url: {upstream.base_url}
+        price: {{input_per_1m: 2.5, output_per_1m: 10}}
+  broken:
+    fallbacks: [main]
+    retry: {{max_attempts: 2, backoff_initial_s: 0.01}}
+    breaker: {{enabled: false}}
+    deployments:
+      - id: dead-dep
+        base_url: http://127.0.0.1:{free_port()}/v1
+""")
+    gateway = GatewayProcess(path, env={"OTEL_BSP_SCHEDULE_DELAY": "50"})
+    yield gateway
+    gateway.stop()
+
+
+def new_trace() -> tuple[str, dict[str, str]]:
+    """A trace id of the test's own, and the `traceparent` header that starts it."""
+    trace_id = secrets.token_hex(16)
+    return trace_id, {"traceparent": f"00-{trace_id}-{PARENT}-01"}
+
+
+def spans_of(receiver: OTLPReceiver, trace_id: str, count: int, timeout: float = 15) -> list[dict]:
+    """The spans of one trace, once `count` of them have come."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [s for s in receiver.snapshot() if s["trace_id"] == trace_id]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def server_and_clients(spans: list[dict]) -> tuple[dict, list[dict]]:
+    [server] = [s for s in spans if s["kind"] == "SERVER"]
+    clients = sorted((s for s in spans if s["kind"] == "CLIENT"), key=lambda s: s["attributes"]["gateway.attempt"])
+    return server, clients
+
+
+def test_completion_span_has_genai_attributes_cost_and_continues_the_callers_trace(
+    traced: GatewayProcess, receiver: OTLPReceiver, upstream: FakeUpstream
+) -> None:
+    trace_id, headers = new_trace()
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 50, "temperature": 0.2}
+    response = httpx.post(f"{traced.url}/v1/chat/completions", json=body, headers=headers)
+    assert response.status_code == 200
+    server, [client] = server_and_clients(spans_of(receiver, trace_id, count=2))
+    assert server["name"] == "chat gpt-4o" and server["parent_span_id"] == PARENT and server["service"] == "gw-test"
+    a = server["attributes"]
+    usage = response.json()["usage"]
+    assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.request.model"] == "gpt-4o"
+    assert a["gen_ai.request.max_tokens"] == 50 and a["gen_ai.request.temperature"] == 0.2
+    assert (
+        a["gen_ai.usage.input_tokens"] == usage["prompt_tokens"] and a["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
+    )
+    expected = (usage["prompt_tokens"] * 2.5 + usage["completion_tokens"] * 10) / 1e6
+    assert a["gen_ai.usage.cost"] == pytest.approx(expected) == float(response.headers["x-gateway-cost-usd"])
+    assert a["gen_ai.response.finish_reasons"] == ["stop"] and a["gateway.deployment.id"] == "main-dep"
+    assert a["gateway.config_version"] == response.headers["x-gateway-config-version"]
+    assert client["parent_span_id"] == server["span_id"]
+    c = client["attributes"]
+    assert c["gateway.attempt"] == 1 and c["gateway.fallback_index"] == 0 and c["gateway.breaker.state"] == "closed"
+    assert c["server.address"] == "127.0.0.1" and c["gen_ai.usage.cost"] == pytest.approx(expected)
+    # The upstream was told which attempt called it.
+    assert upstream.last_headers["traceparent"] == f"00-{trace_id}-{client['span_id']}-01"
+
+
+def test_stream_span_carries_usage_cost_and_time_to_first_chunk(traced: GatewayProcess, receiver: OTLPReceiver) -> None:
+    trace_id, headers = new_trace()
+    client = openai.OpenAI(base_url=f"{traced.url}/v1", api_key="unused", max_retries=0, default_headers=headers)
+    chunks = list(client.chat.completions.create(
+        model="main", messages=[{"role": "user", "content": "stream"}], stream=True, stream_options={"include_usage": True}
+    ))  # fmt: skip
+    usage = chunks[-1].usage
+    server, [attempt] = server_and_clients(spans_of(receiver, trace_id, count=2))
+    a = server["attributes"]
+    assert server["name"] == "chat main"
+    assert a["gen_ai.usage.output_tokens"] == usage.completion_tokens and a["gen_ai.usage.input_tokens"] == usage.prompt_tokens
+    assert a["gen_ai.usage.cost"] == pytest.approx((usage.prompt_tokens * 2.5 + usage.completion_tokens * 10) / 1e6)
+    assert a["gen_ai.response.time_to_first_chunk"] > 0 and a["gen_ai.response.finish_reasons"] == ["stop"]
+    assert attempt["attributes"]["gen_ai.response.time_to_first_chunk"] > 0
+
+
+def test_cache_hit_costs_nothing_and_says_what_it_saved(traced: GatewayProcess, receiver: OTLPReceiver) -> None:
+    body = {"model": "cached", "messages": [{"role": "user", "content": "cache me"}], "temperature": 0}
+    first = httpx.post(f"{traced.url}/v1/chat/completions", json=body)
+    trace_id, headers = new_trace()
+    second = httpx.post(f"{traced.url}/v1/chat/completions", json=body, headers=headers)
+    assert second.headers["x-gateway-cache"] == "hit-exact"
+    [server] = spans_of(receiver, trace_id, count=1)
+    time.sleep(0.3)
+    assert len(spans_of(receiver, trace_id, count=1)) == 1  # no upstream call, so no CLIENT span
+    assert server["attributes"]["gateway.cache.outcome"] == "hit-exact"
+    a = server["attributes"]
+    usage = first.json()["usage"]
+    assert a["gen_ai.usage.cost"] == 0.0
+    assert a["gateway.cache.saved_usd"] == pytest.approx((usage["prompt_tokens"] * 2.5 + usage["completion_tokens"] * 10) / 1e6)
+
+
+def test_retries_and_fallback_are_one_client_span_each(traced: GatewayProcess, receiver: OTLPReceiver) -> None:
+    trace_id, headers = new_trace()
+    body = {"model": "broken", "messages": [{"role": "user", "content": "hi"}]}
+    response = httpx.post(f"{traced.url}/v1/chat/completions", json=body, headers=headers)
+    assert response.status_code == 200 and response.headers["x-gateway-attempts"] == "3"
+    server, clients = server_and_clients(spans_of(receiver, trace_id, count=4))
+    assert [c["attributes"]["gateway.deployment.id"] for c in clients] == ["dead-dep", "dead-dep", "main-dep"]
+    assert [c["attributes"]["gateway.fallback_index"] for c in clients] == [0, 0, 1]
+    assert [c["status"] for c in clients] == [2, 2, 0]  # ERROR, ERROR, UNSET
+    assert clients[0]["attributes"]["error.type"] == "upstream_unavailable"
+    assert server["attributes"]["gateway.deployment.id"] == "main-dep" and server["status"] == 0
+
+
+def test_a_dead_collector_never_fails_a_request_and_is_counted(tmp_path: Path, upstream: FakeUpstream) -> None:
+    dead = OTLPReceiver().start()
+    dead.refuse = True
+    path = tmp_path / "gateway.yaml"
+    path.write_text(f"""
+reload: {{watch: false}}
+telemetry: {{enabled: true, endpoint: "{dead.endpoint}"}}
+pools:
+  main:
+    deployments: [{{id: main-dep, base_url: {upstream.base_url}}}]
+""")
+    gateway = GatewayProcess(path, env={"OTEL_BSP_SCHEDULE_DELAY": "50"})
+    try:
+        body = {"model": "main", "messages": [{"role": "user", "content": "hi"}]}
+        assert all(httpx.post(f"{gateway.url}/v1/chat/completions", json=body).status_code == 200 for _ in range(5))
+        deadline = time.monotonic() + 30
+        dropped = 0.0
+        while time.monotonic() < deadline and not dropped:
+            families = text_string_to_metric_families(httpx.get(f"{gateway.url}/metrics").text)
+            dropped = next(s.value for f in families for s in f.samples if s.name == "gateway_trace_spans_dropped_total")
+            time.sleep(0.2)
+        assert dropped > 0 and dead.requests > 0
+    finally:
+        gateway.stop()
+        dead.stop()
