@@ -133,7 +133,7 @@ class Pipeline:
                 done, route = await self._validated(runtime, router, route, endpoint, payload, done, deadline, progress, tr)
                 route_headers = route.headers()
             if tr is not None:
-                tr.answered(done.deployment, runtime.version, done.value.body, done.value.usage)
+                tr.answered(tr.last_attempt)
             reply = _completion_reply(runtime, done)
             reply.headers += cache_headers + route_headers
             if lookup is not None and self._cache is not None:

@@ -90,12 +90,18 @@ class Tracing:
     def dropped(self) -> int:
         return 0 if self._exporter is None else self._exporter.dropped
 
-    def request(self, endpoint: str, model: str, payload: dict[str, Any], headers: Sequence[tuple[bytes, bytes]]) -> RequestTrace:
+    def request(
+        self, endpoint: str, model: str, payload: dict[str, Any], headers: Sequence[tuple[bytes, bytes]]
+    ) -> RequestTrace | None:
+        """The request's trace, or None when it is not sampled: then nothing more is done for it
+        (not even passing `traceparent` on), so that `sample_ratio` cuts the cost as much as the spans."""
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in (b"traceparent", b"tracestate")}
         operation = OPERATIONS.get(endpoint, endpoint)
-        span = self.tracer.start_span(f"{operation} {model}", context=_PROPAGATOR.extract(carrier), kind=SpanKind.SERVER)
-        if span.is_recording():
-            span.set_attributes(_request_attributes(operation, model, payload))
+        attributes = _request_attributes(operation, model, payload)
+        context = _PROPAGATOR.extract(carrier) if carrier else None
+        span = self.tracer.start_span(f"{operation} {model}", context=context, kind=SpanKind.SERVER, attributes=attributes)
+        if not span.is_recording():
+            return None
         return RequestTrace(self, span, operation)
 
     def shutdown(self) -> None:
@@ -111,6 +117,7 @@ class RequestTrace:
         self.span = span
         self.operation = operation
         self.started = time.perf_counter()
+        self.last_attempt: AttemptTrace | None = None
 
     def routed(self, route: Route) -> None:
         attributes: dict[str, Any] = {"gateway.tier": route.tier, "gateway.route.how": route.why}
@@ -143,16 +150,13 @@ class RequestTrace:
                 "gateway.breaker.state": deployment.breaker.state,
                 **_server(deployment),
             })  # fmt: skip
-        return AttemptTrace(self, span, deployment)
+        self.last_attempt = AttemptTrace(self, span, deployment)
+        return self.last_attempt
 
-    def answered(self, deployment: Deployment, config_version: str, body: bytes | None, usage: Usage | None) -> None:
-        """The answer that reaches the client (`body` for a whole one; a stream's parts were noted as they passed)."""
-        attributes: dict[str, Any] = {"gateway.deployment.id": deployment.id, "gateway.config_version": config_version}
-        if body is not None:
-            attributes.update(_answer_attributes(body))
-        if usage is not None:
-            attributes.update(_usage_attributes(usage, deployment.settings.price, self.tracing.cost_key))
-        self.span.set_attributes(attributes)
+    def answered(self, attempt: AttemptTrace | None) -> None:
+        """The answer that reaches the client is `attempt`'s: its answer attributes go on the request span too."""
+        if attempt is not None:
+            self.span.set_attributes({"gateway.deployment.id": attempt.deployment.id, **attempt.answer})
 
     def failed(self, exc: APIError) -> None:
         _fail(self.span, exc)
@@ -174,6 +178,8 @@ class AttemptTrace:
         self.started = time.perf_counter()
         self.first_chunk: float | None = None
         self.finish_reasons: list[str] = []
+        self.answer: dict[str, Any] = {}
+        """What the answer said (finish reasons, id, model, usage, cost), once it has ended."""
 
     def context(self) -> Any:
         return trace.use_span(self.span, end_on_exit=False, record_exception=False, set_status_on_exception=False)
@@ -195,13 +201,11 @@ class AttemptTrace:
             self.span.set_attribute("gen_ai.response.model", chunk.model)
         return chunk.usage
 
-    def succeeded(self, body: bytes | None, usage: Usage | None) -> None:
-        attributes: dict[str, Any] = _answer_attributes(body) if body is not None else {}
-        if self.finish_reasons:
-            attributes["gen_ai.response.finish_reasons"] = self.finish_reasons
+    def succeeded(self, body: bytes, usage: Usage | None) -> None:
+        self.answer = _answer_attributes(body)
         if usage is not None:
-            attributes.update(_usage_attributes(usage, self.deployment.settings.price, self.request.tracing.cost_key))
-        self.span.set_attributes(attributes)
+            self.answer.update(_usage_attributes(usage, self.deployment.settings.price, self.request.tracing.cost_key))
+        self.span.set_attributes(self.answer)
         self.span.end()
 
     def stream_ended(self, usage: Usage | None, error: APIError | None) -> None:

@@ -8,6 +8,10 @@ For each gateway variant (HTTP server x upstream transport) it measures:
 
     python -m loadtest.bench_gateway                       # uvicorn + pooled transport (the default)
     python -m loadtest.bench_gateway --variants uvicorn:pooled,uvicorn:httpx,granian:pooled
+    python -m loadtest.bench_gateway --variants uvicorn:pooled,uvicorn:pooled:traced   # tracing's cost
+
+A `:traced` variant turns tracing on, exporting every span over OTLP/HTTP to a receiver inside this
+process (on core 1 with the load generator), at `--sample-ratio` (default 1: every request).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 import httpx
 
 from loadtest.loadgen import Result, chat_body, run
+from loadtest.otlp_receiver import OTLPReceiver
 from loadtest.report import footer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +77,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per saturation measurement")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--chunks", type=int, default=16, help="SSE chunks per streamed answer")
+    parser.add_argument("--sample-ratio", type=float, default=1.0, help="telemetry.sample_ratio of `:traced` variants")
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})
 
@@ -84,17 +90,25 @@ def main() -> None:
         wait_http(f"{direct_base}/models", upstream)
         rows.append(("direct (no gateway)", asyncio.run(measure(direct_base, args.requests, args.duration, args.concurrency))))
         for variant in args.variants.split(","):
-            server, transport = variant.split(":")
-            rows.append((f"gateway {server} + {transport}", bench_variant(server, transport, direct_base, args)))
+            server, transport, *traced = variant.split(":")
+            name = f"gateway {server} + {transport}" + (" + tracing" if traced else "")
+            rows.append((name, bench_variant(server, transport, direct_base, args, bool(traced))))
     finally:
         upstream.terminate()
     print(report(rows, args))
 
 
-def bench_variant(server: str, transport: str, upstream_base: str, args: argparse.Namespace) -> dict[str, Result]:
+def bench_variant(
+    server: str, transport: str, upstream_base: str, args: argparse.Namespace, traced: bool = False
+) -> dict[str, Result]:
+    receiver = OTLPReceiver().start() if traced else None
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write("reload: {watch: false}\npools:\n  fake:\n    deployments:\n")
-        f.write(f"      - {{id: fake-1, base_url: '{upstream_base}', transport: {transport}}}\n")
+        f.write("reload: {watch: false}\n")
+        if receiver is not None:
+            f.write(f"telemetry: {{enabled: true, endpoint: '{receiver.endpoint}', sample_ratio: {args.sample_ratio}}}\n")
+        f.write("pools:\n  fake:\n    deployments:\n")
+        price = "{input_per_1m: 1, output_per_1m: 2}"
+        f.write(f"      - {{id: fake-1, base_url: '{upstream_base}', transport: {transport}, price: {price}}}\n")
     cmd, env = gateway_cmd(server, f.name)
     gateway = start(cmd, 0, env)
     try:
@@ -104,6 +118,9 @@ def bench_variant(server: str, transport: str, upstream_base: str, args: argpars
         gateway.terminate()
         gateway.wait(10)
         os.unlink(f.name)
+        if receiver is not None:
+            print(f"{len(receiver.spans)} spans reached the OTLP receiver", file=sys.stderr)
+            receiver.stop()
 
 
 def report(rows: list[tuple[str, dict[str, Result]]], args: argparse.Namespace) -> str:
