@@ -83,6 +83,8 @@ class Tracing:
             resource=Resource.create({"service.name": name}), sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio))
         )
         self._exporter = _Counting(_exporter(settings, env))
+        # The exporters log every failed batch, with the collector's URL; `_Counting` says it once per outage instead.
+        logging.getLogger("opentelemetry.exporter").setLevel(logging.CRITICAL)
         self._provider.add_span_processor(BatchSpanProcessor(self._exporter))
         self.tracer = self._provider.get_tracer("llm-gateway")
 

@@ -1,5 +1,8 @@
 """A real OTLP/HTTP trace receiver for tests and benchmarks: decodes the exported protobuf and
-keeps every span as a plain dict. Answers 200 (or, with `refuse`, 503, as a sick collector)."""
+keeps every span as a plain dict. Answers 200 (or, with `refuse`, 503, as a sick collector).
+
+    python -m loadtest.otlp_receiver --port 4318      # on its own; GET /count says how many spans came
+"""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ def _value(v: AnyValue) -> Any:
 
 
 class OTLPReceiver:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.spans: list[dict[str, Any]] = []
         self.requests = 0
         self.refuse = False
@@ -47,10 +50,17 @@ class OTLPReceiver:
                 self.end_headers()
                 self.wfile.write(out)
 
+            def do_GET(self) -> None:
+                out = str(len(receiver.spans)).encode()
+                self.send_response(200)
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -87,3 +97,12 @@ class OTLPReceiver:
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
             return list(self.spans)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="an OTLP/HTTP trace receiver on loopback")
+    parser.add_argument("--port", type=int, default=4318)
+    receiver = OTLPReceiver(parser.parse_args().port)
+    receiver._server.serve_forever()
