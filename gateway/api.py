@@ -47,7 +47,12 @@ class Gateway:
         self.pipeline = Pipeline(reloader, self.cache, self.embedder, self.tracing if self.tracing.enabled else None)
         self.draining = False
         self.metrics = metrics.registry(
-            lambda: reloader.runtime, lambda: self.pipeline.in_flight, self.cache, self.embedder, lambda: self.tracing.dropped
+            lambda: reloader.runtime,
+            lambda: self.pipeline.in_flight,
+            self.cache,
+            self.embedder,
+            lambda: self.tracing.dropped,
+            self.pipeline.stats,
         )
         self.breaker_sync = BreakerSync(lambda: reloader.runtime)
 

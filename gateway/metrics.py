@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 from gateway.health import deployment_health
 from gateway.routing.breaker import STATE_VALUES
 from gateway.runtime import Runtime
+from gateway.stats import RequestStats
 
 if TYPE_CHECKING:
     from gateway.cache.embedder import Embedder
@@ -28,12 +29,14 @@ class HealthCollector(Collector):
         cache: ResponseCache | None,
         embedder: Embedder | None,
         spans_dropped: Callable[[], int],
+        stats: RequestStats | None,
     ) -> None:
         self._runtime = runtime
         self._in_flight = in_flight
         self._cache = cache
         self._embedder = embedder
         self._spans_dropped = spans_dropped
+        self._stats = stats
 
     def collect(self) -> Iterator[Metric]:
         labels = ["pool", "deployment"]
@@ -47,6 +50,8 @@ class HealthCollector(Collector):
             busy.add_metric(key, h.in_flight)
         yield from (state, opened, busy)
         yield GaugeMetricFamily("gateway_in_flight", "Requests in flight in this gateway process.", value=self._in_flight())
+        if self._stats is not None:
+            yield from self._stats.collect()
         dropped = "Spans the trace collector did not take (it was down or refused them)."
         yield CounterMetricFamily("gateway_trace_spans_dropped", dropped, value=self._spans_dropped())
         decisions = CounterMetricFamily(
@@ -87,9 +92,10 @@ def registry(
     cache: ResponseCache | None = None,
     embedder: Embedder | None = None,
     spans_dropped: Callable[[], int] = lambda: 0,
+    stats: RequestStats | None = None,
 ) -> CollectorRegistry:
     reg = CollectorRegistry()
-    reg.register(HealthCollector(runtime, in_flight, cache, embedder, spans_dropped))
+    reg.register(HealthCollector(runtime, in_flight, cache, embedder, spans_dropped, stats))
     return reg
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ import msgspec
 from backends.errors import APIError, DeadlineExceeded
 from backends.protocol import Completion, EventStream
 from backends.sse import DONE_FRAME, frame
-from backends.types import REQUEST_TYPES, Endpoint, Usage
+from backends.types import REQUEST_TYPES, Endpoint, Usage, UsagePeek
 from gateway import controls
 from gateway.cache.assemble import Assembler
 from gateway.cache.replay import replay_events
@@ -30,6 +31,8 @@ from gateway.routing.retry import Deadline
 from gateway.routing.router import Route, Router
 from gateway.routing.validation import breaks_schema
 from gateway.runtime import Runtime
+from gateway.settings import Price
+from gateway.stats import RequestStats, Tally
 
 if TYPE_CHECKING:
     from gateway.cache.embedder import Embedder  # onnxruntime: imported only when something embeds
@@ -77,6 +80,7 @@ class Pipeline:
         self._tracing = tracing  # None when tracing is off: no span, no attribute, no check per request
         self._embedding_failed = False
         self.in_flight = 0
+        self.stats = RequestStats()
 
     async def handle(self, endpoint: Endpoint, body: bytes, headers: Headers) -> Reply | StreamReply:
         runtime = self._source.runtime.acquire()
@@ -84,6 +88,8 @@ class Pipeline:
         progress = Progress()
         finished_here = True
         tr: RequestTrace | None = None
+        tally = Tally()
+        started = time.perf_counter()
         try:
             if self.in_flight > runtime.settings.resilience.max_in_flight:
                 raise GatewayOverloaded("The gateway is at its limit of requests in flight; retry shortly.", retry_after=1)
@@ -104,6 +110,7 @@ class Pipeline:
                 if tr is not None:
                     tr.routed(route)
             route_headers = [] if route is None else route.headers()
+            tally.model, tally.tier = pool.name, route.tier if route is not None else pool.settings.tier or ""
             lookup = None
             if self._cache is not None:  # no coroutine and no header scan per request when the cache is off
                 directive = controls.cache_directive(headers, asked)
@@ -111,6 +118,7 @@ class Pipeline:
                 if tr is not None:
                     tr.looked_up(lookup, pool.deployments[0].settings.price)
             if lookup is not None and lookup.hit is not None:
+                tally.saved = _saved(lookup, pool)
                 cached = _cached_reply(runtime, endpoint, lookup, payload, stream)
                 cached.headers += route_headers
                 return cached
@@ -121,7 +129,8 @@ class Pipeline:
                 opener = _opener(endpoint, payload, model, tr, progress, attempts)
                 opened = await runtime.dispatcher.run(pool, opener, deadline, progress, chain)
                 keeper = self._keeper(endpoint, lookup)
-                relay = _Relay(opened, deadline, lambda: self._finish(runtime, tr), keeper, attempts[-1] if attempts else None)
+                finish = lambda: self._finish(runtime, tr, tally, progress, started)  # noqa: E731
+                relay = _Relay(opened, deadline, finish, keeper, attempts[-1] if attempts else None, tally, started)
                 finished_here = False
                 headers = [*_SSE_HEADERS, *_route_headers(runtime, opened), *cache_headers, *route_headers]
                 return StreamReply(headers, relay.frames(), relay.close)
@@ -134,18 +143,19 @@ class Pipeline:
                 route_headers = route.headers()
             if tr is not None:
                 tr.answered(tr.last_attempt)
-            reply = _completion_reply(runtime, done)
+            reply = _completion_reply(runtime, done, tally)
             reply.headers += cache_headers + route_headers
             if lookup is not None and self._cache is not None:
                 await self._cache.store(lookup, done.value.body)
             return reply
         except APIError as exc:
+            tally.status = exc.status
             if tr is not None:
                 tr.failed(exc)
             return error_reply(exc, _progress_headers(runtime, progress))
         finally:
             if finished_here:
-                self._finish(runtime, tr)
+                self._finish(runtime, tr, tally, progress, started)
 
     async def _embed(self, payload: dict[str, Any]) -> Embedded | None:
         """The request's text and its embedding, made once and shared by the router and the cache
@@ -198,9 +208,11 @@ class Pipeline:
         cache = self._cache
         return _Keeper(Assembler(chat=endpoint == "chat/completions"), lambda body: cache.store(lookup, body))
 
-    def _finish(self, runtime: Runtime, tr: RequestTrace | None) -> None:
+    def _finish(self, runtime: Runtime, tr: RequestTrace | None, tally: Tally, progress: Progress, started: float) -> None:
         self.in_flight -= 1
         runtime.release()
+        tally.attempts, tally.fallbacks = progress.attempts, progress.fallbacks
+        self.stats.record(tally, time.perf_counter() - started)
         if tr is not None:
             tr.end(runtime.version)
 
@@ -220,11 +232,16 @@ class _Relay:
         deadline: Deadline,
         finish: Callable[[], None],
         keeper: _Keeper | None,
-        attempt: AttemptTrace | None = None,
+        attempt: AttemptTrace | None,
+        tally: Tally,
+        started: float,
     ) -> None:
         self._events, self._iterator, self._first = opened.value
         self._attempt = attempt
         self._usage: Usage | None = None
+        self._tally = tally
+        self._started = started
+        self._price = opened.deployment.settings.price
         self._lease = opened.lease
         self._deadline = deadline
         self._finish = finish
@@ -256,6 +273,10 @@ class _Relay:
             self._lease.fail(exc)
             yield frame(exc.body())
         finally:
+            if error is not None:
+                self._tally.status = error.status
+            if self._usage is not None:
+                _count_usage(self._tally, self._usage, self._price)
             if self._attempt is not None:
                 self._attempt.stream_ended(self._usage, error)
                 self._attempt = None
@@ -263,8 +284,12 @@ class _Relay:
         yield DONE_FRAME
 
     def _keep(self, data: bytes) -> None:
+        if self._tally.ttft is None:
+            self._tally.ttft = time.perf_counter() - self._started
         if self._attempt is not None:
             self._usage = self._attempt.chunk(data) or self._usage
+        elif b'"usage":{' in data:  # the include_usage chunk
+            self._usage = _usage_of(data) or self._usage
         if self._keeper is not None:
             try:
                 self._keeper.assembler.feed(data)
@@ -424,13 +449,32 @@ async def _nothing_to_close() -> None:
     return None
 
 
-def _completion_reply(runtime: Runtime, done: Outcome[Completion]) -> Reply:
+def _completion_reply(runtime: Runtime, done: Outcome[Completion], tally: Tally) -> Reply:
     headers = [(b"content-type", JSON), *_route_headers(runtime, done)]
     usage = done.value.usage
     if usage is not None:
-        cost = done.deployment.settings.price.cost(usage.prompt_tokens, usage.completion_tokens)
-        headers.append((b"x-gateway-cost-usd", _usd(cost)))
+        _count_usage(tally, usage, done.deployment.settings.price)
+        headers.append((b"x-gateway-cost-usd", _usd(tally.cost)))
     return Reply(200, done.value.body, headers)
+
+
+def _count_usage(tally: Tally, usage: Usage, price: Price) -> None:
+    tally.input_tokens, tally.output_tokens = usage.prompt_tokens, usage.completion_tokens
+    tally.cost = price.cost(usage.prompt_tokens, usage.completion_tokens)
+
+
+def _usage_of(data: bytes) -> Usage | None:
+    try:
+        return msgspec.json.decode(data, type=UsagePeek).usage
+    except msgspec.DecodeError:
+        return None
+
+
+def _saved(lookup: Lookup, pool: Pool) -> float:
+    """What the stored answer would have cost from the pool's first deployment."""
+    assert lookup.hit is not None
+    usage = _usage_of(lookup.hit.entry.body)
+    return 0.0 if usage is None else pool.deployments[0].settings.price.cost(usage.prompt_tokens, usage.completion_tokens)
 
 
 def _route_headers(runtime: Runtime, outcome: Outcome[Any]) -> Headers:

@@ -144,6 +144,7 @@ def test_cache_hit_costs_nothing_and_says_what_it_saved(traced: GatewayProcess, 
 
 
 def test_retries_and_fallback_are_one_client_span_each(traced: GatewayProcess, receiver: OTLPReceiver) -> None:
+    before = httpx.get(f"{traced.url}/metrics").text
     trace_id, headers = new_trace()
     body = {"model": "broken", "messages": [{"role": "user", "content": "hi"}]}
     response = httpx.post(f"{traced.url}/v1/chat/completions", json=body, headers=headers)
@@ -154,6 +155,16 @@ def test_retries_and_fallback_are_one_client_span_each(traced: GatewayProcess, r
     assert [c["status"] for c in clients] == [2, 2, 0]  # ERROR, ERROR, UNSET
     assert clients[0]["attributes"]["error.type"] == "upstream_unavailable"
     assert server["attributes"]["gateway.deployment.id"] == "main-dep" and server["status"] == 0
+    after = httpx.get(f"{traced.url}/metrics").text
+    assert counter(after, 'gateway_retries_total{model="broken"}') - counter(before, 'gateway_retries_total{model="broken"}') == 1
+    assert (
+        counter(after, 'gateway_fallbacks_total{model="broken"}') - counter(before, 'gateway_fallbacks_total{model="broken"}')
+        == 1
+    )
+
+
+def counter(text: str, sample: str) -> float:
+    return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(sample + " ")), 0.0)
 
 
 def test_a_dead_collector_never_fails_a_request_and_is_counted(tmp_path: Path, upstream: FakeUpstream) -> None:
