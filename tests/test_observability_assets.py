@@ -1,0 +1,156 @@
+"""The deploy assets in config/observability: dashboards that Grafana can load and that only ask
+for series that exist, provisioning that names the datasources they use, a compose file whose
+mounts exist, and a gateway config that validates."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from gateway import config
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "config" / "observability"
+DASHBOARDS = sorted((ASSETS / "grafana" / "dashboards").glob("*.json"))
+
+# Grafana's dashboard JSON model (grafana.com/docs/grafana/latest/dashboards/build-dashboards/view-dashboard-json-model/),
+# the parts a provisioned dashboard must get right.
+PANEL_TYPES = ["timeseries", "stat", "table", "state-timeline", "gauge", "bargauge", "heatmap", "text", "row", "piechart", "traces"]
+SCHEMA = {
+    "type": "object",
+    "required": ["uid", "title", "schemaVersion", "panels"],
+    "properties": {
+        "uid": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,40}$"},
+        "title": {"type": "string", "minLength": 1},
+        "schemaVersion": {"type": "integer", "minimum": 36},
+        "version": {"type": "integer"},
+        "editable": {"type": "boolean"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "time": {"type": "object", "required": ["from", "to"]},
+        "refresh": {"type": "string"},
+        "templating": {"type": "object", "required": ["list"]},
+        "annotations": {"type": "object", "required": ["list"]},
+        "panels": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["id", "type", "title", "gridPos", "datasource", "targets"],
+                "properties": {
+                    "id": {"type": "integer", "minimum": 1},
+                    "type": {"enum": PANEL_TYPES},
+                    "title": {"type": "string", "minLength": 1},
+                    "gridPos": {
+                        "type": "object",
+                        "required": ["h", "w", "x", "y"],
+                        "properties": {
+                            "h": {"type": "integer", "minimum": 1},
+                            "w": {"type": "integer", "minimum": 1, "maximum": 24},
+                            "x": {"type": "integer", "minimum": 0, "maximum": 23},
+                            "y": {"type": "integer", "minimum": 0},
+                        },
+                    },
+                    "datasource": {"type": "object", "required": ["type", "uid"]},
+                    "targets": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["refId"],
+                            "anyOf": [{"required": ["expr"]}, {"required": ["query", "queryType"]}],
+                        },
+                    },
+                    "fieldConfig": {"type": "object", "required": ["defaults", "overrides"]},
+                },
+            },
+        },
+    },
+}
+# Series that come from elsewhere than this repository's code: Tempo's metrics generator.
+EXTERNAL = {"traces_spanmetrics_latency"}
+SUFFIXES = ("_total", "_bucket", "_count", "_sum")
+
+
+def defined_metric_names() -> set[str]:
+    """Every metric name the gateway and the engine define, read from their source."""
+    names: set[str] = set()
+    for path in [ROOT / "gateway" / "metrics.py", ROOT / "gateway" / "stats.py", ROOT / "backends" / "local_engine" / "metrics.py"]:
+        names |= set(re.findall(r'"((?:gateway|engine)_[a-z_]+)"', path.read_text()))
+    return names
+
+
+def base_name(series: str) -> str:
+    for suffix in SUFFIXES:
+        if series.endswith(suffix):
+            return series[: -len(suffix)]
+    return series
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard_follows_grafanas_model(path: Path) -> None:
+    dashboard = json.loads(path.read_text())
+    jsonschema.validate(dashboard, SCHEMA)
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids repeat"
+    for panel in dashboard["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, f"panel {panel['title']!r} runs past the 24 columns"
+        refs = [t["refId"] for t in panel["targets"]]
+        assert len(refs) == len(set(refs))
+    cells = set()
+    for panel in dashboard["panels"]:
+        g = panel["gridPos"]
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not cells & mine, f"panel {panel['title']!r} overlaps another"
+        cells |= mine
+
+
+def test_uids_are_unique_and_datasources_are_provisioned() -> None:
+    provisioned = yaml.safe_load((ASSETS / "grafana" / "provisioning" / "datasources" / "datasources.yaml").read_text())
+    known = {(d["type"], d["uid"]) for d in provisioned["datasources"]}
+    uids = []
+    for path in DASHBOARDS:
+        dashboard = json.loads(path.read_text())
+        uids.append(dashboard["uid"])
+        for panel in dashboard["panels"]:
+            for ds in [panel["datasource"], *(t.get("datasource", panel["datasource"]) for t in panel["targets"])]:
+                assert (ds["type"], ds["uid"]) in known, f"{path.name}: {panel['title']!r} uses an unprovisioned datasource {ds}"
+    assert len(uids) == len(set(uids))
+
+
+def test_dashboards_ask_only_for_series_that_exist() -> None:
+    defined = defined_metric_names() | EXTERNAL
+    assert {"gateway_cost_usd", "gateway_requests", "engine_kv_cache_usage_ratio"} <= defined
+    for path in DASHBOARDS:
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel["targets"]:
+                if "expr" not in target:
+                    continue
+                names_only = re.sub(r"\bby \([^)]*\)", "", re.sub(r"\{[^}]*\}", "", target["expr"]))  # labels out
+                for series in re.findall(r"\b((?:gateway|engine|traces)_[a-z_]+)\b", names_only):
+                    assert base_name(series) in defined, f"{path.name}: {panel['title']!r} asks for {series}, which nothing exports"
+
+
+def test_cost_dashboard_finds_the_most_expensive_traces_by_the_cost_attribute() -> None:
+    cost = json.loads((ASSETS / "grafana" / "dashboards" / "gateway-cost.json").read_text())
+    queries = [t["query"] for p in cost["panels"] for t in p["targets"] if t.get("queryType") == "traceql"]
+    assert queries and all("span.gen_ai.usage.cost" in q for q in queries)
+
+
+def test_compose_mounts_exist_and_the_stack_gateway_config_is_valid() -> None:
+    compose = yaml.safe_load((ASSETS / "docker-compose.yaml").read_text())
+    assert {"gateway", "redis", "otel-collector", "tempo", "prometheus", "grafana"} <= set(compose["services"])
+    for service in compose["services"].values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (ASSETS / source).exists(), f"compose mounts {source}, which is missing"
+    loaded = config.load(ASSETS / "gateway.yaml")
+    assert loaded.settings.telemetry.enabled and loaded.settings.cache.store == "redis"
+    tempo = yaml.safe_load((ASSETS / "tempo.yaml").read_text())
+    assert {"gen_ai.request.model", "gateway.tier"} <= set(tempo["metrics_generator"]["processor"]["span_metrics"]["dimensions"])
