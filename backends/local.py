@@ -56,6 +56,8 @@ class LocalBackend:
         self.http = HTTPBackend(name, process.base_url + "/v1", timeouts=timeouts, max_connections=max_connections)
         self._ready = asyncio.Event()
         self.restarts = 0
+        self.seconds_per_token: float | None = None
+        """The engine's busy time per computed token so far (from /health), for GPU-hour pricing."""
         self.child: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._users = 1  # a config reload hands the same backend on; the last user stops the engine
@@ -117,12 +119,24 @@ class LocalBackend:
 
     async def _healthy(self, probe: httpx.AsyncClient) -> bool:
         try:
-            health = await probe.get("/health")
+            health = await self._health(probe)
             models = await probe.get("/v1/models")
         except httpx.HTTPError:
             return False
         served = {m.get("id") for m in models.json().get("data", [])} if models.status_code == 200 else set()
-        return health.status_code == 200 and self.process.served_name in served
+        return health == 200 and self.process.served_name in served
+
+    async def _health(self, probe: httpx.AsyncClient) -> int:
+        """/health's status; its counters update `seconds_per_token`."""
+        response = await probe.get("/health")
+        try:
+            stats = response.json()
+            busy, tokens = float(stats["busy_seconds"]), float(stats["computed_tokens"])
+        except (ValueError, KeyError, TypeError):
+            return response.status_code
+        if tokens > 0:
+            self.seconds_per_token = busy / tokens
+        return response.status_code
 
     async def _wait_ready(self, probe: httpx.AsyncClient, child: asyncio.subprocess.Process) -> bool:
         deadline = asyncio.get_running_loop().time() + self.process.startup_timeout_s
@@ -143,7 +157,7 @@ class LocalBackend:
                 await asyncio.wait_for(child.wait(), 2.0)
             except TimeoutError:
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await probe.get("/health")).status_code == 503:
+                    if await self._health(probe) == 503:
                         log.error("local engine %s: its engine loop died; killing it", self.name)
                         self._ready.clear()
                         child.kill()

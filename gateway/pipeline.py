@@ -7,6 +7,7 @@ It knows nothing of HTTP framing: it turns a request body into a `Reply` (JSON) 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,7 +32,6 @@ from gateway.routing.retry import Deadline
 from gateway.routing.router import Route, Router
 from gateway.routing.validation import breaks_schema
 from gateway.runtime import Runtime
-from gateway.settings import Price
 from gateway.stats import RequestStats, Tally
 
 if TYPE_CHECKING:
@@ -104,8 +104,13 @@ class Pipeline:
             if router is None:
                 pool = runtime.models.resolve(model)
             else:
-                embedded = await self._embed(payload)
-                route = router.route(payload, None if embedded is None else embedded[1], controls.forced_tier(headers, asked))
+                began = time.perf_counter()
+                with _step(tr, "embed"):
+                    embedded = await self._embed(payload)
+                embedded_at = time.perf_counter()
+                with _step(tr, "classify"):
+                    route = router.route(payload, None if embedded is None else embedded[1], controls.forced_tier(headers, asked))
+                self.stats.steps(embedded_at - began if embedded is not None else None, time.perf_counter() - embedded_at)
                 pool, model = route.pool, _upstream_name(route.pool)
                 if tr is not None:
                     tr.routed(route)
@@ -114,9 +119,10 @@ class Pipeline:
             lookup = None
             if self._cache is not None:  # no coroutine and no header scan per request when the cache is off
                 directive = controls.cache_directive(headers, asked)
-                lookup = await self._cache.lookup(endpoint, pool.name, pool.settings, payload, directive, embedded)
+                with _step(tr, "cache lookup"):
+                    lookup = await self._cache.lookup(endpoint, pool.name, pool.settings, payload, directive, embedded)
                 if tr is not None:
-                    tr.looked_up(lookup, pool.deployments[0].settings.price)
+                    tr.looked_up(lookup, pool.deployments[0])
             if lookup is not None and lookup.hit is not None:
                 tally.saved = _saved(lookup, pool)
                 cached = _cached_reply(runtime, endpoint, lookup, payload, stream)
@@ -145,8 +151,9 @@ class Pipeline:
                 tr.answered(tr.last_attempt)
             reply = _completion_reply(runtime, done, tally)
             reply.headers += cache_headers + route_headers
-            if lookup is not None and self._cache is not None:
-                await self._cache.store(lookup, done.value.body)
+            if lookup is not None and lookup.store and self._cache is not None:
+                with _step(tr, "cache store"):
+                    await self._cache.store(lookup, done.value.body)
             return reply
         except APIError as exc:
             tally.status = exc.status
@@ -241,7 +248,7 @@ class _Relay:
         self._usage: Usage | None = None
         self._tally = tally
         self._started = started
-        self._price = opened.deployment.settings.price
+        self._deployment = opened.deployment
         self._lease = opened.lease
         self._deadline = deadline
         self._finish = finish
@@ -263,7 +270,8 @@ class _Relay:
                 yield frame(data)
             self._lease.succeed()
             if self._keeper is not None:
-                await self._keeper.store(self._keeper.assembler.body())
+                with _step(None if self._attempt is None else self._attempt.request, "cache store"):
+                    await self._keeper.store(self._keeper.assembler.body())
         except DeadlineExceeded as exc:
             error = exc
             self._lease.abandon()
@@ -276,7 +284,7 @@ class _Relay:
             if error is not None:
                 self._tally.status = error.status
             if self._usage is not None:
-                _count_usage(self._tally, self._usage, self._price)
+                _count_usage(self._tally, self._usage, self._deployment)
             if self._attempt is not None:
                 self._attempt.stream_ended(self._usage, error)
                 self._attempt = None
@@ -453,14 +461,18 @@ def _completion_reply(runtime: Runtime, done: Outcome[Completion], tally: Tally)
     headers = [(b"content-type", JSON), *_route_headers(runtime, done)]
     usage = done.value.usage
     if usage is not None:
-        _count_usage(tally, usage, done.deployment.settings.price)
+        _count_usage(tally, usage, done.deployment)
         headers.append((b"x-gateway-cost-usd", _usd(tally.cost)))
     return Reply(200, done.value.body, headers)
 
 
-def _count_usage(tally: Tally, usage: Usage, price: Price) -> None:
+def _step(tr: RequestTrace | None, name: str) -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext() if tr is None else tr.step(name)
+
+
+def _count_usage(tally: Tally, usage: Usage, deployment: Deployment) -> None:
     tally.input_tokens, tally.output_tokens = usage.prompt_tokens, usage.completion_tokens
-    tally.cost = price.cost(usage.prompt_tokens, usage.completion_tokens)
+    tally.cost = deployment.cost(usage.prompt_tokens, usage.completion_tokens)
 
 
 def _usage_of(data: bytes) -> Usage | None:
@@ -474,7 +486,7 @@ def _saved(lookup: Lookup, pool: Pool) -> float:
     """What the stored answer would have cost from the pool's first deployment."""
     assert lookup.hit is not None
     usage = _usage_of(lookup.hit.entry.body)
-    return 0.0 if usage is None else pool.deployments[0].settings.price.cost(usage.prompt_tokens, usage.completion_tokens)
+    return 0.0 if usage is None else pool.deployments[0].cost(usage.prompt_tokens, usage.completion_tokens)
 
 
 def _route_headers(runtime: Runtime, outcome: Outcome[Any]) -> Headers:

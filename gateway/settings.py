@@ -46,10 +46,14 @@ class _Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class Price(_Settings, frozen=True):
-    """USD per one million tokens."""
+    """USD per one million tokens, or for a `local` deployment per hour of its machine."""
 
     input_per_1m: NonNegative = 0.0
     output_per_1m: NonNegative = 0.0
+    gpu_hour_usd: NonNegative = 0.0
+    """For a `local` deployment: what an hour of its GPU (or machine) costs. A request then costs
+    this over the engine's measured seconds per token (busy time / tokens computed so far) times its
+    tokens; until the engine has measured any, the per-1M prices apply."""
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return (input_tokens * self.input_per_1m + output_tokens * self.output_per_1m) / 1e6

@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 
 # The OpenTelemetry GenAI buckets: gen_ai.server.request.duration and gen_ai.server.time_to_first_token.
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+STEP_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
 
@@ -70,6 +71,14 @@ class RequestStats:
         self.fallbacks: defaultdict[str, int] = defaultdict(int)
         self.duration: dict[tuple[str, str], _Histogram] = {}
         self.ttft: dict[tuple[str, str], _Histogram] = {}
+        self.embedding = _Histogram(STEP_BUCKETS)
+        self.classifier = _Histogram(STEP_BUCKETS)
+
+    def steps(self, embedding: float | None, classifier: float) -> None:
+        """A routed request's embedding (None when it had none) and classification times."""
+        if embedding is not None:
+            self.embedding.observe(embedding)
+        self.classifier.observe(classifier)
 
     def record(self, o: Tally, seconds: float) -> None:
         self.requests[o.model, o.tier, o.status] += 1
@@ -133,4 +142,12 @@ class RequestStats:
             for (model, tier), h in table.items():
                 if h.counts:
                     family.add_metric([model, tier], h.buckets(), h.total)
+            yield family
+        for name, doc, h in (
+            ("gateway_embedding_seconds", "Embedding a routed request (shared with the cache).", self.embedding),
+            ("gateway_classifier_seconds", "Classifying a routed request, the embedding excluded.", self.classifier),
+        ):
+            family = HistogramMetricFamily(name, doc)
+            if h.counts:
+                family.add_metric([], h.buckets(), h.total)
             yield family

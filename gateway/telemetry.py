@@ -10,10 +10,11 @@ spans it could not take are counted (`dropped`), not retried.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -27,7 +28,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from backends.errors import APIError
 from backends.types import Usage
-from gateway.settings import Price, TelemetrySettings
+from gateway.settings import TelemetrySettings
 
 if TYPE_CHECKING:
     from gateway.cache.service import Lookup
@@ -128,7 +129,7 @@ class RequestTrace:
             attributes["gateway.route.reasons"] = list(route.decision.reasons)
         self.span.set_attributes(attributes)
 
-    def looked_up(self, lookup: Lookup | None, price: Price | None) -> None:
+    def looked_up(self, lookup: Lookup | None, first: Deployment) -> None:
         if lookup is None:
             return
         self.span.set_attribute("gateway.cache.outcome", lookup.outcome)
@@ -136,8 +137,17 @@ class RequestTrace:
         if hit is not None:
             self.span.set_attribute("gateway.cache.similarity", hit.similarity)
             usage = msgspec.json.decode(hit.entry.body, type=_Answer).usage
-            saved = price.cost(usage.prompt_tokens, usage.completion_tokens) if price is not None and usage else 0.0
+            saved = first.cost(usage.prompt_tokens, usage.completion_tokens) if usage else 0.0
             self.span.set_attributes({self.tracing.cost_key: 0.0, "gateway.cache.saved_usd": saved})
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """A child span for one step of the request (embed, classify, cache lookup, cache store)."""
+        span = self.tracing.tracer.start_span(name, context=trace.set_span_in_context(self.span), kind=SpanKind.INTERNAL)
+        try:
+            yield
+        finally:
+            span.end()
 
     def attempt(self, deployment: Deployment, progress: Progress, model: str) -> AttemptTrace:
         context = trace.set_span_in_context(self.span)
@@ -206,7 +216,7 @@ class AttemptTrace:
     def succeeded(self, body: bytes, usage: Usage | None) -> None:
         self.answer = _answer_attributes(body)
         if usage is not None:
-            self.answer.update(_usage_attributes(usage, self.deployment.settings.price, self.request.tracing.cost_key))
+            self.answer.update(_usage_attributes(usage, self.deployment, self.request.tracing.cost_key))
         self.span.set_attributes(self.answer)
         self.span.end()
 
@@ -217,7 +227,7 @@ class AttemptTrace:
             _fail(self.request.span, error)
         attributes: dict[str, Any] = {"gen_ai.response.finish_reasons": self.finish_reasons} if self.finish_reasons else {}
         if usage is not None:
-            attributes.update(_usage_attributes(usage, self.deployment.settings.price, self.request.tracing.cost_key))
+            attributes.update(_usage_attributes(usage, self.deployment, self.request.tracing.cost_key))
         self.span.set_attributes(attributes)
         self.request.span.set_attributes(attributes)
         self.span.end()
@@ -271,11 +281,11 @@ def _answer_attributes(body: bytes) -> dict[str, Any]:
     return attributes
 
 
-def _usage_attributes(usage: Usage, price: Price, cost_key: str) -> dict[str, Any]:
+def _usage_attributes(usage: Usage, deployment: Deployment, cost_key: str) -> dict[str, Any]:
     return {
         "gen_ai.usage.input_tokens": usage.prompt_tokens,
         "gen_ai.usage.output_tokens": usage.completion_tokens,
-        cost_key: price.cost(usage.prompt_tokens, usage.completion_tokens),
+        cost_key: deployment.cost(usage.prompt_tokens, usage.completion_tokens),
     }
 
 

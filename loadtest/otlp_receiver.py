@@ -99,6 +99,41 @@ class OTLPReceiver:
             return list(self.spans)
 
 
+class OTLPGrpcReceiver(OTLPReceiver):
+    """The same, over OTLP/gRPC (`endpoint` is then `http://127.0.0.1:PORT`)."""
+
+    def __init__(self) -> None:
+        from concurrent import futures
+
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+        super().__init__()
+        receiver = self
+
+        class Service(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request: ExportTraceServiceRequest, context: Any) -> ExportTraceServiceResponse:
+                receiver.requests += 1
+                receiver._add(request.SerializeToString())
+                return ExportTraceServiceResponse()
+
+        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self._grpc)
+        self.port = self._grpc.add_insecure_port("127.0.0.1:0")
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> OTLPGrpcReceiver:
+        self._grpc.start()
+        return self
+
+    def stop(self) -> None:
+        self._grpc.stop(0)
+        self._server.server_close()
+
+
 if __name__ == "__main__":
     import argparse
 

@@ -20,7 +20,19 @@ DASHBOARDS = sorted((ASSETS / "grafana" / "dashboards").glob("*.json"))
 
 # Grafana's dashboard JSON model (grafana.com/docs/grafana/latest/dashboards/build-dashboards/view-dashboard-json-model/),
 # the parts a provisioned dashboard must get right.
-PANEL_TYPES = ["timeseries", "stat", "table", "state-timeline", "gauge", "bargauge", "heatmap", "text", "row", "piechart", "traces"]
+PANEL_TYPES = [
+    "timeseries",
+    "stat",
+    "table",
+    "state-timeline",
+    "gauge",
+    "bargauge",
+    "heatmap",
+    "text",
+    "row",
+    "piechart",
+    "traces",
+]
 SCHEMA = {
     "type": "object",
     "required": ["uid", "title", "schemaVersion", "panels"],
@@ -79,7 +91,11 @@ SUFFIXES = ("_total", "_bucket", "_count", "_sum")
 def defined_metric_names() -> set[str]:
     """Every metric name the gateway and the engine define, read from their source."""
     names: set[str] = set()
-    for path in [ROOT / "gateway" / "metrics.py", ROOT / "gateway" / "stats.py", ROOT / "backends" / "local_engine" / "metrics.py"]:
+    for path in [
+        ROOT / "gateway" / "metrics.py",
+        ROOT / "gateway" / "stats.py",
+        ROOT / "backends" / "local_engine" / "metrics.py",
+    ]:
         names |= set(re.findall(r'"((?:gateway|engine)_[a-z_]+)"', path.read_text()))
     return names
 
@@ -133,7 +149,9 @@ def test_dashboards_ask_only_for_series_that_exist() -> None:
                     continue
                 names_only = re.sub(r"\bby \([^)]*\)", "", re.sub(r"\{[^}]*\}", "", target["expr"]))  # labels out
                 for series in re.findall(r"\b((?:gateway|engine|traces)_[a-z_]+)\b", names_only):
-                    assert base_name(series) in defined, f"{path.name}: {panel['title']!r} asks for {series}, which nothing exports"
+                    assert base_name(series) in defined, (
+                        f"{path.name}: {panel['title']!r} asks for {series}, which nothing exports"
+                    )
 
 
 def test_cost_dashboard_finds_the_most_expensive_traces_by_the_cost_attribute() -> None:

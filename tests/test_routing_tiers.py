@@ -3,6 +3,8 @@ loopback upstreams (one per tier) that say who answered."""
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 
 from gateway import config
 from loadtest.fake_upstream import Behavior, FakeUpstream
+from loadtest.otlp_receiver import OTLPReceiver
 from tests.conftest import GatewayProcess
 
 EASY = "What is the capital of Italy?"
@@ -36,6 +39,7 @@ def tiers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayPro
         "large": FakeUpstream(name="up-large").start_in_thread(),
     }
     root = tmp_path_factory.mktemp("tiers")
+    receiver = OTLPReceiver().start()
     pools = "".join(
         f"""
   {tier}:
@@ -46,6 +50,7 @@ def tiers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayPro
     path = root / "gateway.yaml"
     path.write_text(f"""
 reload: {{watch: false}}
+telemetry: {{enabled: true, endpoint: "{receiver.endpoint}"}}
 cache: {{enabled: true, embedder: {{onnx_dir: "{root / "onnx"}"}}}}
 pools:{pools}
 routers:
@@ -58,9 +63,11 @@ routers:
     tiers: {tiers_yaml}
     validate_json: true
 """)
-    gateway = GatewayProcess(path)
+    gateway = GatewayProcess(path, env={"OTEL_BSP_SCHEDULE_DELAY": "50"})
+    gateway.receiver = receiver  # type: ignore[attr-defined]
     yield gateway, ups
     gateway.stop()
+    receiver.stop()
     for up in ups.values():
         up.stop()
 
@@ -175,3 +182,35 @@ def test_router_config_errors_are_reported(tmp_path: Path, routers: str, message
     with pytest.raises(config.ConfigError) as caught:
         config.load(write(tmp_path, routers))
     assert message in str(caught.value) and "routers" in str(caught.value)
+
+
+def test_the_trace_shows_the_route_and_each_step(tiers: tuple[GatewayProcess, dict[str, FakeUpstream]]) -> None:
+    gateway, _ = tiers
+    receiver: OTLPReceiver = gateway.receiver  # type: ignore[attr-defined]
+    trace_id = secrets.token_hex(16)
+    before = httpx.get(f"{gateway.url}/metrics").text
+    raw = client(gateway).chat.completions.with_raw_response.create(
+        model="auto",
+        messages=[{"role": "user", "content": "Prove that there are infinitely many primes, step by step, rigorously."}],
+        extra_headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+        temperature=0,
+    )
+    deadline = time.monotonic() + 15
+    while len(spans := [s for s in receiver.snapshot() if s["trace_id"] == trace_id]) < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    by_name = {s["name"]: s for s in spans}
+    server = next(s for s in spans if s["kind"] == "SERVER")
+    assert {"embed", "classify", "cache lookup", "cache store"} <= set(by_name)
+    assert all(by_name[n]["parent_span_id"] == server["span_id"] for n in ("embed", "classify", "cache lookup", "cache store"))
+    a = server["attributes"]
+    assert a["gateway.tier"] == raw.headers["x-gateway-tier"]
+    assert a["gateway.route.score"] == pytest.approx(float(raw.headers["x-gateway-route-score"]), abs=1e-4)
+    assert "; ".join(a["gateway.route.reasons"]) == raw.headers["x-gateway-route-reasons"]
+    assert a["gateway.cache.outcome"] == "miss"
+    after = httpx.get(f"{gateway.url}/metrics").text
+    for name in ("gateway_classifier_seconds_count", "gateway_embedding_seconds_count"):
+        assert _sample(after, name) - _sample(before, name) == 1
+
+
+def _sample(text: str, name: str) -> float:
+    return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")), 0.0)

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.fake_upstream import FakeUpstream
-from loadtest.otlp_receiver import OTLPReceiver
+from loadtest.otlp_receiver import OTLPGrpcReceiver, OTLPReceiver
 from loadtest.redis_server import free_port
 from tests.conftest import GatewayProcess
 
@@ -133,9 +133,11 @@ def test_cache_hit_costs_nothing_and_says_what_it_saved(traced: GatewayProcess, 
     trace_id, headers = new_trace()
     second = httpx.post(f"{traced.url}/v1/chat/completions", json=body, headers=headers)
     assert second.headers["x-gateway-cache"] == "hit-exact"
-    [server] = spans_of(receiver, trace_id, count=1)
+    spans = spans_of(receiver, trace_id, count=2)
     time.sleep(0.3)
-    assert len(spans_of(receiver, trace_id, count=1)) == 1  # no upstream call, so no CLIENT span
+    spans = spans_of(receiver, trace_id, count=2)
+    [server] = [s for s in spans if s["kind"] == "SERVER"]
+    assert [s["name"] for s in spans if s["kind"] != "SERVER"] == ["cache lookup"]  # no upstream call, nothing stored
     assert server["attributes"]["gateway.cache.outcome"] == "hit-exact"
     a = server["attributes"]
     usage = first.json()["usage"]
@@ -192,3 +194,25 @@ pools:
     finally:
         gateway.stop()
         dead.stop()
+
+
+def test_spans_also_go_out_over_grpc(tmp_path: Path, upstream: FakeUpstream) -> None:
+    receiver = OTLPGrpcReceiver().start()
+    path = tmp_path / "gateway.yaml"
+    path.write_text(f"""
+reload: {{watch: false}}
+telemetry: {{enabled: true, protocol: grpc, endpoint: "{receiver.endpoint}"}}
+pools:
+  main:
+    deployments: [{{id: main-dep, base_url: {upstream.base_url}}}]
+""")
+    gateway = GatewayProcess(path, env={"OTEL_BSP_SCHEDULE_DELAY": "50"})
+    try:
+        trace_id, headers = new_trace()
+        body = {"model": "main", "messages": [{"role": "user", "content": "over grpc"}]}
+        assert httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=headers).status_code == 200
+        server, [client] = server_and_clients(spans_of(receiver, trace_id, count=2))
+        assert server["name"] == "chat main" and client["attributes"]["gateway.deployment.id"] == "main-dep"
+    finally:
+        gateway.stop()
+        receiver.stop()

@@ -132,7 +132,9 @@ class LLMEngine:
         self._streams: dict[int, _Stream] = {}
         self._ids = itertools.count()
         self._rng = random.Random(settings.seed)
-        self.counters = {"prompt_tokens": 0, "generation_tokens": 0, "requests": 0, "steps": 0}
+        self.counters: dict[str, float] = {"prompt_tokens": 0, "generation_tokens": 0, "requests": 0, "steps": 0}
+        self.counters["busy_seconds"] = 0.0  # time spent in steps that computed something (GPU-hour pricing)
+        self.counters["computed_tokens"] = 0  # tokens run through the model (prefix-cache hits excluded)
 
     # -- requests
 
@@ -181,11 +183,16 @@ class LLMEngine:
         if not batch.items:
             return []
         self.counters["steps"] += 1
+        started = time.perf_counter()
         sampling = [item.seq for item in batch.items if item.samples]
         logits = self.runner.run(batch)
         self.scheduler.computed(batch)
-        if not sampling:
-            return []
+        deltas = self._sample(sampling, logits) if sampling else []
+        self.counters["busy_seconds"] += time.perf_counter() - started
+        self.counters["computed_tokens"] += batch.num_tokens
+        return deltas
+
+    def _sample(self, sampling: list[Sequence], logits: torch.Tensor) -> list[Delta]:
         rows = [SampleRow(s.params, s.generator, s.prompt_ids, s.output_ids, self._banned(s)) for s in sampling]
         result = sample(logits, rows)
         deltas = []

@@ -64,6 +64,15 @@ class Deployment:
     def upstream_model(self, requested: str) -> str:
         return self.settings.model or requested
 
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """USD for a request's tokens: the YAML prices, or the GPU-hour price over the bundled
+        engine's measured seconds per token."""
+        price = self.settings.price
+        measured: float | None = getattr(self.backend, "seconds_per_token", None)  # the bundled engine's LocalBackend
+        if price.gpu_hour_usd and measured is not None:
+            return price.gpu_hour_usd / 3600 * measured * (input_tokens + output_tokens)
+        return price.cost(input_tokens, output_tokens)
+
     def available(self) -> bool:
         return self.in_flight < self.max_in_flight and self.breaker.admits()
 

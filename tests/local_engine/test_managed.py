@@ -20,6 +20,7 @@ from tests.conftest import GatewayProcess
 @pytest.fixture
 def managed(tmp_path: Path, llama_dir: Path) -> Iterator[GatewayProcess]:
     path = tmp_path / "gateway.yaml"
+    port = free_port()
     path.write_text(f"""
 reload: {{watch: false}}
 pools:
@@ -28,9 +29,11 @@ pools:
     deployments:
       - id: engine
         backend: local
-        engine: {{model: {llama_dir}, port: {free_port()}, num_kv_blocks: 64, startup_timeout_s: 60}}
+        engine: {{model: {llama_dir}, port: {port}, num_kv_blocks: 64, startup_timeout_s: 60}}
+        price: {{gpu_hour_usd: 3.6}}
 """)
     gateway = GatewayProcess(path)
+    gateway.engine_url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
     yield gateway
     gateway.stop()
 
@@ -71,6 +74,15 @@ def test_gateway_starts_the_engine_restarts_it_and_stops_it(managed: GatewayProc
         )
     )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    # Priced per GPU-hour over the engine's measured seconds per token (polled every 2 s).
+    time.sleep(2.5)
+    health = httpx.get(f"{managed.engine_url}/health").json()  # type: ignore[attr-defined]
+    priced = ask(managed)
+    usage = priced.json()["usage"]
+    per_token = health["busy_seconds"] / health["computed_tokens"]
+    expected = 3.6 / 3600 * per_token * (usage["prompt_tokens"] + usage["completion_tokens"])
+    assert float(priced.headers["x-gateway-cost-usd"]) == pytest.approx(expected, abs=1e-10)  # the header has 10 decimals
 
     [pid] = engine_pids(managed)
     os.kill(pid, signal.SIGKILL)
