@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from backends.protocol import Completion
-from backends.types import Endpoint, Usage
+from backends.types import Endpoint, PromptTokensDetails, Usage
 
 _ids = itertools.count()
 
@@ -31,7 +31,7 @@ class EchoBackend:
         if endpoint == "embeddings":
             return _embeddings(payload)
         text, prompt_tokens = _reply(endpoint, payload)
-        usage = Usage(prompt_tokens, len(text.split()), prompt_tokens + len(text.split()))
+        usage = Usage(prompt_tokens, len(text.split()), prompt_tokens + len(text.split()), PromptTokensDetails())
         choice: dict[str, object] = {"index": 0, "finish_reason": "stop", "logprobs": None}
         if endpoint == "chat/completions":
             choice["message"] = {"role": "assistant", "content": text, "refusal": None}
@@ -111,7 +111,7 @@ def _embeddings(payload: dict[str, object]) -> Completion:
     inputs = raw if isinstance(raw, list) and raw and not isinstance(raw[0], int) else [raw]
     data = [{"object": "embedding", "index": i, "embedding": _vector(str(item))} for i, item in enumerate(inputs)]
     tokens = sum(len(str(item).split()) for item in inputs)
-    usage = Usage(tokens, 0, tokens)
+    usage = Usage(tokens, 0, tokens, PromptTokensDetails())
     body = {
         "object": "list",
         "data": data,

@@ -55,10 +55,21 @@ REQUEST_TYPES: dict[Endpoint, type[msgspec.Struct]] = {
 }
 
 
+class PromptTokensDetails(msgspec.Struct):
+    cached_tokens: int | None = 0
+
+
 class Usage(msgspec.Struct):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails | None = None
+
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens the upstream served from its own prompt cache."""
+        details = self.prompt_tokens_details
+        return min(details.cached_tokens or 0, self.prompt_tokens) if details is not None else 0
 
 
 class UsagePeek(msgspec.Struct):

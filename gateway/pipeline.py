@@ -131,12 +131,14 @@ class Pipeline:
             cache_headers = [] if lookup is None else [(b"x-gateway-cache", lookup.outcome.encode())]
             chain = None if route is None else route.chain
             if stream:
+                hide_usage = _ask_for_usage(payload)
                 attempts: list[AttemptTrace] = []
                 opener = _opener(endpoint, payload, model, tr, progress, attempts)
                 opened = await runtime.dispatcher.run(pool, opener, deadline, progress, chain)
                 keeper = self._keeper(endpoint, lookup)
                 finish = lambda: self._finish(runtime, tr, tally, progress, started)  # noqa: E731
-                relay = _Relay(opened, deadline, finish, keeper, attempts[-1] if attempts else None, tally, started)
+                meter = _Meter(tally, started, opened.deployment, payload, hide_usage, attempts[-1] if attempts else None)
+                relay = _Relay(opened, deadline, finish, keeper, meter)
                 finished_here = False
                 headers = [*_SSE_HEADERS, *_route_headers(runtime, opened), *cache_headers, *route_headers]
                 return StreamReply(headers, relay.frames(), relay.close)
@@ -234,21 +236,10 @@ class _Relay:
     """An opened upstream stream on its way to the client."""
 
     def __init__(
-        self,
-        opened: Outcome[Opened],
-        deadline: Deadline,
-        finish: Callable[[], None],
-        keeper: _Keeper | None,
-        attempt: AttemptTrace | None,
-        tally: Tally,
-        started: float,
+        self, opened: Outcome[Opened], deadline: Deadline, finish: Callable[[], None], keeper: _Keeper | None, meter: _Meter
     ) -> None:
         self._events, self._iterator, self._first = opened.value
-        self._attempt = attempt
-        self._usage: Usage | None = None
-        self._tally = tally
-        self._started = started
-        self._deployment = opened.deployment
+        self._meter = meter
         self._lease = opened.lease
         self._deadline = deadline
         self._finish = finish
@@ -262,15 +253,14 @@ class _Relay:
         self._guard = guard = _StreamDeadline(self._deadline)
         error: APIError | None = None
         try:
-            if self._first is not None:
-                self._keep(self._first)
+            if self._first is not None and self._keep(self._first):
                 yield frame(self._first)
             while (data := await guard.next(self._iterator)) is not None:
-                self._keep(data)
-                yield frame(data)
+                if self._keep(data):
+                    yield frame(data)
             self._lease.succeed()
             if self._keeper is not None:
-                with _step(None if self._attempt is None else self._attempt.request, "cache store"):
+                with _step(self._meter.trace, "cache store"):
                     await self._keeper.store(self._keeper.assembler.body())
         except DeadlineExceeded as exc:
             error = exc
@@ -281,28 +271,18 @@ class _Relay:
             self._lease.fail(exc)
             yield frame(exc.body())
         finally:
-            if error is not None:
-                self._tally.status = error.status
-            if self._usage is not None:
-                _count_usage(self._tally, self._usage, self._deployment)
-            if self._attempt is not None:
-                self._attempt.stream_ended(self._usage, error)
-                self._attempt = None
+            self._meter.ended(error)
             await self.close()
         yield DONE_FRAME
 
-    def _keep(self, data: bytes) -> None:
-        if self._tally.ttft is None:
-            self._tally.ttft = time.perf_counter() - self._started
-        if self._attempt is not None:
-            self._usage = self._attempt.chunk(data) or self._usage
-        elif b'"usage":{' in data:  # the include_usage chunk
-            self._usage = _usage_of(data) or self._usage
+    def _keep(self, data: bytes) -> bool:
+        """Note the event (usage, the cache's copy); whether the client gets it."""
         if self._keeper is not None:
             try:
                 self._keeper.assembler.feed(data)
             except msgspec.DecodeError:  # not JSON: pass it on, but do not cache this answer
                 self._keeper = None
+        return self._meter.saw(data)
 
     async def close(self) -> None:
         if self._closed:
@@ -316,6 +296,60 @@ class _Relay:
             await self._events.aclose()
         finally:
             self._finish()
+
+
+class _Meter:
+    """A stream's usage and cost, taken as its events pass. The gateway asks upstreams for the usage
+    chunk even when the client did not (`hide_usage`: that chunk then stops here); an upstream
+    that sends none has its tokens estimated: one per content chunk, and the prompt's JSON
+    length / 4 for the input."""
+
+    def __init__(
+        self,
+        tally: Tally,
+        started: float,
+        deployment: Deployment,
+        payload: dict[str, Any],
+        hide_usage: bool,
+        attempt: AttemptTrace | None,
+    ) -> None:
+        self.tally, self.started, self.deployment, self.payload = tally, started, deployment, payload
+        self.hide_usage = hide_usage
+        self.attempt = attempt
+        self.trace = None if attempt is None else attempt.request
+        self.usage: Usage | None = None
+        self.chunks = 0
+
+    def saw(self, data: bytes) -> bool:
+        if self.tally.ttft is None:
+            self.tally.ttft = time.perf_counter() - self.started
+        if b'"usage"' in data:
+            chunk = _usage_chunk(data)
+            if chunk is not None and chunk.usage is not None:
+                self.usage = chunk.usage
+                if self.hide_usage and not chunk.choices:
+                    return False
+        if b'"delta"' in data or b'"text"' in data:
+            self.chunks += 1
+        if self.attempt is not None:
+            self.attempt.chunk(data)
+        return True
+
+    def ended(self, error: APIError | None) -> None:
+        if error is not None:
+            self.tally.status = error.status
+        usage = self.usage or self._estimate()
+        _count_usage(self.tally, usage, self.deployment)
+        if self.attempt is not None:
+            if self.usage is None and self.trace is not None:
+                self.trace.span.set_attribute("gateway.usage.estimated", True)
+            self.attempt.stream_ended(usage, error)
+            self.attempt = None
+
+    def _estimate(self) -> Usage:
+        prompt = self.payload.get("messages", self.payload.get("prompt", ""))
+        input_tokens = -(-len(msgspec.json.encode(prompt)) // 4)
+        return Usage(prompt_tokens=input_tokens, completion_tokens=self.chunks, total_tokens=input_tokens + self.chunks)
 
 
 class _StreamDeadline:
@@ -466,13 +500,34 @@ def _completion_reply(runtime: Runtime, done: Outcome[Completion], tally: Tally)
     return Reply(200, done.value.body, headers)
 
 
+def _ask_for_usage(payload: dict[str, Any]) -> bool:
+    """Ask the upstream for the usage chunk; True when the client had not (its copy is then held back)."""
+    options = payload.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        return False
+    payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return True
+
+
 def _step(tr: RequestTrace | None, name: str) -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext() if tr is None else tr.step(name)
 
 
 def _count_usage(tally: Tally, usage: Usage, deployment: Deployment) -> None:
     tally.input_tokens, tally.output_tokens = usage.prompt_tokens, usage.completion_tokens
-    tally.cost = deployment.cost(usage.prompt_tokens, usage.completion_tokens)
+    tally.cost = deployment.cost(usage)
+
+
+class _UsageChunk(msgspec.Struct):
+    usage: Usage | None = None
+    choices: list[Any] = msgspec.field(default_factory=list)
+
+
+def _usage_chunk(data: bytes) -> _UsageChunk | None:
+    try:
+        return msgspec.json.decode(data, type=_UsageChunk)
+    except msgspec.DecodeError:
+        return None
 
 
 def _usage_of(data: bytes) -> Usage | None:
@@ -486,7 +541,7 @@ def _saved(lookup: Lookup, pool: Pool) -> float:
     """What the stored answer would have cost from the pool's first deployment."""
     assert lookup.hit is not None
     usage = _usage_of(lookup.hit.entry.body)
-    return 0.0 if usage is None else pool.deployments[0].cost(usage.prompt_tokens, usage.completion_tokens)
+    return 0.0 if usage is None else pool.deployments[0].cost(usage)
 
 
 def _route_headers(runtime: Runtime, outcome: Outcome[Any]) -> Headers:

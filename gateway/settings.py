@@ -50,13 +50,19 @@ class Price(_Settings, frozen=True):
 
     input_per_1m: NonNegative = 0.0
     output_per_1m: NonNegative = 0.0
+    cached_input_per_1m: NonNegative | None = None
+    """Prompt tokens the upstream reports as cached (`usage.prompt_tokens_details.cached_tokens`);
+    default: `input_per_1m`."""
     gpu_hour_usd: NonNegative = 0.0
     """For a `local` deployment: what an hour of its GPU (or machine) costs. A request then costs
     this over the engine's measured seconds per token (busy time / tokens computed so far) times its
     tokens; until the engine has measured any, the per-1M prices apply."""
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        return (input_tokens * self.input_per_1m + output_tokens * self.output_per_1m) / 1e6
+    def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float:
+        """USD for a request's tokens; `cached_tokens` are part of `input_tokens`."""
+        cached_price = self.input_per_1m if self.cached_input_per_1m is None else self.cached_input_per_1m
+        fresh = input_tokens - cached_tokens
+        return (fresh * self.input_per_1m + cached_tokens * cached_price + output_tokens * self.output_per_1m) / 1e6
 
 
 class LocalEngineSettings(_Settings, frozen=True, kw_only=True):

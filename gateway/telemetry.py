@@ -137,7 +137,7 @@ class RequestTrace:
         if hit is not None:
             self.span.set_attribute("gateway.cache.similarity", hit.similarity)
             usage = msgspec.json.decode(hit.entry.body, type=_Answer).usage
-            saved = first.cost(usage.prompt_tokens, usage.completion_tokens) if usage else 0.0
+            saved = first.cost(usage) if usage else 0.0
             self.span.set_attributes({self.tracing.cost_key: 0.0, "gateway.cache.saved_usd": saved})
 
     @contextlib.contextmanager
@@ -285,7 +285,7 @@ def _usage_attributes(usage: Usage, deployment: Deployment, cost_key: str) -> di
     return {
         "gen_ai.usage.input_tokens": usage.prompt_tokens,
         "gen_ai.usage.output_tokens": usage.completion_tokens,
-        cost_key: deployment.cost(usage.prompt_tokens, usage.completion_tokens),
+        cost_key: deployment.cost(usage),
     }
 
 

@@ -47,3 +47,16 @@ def test_requests_tokens_cost_and_latency_are_counted_per_pool(gateway: GatewayP
     assert delta(before, after, "gateway_request_duration_seconds_count", model="main", tier="") == 2
     assert delta(before, after, "gateway_time_to_first_token_seconds_count", model="main", tier="") == 1
     assert delta(before, after, "gateway_request_duration_seconds_bucket", model="main", tier="", le="+Inf") == 2
+
+
+def test_a_stream_without_include_usage_is_still_counted_and_the_client_sees_no_usage_chunk(gateway: GatewayProcess) -> None:
+    before = scrape(gateway)
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+    chunks = list(
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "no usage asked"}], stream=True)
+    )
+    assert chunks and all(c.choices for c in chunks) and all(c.usage is None for c in chunks)
+    after = scrape(gateway)
+    assert delta(before, after, "gateway_tokens_total", model="main", tier="", type="output") == 5  # the upstream's 5 chunks
+    assert delta(before, after, "gateway_tokens_total", model="main", tier="", type="input") > 0
+    assert delta(before, after, "gateway_cost_usd_total", model="main", tier="", tenant="") > 0

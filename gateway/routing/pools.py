@@ -13,6 +13,7 @@ from typing import Literal
 
 from backends.errors import APIError
 from backends.protocol import Backend
+from backends.types import Usage
 from gateway.routing.balancer import Balancer, LatencyEWMA, balancer
 from gateway.routing.breaker import Breaker
 from gateway.routing.retry import RetryPolicy
@@ -64,14 +65,14 @@ class Deployment:
     def upstream_model(self, requested: str) -> str:
         return self.settings.model or requested
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
+    def cost(self, usage: Usage) -> float:
         """USD for a request's tokens: the YAML prices, or the GPU-hour price over the bundled
         engine's measured seconds per token."""
         price = self.settings.price
         measured: float | None = getattr(self.backend, "seconds_per_token", None)  # the bundled engine's LocalBackend
         if price.gpu_hour_usd and measured is not None:
-            return price.gpu_hour_usd / 3600 * measured * (input_tokens + output_tokens)
-        return price.cost(input_tokens, output_tokens)
+            return price.gpu_hour_usd / 3600 * measured * (usage.prompt_tokens + usage.completion_tokens)
+        return price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
 
     def available(self) -> bool:
         return self.in_flight < self.max_in_flight and self.breaker.admits()
