@@ -104,16 +104,8 @@ class Pipeline:
             if router is None:
                 pool = runtime.models.resolve(model)
             else:
-                began = time.perf_counter()
-                with _step(tr, "embed"):
-                    embedded = await self._embed(payload)
-                embedded_at = time.perf_counter()
-                with _step(tr, "classify"):
-                    route = router.route(payload, None if embedded is None else embedded[1], controls.forced_tier(headers, asked))
-                self.stats.steps(embedded_at - began if embedded is not None else None, time.perf_counter() - embedded_at)
+                route, embedded = await self._route(router, payload, controls.forced_tier(headers, asked), tr)
                 pool, model = route.pool, _upstream_name(route.pool)
-                if tr is not None:
-                    tr.routed(route)
             route_headers = [] if route is None else route.headers()
             tally.model, tally.tier = pool.name, route.tier if route is not None else pool.settings.tier or ""
             lookup = None
@@ -135,11 +127,15 @@ class Pipeline:
                 attempts: list[AttemptTrace] = []
                 opener = _opener(endpoint, payload, model, tr, progress, attempts)
                 opened = await runtime.dispatcher.run(pool, opener, deadline, progress, chain)
-                keeper = self._keeper(endpoint, lookup)
-                finish = lambda: self._finish(runtime, tr, tally, progress, started)  # noqa: E731
-                meter = _Meter(tally, started, opened.deployment, payload, hide_usage, attempts[-1] if attempts else None)
-                relay = _Relay(opened, deadline, finish, keeper, meter)
                 finished_here = False
+                meter = _Meter(tally, started, opened.deployment, payload, hide_usage, attempts[-1] if attempts else None)
+                relay = _Relay(
+                    opened,
+                    deadline,
+                    lambda: self._finish(runtime, tr, tally, progress, started),
+                    self._keeper(endpoint, lookup),
+                    meter,
+                )
                 headers = [*_SSE_HEADERS, *_route_headers(runtime, opened), *cache_headers, *route_headers]
                 return StreamReply(headers, relay.frames(), relay.close)
             done = await runtime.dispatcher.run(
@@ -165,6 +161,21 @@ class Pipeline:
         finally:
             if finished_here:
                 self._finish(runtime, tr, tally, progress, started)
+
+    async def _route(
+        self, router: Router, payload: dict[str, Any], forced: str | None, tr: RequestTrace | None
+    ) -> tuple[Route, Embedded | None]:
+        """Embed (shared with the cache) and classify; both timed for /metrics and traced."""
+        began = time.perf_counter()
+        with _step(tr, "embed"):
+            embedded = await self._embed(payload)
+        embedded_at = time.perf_counter()
+        with _step(tr, "classify"):
+            route = router.route(payload, None if embedded is None else embedded[1], forced)
+        self.stats.steps(embedded_at - began if embedded is not None else None, time.perf_counter() - embedded_at)
+        if tr is not None:
+            tr.routed(route)
+        return route, embedded
 
     async def _embed(self, payload: dict[str, Any]) -> Embedded | None:
         """The request's text and its embedding, made once and shared by the router and the cache
