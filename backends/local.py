@@ -118,12 +118,13 @@ class LocalBackend:
                 await asyncio.sleep(backoff)
 
     async def _healthy(self, probe: httpx.AsyncClient) -> bool:
+        """Whether an engine serving this deployment's model answers on the port (anything else there does not count)."""
         try:
             health = await self._health(probe)
             models = await probe.get("/v1/models")
-        except httpx.HTTPError:
+            served = {m.get("id") for m in models.json().get("data", [])} if models.status_code == 200 else set()
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError):
             return False
-        served = {m.get("id") for m in models.json().get("data", [])} if models.status_code == 200 else set()
         return health == 200 and self.process.served_name in served
 
     async def _health(self, probe: httpx.AsyncClient) -> int:
