@@ -6,21 +6,25 @@ from __future__ import annotations
 import contextlib
 import hmac
 import ipaddress
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
-from litestar import Request, Response, get, post
+from litestar import Request, Response, delete, get, post
 from litestar.handlers import ASGIRouteHandler, asgi
 
 from backends.types import Endpoint
 from gateway import metrics
+from gateway.access import Access
 from gateway.asgi import ClientGone, Receive, Scope, Send, read_body, send_reply, send_stream, until_disconnect
+from gateway.auth import KeyExists, KeyRequest, KeysUnavailable, Principal, RedisKeys
 from gateway.breaker_sync import BreakerSync
 from gateway.cache.service import ResponseCache
 from gateway.cache.store import StoreUnavailable
 from gateway.errors import APIError, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized
 from gateway.health import deployment_health
+from gateway.inputs import check_content_type
 from gateway.pipeline import Pipeline, Reply, StreamReply, error_reply
 from gateway.reloader import Reloader
 from gateway.telemetry import Tracing
@@ -44,7 +48,8 @@ class Gateway:
             ResponseCache(settings.cache, self.embedder, settings.redis) if self.embedder and settings.cache.enabled else None
         )
         self.tracing = Tracing(settings.telemetry)
-        self.pipeline = Pipeline(reloader, self.cache, self.embedder, self.tracing if self.tracing.enabled else None)
+        self.access = Access(settings)
+        self.pipeline = Pipeline(reloader, self.cache, self.embedder, self.tracing if self.tracing.enabled else None, self.access)
         self.draining = False
         self.metrics = metrics.registry(
             lambda: reloader.runtime,
@@ -63,6 +68,7 @@ def openai_route(gateway: Gateway, path: str, endpoint: Endpoint) -> ASGIRouteHa
             return await send_reply(send, error_reply(method_not_allowed(scope["method"], path), []))
         limit = gateway.reloader.runtime.settings.server.max_body_bytes
         try:
+            check_content_type(scope["headers"])
             body = await read_body(scope, receive, limit)
         except ClientGone:
             return None
@@ -90,17 +96,30 @@ def _model(name: str, created: int) -> dict[str, object]:
     return {"id": name, "object": "model", "created": created, "owned_by": "llm-gateway"}
 
 
+async def _caller(gateway: Gateway, request: Request[Any, Any, Any]) -> Principal | None:
+    """The key of a request to a `/v1/*` endpoint (None with auth off)."""
+    runtime = gateway.reloader.runtime
+    if not runtime.settings.auth.enabled:
+        return None
+    return await gateway.access.authenticate(request.scope["headers"], runtime.keys)
+
+
 def routes(gateway: Gateway) -> list[Any]:
-    @get("/v1/models", sync_to_thread=False)
-    def list_models() -> Response[bytes]:
+    @get("/v1/models")
+    async def list_models(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """The models the caller's key may use."""
+        caller = await _caller(gateway, request)
         runtime = gateway.reloader.runtime
-        names = sorted([*runtime.models.names, *runtime.routers])
+        names = sorted(n for n in [*runtime.models.names, *runtime.routers] if caller is None or caller.may_use(n))
         return _json({"object": "list", "data": [_model(n, runtime.loaded_at) for n in names]})
 
-    @get("/v1/models/{model_id:path}", sync_to_thread=False)
-    def get_model(model_id: str) -> Response[bytes]:
+    @get("/v1/models/{model_id:path}")
+    async def get_model(request: Request[Any, Any, Any], model_id: str) -> Response[bytes]:
+        caller = await _caller(gateway, request)
         runtime = gateway.reloader.runtime
         name = model_id.lstrip("/")
+        if caller is not None:
+            caller.check_model(name)
         if name not in runtime.routers:
             runtime.models.resolve(name)  # raises the 404
         return _json(_model(name, runtime.loaded_at))
@@ -172,7 +191,87 @@ def routes(gateway: Gateway) -> list[Any]:
     ]
     hot = [openai_route(gateway, path, endpoint) for path, endpoint in endpoints]
     admin = [admin_config, admin_breakers, admin_reload, admin_cache, admin_cache_flush, admin_cache_feedback]
+    admin += key_routes(gateway)
     return [*hot, list_models, get_model, liveness, readiness, *admin, prometheus]
+
+
+def key_routes(gateway: Gateway) -> list[Any]:
+    """`/admin/keys`: make (the secret is shown once), list, read with spend, and revoke client keys.
+    Made keys live in Redis; the config's keys are listed and read, and changed in the config."""
+
+    def stored() -> RedisKeys:
+        if gateway.access.keys is None:
+            raise ServiceUnavailable(
+                "Keys can be made through the admin API only with Redis (redis.url); write them in auth.keys instead.",
+                code="key_store_unavailable",
+            )
+        return gateway.access.keys
+
+    @post("/admin/keys", status_code=201)
+    async def create_key(request: Request[Any, Any, Any]) -> Response[bytes]:
+        _authorize_admin(gateway, request)
+        asked = _admin_body(await request.body(), KeyRequest)
+        runtime = gateway.reloader.runtime
+        known = {*runtime.models.names, *runtime.routers}
+        for model in asked.models or []:
+            if model not in known:
+                raise InvalidRequest(f"No model named {model!r}.", param="models")
+        if any(p.alias == asked.alias for p in runtime.keys.by_id.values()):
+            raise InvalidRequest(f"The alias {asked.alias!r} belongs to a key in the config.", param="alias", status=409)
+        with _key_store_errors():
+            try:
+                secret, principal = await stored().create(asked, time.time())
+            except KeyExists:
+                raise InvalidRequest(f"A key with alias {asked.alias!r} exists.", param="alias", status=409) from None
+        return _json({"key": secret, **principal.as_dict()}, 201)
+
+    @get("/admin/keys")
+    async def list_keys(request: Request[Any, Any, Any]) -> Response[bytes]:
+        _authorize_admin(gateway, request)
+        found = list(gateway.reloader.runtime.keys.by_id.values())
+        if gateway.access.keys is not None:
+            with _key_store_errors():
+                found += await gateway.access.keys.all()
+        return _json({"object": "list", "data": [p.as_dict() for p in found]})
+
+    @get("/admin/keys/{key_id:str}")
+    async def read_key(request: Request[Any, Any, Any], key_id: str) -> Response[bytes]:
+        """The key and what it has spent in each budget period (settled and reserved)."""
+        _authorize_admin(gateway, request)
+        principal = await _find_key(gateway, key_id)
+        return _json({**principal.as_dict(), "spent": await gateway.access.limits.usage(principal)})
+
+    @delete("/admin/keys/{key_id:str}", status_code=200)
+    async def revoke_key(request: Request[Any, Any, Any], key_id: str) -> Response[bytes]:
+        """Refused from the next request on, by every worker and replica."""
+        _authorize_admin(gateway, request)
+        if key_id in gateway.reloader.runtime.keys.by_id:
+            raise InvalidRequest("This key is written in the config: remove it there (and reload).", status=409)
+        with _key_store_errors():
+            revoked = await stored().revoke(key_id)
+        if revoked is None:
+            raise NotFound(f"No key with id {key_id[:100]!r}.", code="key_not_found")
+        return _json({"id": key_id, "alias": revoked.alias, "revoked": True})
+
+    return [create_key, list_keys, read_key, revoke_key]
+
+
+async def _find_key(gateway: Gateway, key_id: str) -> Principal:
+    found = gateway.reloader.runtime.keys.by_id.get(key_id)
+    if found is None and gateway.access.keys is not None:
+        with _key_store_errors():
+            found = next((p for p in await gateway.access.keys.all() if p.id == key_id), None)
+    if found is None:
+        raise NotFound(f"No key with id {key_id[:100]!r}.", code="key_not_found")
+    return found
+
+
+@contextlib.contextmanager
+def _key_store_errors() -> Iterator[None]:
+    try:
+        yield
+    except KeysUnavailable as exc:
+        raise ServiceUnavailable(f"Redis did not answer ({exc}); try again.", code="key_store_unavailable") from exc
 
 
 class _Flush(msgspec.Struct, forbid_unknown_fields=True):

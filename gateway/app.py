@@ -40,6 +40,7 @@ def create_app(config_path: str | None = None) -> RequestContext:
             gateway.draining = True
             await gateway.breaker_sync.aclose()
             await gateway.reloader.aclose()
+            await gateway.access.aclose()
             if gateway.cache is not None:
                 await gateway.cache.aclose()
             if gateway.embedder is not None:

@@ -1,4 +1,4 @@
-"""`gateway serve`, `gateway validate`, `gateway cache-eval`, `gateway router-train` and `gateway router-eval`."""
+"""`gateway serve`, `validate`, `key`, `cache-eval`, `router-train` and `router-eval`."""
 
 from __future__ import annotations
 
@@ -42,7 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     router_eval.add_argument("--bias", type=float, default=None, help="default: the router's")
     router_eval.add_argument("--train-file", default=None, help="fit the baselines on this file's train rows (default: FILE's)")
 
+    key = commands.add_parser("key", help="make a client key for auth.keys, or hash one")
+    key.add_argument("action", choices=["new", "hash"], help="new: a fresh key and its hash; hash: hash a key from stdin")
+
     args = parser.parse_args(argv)
+    if args.command == "key":
+        return _key(args.action)
     if args.command == "validate":
         return _validate(args.files)
     if args.command == "cache-eval":
@@ -57,6 +62,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "router-eval":
         return _router_eval(args)
     return _serve(args)
+
+
+def _key(action: str) -> int:
+    """Prints what `auth.keys` needs; the key itself goes to the client and nowhere else."""
+    from gateway.auth import hash_key, new_key
+
+    if action == "new":
+        secret = new_key()
+        print(f"key:      {secret}\nkey_hash: {hash_key(secret)}")
+        return 0
+    secret = sys.stdin.readline().strip()
+    if not secret:
+        print("gateway key hash: give the key on stdin", file=sys.stderr)
+        return 2
+    print(hash_key(secret))
+    return 0
 
 
 def _validate(files: list[str]) -> int:

@@ -161,6 +161,45 @@ def check(settings: Settings) -> list[Problem]:
         problems.append(Problem(("redis", "url"), "must start with redis://, rediss:// or unix://"))
     if settings.cache.enabled and settings.cache.store == "redis" and url is None:
         problems.append(Problem(("cache", "store"), "`redis` needs redis.url"))
+    problems += _auth_problems(settings, seen)
+    return problems
+
+
+def _auth_problems(settings: Settings, models: dict[str, PathKey]) -> list[Problem]:
+    """Keys are unique and name models and tiers that exist; auth on needs a way to have a key."""
+    auth = settings.auth
+    problems: list[Problem] = []
+    url = settings.redis.address()
+    if auth.store == "redis" and url is None:
+        problems.append(Problem(("auth", "store"), "`redis` needs redis.url"))
+    if auth.enabled and not auth.keys and url is None:
+        problems.append(
+            Problem(
+                ("auth",),
+                "auth is on (the default) but no key can exist: add auth.keys, set redis.url to make keys "
+                "through /admin/keys, or write `enabled: false` to run without keys",
+            )
+        )
+    tiers: set[str] = {pool.tier for pool in settings.pools.values() if pool.tier}
+    tiers |= {t for router in settings.routers.values() for t in router.tiers}
+    aliases: set[str] = set()
+    hashes: set[str] = set()
+    for i, key in enumerate(auth.keys):
+        at: PathKey = ("auth", "keys", i)
+        if key.alias in aliases:
+            problems.append(Problem((*at, "alias"), f"key alias {key.alias!r} is used twice"))
+        if key.key_hash in hashes:
+            problems.append(Problem((*at, "key_hash"), "the same key is written twice"))
+        aliases.add(key.alias)
+        hashes.add(key.key_hash)
+        for j, model in enumerate(key.models or []):
+            if model not in models:
+                problems.append(Problem((*at, "models", j), f"no model named {model!r}"))
+        for j, tier in enumerate(key.tiers or []):
+            if tier not in tiers:
+                problems.append(Problem((*at, "tiers", j), f"no pool or router has a tier {tier!r}"))
+        if key.expires_at is not None and key.expires_at.tzinfo is None:
+            problems.append(Problem((*at, "expires_at"), "needs a time zone, e.g. 2027-01-01T00:00:00Z"))
     return problems
 
 

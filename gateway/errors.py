@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from backends.errors import APIError
 
-__all__ = ["APIError", "GatewayOverloaded", "InvalidRequest", "NotFound", "PayloadTooLarge", "ServiceUnavailable", "Unauthorized"]
+__all__ = [
+    "APIError",
+    "GatewayOverloaded",
+    "InvalidRequest",
+    "NotFound",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "ServiceUnavailable",
+    "Unauthorized",
+    "UnsupportedMediaType",
+]
 
 
 class InvalidRequest(APIError):
@@ -16,6 +26,18 @@ class Unauthorized(APIError):
     status = 401
     type = "invalid_request_error"
     code = "invalid_api_key"
+
+
+class PermissionDenied(APIError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class UnsupportedMediaType(APIError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
 
 
 class NotFound(APIError):

@@ -20,11 +20,14 @@ from backends.errors import APIError, DeadlineExceeded
 from backends.protocol import Completion, EventStream
 from backends.sse import DONE_FRAME, frame
 from backends.types import REQUEST_TYPES, Endpoint, Usage, UsagePeek
-from gateway import controls
+from gateway import controls, inputs
+from gateway.access import Access, estimate
+from gateway.auth import Principal
 from gateway.cache.assemble import Assembler
 from gateway.cache.replay import replay_events
 from gateway.cache.service import Embedded, Lookup, ResponseCache, hit_body
-from gateway.errors import GatewayOverloaded, InvalidRequest
+from gateway.errors import GatewayOverloaded, InvalidRequest, PermissionDenied
+from gateway.limits import Admission, Limits
 from gateway.routing.dispatcher import Call, Outcome, Progress
 from gateway.routing.features import router_text
 from gateway.routing.pools import Deployment, Pool
@@ -32,6 +35,7 @@ from gateway.routing.retry import Deadline
 from gateway.routing.router import Route, Router
 from gateway.routing.validation import breaks_schema
 from gateway.runtime import Runtime
+from gateway.settings import ServerSettings
 from gateway.stats import RequestStats, Tally
 
 if TYPE_CHECKING:
@@ -73,8 +77,10 @@ class Pipeline:
         cache: ResponseCache | None = None,
         embedder: Embedder | None = None,
         tracing: Tracing | None = None,
+        access: Access | None = None,
     ) -> None:
         self._source = runtime_source  # anything with a `.runtime` attribute (the Reloader)
+        self._access = access or Access(runtime_source.runtime.settings)
         self._cache = cache
         self._embedder = embedder
         self._tracing = tracing  # None when tracing is off: no span, no attribute, no check per request
@@ -90,29 +96,49 @@ class Pipeline:
         tr: RequestTrace | None = None
         tally = Tally()
         started = time.perf_counter()
+        principal: Principal | None = None
+        admission: Admission | None = None
+        limit_headers: Headers = []
         try:
             if self.in_flight > runtime.settings.resilience.max_in_flight:
                 raise GatewayOverloaded("The gateway is at its limit of requests in flight; retry shortly.", retry_after=1)
-            payload, model, stream = parse(endpoint, body)
+            if runtime.settings.auth.enabled:
+                principal = await self._access.authenticate(headers, runtime.keys)
+                tally.tenant = principal.alias
+            payload, model, stream = parse(endpoint, body, runtime.settings.server)
+            if principal is not None:
+                principal.check_model(model)
             if self._tracing is not None:
                 tr = self._tracing.request(endpoint, model, payload, headers)
+                if tr is not None and principal is not None:
+                    tr.span.set_attribute("gateway.key.alias", principal.alias)
             asked = controls.from_body(payload)
             deadline = Deadline(controls.deadline_s(runtime.settings.resilience, headers, asked))
             router = runtime.routers.get(model)
             route: Route | None = None
             embedded: Embedded | None = None
+            allowed = None if principal is None else principal.tiers
+            chain: list[Pool] | None = None
             if router is None:
                 pool = runtime.models.resolve(model)
+                if allowed is not None:
+                    chain = _allowed_chain(pool, allowed)
             else:
-                route, embedded = await self._route(router, payload, controls.forced_tier(headers, asked), tr)
-                pool, model = route.pool, _upstream_name(route.pool)
+                route, embedded = await self._route(router, payload, controls.forced_tier(headers, asked), tr, allowed)
+                pool, model, chain = route.pool, _upstream_name(route.pool), route.chain
             route_headers = [] if route is None else route.headers()
             tally.model, tally.tier = pool.name, route.tier if route is not None else pool.settings.tier or ""
+            if principal is not None and Limits.needed(principal):
+                reserve = runtime.settings.auth.output_reserve_tokens
+                admission = await self._access.limits.admit(principal, estimate(endpoint, payload, chain or [pool], reserve))
+                limit_headers = admission.headers()
+                route_headers = route_headers + limit_headers
             lookup = None
             if self._cache is not None:  # no coroutine and no header scan per request when the cache is off
                 directive = controls.cache_directive(headers, asked)
                 with _step(tr, "cache lookup"):
-                    lookup = await self._cache.lookup(endpoint, pool.name, pool.settings, payload, directive, embedded)
+                    tenant = "" if principal is None else principal.tenant
+                    lookup = await self._cache.lookup(endpoint, pool.name, pool.settings, payload, directive, embedded, tenant)
                 if tr is not None:
                     tr.looked_up(lookup, pool.deployments[0])
             if lookup is not None and lookup.hit is not None:
@@ -121,7 +147,6 @@ class Pipeline:
                 cached.headers += route_headers
                 return cached
             cache_headers = [] if lookup is None else [(b"x-gateway-cache", lookup.outcome.encode())]
-            chain = None if route is None else route.chain
             if stream:
                 hide_usage = _ask_for_usage(payload)
                 attempts: list[AttemptTrace] = []
@@ -132,7 +157,7 @@ class Pipeline:
                 relay = _Relay(
                     opened,
                     deadline,
-                    lambda: self._finish(runtime, tr, tally, progress, started),
+                    lambda: self._finish(runtime, tr, tally, progress, started, admission),
                     self._keeper(endpoint, lookup),
                     meter,
                 )
@@ -143,8 +168,10 @@ class Pipeline:
             )
             done.lease.succeed()
             if router is not None and route is not None and router.settings.validate_json and not route.shadow:
-                done, route = await self._validated(runtime, router, route, endpoint, payload, done, deadline, progress, tr)
-                route_headers = route.headers()
+                done, route = await self._validated(
+                    runtime, router, route, endpoint, payload, done, deadline, progress, tr, allowed
+                )
+                route_headers = route.headers() + limit_headers
             if tr is not None:
                 tr.answered(tr.last_attempt)
             reply = _completion_reply(runtime, done, tally)
@@ -157,13 +184,18 @@ class Pipeline:
             tally.status = exc.status
             if tr is not None:
                 tr.failed(exc)
-            return error_reply(exc, _progress_headers(runtime, progress))
+            return error_reply(exc, [*_progress_headers(runtime, progress), *getattr(exc, "headers", limit_headers)])
         finally:
             if finished_here:
-                self._finish(runtime, tr, tally, progress, started)
+                self._finish(runtime, tr, tally, progress, started, admission)
 
     async def _route(
-        self, router: Router, payload: dict[str, Any], forced: str | None, tr: RequestTrace | None
+        self,
+        router: Router,
+        payload: dict[str, Any],
+        forced: str | None,
+        tr: RequestTrace | None,
+        allowed: tuple[str, ...] | None,
     ) -> tuple[Route, Embedded | None]:
         """Embed (shared with the cache) and classify; both timed for /metrics and traced."""
         began = time.perf_counter()
@@ -171,7 +203,7 @@ class Pipeline:
             embedded = await self._embed(payload)
         embedded_at = time.perf_counter()
         with _step(tr, "classify"):
-            route = router.route(payload, None if embedded is None else embedded[1], forced)
+            route = router.route(payload, None if embedded is None else embedded[1], forced, allowed=allowed)
         self.stats.steps(embedded_at - began if embedded is not None else None, time.perf_counter() - embedded_at)
         if tr is not None:
             tr.routed(route)
@@ -207,13 +239,17 @@ class Pipeline:
         deadline: Deadline,
         progress: Progress,
         tr: RequestTrace | None,
+        allowed: tuple[str, ...] | None,
     ) -> tuple[Outcome[Completion], Route]:
-        """An answer that breaks the request's json_schema is asked again one tier up (once)."""
+        """An answer that breaks the request's json_schema is asked again one tier up (once), if
+        the client's key may use that tier."""
         above = router.above(route.tier)
-        if above is None or (broken := breaks_schema(payload, done.value.body)) is None:
+        if above is None or (allowed is not None and above not in allowed):
+            return done, route
+        if (broken := breaks_schema(payload, done.value.body)) is None:
             return done, route
         log.info("answer broke the requested json_schema (%s); asking tier %s", broken, above)
-        retried = router.route(payload, None, above, why="json_schema")
+        retried = router.route(payload, None, above, why="json_schema", allowed=allowed)
         if tr is not None:
             tr.routed(retried)
         completer = _completer(endpoint, payload, _upstream_name(retried.pool), tr, progress)
@@ -228,8 +264,18 @@ class Pipeline:
         cache = self._cache
         return _Keeper(Assembler(chat=endpoint == "chat/completions"), lambda body: cache.store(lookup, body))
 
-    def _finish(self, runtime: Runtime, tr: RequestTrace | None, tally: Tally, progress: Progress, started: float) -> None:
+    def _finish(
+        self,
+        runtime: Runtime,
+        tr: RequestTrace | None,
+        tally: Tally,
+        progress: Progress,
+        started: float,
+        admission: Admission | None,
+    ) -> None:
         self.in_flight -= 1
+        if admission is not None:
+            self._access.limits.settle(admission, tally.input_tokens + tally.output_tokens, tally.cost)
         runtime.release()
         tally.attempts, tally.fallbacks = progress.attempts, progress.fallbacks
         self.stats.record(tally, time.perf_counter() - started)
@@ -520,6 +566,18 @@ def _ask_for_usage(payload: dict[str, Any]) -> bool:
     return True
 
 
+def _allowed_chain(pool: Pool, allowed: tuple[str, ...]) -> list[Pool]:
+    """A pool asked for by name, for a key limited to some tiers: 403 if the pool's tier is not
+    among them; its fallbacks of other tiers are left out of the chain."""
+    if pool.settings.tier is not None and pool.settings.tier not in allowed:
+        raise PermissionDenied(
+            f"This API key may not use the {pool.settings.tier!r} tier; it may use: {', '.join(allowed) or 'none'}.",
+            param="model",
+            code="tier_not_allowed",
+        )
+    return [p for p in (pool, *pool.fallbacks) if p.settings.tier is None or p.settings.tier in allowed]
+
+
 def _step(tr: RequestTrace | None, name: str) -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext() if tr is None else tr.step(name)
 
@@ -573,14 +631,19 @@ async def _close(iterator: AsyncIterator[bytes]) -> None:
         await aclose()
 
 
-def parse(endpoint: Endpoint, body: bytes) -> tuple[dict[str, Any], str, bool]:
-    """The client's JSON object (kept whole, unknown fields included), its model and stream flag."""
+def parse(endpoint: Endpoint, body: bytes, limits: ServerSettings | None = None) -> tuple[dict[str, Any], str, bool]:
+    """The client's JSON object (kept whole, unknown fields included), its model and stream flag,
+    once it is within the server's bounds (depth, messages, text, output tokens)."""
     try:
         payload = msgspec.json.decode(body)
     except msgspec.DecodeError:
         raise InvalidRequest("We could not parse the JSON body of your request. The body must be valid JSON (UTF-8).") from None
+    except RecursionError:
+        raise InvalidRequest("The request's JSON is nested too deeply.") from None
     if not isinstance(payload, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    if limits is not None:
+        inputs.check_body(endpoint, body, payload, limits)
     try:
         request = msgspec.convert(payload, REQUEST_TYPES[endpoint])
     except msgspec.ValidationError as exc:

@@ -18,6 +18,7 @@ from backends.echo import EchoBackend
 from backends.local import EngineProcess, LocalBackend
 from backends.openai_http import HTTPBackend
 from backends.protocol import Backend
+from gateway.auth import KeyTable
 from gateway.config import LoadedConfig
 from gateway.routing.breaker import Breaker
 from gateway.routing.dispatcher import Dispatcher
@@ -44,6 +45,7 @@ class Runtime:
         self.models = ModelTable.build(self.pools)
         self.routers = {name: Router(name, spec, config.classifiers[name], pools) for name, spec in self.settings.routers.items()}
         self.dispatcher = Dispatcher()
+        self.keys = KeyTable(self.settings.auth)
         self._holders = 0
         self._retired = False
         self._closing: asyncio.Task[None] | None = None

@@ -6,6 +6,7 @@ component receives its own struct (a pool its `PoolSettings`, the server its `Se
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -159,6 +160,8 @@ class PoolCacheSettings(_Settings, frozen=True):
     threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
     """Cosine similarity a semantic hit needs in this pool (default: `cache.threshold`)."""
     ttl_s: Positive | None = None
+    shared: bool = False
+    """Share this pool's entries between tenants (client keys). Off: each tenant has its own."""
 
 
 Tier = Literal["small", "medium", "large"]
@@ -189,6 +192,14 @@ class ServerSettings(_Settings, frozen=True):
 
     max_body_bytes: PositiveInt = 4 * 1024 * 1024
     """Larger request bodies get 413."""
+    max_json_depth: PositiveInt = 64
+    """Deeper nesting of JSON objects and arrays in a request body gets 400."""
+    max_messages: PositiveInt = 2048
+    """Messages in a chat request (or prompts / inputs in a list) at most."""
+    max_text_chars: PositiveInt = 2_000_000
+    """Characters of text in all the strings of a request's messages, prompt or input, together."""
+    max_output_tokens: PositiveInt = 1_000_000
+    """The largest `max_tokens` / `max_completion_tokens` a request may ask for."""
 
 
 class ResilienceSettings(_Settings, frozen=True):
@@ -279,6 +290,55 @@ class AdminSettings(_Settings, frozen=True):
     """Bearer key for `/admin/*`. Without one, only clients on loopback may use them."""
 
 
+Period = Literal["day", "month"]
+KeyHash = Annotated[str, msgspec.Meta(pattern=r"^sha256:[0-9a-f]{64}$")]
+
+
+class KeySettings(_Settings, frozen=True, kw_only=True):
+    """A client key written in the config. Only its hash is kept: `gateway key new` prints a fresh
+    key and its hash; `gateway key hash` hashes one read from stdin."""
+
+    alias: Name
+    """The key's name in logs, metrics (`tenant`), spans and the admin API; never the secret."""
+    key_hash: KeyHash
+    """`sha256:` and the hex SHA-256 of the key."""
+    tenant: Name | None = None
+    """Whose cache entries the key reads and writes (default: the alias). Keys of one tenant share them."""
+    models: list[Name] | None = None
+    """Model names (pools, aliases, routers) the key may call; default: all."""
+    tiers: list[Name] | None = None
+    """Tiers the key may use; a router caps its choice at the largest of them; default: all."""
+    rpm: PositiveInt | None = None
+    """Requests per minute (any 60 s window)."""
+    tpm: PositiveInt | None = None
+    """Tokens per minute: the prompt (estimated) plus the output asked for are reserved when the
+    request is admitted, and set to the actual usage when it ends."""
+    budget: dict[Period, NonNegative] = msgspec.field(default_factory=dict)
+    """USD the key may spend per calendar day and / or month (UTC)."""
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    expires_at: datetime | None = None
+    """From then on the key is refused (a time with a zone, e.g. `2027-01-01T00:00:00Z`)."""
+
+
+class AuthSettings(_Settings, frozen=True, kw_only=True):
+    """Client keys, their limits and budgets. On unless the config turns it off (`enabled: false`)."""
+
+    enabled: bool = True
+    """Every `/v1/*` request needs a key (`Authorization: Bearer`). Off: anyone who can reach the
+    gateway may call it, with no limits."""
+    keys: list[KeySettings] = msgspec.field(default_factory=list)
+    store: Literal["memory", "redis"] | None = None
+    """Where rate and spend counters (and keys made through `/admin/keys`) live; default: Redis when
+    `redis.url` is set, else this process."""
+    on_store_error: Literal["open", "closed"] = "open"
+    """Redis failing: `open` serves (limits counted in this process meanwhile, a warning, a metric);
+    `closed` answers 503."""
+    store_timeout_s: Positive = 0.25
+    """Longest wait for Redis on a request."""
+    output_reserve_tokens: PositiveInt = 1024
+    """Output tokens reserved (for `tpm` and budgets) for a request that sets no `max_tokens`."""
+
+
 class RouterTierSettings(_Settings, frozen=True):
     pool: Name
     """The pool that answers requests routed to this tier."""
@@ -333,6 +393,7 @@ class Settings(_Settings, frozen=True, kw_only=True):
     server: ServerSettings = ServerSettings()
     reload: ReloadSettings = ReloadSettings()
     admin: AdminSettings = AdminSettings()
+    auth: AuthSettings = AuthSettings()
     resilience: ResilienceSettings = ResilienceSettings()
     redis: RedisSettings = RedisSettings()
     cache: CacheSettings = CacheSettings()

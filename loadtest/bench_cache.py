@@ -124,7 +124,7 @@ def through_gateway(requests: int) -> tuple[float, list[float]]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write("reload: {watch: false}\ncache: {enabled: true}\npools:\n  m:\n")
+        f.write("reload: {watch: false}\nauth: {enabled: false}\ncache: {enabled: true}\npools:\n  m:\n")
         f.write(f'    deployments: [{{id: slow, base_url: "{upstream.base_url}"}}]\n')
     cmd = [sys.executable, "-m", "gateway", "serve", "--config", f.name, "--port", str(port), "--log-level", "error"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -9,9 +9,13 @@ For each gateway variant (HTTP server x upstream transport) it measures:
     python -m loadtest.bench_gateway                       # uvicorn + pooled transport (the default)
     python -m loadtest.bench_gateway --variants uvicorn:pooled,uvicorn:httpx,granian:pooled
     python -m loadtest.bench_gateway --variants uvicorn:pooled,uvicorn:pooled:traced   # tracing's cost
+    python -m loadtest.bench_gateway --variants uvicorn:pooled,uvicorn:pooled:keys,uvicorn:pooled:keys-redis
 
 A `:traced` variant turns tracing on, exporting every span over OTLP/HTTP to a receiver inside this
 process (on core 1 with the load generator), at `--sample-ratio` (default 1: every request).
+Without `:keys`, auth is off. `:keys` turns it on with a config key that has rpm, tpm and a daily
+budget (far above what the run uses), counted in the gateway process; `:keys-redis` counts in a
+redis-server started for the run (on core 1).
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from pathlib import Path
 
 import httpx
 
-from loadtest.loadgen import Result, chat_body, run
+from gateway.auth import hash_key
+from loadtest.loadgen import KEY, Result, chat_body, run
+from loadtest.redis_server import RedisServer
 from loadtest.report import footer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,21 +95,37 @@ def main() -> None:
         wait_http(f"{direct_base}/models", upstream)
         rows.append(("direct (no gateway)", asyncio.run(measure(direct_base, args.requests, args.duration, args.concurrency))))
         for variant in args.variants.split(","):
-            server, transport, *traced = variant.split(":")
-            name = f"gateway {server} + {transport}" + (" + tracing" if traced else "")
-            rows.append((name, bench_variant(server, transport, direct_base, args, bool(traced))))
+            server, transport, *flags = variant.split(":")
+            name = " + ".join([f"gateway {server}", transport, *flags])
+            rows.append((name, bench_variant(server, transport, direct_base, args, set(flags))))
     finally:
         upstream.terminate()
     print(report(rows, args))
 
 
 def bench_variant(
-    server: str, transport: str, upstream_base: str, args: argparse.Namespace, traced: bool = False
+    server: str, transport: str, upstream_base: str, args: argparse.Namespace, flags: set[str]
 ) -> dict[str, Result]:
+    unknown = flags - {"traced", "keys", "keys-redis"}
+    if unknown:
+        raise SystemExit(f"unknown variant flags: {', '.join(sorted(unknown))}")
     # The receiver is a process of its own on core 1, so that decoding spans does not slow the load generator.
+    traced = "traced" in flags
     receiver = start([sys.executable, "-m", "loadtest.otlp_receiver", "--port", str(RECEIVER_PORT)], 1) if traced else None
+    redis = None
+    if "keys-redis" in flags:
+        redis = RedisServer(Path(tempfile.mkdtemp()))
+        os.sched_setaffinity(redis.proc.pid, {1})
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         f.write("reload: {watch: false}\n")
+        if flags & {"keys", "keys-redis"}:
+            limits = "rpm: 100000000, tpm: 1000000000000, budget: {day: 1000000}"
+            f.write(f"auth:\n  keys:\n    - {{alias: bench, key_hash: '{hash_key(KEY)}', {limits}}}\n")
+            if redis is not None:
+                f.write(f"redis: {{url: '{redis.url}'}}\n")
+                f.write("resilience: {share_breakers: false}\n")
+        else:
+            f.write("auth: {enabled: false}\n")
         if receiver is not None:
             endpoint = f"http://127.0.0.1:{RECEIVER_PORT}/v1/traces"
             f.write(f"telemetry: {{enabled: true, endpoint: '{endpoint}', sample_ratio: {args.sample_ratio}}}\n")
@@ -119,6 +141,8 @@ def bench_variant(
         gateway.terminate()
         gateway.wait(10)
         os.unlink(f.name)
+        if redis is not None:
+            redis.stop()
         if receiver is not None:
             print(f"{httpx.get(f'http://127.0.0.1:{RECEIVER_PORT}/count').text} spans reached the OTLP receiver", file=sys.stderr)
             receiver.terminate()

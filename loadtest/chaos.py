@@ -23,14 +23,16 @@ from pathlib import Path
 
 import httpx
 
+from gateway.auth import hash_key
 from loadtest.fake_upstream import Behavior, FakeUpstream
-from loadtest.loadgen import Result, chat_body, run
+from loadtest.loadgen import KEY, Result, chat_body, run
 from loadtest.report import footer
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "examples" / "high-availability.yaml"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 Row = tuple[str, str, str]  # scenario, figure, value
+AUTH = {"authorization": f"Bearer {KEY}"}
 
 
 class Setup:
@@ -48,6 +50,7 @@ class Setup:
             "UPSTREAM_B_BASE_URL": self.b.base_url,
             "UPSTREAM_FALLBACK_BASE_URL": self.fallback.base_url,
             "BREAKER_COOLDOWN_S": str(cooldown),
+            "GATEWAY_APP_KEY_HASH": hash_key(KEY),
         }
         cmd = [
             sys.executable,
@@ -86,7 +89,9 @@ class Setup:
 async def load(url: str, n: int, concurrency: int, **extra: object) -> list[tuple[int, float, str]]:
     """(status, seconds, x-gateway-model) for `n` chat requests, `concurrency` at a time."""
     limit = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers=AUTH, timeout=30, limits=httpx.Limits(max_connections=concurrency)
+    ) as client:
 
         async def one() -> tuple[int, float, str]:
             async with limit:
@@ -204,7 +209,7 @@ def disconnect(cooldown: float) -> list[Row]:
             up.behavior = Behavior(chunks=400, chunk_interval_s=0.02)
         body = httpx.Request("POST", "/", json={**CHAT, "stream": True}).content
         head = "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-        head += f"content-length: {len(body)}\r\n\r\n"
+        head += f"authorization: Bearer {KEY}\r\ncontent-length: {len(body)}\r\n\r\n"
         delays = []
         for _ in range(20):
             sock = socket.create_connection(("127.0.0.1", s.port))
@@ -243,7 +248,9 @@ def kill_streams(cooldown: float) -> list[Row]:
                 return "".join(parts), time.perf_counter()
 
         async def go() -> tuple[list[tuple[str, float]], float]:
-            async with httpx.AsyncClient(base_url=s.url, timeout=60, limits=httpx.Limits(max_connections=200)) as client:
+            async with httpx.AsyncClient(
+                base_url=s.url, headers=AUTH, timeout=60, limits=httpx.Limits(max_connections=200)
+            ) as client:
                 tasks = [asyncio.ensure_future(one(client)) for _ in range(100)]
                 while len(started) < 100:
                     await asyncio.sleep(0.01)

@@ -109,6 +109,10 @@ class _Client(asyncio.Protocol):
         return status, self.first_body
 
 
+KEY = "loadgen"
+"""The client key the load generator sends (configs under load give it a key or turn auth off)."""
+
+
 async def run(url: str, body: bytes, concurrency: int, requests: int, duration: float = 0.0, warmup: int = 0) -> Result:
     """Send `requests` requests (or for `duration` seconds if set) with `concurrency` workers."""
     parts = urlsplit(url)
@@ -117,7 +121,7 @@ async def run(url: str, body: bytes, concurrency: int, requests: int, duration: 
         raise SystemExit(f"refusing to load {host}: the load generator targets loopback only")
     raw = (
         f"POST {parts.path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
-        f"authorization: Bearer loadgen\r\ncontent-length: {len(body)}\r\n\r\n"
+        f"authorization: Bearer {KEY}\r\ncontent-length: {len(body)}\r\n\r\n"
     ).encode() + body
     loop = asyncio.get_running_loop()
     clients = []

@@ -107,7 +107,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, fa
     single_attempt = "\n    retry: {max_attempts: 1}\n    breaker: {enabled: false}"
     price = "\n        price: {input_per_1m: 2.5, output_per_1m: 10}"
     path.write_text(
-        "server: {max_body_bytes: 65536}\nreload: {watch: false}\npools:"
+        "server: {max_body_bytes: 65536}\nreload: {watch: false}\nauth: {enabled: false}\npools:"
         + upstream_pool("main", upstream, model="upstream-model", extra=price, aliases="[gpt-4o, gpt-4o-mini]")
         + upstream_pool("faulty", faulty, extra=fast_timeouts, pool_extra=single_attempt)
         + "\n  echo:\n    deployments: [{id: echo-dep, backend: echo}]\n"

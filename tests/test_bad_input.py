@@ -112,7 +112,7 @@ def test_unreachable_upstream_is_502(tmp_path: object, gateway: GatewayProcess) 
 
     path = Path(str(tmp_path)) / "dead.yaml"
     path.write_text(
-        f"reload: {{watch: false}}\npools:\n  dead:\n    deployments: [{{id: d, base_url: 'http://127.0.0.1:{free_port()}/v1'}}]\n"
+        f"reload: {{watch: false}}\nauth: {{enabled: false}}\npools:\n  dead:\n    deployments: [{{id: d, base_url: 'http://127.0.0.1:{free_port()}/v1'}}]\n"
     )
     proc = GatewayProcess(path)
     try:

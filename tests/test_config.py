@@ -19,7 +19,11 @@ from tests.conftest import ROOT, GatewayProcess, upstream_pool
 
 
 def parse(text: str, env: dict[str, str] | None = None) -> config.LoadedConfig:
-    return config.parse(textwrap.dedent(text).encode(), "test.yaml", env or {})
+    """The config, with auth off unless the text sets `auth:` (added last, so line numbers hold)."""
+    text = textwrap.dedent(text)
+    if text.strip() and "auth:" not in text:
+        text += "\nauth: {enabled: false}\n"
+    return config.parse(text.encode(), "test.yaml", env or {})
 
 
 def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
@@ -67,7 +71,7 @@ def test_cross_field_rules() -> None:
 
 
 def test_yaml_errors_and_duplicate_keys() -> None:
-    assert problems("pools: [unclosed\n")[0].startswith("test.yaml:2: invalid YAML")
+    assert problems("auth: {enabled: false}\npools: [unclosed\n")[0].startswith("test.yaml:3: invalid YAML")
     dup = problems("pools:\n  a:\n    deployments: [{id: x, backend: echo}]\n  a:\n    deployments: []\n")
     assert "test.yaml:4: pools.a: this key appears twice" in dup
     assert problems("")[0] == "test.yaml: the file is empty"
@@ -175,7 +179,7 @@ def test_serve_refuses_an_invalid_config(tmp_path: Path) -> None:
 @pytest.fixture
 def reloading(tmp_path: Path, upstream: FakeUpstream) -> GatewayProcess:
     path = tmp_path / "gateway.yaml"
-    path.write_text("reload: {watch: true, interval_s: 0.1}\npools:" + upstream_pool("first", upstream))
+    path.write_text("reload: {watch: true, interval_s: 0.1}\nauth: {enabled: false}\npools:" + upstream_pool("first", upstream))
     proc = GatewayProcess(path)
     yield proc  # type: ignore[misc]
     proc.stop()
@@ -204,13 +208,15 @@ def test_file_watch_reloads_and_rejects_bad_files(reloading: GatewayProcess, ups
     v1 = version_of(reloading)
     assert chat(reloading, "first").headers["x-gateway-config-version"] == v1
 
-    reloading.config_path.write_text("reload: {watch: true, interval_s: 0.1}\npools:" + upstream_pool("second", upstream))
+    reloading.config_path.write_text(
+        "reload: {watch: true, interval_s: 0.1}\nauth: {enabled: false}\npools:" + upstream_pool("second", upstream)
+    )
     assert wait_for(lambda: version_of(reloading) != v1)
     v2 = version_of(reloading)
     assert chat(reloading, "second").headers["x-gateway-config-version"] == v2
     assert chat(reloading, "first").status_code == 404
 
-    reloading.config_path.write_text("pools:\n  broken: {deployments: [{id: z, weight: -1}]}\n")
+    reloading.config_path.write_text("auth: {enabled: false}\npools:\n  broken: {deployments: [{id: z, weight: -1}]}\n")
     assert wait_for(lambda: "config reload rejected" in reloading.logs())
     assert version_of(reloading) == v2 and chat(reloading, "second").status_code == 200
     assert "pools.broken.deployments[0].weight" in reloading.logs()
@@ -218,7 +224,9 @@ def test_file_watch_reloads_and_rejects_bad_files(reloading: GatewayProcess, ups
 
 def test_admin_reload_endpoint(tmp_path: Path, upstream: FakeUpstream) -> None:
     path = tmp_path / "gateway.yaml"
-    path.write_text("reload: {watch: false}\nadmin: {api_key: admin-secret}\npools:" + upstream_pool("a", upstream))
+    path.write_text(
+        "reload: {watch: false}\nadmin: {api_key: admin-secret}\nauth: {enabled: false}\npools:" + upstream_pool("a", upstream)
+    )
     proc = GatewayProcess(path)
     try:
         url = f"{proc.url}/admin/config/reload"
@@ -227,11 +235,14 @@ def test_admin_reload_endpoint(tmp_path: Path, upstream: FakeUpstream) -> None:
         auth = {"authorization": "Bearer admin-secret"}
         assert httpx.post(url, headers=auth).json()["changed"] is False
 
-        path.write_text("reload: {watch: false}\nadmin: {api_key: admin-secret}\npools:" + upstream_pool("b", upstream))
+        path.write_text(
+            "reload: {watch: false}\nadmin: {api_key: admin-secret}\nauth: {enabled: false}\npools:"
+            + upstream_pool("b", upstream)
+        )
         result = httpx.post(url, headers=auth).json()
         assert result["changed"] is True and chat(proc, "b").headers["x-gateway-config-version"] == result["version"]
 
-        path.write_text("reload: {watch: false}\nadmin: {api_key: admin-secret}\npools: {}\n")
+        path.write_text("reload: {watch: false}\nadmin: {api_key: admin-secret}\nauth: {enabled: false}\npools: {}\n")
         rejected = httpx.post(url, headers=auth)
         assert rejected.status_code == 400 and "pools" in rejected.json()["error"]["message"]
         assert chat(proc, "b").status_code == 200
@@ -244,7 +255,7 @@ def test_in_flight_requests_finish_on_the_config_they_started_with(tmp_path: Pat
     slow = FakeUpstream(Behavior(latency_s=1.0), name="slow").start_in_thread()
     try:
         path = tmp_path / "gateway.yaml"
-        path.write_text("reload: {watch: false}\npools:" + upstream_pool("old", slow))
+        path.write_text("reload: {watch: false}\nauth: {enabled: false}\npools:" + upstream_pool("old", slow))
         proc = GatewayProcess(path)
         try:
             v1 = version_of(proc)
@@ -252,7 +263,9 @@ def test_in_flight_requests_finish_on_the_config_they_started_with(tmp_path: Pat
             thread = threading.Thread(target=lambda: result.setdefault("r", chat(proc, "old")))
             thread.start()
             time.sleep(0.3)
-            path.write_text("reload: {watch: false}\npools:\n  new: {deployments: [{id: e, backend: echo}]}\n")
+            path.write_text(
+                "reload: {watch: false}\nauth: {enabled: false}\npools:\n  new: {deployments: [{id: e, backend: echo}]}\n"
+            )
             assert httpx.post(f"{proc.url}/admin/config/reload").json()["changed"] is True
             thread.join(10)
             assert result["r"].status_code == 200

@@ -12,7 +12,9 @@ BODY = b'{"model": "echo", "stream": true, "messages": [{"role": "user", "conten
 
 def pipeline(tmp_path: Path) -> tuple[Pipeline, Reloader]:
     path = tmp_path / "gateway.yaml"
-    path.write_text("reload: {watch: false}\npools:\n  echo:\n    deployments: [{id: e, backend: echo}]\n")
+    path.write_text(
+        "reload: {watch: false}\nauth: {enabled: false}\npools:\n  echo:\n    deployments: [{id: e, backend: echo}]\n"
+    )
     reloader = Reloader(str(path))
     return Pipeline(reloader), reloader
 

@@ -18,7 +18,9 @@ def usage(body: str) -> Usage:
 def test_cached_prompt_tokens_are_priced_apart() -> None:
     price = Price(input_per_1m=2.0, output_per_1m=8.0, cached_input_per_1m=0.5)
     u = usage('{"prompt_tokens": 1000, "completion_tokens": 100, "prompt_tokens_details": {"cached_tokens": 600}}')
-    assert price.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens) == pytest.approx((400 * 2 + 600 * 0.5 + 100 * 8) / 1e6)
+    assert price.cost(u.prompt_tokens, u.completion_tokens, u.cached_tokens) == pytest.approx(
+        (400 * 2 + 600 * 0.5 + 100 * 8) / 1e6
+    )
     assert Price(input_per_1m=2.0).cost(1000, 0, 600) == pytest.approx(1000 * 2 / 1e6)  # no cached price: the input price
     assert usage('{"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": 50}}').cached_tokens == 10
     assert usage('{"prompt_tokens": 10, "prompt_tokens_details": null}').cached_tokens == 0

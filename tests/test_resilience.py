@@ -4,6 +4,7 @@ replicas A and B in pool `chat`, falling back to pool `chat-fallback`. Breaker c
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -59,7 +60,8 @@ def upstreams() -> list[FakeUpstream]:
 def ha_gateway(tmp_path: Path, ups: list[FakeUpstream], name: str = "ha", **env: str) -> GatewayProcess:
     """A gateway on a copy of the example (plus `redis.url` when REDIS_URL is given)."""
     config = tmp_path / f"{name}.yaml"
-    config.write_text(EXAMPLE.read_text() + ("redis:\n  url: ${REDIS_URL}\n" if "REDIS_URL" in env else ""))
+    text = re.sub(r"(?m)^auth:\n(?:  .*\n)+", "auth: {enabled: false}\n", EXAMPLE.read_text())  # keys are not under test here
+    config.write_text(text + ("redis:\n  url: ${REDIS_URL}\n" if "REDIS_URL" in env else ""))
     base = {
         "UPSTREAM_A_BASE_URL": ups[0].base_url,
         "UPSTREAM_B_BASE_URL": ups[1].base_url,
@@ -176,6 +178,7 @@ def test_context_window_exceeded_goes_to_the_context_fallback(tmp_path: Path) ->
     short = FakeUpstream(Behavior(mode="status", status=400), name="short").start_in_thread()
     path = tmp_path / "ctx.yaml"
     path.write_text(f"""
+auth: {{enabled: false}}
 pools:
   small-ctx:
     context_fallbacks: [long-ctx]
@@ -291,6 +294,7 @@ def test_in_flight_bounds_answer_429_instead_of_queueing(tmp_path: Path) -> None
     path = tmp_path / "bounded.yaml"
     path.write_text(f"""
 resilience: {{max_in_flight: 3}}
+auth: {{enabled: false}}
 pools:
   bounded:
     deployments: [{{id: slow, base_url: "{slow.base_url}", max_in_flight: 2}}]

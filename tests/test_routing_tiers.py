@@ -52,6 +52,7 @@ def tiers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayPro
 reload: {{watch: false}}
 telemetry: {{enabled: true, endpoint: "{receiver.endpoint}"}}
 cache: {{enabled: true, embedder: {{onnx_dir: "{root / "onnx"}"}}}}
+auth: {{enabled: false}}
 pools:{pools}
 routers:
   auto:
@@ -152,6 +153,7 @@ def write(tmp_path: Path, routers: str) -> Path:
     path = tmp_path / "bad.yaml"
     path.write_text(
         """
+auth: {enabled: false}
 pools:
   small: {aliases: [mini], deployments: [{id: a, backend: echo}]}
   large: {deployments: [{id: b, backend: echo}]}

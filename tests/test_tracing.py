@@ -35,6 +35,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory, receiver: OTLPReceiver, ups
 reload: {{watch: false}}
 telemetry: {{enabled: true, endpoint: "{receiver.endpoint}", service_name: gw-test}}
 cache: {{enabled: true, semantic: false}}
+auth: {{enabled: false}}
 pools:
   main:
     aliases: [gpt-4o]
@@ -176,6 +177,7 @@ def test_a_dead_collector_never_fails_a_request_and_is_counted(tmp_path: Path, u
     path.write_text(f"""
 reload: {{watch: false}}
 telemetry: {{enabled: true, endpoint: "{dead.endpoint}"}}
+auth: {{enabled: false}}
 pools:
   main:
     deployments: [{{id: main-dep, base_url: {upstream.base_url}}}]
@@ -202,6 +204,7 @@ def test_spans_also_go_out_over_grpc(tmp_path: Path, upstream: FakeUpstream) -> 
     path.write_text(f"""
 reload: {{watch: false}}
 telemetry: {{enabled: true, protocol: grpc, endpoint: "{receiver.endpoint}"}}
+auth: {{enabled: false}}
 pools:
   main:
     deployments: [{{id: main-dep, base_url: {upstream.base_url}}}]

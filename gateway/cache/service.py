@@ -96,12 +96,16 @@ class ResponseCache:
         payload: dict[str, Any],
         directive: CacheDirective | None,
         embedded: Embedded | None = None,
+        tenant: str = "",
     ) -> Lookup:
-        """`embedded`: the request's text and vector if something (a router) has embedded it already."""
+        """`embedded`: the request's text and vector if something (a router) has embedded it already.
+        `tenant`: whose entries these are (the client key's tenant); a pool with `cache.shared`
+        ignores it, so its entries serve every tenant."""
         if not self._cacheable(endpoint, pool_settings, payload) or directive == "no-store" or not self._store_ready():
             return self._count(BYPASS)
         try:
-            return self._count(await self._lookup(endpoint, pool, pool_settings, payload, directive, embedded))
+            tenant = "" if pool_settings.cache.shared else tenant
+            return self._count(await self._lookup(endpoint, pool, pool_settings, payload, directive, embedded, tenant))
         except StoreUnavailable as exc:
             self._store_failed(exc)
             return self._count(BYPASS)
@@ -114,9 +118,10 @@ class ResponseCache:
         payload: dict[str, Any],
         directive: CacheDirective | None,
         embedded: Embedded | None,
+        tenant: str,
     ) -> Lookup:
         ttl = pool_settings.cache.ttl_s or self.settings.ttl_s
-        found = Lookup("miss", key=exact_key(endpoint, pool, payload), namespace=f"{pool}:", store=True, ttl_s=ttl)
+        found = Lookup("miss", key=exact_key(endpoint, pool, payload, tenant), namespace=f"{pool}:", store=True, ttl_s=ttl)
         if directive == "no-cache":
             return found
         found.hit = await self.layers.lookup_exact(found.key)
@@ -126,7 +131,7 @@ class ResponseCache:
             except Exception:  # the cache must never fail a request: go on without the semantic layer
                 log.exception("embedding failed; this request skips the semantic cache")
             else:
-                found.namespace = f"{pool}:{semantic_namespace(endpoint, pool, payload)}{context_digest(payload)}"
+                found.namespace = f"{pool}:{semantic_namespace(endpoint, pool, payload, tenant)}{context_digest(payload)}"
                 found.text, found.vector = text, vector
                 threshold = pool_settings.cache.threshold or self.settings.threshold
                 found.hit = await self.layers.lookup_semantic(found.namespace, text, vector, threshold)

@@ -7,13 +7,13 @@ request ─▶ forced tier (header / body)? ─▶ classifier decision ─▶ ti
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.routing.classifier import ComplexityModel, Decision
 from gateway.routing.pools import Pool
 from gateway.settings import RouterSettings
@@ -27,7 +27,8 @@ class Route:
     decision: Decision | None
     """None when the tier was chosen for the classifier."""
     why: str = "routed"
-    """routed (the classifier), forced (the client), shadow, json_schema (a tier below broke the schema)."""
+    """routed (the classifier), forced (the client), shadow, json_schema (a tier below broke the
+    schema), capped (the classifier's tier is above what the client's key may use)."""
 
     @property
     def shadow(self) -> bool:
@@ -40,6 +41,8 @@ class Route:
             found.append((b"x-gateway-route-reasons", "; ".join(self.decision.reasons).encode("ascii", "replace")))
         if self.why == "forced":
             found.append((b"x-gateway-route-forced", b"true"))
+        elif self.why == "capped":
+            found.append((b"x-gateway-route-capped", b"key"))
         elif self.why == "json_schema":
             found.append((b"x-gateway-route-escalated", b"json_schema"))
         elif self.shadow:
@@ -71,8 +74,17 @@ class Router:
                 chain += [p for p in (above, *above.fallbacks) if p not in chain]
         return chain
 
-    def route(self, payload: Mapping[str, Any], vector: np.ndarray | None, forced: str | None, why: str = "forced") -> Route:
-        """The tier's route: `forced` (by the client, or `why` else) or the classifier's choice."""
+    def route(
+        self,
+        payload: Mapping[str, Any],
+        vector: np.ndarray | None,
+        forced: str | None,
+        why: str = "forced",
+        allowed: Collection[str] | None = None,
+    ) -> Route:
+        """The tier's route: `forced` (by the client, or `why` else) or the classifier's choice.
+        With `allowed` (a key's tiers) the choice is capped at the largest allowed tier below it,
+        and the chain keeps only allowed tiers' pools."""
         if forced is not None:
             if forced not in self.tiers:
                 raise InvalidRequest(
@@ -82,13 +94,27 @@ class Router:
         else:
             decision = self.model.decide(payload, vector, thresholds=self.thresholds, bias=self.settings.bias)
             index = self.tiers.index(decision.tier)
+        how = why if decision is None else "routed"
+        if allowed is not None and self.tiers[index] not in allowed:
+            below = [i for i in range(index) if self.tiers[i] in allowed]
+            if decision is None or not below:
+                raise PermissionDenied(
+                    f"This API key may not use tier {self.tiers[index]!r} of {self.name!r}; "
+                    f"it may use: {', '.join(t for t in self.tiers if t in allowed) or 'none'}.",
+                    param="tier",
+                    code="tier_not_allowed",
+                )
+            index, how = below[-1], "capped"
         tier = self.tiers[index]
         if self.shadow is not None:
             self._count(tier, "shadow")
             return Route(tier, self.shadow, [self.shadow, *self.shadow.fallbacks], decision, "shadow")
-        how = why if decision is None else "routed"
         self._count(tier, how)
-        return Route(tier, self.pools[index], self.chains[index], decision, how)
+        chain = self.chains[index]
+        if allowed is not None:
+            barred = {id(p) for t, p in zip(self.tiers, self.pools, strict=True) if t not in allowed}
+            chain = [p for p in chain if id(p) not in barred]
+        return Route(tier, self.pools[index], chain, decision, how)
 
     def above(self, tier: str) -> str | None:
         """The next larger tier (None for the largest)."""

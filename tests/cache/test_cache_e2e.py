@@ -24,6 +24,7 @@ cache:
   enabled: true
   threshold: 0.85
   embedder: {{onnx_dir: "{root / "onnx"}"}}
+auth: {{enabled: false}}
 pools:
   small:
     aliases: [gpt-4o-mini]

@@ -34,6 +34,7 @@ cache:
   threshold: 0.85
   store_retry_s: 0.2
   embedder: {{onnx_dir: "{tmp_path / "onnx"}"}}
+auth: {{enabled: false}}
 pools:
   small:
     aliases: [{MODEL}]

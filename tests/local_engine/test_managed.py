@@ -23,6 +23,7 @@ def managed(tmp_path: Path, llama_dir: Path) -> Iterator[GatewayProcess]:
     port = free_port()
     path.write_text(f"""
 reload: {{watch: false}}
+auth: {{enabled: false}}
 pools:
   small:
     aliases: [auto-small]

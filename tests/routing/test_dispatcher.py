@@ -15,6 +15,7 @@ from gateway.routing.retry import Deadline, DeadlineExceeded
 from gateway.runtime import Runtime
 
 CONFIG = """
+auth: {enabled: false}
 pools:
   chat:
     tier: small
@@ -113,6 +114,7 @@ async def test_retryable_statuses_are_retried_up_to_the_attempt_limit_then_fall_
 
 async def test_retry_after_is_honoured_on_the_only_deployment() -> None:
     p = pools("""
+    auth: {enabled: false}
     pools:
       solo:
         retry: {max_attempts: 2, retry_after_max_s: 5}
@@ -127,6 +129,7 @@ async def test_retry_after_is_honoured_on_the_only_deployment() -> None:
 
 async def test_a_retry_after_longer_than_the_cap_is_not_waited_out() -> None:
     p = pools("""
+    auth: {enabled: false}
     pools:
       solo:
         retry: {max_attempts: 3, retry_after_max_s: 1}
@@ -197,6 +200,7 @@ async def test_no_attempt_starts_once_the_deadline_has_passed() -> None:
 async def test_retries_do_not_sleep_past_the_deadline() -> None:
     sleeps = Sleeps()
     p = pools("""
+    auth: {enabled: false}
     pools:
       solo:
         retry: {max_attempts: 5, backoff_initial_s: 10, backoff_max_s: 10}

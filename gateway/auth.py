@@ -1,0 +1,337 @@
+"""Client keys: who is calling, and what they may call.
+
+A key is a random secret (`sk-gw-...`) that the gateway never keeps: it keeps the key's SHA-256
+(keys are 256 random bits, so a fast hash is as safe as a slow one and costs a microsecond per
+request). Keys come from the config (`auth.keys`, hashes only) and from the admin API, which keeps
+them in Redis so every worker and replica knows them at once; a revoked key is deleted there and
+refused by the next request anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from redis.exceptions import RedisError
+
+from gateway.errors import PermissionDenied, ServiceUnavailable, Unauthorized
+from gateway.settings import AuthSettings, KeySettings, Name, NonNegative, Period, PositiveInt
+
+log = logging.getLogger("gateway.auth")
+
+KEY_PREFIX = "sk-gw-"
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A client key as the gateway knows it (no secret in it)."""
+
+    id: str
+    """`cfg:<alias>` for a key in the config, `key_<hex>` for one made through the admin API.
+    Rate and spend counters are kept under it."""
+    alias: str
+    tenant: str
+    source: Literal["config", "api"]
+    models: frozenset[str] | None = None
+    tiers: tuple[str, ...] | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    budget: Mapping[str, float] = field(default_factory=dict)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    expires_at: float | None = None
+    created_at: float | None = None
+
+    def check_model(self, model: str) -> None:
+        if self.models is not None and model not in self.models:
+            raise PermissionDenied(
+                f"This API key may not use the model `{model[:200]}`; it may use: {', '.join(sorted(self.models))}.",
+                param="model",
+                code="model_not_allowed",
+            )
+
+    def may_use(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+    def allows_tier(self, tier: str | None) -> bool:
+        return self.tiers is None or tier is None or tier in self.tiers
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "alias": self.alias,
+            "tenant": self.tenant,
+            "source": self.source,
+            "models": None if self.models is None else sorted(self.models),
+            "tiers": None if self.tiers is None else list(self.tiers),
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "budget": dict(self.budget),
+            "metadata": dict(self.metadata),
+            "expires_at": self.expires_at,
+            "created_at": self.created_at,
+        }
+
+
+def from_settings(key: KeySettings) -> Principal:
+    return Principal(
+        id=f"cfg:{key.alias}",
+        alias=key.alias,
+        tenant=key.tenant or key.alias,
+        source="config",
+        models=None if key.models is None else frozenset(key.models),
+        tiers=None if key.tiers is None else tuple(key.tiers),
+        rpm=key.rpm,
+        tpm=key.tpm,
+        budget={str(k): v for k, v in key.budget.items()},
+        metadata=dict(key.metadata),
+        expires_at=None if key.expires_at is None else key.expires_at.timestamp(),
+    )
+
+
+class KeyRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The body of `POST /admin/keys`."""
+
+    alias: Name
+    tenant: Name | None = None
+    models: list[Name] | None = None
+    tiers: list[Name] | None = None
+    rpm: PositiveInt | None = None
+    tpm: PositiveInt | None = None
+    budget: dict[Period, NonNegative] = msgspec.field(default_factory=dict)
+    metadata: dict[Annotated[str, msgspec.Meta(max_length=200)], Annotated[str, msgspec.Meta(max_length=2000)]] = msgspec.field(
+        default_factory=dict
+    )
+    expires_at: datetime | None = None
+    """A time with a zone; or use `expires_in_s`."""
+    expires_in_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+    def principal(self, key_id: str, now: float) -> Principal:
+        expires = self.expires_at.timestamp() if self.expires_at is not None else None
+        if self.expires_in_s is not None:
+            expires = now + self.expires_in_s
+        return Principal(
+            id=key_id,
+            alias=self.alias,
+            tenant=self.tenant or self.alias,
+            source="api",
+            models=None if self.models is None else frozenset(self.models),
+            tiers=None if self.tiers is None else tuple(self.tiers),
+            rpm=self.rpm,
+            tpm=self.tpm,
+            budget={str(k): v for k, v in self.budget.items()},
+            metadata=dict(self.metadata),
+            expires_at=expires,
+            created_at=now,
+        )
+
+
+class _Record(msgspec.Struct, kw_only=True):
+    """A Redis-kept key, as stored (JSON)."""
+
+    id: str
+    alias: str
+    tenant: str
+    models: list[str] | None = None
+    tiers: list[str] | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    budget: dict[str, float] = msgspec.field(default_factory=dict)
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    expires_at: float | None = None
+    created_at: float | None = None
+
+
+def _encode(p: Principal) -> bytes:
+    record = _Record(
+        id=p.id,
+        alias=p.alias,
+        tenant=p.tenant,
+        models=None if p.models is None else sorted(p.models),
+        tiers=None if p.tiers is None else list(p.tiers),
+        rpm=p.rpm,
+        tpm=p.tpm,
+        budget=dict(p.budget),
+        metadata=dict(p.metadata),
+        expires_at=p.expires_at,
+        created_at=p.created_at,
+    )
+    return msgspec.json.encode(record)
+
+
+def _decode(raw: bytes) -> Principal:
+    r = msgspec.json.decode(raw, type=_Record)
+    return Principal(
+        id=r.id,
+        alias=r.alias,
+        tenant=r.tenant,
+        source="api",
+        models=None if r.models is None else frozenset(r.models),
+        tiers=None if r.tiers is None else tuple(r.tiers),
+        rpm=r.rpm,
+        tpm=r.tpm,
+        budget=r.budget,
+        metadata=r.metadata,
+        expires_at=r.expires_at,
+        created_at=r.created_at,
+    )
+
+
+class KeysUnavailable(Exception):
+    """Redis, where API-made keys live, did not answer."""
+
+
+class KeyExists(Exception):
+    pass
+
+
+class RedisKeys:
+    """API-made keys in Redis, under `{prefix}key:`: `h:<sha256>` -> the record (JSON), `id:<id>` ->
+    its hash, `alias:<alias>` -> its id, and the set `ids`. Create and revoke are one Lua script each.
+
+    The last record read for each key is remembered, so that with `on_store_error: open` a key
+    already seen keeps working through a Redis outage (a revocation made meanwhile is seen once
+    Redis is back)."""
+
+    _CREATE = """
+local p = ARGV[1]
+if redis.call('SET', p .. 'alias:' .. ARGV[3], ARGV[2], 'NX') == false then return 0 end
+redis.call('SET', p .. 'h:' .. ARGV[4], ARGV[5])
+redis.call('SET', p .. 'id:' .. ARGV[2], ARGV[4])
+redis.call('SADD', p .. 'ids', ARGV[2])
+return 1
+"""
+    _REVOKE = """
+local p = ARGV[1]
+local h = redis.call('GET', p .. 'id:' .. ARGV[2])
+if not h then return nil end
+local raw = redis.call('GET', p .. 'h:' .. h)
+redis.call('DEL', p .. 'h:' .. h, p .. 'id:' .. ARGV[2])
+redis.call('SREM', p .. 'ids', ARGV[2])
+if raw then
+  local alias = cjson.decode(raw)['alias']
+  if redis.call('GET', p .. 'alias:' .. alias) == ARGV[2] then redis.call('DEL', p .. 'alias:' .. alias) end
+end
+return raw or ''
+"""
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self._client = client
+        self._p = f"{prefix}key:"
+        self._create = client.register_script(self._CREATE)
+        self._revoke = client.register_script(self._REVOKE)
+        self._seen: dict[str, Principal] = {}
+
+    async def find(self, digest: str, *, fail_open: bool) -> Principal | None:
+        try:
+            raw = await self._client.get(f"{self._p}h:{digest}")
+        except (RedisError, OSError) as exc:
+            if fail_open and digest in self._seen:
+                return self._seen[digest]
+            raise KeysUnavailable(type(exc).__name__) from exc
+        if raw is None:
+            self._seen.pop(digest, None)
+            return None
+        found = self._seen[digest] = _decode(raw)
+        return found
+
+    async def create(self, request: KeyRequest, now: float) -> tuple[str, Principal]:
+        key = new_key()
+        principal = request.principal("key_" + secrets.token_hex(8), now)
+        digest = hash_key(key).removeprefix("sha256:")
+        with _unavailable():
+            made = await self._create(args=[self._p, principal.id, principal.alias, digest, _encode(principal)])
+        if not made:
+            raise KeyExists(principal.alias)
+        return key, principal
+
+    async def revoke(self, key_id: str) -> Principal | None:
+        with _unavailable():
+            raw = await self._revoke(args=[self._p, key_id])
+        self._seen = {h: p for h, p in self._seen.items() if p.id != key_id}
+        return _decode(raw) if raw else None
+
+    async def all(self) -> list[Principal]:
+        with _unavailable():
+            ids = sorted(i.decode() for i in await self._client.smembers(f"{self._p}ids"))
+            if not ids:
+                return []
+            digests = await self._client.mget([f"{self._p}id:{i}" for i in ids])
+            found = [d.decode() for d in digests if d is not None]
+            raws = await self._client.mget([f"{self._p}h:{d}" for d in found]) if found else []
+        return [_decode(r) for r in raws if r is not None]
+
+
+@contextlib.contextmanager
+def _unavailable() -> Iterator[None]:
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise KeysUnavailable(type(exc).__name__) from exc
+
+
+class KeyTable:
+    """The config's keys, by hash (rebuilt with each config)."""
+
+    def __init__(self, settings: AuthSettings) -> None:
+        self.by_hash = {k.key_hash.removeprefix("sha256:"): from_settings(k) for k in settings.keys}
+        self.by_id = {p.id: p for p in self.by_hash.values()}
+
+
+MISSING_KEY = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header using "
+    "Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+
+
+def bearer(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The key in `Authorization: Bearer ...` (None when absent)."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").strip().partition(" ")
+            if scheme.lower() != "bearer" or not key.strip():
+                raise Unauthorized("The Authorization header must be `Bearer YOUR_KEY`.")
+            return key.strip()
+    return None
+
+
+async def authenticate(
+    headers: Iterable[tuple[bytes, bytes]],
+    table: KeyTable,
+    stored: RedisKeys | None,
+    fail_open: bool,
+    clock: Any = time.time,
+) -> Principal:
+    """The caller's key, or the 401 / 503 that refuses it. Never echoes any part of the key."""
+    key = bearer(headers)
+    if key is None:
+        raise Unauthorized(MISSING_KEY)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    principal = table.by_hash.get(digest)
+    if principal is None and stored is not None:
+        try:
+            principal = await stored.find(digest, fail_open=fail_open)
+        except KeysUnavailable as exc:
+            raise ServiceUnavailable(
+                "The key store did not answer, so this key could not be checked; try again.", code="auth_unavailable"
+            ) from exc
+    if principal is None:
+        raise Unauthorized("Incorrect API key provided. Check it, or ask the gateway's operator for one.")
+    if principal.expires_at is not None and clock() >= principal.expires_at:
+        raise Unauthorized("This API key has expired.", code="expired_api_key")
+    return principal
