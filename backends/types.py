@@ -33,6 +33,9 @@ class _Generation(msgspec.Struct, kw_only=True):
     n: Annotated[int, msgspec.Meta(ge=1, le=128)] | None = None
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    presence_penalty: Annotated[float, msgspec.Meta(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, msgspec.Meta(ge=-2, le=2)] | None = None
+    seed: int | None = None
 
 
 class ChatRequest(_Generation):

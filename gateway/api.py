@@ -58,6 +58,7 @@ class Gateway:
             self.embedder,
             lambda: self.tracing.dropped,
             self.pipeline.stats,
+            self.access.limits,
         )
         self.breaker_sync = BreakerSync(lambda: reloader.runtime)
 

@@ -32,6 +32,7 @@ log = logging.getLogger("gateway.limits")
 
 WINDOW_S = 60
 OK, REQUESTS, TOKENS, BUDGET = 0, 1, 2, 3
+_KINDS = {REQUESTS: "requests", TOKENS: "tokens", BUDGET: "budget"}
 
 
 @dataclass(slots=True)
@@ -339,6 +340,8 @@ class Limits:
         self._clock = clock
         self.outage = _Outage()
         self._settling: set[asyncio.Task[None]] = set()
+        self.refused: dict[tuple[str, str], int] = {}
+        """(key alias, limit: requests / tokens / budget) -> requests refused, for /metrics."""
 
     @staticmethod
     def needed(principal: Principal) -> bool:
@@ -360,6 +363,8 @@ class Limits:
             self.outage.down = False
             log.warning("limits: Redis answers again; counting there")
         if verdict.outcome != OK:
+            kind = _KINDS[verdict.outcome]
+            self.refused[principal.alias, kind] = self.refused.get((principal.alias, kind), 0) + 1
             raise _refusal(principal, ask, verdict)
         return Admission(principal, bucket, ask, [(p, pid) for p, pid, _, _ in periods], verdict, counters)
 

@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from gateway.health import deployment_health
+from gateway.limits import Limits
 from gateway.routing.breaker import STATE_VALUES
 from gateway.runtime import Runtime
 from gateway.stats import RequestStats
@@ -30,7 +31,9 @@ class HealthCollector(Collector):
         embedder: Embedder | None,
         spans_dropped: Callable[[], int],
         stats: RequestStats | None,
+        limits: Limits | None = None,
     ) -> None:
+        self._limits = limits
         self._runtime = runtime
         self._in_flight = in_flight
         self._cache = cache
@@ -66,6 +69,22 @@ class HealthCollector(Collector):
             yield CounterMetricFamily("gateway_embedder_texts", help_text, value=self._embedder.texts)
         if self._cache is not None:
             yield from _cache_metrics(self._cache)
+        if self._limits is not None:
+            yield from _limit_metrics(self._limits)
+
+
+def _limit_metrics(limits: Limits) -> Iterator[Metric]:
+    refused = CounterMetricFamily(
+        "gateway_limits_refused", "Requests refused for a key's rate limit or budget.", labels=["tenant", "limit"]
+    )
+    for (alias, kind), count in limits.refused.items():
+        refused.add_metric([alias, kind], count)
+    yield refused
+    if limits.shared is not None:
+        up = "1 while the shared limit counters (Redis) answer, 0 while the failure policy applies."
+        yield GaugeMetricFamily("gateway_limits_store_up", up, value=int(not limits.outage.down))
+        errors = "Calls to the shared limit counters that failed or timed out."
+        yield CounterMetricFamily("gateway_limits_store_errors", errors, value=limits.outage.errors)
 
 
 def _cache_metrics(cache: ResponseCache) -> Iterator[Metric]:
@@ -93,9 +112,10 @@ def registry(
     embedder: Embedder | None = None,
     spans_dropped: Callable[[], int] = lambda: 0,
     stats: RequestStats | None = None,
+    limits: Limits | None = None,
 ) -> CollectorRegistry:
     reg = CollectorRegistry()
-    reg.register(HealthCollector(runtime, in_flight, cache, embedder, spans_dropped, stats))
+    reg.register(HealthCollector(runtime, in_flight, cache, embedder, spans_dropped, stats, limits))
     return reg
 
 

@@ -9,7 +9,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.routing.classifier import ComplexityModel, pick
 from gateway.routing.features import FEATURE_NAMES, features, router_text
 from gateway.routing.pools import Pool
@@ -131,3 +131,28 @@ def test_a_router_escalates_through_the_tiers_above() -> None:
     with pytest.raises(InvalidRequest):
         router.route({"prompt": "x"}, None, "huge")
     assert router.decisions == {("small", "forced"): 1, ("large", "forced"): 1}
+
+
+def test_a_keys_tiers_cap_the_route_and_trim_the_chain() -> None:
+    pools = {
+        name: Pool.build(name, PoolSettings(deployments=[DeploymentSettings(id=f"{name}-d", backend="echo")]), [])
+        for name in ("s", "m", "l")
+    }
+    for pool in pools.values():
+        pool.fallbacks = []
+    model, _ = train(synthetic(60, 0), ["small", "medium", "large"])
+    spec = RouterSettings(
+        tiers={"small": RouterTierSettings("s"), "medium": RouterTierSettings("m"), "large": RouterTierSettings("l")}
+    )
+    # thresholds 0: the classifier sends everything to the largest tier
+    router = Router("auto", spec, model, pools)
+    router.thresholds = [0.0, 0.0, 0.0]
+    assert router.route({"prompt": "x"}, None, None).tier == "large"
+    capped = router.route({"prompt": "x"}, None, None, allowed=("small", "medium"))
+    assert capped.tier == "medium" and capped.why == "capped" and [p.name for p in capped.chain] == ["m"]
+    assert (b"x-gateway-route-capped", b"key") in capped.headers()
+    assert [p.name for p in router.route({"prompt": "x"}, None, "small", allowed=("small", "large")).chain] == ["s", "l"]
+    with pytest.raises(PermissionDenied):  # asking for a tier the key may not use is refused, not capped
+        router.route({"prompt": "x"}, None, "large", allowed=("small",))
+    with pytest.raises(PermissionDenied):
+        router.route({"prompt": "x"}, None, None, allowed=())

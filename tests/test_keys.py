@@ -1,0 +1,350 @@
+"""Keys, limits and budgets end to end: real `gateway serve` processes, a real loopback upstream,
+real redis-server processes, the official openai client where a client would use it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from gateway.auth import hash_key
+from loadtest.fake_upstream import Behavior, FakeUpstream
+from loadtest.otlp_receiver import OTLPReceiver
+from loadtest.redis_server import RedisServer
+from tests.conftest import GatewayProcess
+
+KEYS = {
+    alias: f"sk-gw-test-{alias}-0123456789abcdef"
+    for alias in ("full", "limited", "mini-only", "expired", "budget", "tokens", "small-tier", "a1", "a2", "b1")
+}
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+# $0.1 per token: a request with max_tokens 8 reserves $1.90 (11 estimated prompt tokens + 8); the
+# fake upstream's answer (10 prompt tokens and a few completion tokens) costs less.
+PRICE = "{input_per_1m: 100000, output_per_1m: 100000}"
+
+
+def auth(alias: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {KEYS[alias]}"}
+
+
+def keys_yaml(extra: str = "") -> str:
+    return f"""
+auth:
+  keys:
+    - {{alias: full, key_hash: "{hash_key(KEYS["full"])}"}}
+    - {{alias: limited, key_hash: "{hash_key(KEYS["limited"])}", rpm: 50}}
+    - {{alias: mini-only, key_hash: "{hash_key(KEYS["mini-only"])}", models: [gpt-4o-mini]}}
+    - {{alias: expired, key_hash: "{hash_key(KEYS["expired"])}", expires_at: "2020-01-01T00:00:00Z"}}
+    - {{alias: budget, key_hash: "{hash_key(KEYS["budget"])}", budget: {{day: 10}}}}
+    - {{alias: tokens, key_hash: "{hash_key(KEYS["tokens"])}", tpm: 100}}
+    - {{alias: small-tier, key_hash: "{hash_key(KEYS["small-tier"])}", tiers: [small]}}
+{extra}"""
+
+
+def pools_yaml(upstream: FakeUpstream, extra: str = "") -> str:
+    return f"""
+pools:
+  small:
+    tier: small
+    aliases: [gpt-4o-mini]
+    escalate: false
+    deployments:
+      - {{id: small-dep, base_url: "{upstream.base_url}", api_key: "${{UPSTREAM_KEY}}", price: {PRICE}}}
+  large:
+    tier: large
+    aliases: [gpt-4o]
+    deployments:
+      - {{id: large-dep, base_url: "{upstream.base_url}", price: {PRICE}}}
+{extra}"""
+
+
+UPSTREAM_KEY = "sk-upstream-very-secret-42"
+ADMIN_KEY = "admin-very-secret-43"
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[GatewayProcess]:
+    """One gateway, counters in its own process (no Redis)."""
+    path = tmp_path_factory.mktemp("keys") / "gateway.yaml"
+    path.write_text("reload: {watch: false}\n" + keys_yaml() + pools_yaml(upstream))
+    gateway = GatewayProcess(path, env={"UPSTREAM_KEY": UPSTREAM_KEY})
+    yield gateway
+    gateway.stop()
+
+
+def error_of(response: httpx.Response) -> dict[str, object]:
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    return body["error"]
+
+
+def test_a_request_needs_a_valid_key(keyed: GatewayProcess) -> None:
+    url = f"{keyed.url}/v1/chat/completions"
+    missing = httpx.post(url, json=CHAT)
+    assert missing.status_code == 401 and error_of(missing)["code"] == "invalid_api_key"
+    assert "Authorization" in str(error_of(missing)["message"])
+    wrong_key = "sk-gw-not-a-real-key-9999"
+    wrong = httpx.post(url, json=CHAT, headers={"authorization": f"Bearer {wrong_key}"})
+    assert wrong.status_code == 401 and "9999" not in wrong.text  # no part of the key comes back
+    assert httpx.post(url, json=CHAT, headers={"authorization": "Basic abc"}).status_code == 401
+    expired = httpx.post(url, json=CHAT, headers=auth("expired"))
+    assert expired.status_code == 401 and error_of(expired)["code"] == "expired_api_key"
+    assert httpx.get(f"{keyed.url}/v1/models").status_code == 401
+
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{keyed.url}/v1", api_key=wrong_key, max_retries=0).models.list()
+    client = openai.OpenAI(base_url=f"{keyed.url}/v1", api_key=KEYS["full"], max_retries=0)
+    answer = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    assert answer.choices[0].message.content
+
+
+def test_a_key_reaches_only_its_models_and_tiers(keyed: GatewayProcess) -> None:
+    client = openai.OpenAI(base_url=f"{keyed.url}/v1", api_key=KEYS["mini-only"], max_retries=0)
+    assert [m.id for m in client.models.list()] == ["gpt-4o-mini"]
+    with pytest.raises(openai.PermissionDeniedError) as denied:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert denied.value.code == "model_not_allowed"
+    with pytest.raises(openai.PermissionDeniedError):
+        client.models.retrieve("large")
+    assert client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]).choices
+
+    small_only = openai.OpenAI(base_url=f"{keyed.url}/v1", api_key=KEYS["small-tier"], max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError) as tier:
+        small_only.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert tier.value.code == "tier_not_allowed"
+    assert small_only.chat.completions.create(model="small", messages=[{"role": "user", "content": "hi"}]).choices
+
+
+async def burst(urls: list[str], alias: str, n: int) -> list[httpx.Response]:
+    """`n` requests at once, spread over `urls` in turn."""
+    limits = httpx.Limits(max_connections=n)
+    async with httpx.AsyncClient(timeout=30, limits=limits, headers=auth(alias)) as client:
+        return await asyncio.gather(*(client.post(f"{urls[i % len(urls)]}/v1/chat/completions", json=CHAT) for i in range(n)))
+
+
+def test_200_parallel_requests_on_a_key_limited_to_50_per_minute(keyed: GatewayProcess) -> None:
+    responses = asyncio.run(burst([keyed.url], "limited", 200))
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 50 and statuses.count(429) == 150
+    refused = next(r for r in responses if r.status_code == 429)
+    assert error_of(refused)["type"] == "requests" and error_of(refused)["code"] == "rate_limit_exceeded"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["x-ratelimit-limit-requests"] == "50" and refused.headers["x-ratelimit-remaining-requests"] == "0"
+    served = sorted(int(r.headers["x-ratelimit-remaining-requests"]) for r in responses if r.status_code == 200)
+    assert served == list(range(50))
+    metrics = httpx.get(f"{keyed.url}/metrics").text
+    assert 'gateway_limits_refused_total{limit="requests",tenant="limited"} 150.0' in metrics
+
+
+def test_tokens_are_reserved_up_front_and_settled_with_actual_usage(keyed: GatewayProcess) -> None:
+    url = f"{keyed.url}/v1/chat/completions"
+    too_big = httpx.post(url, json={**CHAT, "max_tokens": 200}, headers=auth("tokens"))
+    assert too_big.status_code == 429 and error_of(too_big)["type"] == "tokens"
+    assert "max_tokens" in str(error_of(too_big)["message"])
+    first = httpx.post(url, json=CHAT, headers=auth("tokens"))
+    # 11 estimated prompt tokens + 8 asked for are reserved; then the reservation becomes what the answer used
+    assert first.status_code == 200 and first.headers["x-ratelimit-remaining-tokens"] == str(100 - 19)
+    used = first.json()["usage"]["total_tokens"]
+    assert used != 19
+    second = httpx.post(url, json=CHAT, headers=auth("tokens"))
+    assert second.headers["x-ratelimit-remaining-tokens"] == str(100 - used - 19)
+
+
+def test_a_budget_stops_spending_within_one_requests_cost_on_every_route(keyed: GatewayProcess) -> None:
+    responses = asyncio.run(burst([keyed.url], "budget", 20))
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 5  # 5 x $1.90 reserved fits in $10; a sixth would not
+    refused = next(r for r in responses if r.status_code == 429)
+    assert error_of(refused)["type"] == "insufficient_quota" and error_of(refused)["code"] == "insufficient_quota"
+    assert int(refused.headers["retry-after"]) <= 86400
+    cost = next(r for r in responses if r.status_code == 200).json()["usage"]["total_tokens"] * 0.1
+    spent = httpx.get(f"{keyed.url}/admin/keys/cfg:budget").json()["spent"]["day"]
+    assert spent == pytest.approx(5 * cost)  # the reservations became the actual costs
+    served = 5
+    while httpx.post(f"{keyed.url}/v1/chat/completions", json=CHAT, headers=auth("budget")).status_code == 200:
+        served += 1
+    spent = httpx.get(f"{keyed.url}/admin/keys/cfg:budget").json()["spent"]["day"]
+    assert spent == pytest.approx(served * cost) and 10 - 1.9 < spent <= 10  # stopped within one request's cost
+
+    client = openai.OpenAI(base_url=f"{keyed.url}/v1", api_key=KEYS["budget"], max_retries=0)
+    with pytest.raises(openai.RateLimitError) as quota:
+        client.chat.completions.create(**CHAT, stream=True)  # type: ignore[call-overload]
+    assert quota.value.code == "insufficient_quota"
+    with pytest.raises(openai.RateLimitError):
+        client.completions.create(model="gpt-4o-mini", prompt="hi", max_tokens=20)
+    with pytest.raises(openai.RateLimitError):
+        client.embeddings.create(model="gpt-4o-mini", input="hi " * 100)
+    assert httpx.get(f"{keyed.url}/admin/keys/cfg:budget").json()["spent"]["day"] == pytest.approx(spent)
+
+
+def test_the_client_key_stays_here_and_the_upstream_key_stays_upstream(keyed: GatewayProcess, upstream: FakeUpstream) -> None:
+    response = httpx.post(f"{keyed.url}/v1/chat/completions", json=CHAT, headers=auth("full"))
+    assert response.status_code == 200
+    assert upstream.last_headers.get("authorization") == f"Bearer {UPSTREAM_KEY}"
+    assert KEYS["full"] not in json.dumps(upstream.last_headers)
+    assert UPSTREAM_KEY not in response.text and UPSTREAM_KEY not in str(response.headers)
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+def shared_gateways(
+    tmp_path: Path, upstream: FakeUpstream, redis: RedisServer, policy: str = "open", names: tuple[str, ...] = ("one", "two")
+) -> list[GatewayProcess]:
+    gateways = []
+    for name in names:
+        path = tmp_path / f"{name}.yaml"
+        redis_yaml = f"redis: {{url: '{redis.url}'}}\nresilience: {{share_breakers: false}}\n"
+        policy_yaml = f"  on_store_error: {policy}\n  store_timeout_s: 0.5\n"
+        path.write_text("reload: {watch: false}\n" + redis_yaml + keys_yaml(policy_yaml) + pools_yaml(upstream))
+        gateways.append(GatewayProcess(path, env={"UPSTREAM_KEY": UPSTREAM_KEY}))
+    return gateways
+
+
+def test_the_limit_holds_across_two_gateways_sharing_redis(tmp_path: Path, upstream: FakeUpstream, redis: RedisServer) -> None:
+    gateways = shared_gateways(tmp_path, upstream, redis)
+    try:
+        statuses = [r.status_code for r in asyncio.run(burst([g.url for g in gateways], "limited", 200))]
+        assert statuses.count(200) == 50 and statuses.count(429) == 150
+        served = [r for r in asyncio.run(burst([g.url for g in gateways], "budget", 20)) if r.status_code == 200]
+        cost = served[0].json()["usage"]["total_tokens"] * 0.1
+        spent = httpx.get(f"{gateways[1].url}/admin/keys/cfg:budget").json()["spent"]["day"]
+        # at least the 5 that fit at once; more only as earlier ones settled below their reservation
+        assert len(served) >= 5 and spent == pytest.approx(len(served) * cost) and spent <= 10
+    finally:
+        for g in gateways:
+            g.stop()
+
+
+def test_keys_made_revoked_and_expiring_through_the_admin_api(tmp_path: Path, upstream: FakeUpstream, redis: RedisServer) -> None:
+    one, two = shared_gateways(tmp_path, upstream, redis)
+    try:
+        made = httpx.post(f"{one.url}/admin/keys", json={"alias": "app", "rpm": 100, "metadata": {"team": "search"}})
+        assert made.status_code == 201
+        secret, key_id = made.json()["key"], made.json()["id"]
+        chat = f"{two.url}/v1/chat/completions"
+        assert httpx.post(chat, json=CHAT, headers={"authorization": f"Bearer {secret}"}).status_code == 200
+        listed = httpx.get(f"{two.url}/admin/keys").text
+        assert key_id in listed and secret not in listed and hash_key(secret)[7:] not in listed
+        assert httpx.post(f"{one.url}/admin/keys", json={"alias": "app"}).status_code == 409  # alias taken
+
+        assert httpx.delete(f"{one.url}/admin/keys/{key_id}").json()["revoked"] is True
+        refused = httpx.post(chat, json=CHAT, headers={"authorization": f"Bearer {secret}"})
+        assert refused.status_code == 401  # at once, on the other gateway too
+        assert httpx.delete(f"{one.url}/admin/keys/{key_id}").status_code == 404
+
+        brief = httpx.post(f"{one.url}/admin/keys", json={"alias": "brief", "expires_in_s": 1.0}).json()
+        headers = {"authorization": f"Bearer {brief['key']}"}
+        assert httpx.post(chat, json=CHAT, headers=headers).status_code == 200
+        time.sleep(1.1)
+        expired = httpx.post(chat, json=CHAT, headers=headers)
+        assert expired.status_code == 401 and expired.json()["error"]["code"] == "expired_api_key"
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_redis_down_fails_open_or_closed_as_configured(tmp_path: Path, upstream: FakeUpstream, redis: RedisServer) -> None:
+    [opened] = shared_gateways(tmp_path, upstream, redis, "open", names=("open",))
+    [closed] = shared_gateways(tmp_path, upstream, redis, "closed", names=("closed",))
+    try:
+        assert httpx.post(f"{opened.url}/v1/chat/completions", json=CHAT, headers=auth("limited")).status_code == 200
+        redis.stop()
+        served = [httpx.post(f"{opened.url}/v1/chat/completions", json=CHAT, headers=auth("limited")) for _ in range(5)]
+        assert [r.status_code for r in served] == [200] * 5
+        assert served[0].headers["x-ratelimit-limit-requests"] == "50"  # still counted, in the process
+        metrics = httpx.get(f"{opened.url}/metrics").text
+        assert "gateway_limits_store_up 0.0" in metrics and "gateway_limits_store_errors_total 0.0" not in metrics
+        assert opened.logs().count("limits: Redis failed") == 1
+
+        refused = httpx.post(f"{closed.url}/v1/chat/completions", json=CHAT, headers=auth("limited"))
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "limits_unavailable"
+        assert "retry-after" in refused.headers
+        assert httpx.post(f"{closed.url}/v1/chat/completions", json=CHAT, headers=auth("full")).status_code == 200
+    finally:
+        opened.stop()
+        closed.stop()
+
+
+def test_the_cache_is_per_tenant_unless_the_pool_is_shared(tmp_path: Path, upstream: FakeUpstream) -> None:
+    keys = "".join(f'    - {{alias: {a}, key_hash: "{hash_key(KEYS[a])}", tenant: {a[0]}}}\n' for a in ("a1", "a2", "b1"))
+    path = tmp_path / "cached.yaml"
+    path.write_text(f"""
+reload: {{watch: false}}
+cache: {{enabled: true, semantic: false}}
+auth:
+  keys:
+{keys}
+pools:
+  own:
+    deployments: [{{id: own-dep, base_url: "{upstream.base_url}"}}]
+  common:
+    cache: {{shared: true}}
+    deployments: [{{id: common-dep, base_url: "{upstream.base_url}"}}]
+""")
+    gateway = GatewayProcess(path)
+    try:
+
+        def outcome(alias: str, model: str) -> str:
+            body = {"model": model, "messages": [{"role": "user", "content": "what is a tenant?"}], "temperature": 0}
+            r = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers=auth(alias))
+            assert r.status_code == 200
+            return r.headers["x-gateway-cache"]
+
+        assert [outcome("a1", "own"), outcome("a2", "own"), outcome("b1", "own")] == ["miss", "hit-exact", "miss"]
+        assert [outcome("a1", "common"), outcome("b1", "common")] == ["miss", "hit-exact"]
+    finally:
+        gateway.stop()
+
+
+def test_secrets_never_reach_logs_spans_errors_or_metrics(tmp_path: Path, upstream: FakeUpstream) -> None:
+    receiver = OTLPReceiver().start()
+    path = tmp_path / "secret.yaml"
+    path.write_text(
+        "reload: {watch: false}\n"
+        f"admin: {{api_key: '${{ADMIN_KEY}}'}}\n"
+        f'telemetry: {{enabled: true, endpoint: "{receiver.endpoint}"}}\n' + keys_yaml() + pools_yaml(upstream)
+    )
+    gateway = GatewayProcess(path, env={"UPSTREAM_KEY": UPSTREAM_KEY, "ADMIN_KEY": ADMIN_KEY, "OTEL_BSP_SCHEDULE_DELAY": "50"})
+    try:
+        seen: list[str] = []
+        chat = f"{gateway.url}/v1/chat/completions"
+        for alias in ("full", "limited", "budget", "expired"):
+            seen.append(httpx.post(chat, json=CHAT, headers=auth(alias)).text)
+        seen.append(httpx.post(chat, json={**CHAT, "stream": True}, headers=auth("full")).text)
+        seen.append(httpx.post(chat, json={"model": "nope"}, headers=auth("full")).text)
+        seen.append(httpx.post(chat, json=CHAT, headers={"authorization": "Bearer sk-gw-guessed-secret"}).text)
+        upstream.behavior = Behavior(mode="status", status=401, error_message=f"bad key {UPSTREAM_KEY}")
+        try:
+            failed = httpx.post(chat, json=CHAT, headers=auth("full"))
+        finally:
+            upstream.behavior = Behavior()
+        assert failed.status_code == 502
+        seen.append(failed.text)
+        seen.append(httpx.get(f"{gateway.url}/admin/keys", headers={"authorization": "Bearer wrong-admin"}).text)
+        seen.append(httpx.get(f"{gateway.url}/admin/keys", headers={"authorization": f"Bearer {ADMIN_KEY}"}).text)
+        seen.append(httpx.get(f"{gateway.url}/metrics").text)
+        deadline = time.monotonic() + 10
+        while len(receiver.snapshot()) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        spans = receiver.snapshot()
+        assert any(s["attributes"].get("gateway.key.alias") == "full" for s in spans)
+        seen.append(json.dumps(spans))
+        gateway.stop()
+        seen.append(gateway.logs())
+        everything = "\n".join(seen)
+        for secret in [UPSTREAM_KEY, ADMIN_KEY, "sk-gw-guessed-secret", *KEYS.values()]:
+            assert secret not in everything, secret
+    finally:
+        gateway.stop()
+        receiver.stop()
