@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import importlib.metadata
 import ipaddress
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from litestar import Request, Response, delete, get, post
 from litestar.handlers import ASGIRouteHandler, asgi
 
 from backends.types import Endpoint
-from gateway import metrics
+from gateway import metrics, openapi
 from gateway.access import Access
 from gateway.asgi import ClientGone, Receive, Scope, Send, read_body, send_reply, send_stream, until_disconnect
 from gateway.auth import KeyExists, KeyRequest, KeysUnavailable, Principal, RedisKeys
@@ -125,6 +126,11 @@ def routes(gateway: Gateway) -> list[Any]:
             runtime.models.resolve(name)  # raises the 404
         return _json(_model(name, runtime.loaded_at))
 
+    @get("/openapi.json", sync_to_thread=False)
+    def openapi_document() -> Response[bytes]:
+        """This gateway's OpenAPI document, with the bounds of the live config."""
+        return _json(openapi.document(gateway.reloader.runtime.settings, _VERSION))
+
     @get("/health/liveness", sync_to_thread=False)
     def liveness() -> Response[bytes]:
         return _json({"status": "draining"}, 503) if gateway.draining else _json({"status": "ok"})
@@ -193,7 +199,7 @@ def routes(gateway: Gateway) -> list[Any]:
     hot = [openai_route(gateway, path, endpoint) for path, endpoint in endpoints]
     admin = [admin_config, admin_breakers, admin_reload, admin_cache, admin_cache_flush, admin_cache_feedback]
     admin += key_routes(gateway)
-    return [*hot, list_models, get_model, liveness, readiness, *admin, prometheus]
+    return [*hot, list_models, get_model, openapi_document, liveness, readiness, *admin, prometheus]
 
 
 def key_routes(gateway: Gateway) -> list[Any]:
@@ -284,6 +290,10 @@ class _Feedback(msgspec.Struct, forbid_unknown_fields=True):
 
 
 T = TypeVar("T")
+try:
+    _VERSION = importlib.metadata.version("llm-gateway")
+except importlib.metadata.PackageNotFoundError:  # running from a checkout that is not installed
+    _VERSION = "0+unknown"
 
 
 def _admin_body(raw: bytes, kind: type[T]) -> T:

@@ -267,7 +267,7 @@ def _construct(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], proble
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            key = _scalar(key_node, path, problems) if isinstance(key_node, yaml.ScalarNode) else None
             if not isinstance(key, str):
                 problems.append(Problem(path, "keys must be strings", key_node.start_mark.line + 1))
                 continue
@@ -278,11 +278,17 @@ def _construct(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], proble
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, (*path, i), lines, problems) for i, item in enumerate(node.value)]
-    return _scalar(node)
+    return _scalar(node, path, problems)
 
 
-def _scalar(node: yaml.Node) -> Any:
-    return yaml.SafeLoader("").construct_object(node)
+def _scalar(node: yaml.Node, path: PathKey, problems: list[Problem]) -> Any:
+    """The node's value; a value YAML cannot build (an unknown tag, a date that does not exist) is a problem."""
+    try:
+        return yaml.SafeLoader("").construct_object(node)
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        problems.append(Problem(path, f"invalid value {node.value!r:.60}: {problem}", node.start_mark.line + 1))
+        return None
 
 
 def _with_line(problem: Problem, lines: dict[PathKey, int]) -> Problem:
