@@ -324,11 +324,11 @@ def test_secrets_never_reach_logs_spans_errors_or_metrics(tmp_path: Path, upstre
         seen.append(httpx.post(chat, json={**CHAT, "stream": True}, headers=auth("full")).text)
         seen.append(httpx.post(chat, json={"model": "nope"}, headers=auth("full")).text)
         seen.append(httpx.post(chat, json=CHAT, headers={"authorization": "Bearer sk-gw-guessed-secret"}).text)
-        upstream.behavior = Behavior(mode="status", status=401, error_message=f"bad key {UPSTREAM_KEY}")
+        usual, upstream.behavior = upstream.behavior, Behavior(mode="status", status=401, error_message=f"bad key {UPSTREAM_KEY}")
         try:
             failed = httpx.post(chat, json=CHAT, headers=auth("full"))
         finally:
-            upstream.behavior = Behavior()
+            upstream.behavior = usual
         assert failed.status_code == 502
         seen.append(failed.text)
         seen.append(httpx.get(f"{gateway.url}/admin/keys", headers={"authorization": "Bearer wrong-admin"}).text)
