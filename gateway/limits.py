@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from redis.exceptions import RedisError
 
@@ -142,6 +142,9 @@ class MemoryCounters:
         return bucket, verdict
 
     async def settle(self, principal: Principal, bucket: int, token_delta: int, cost_delta: float, ids: Sequence[str]) -> None:
+        self.settle_now(principal, bucket, token_delta, cost_delta, ids)
+
+    def settle_now(self, principal: Principal, bucket: int, token_delta: int, cost_delta: float, ids: Sequence[str]) -> None:
         tokens = self._tokens.get(principal.id)
         if token_delta and tokens is not None and bucket in tokens:
             tokens[bucket] += token_delta
@@ -284,6 +287,13 @@ class RedisCounters:
     async def settle(self, principal: Principal, bucket: int, token_delta: int, cost_delta: float, ids: Sequence[str]) -> None:
         await self._settle(args=[self._p, principal.id, bucket, token_delta, repr(cost_delta), *ids])
 
+    async def settle_many(self, items: Sequence[tuple[Principal, int, int, float, Sequence[str]]]) -> None:
+        """Several settlements in one round trip (a pipeline of the same script)."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for principal, bucket, token_delta, cost_delta, ids in items:
+                await self._settle(args=[self._p, principal.id, bucket, token_delta, repr(cost_delta), *ids], client=pipe)
+            await pipe.execute()
+
     async def spent(self, principal: Principal, ids: Sequence[str]) -> list[float]:
         if not ids:
             return []
@@ -339,7 +349,9 @@ class Limits:
         self._retry_s = retry_s
         self._clock = clock
         self.outage = _Outage()
-        self._settling: set[asyncio.Task[None]] = set()
+        self._pending: list[tuple[Principal, int, int, float, Sequence[str]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._periods: tuple[int, dict[str, tuple[str, int]]] = (-1, {})
         self.refused: dict[tuple[str, str], int] = {}
         """(key alias, limit: requests / tokens / budget) -> requests refused, for /metrics."""
 
@@ -351,8 +363,13 @@ class Limits:
         """Reserve `ask` for the key, or raise the 429 (rate) / 429 insufficient_quota (budget) /
         503 (Redis down, fail-closed) that refuses it."""
         now = self._clock()
-        ids = period_ids(now)
-        periods = [(p, ids[p][0], limit, ids[p][1]) for p, limit in sorted(principal.budget.items())]
+        periods = []
+        if principal.budget:
+            second = int(now)
+            if self._periods[0] != second:  # formatting dates costs more than the rest of admission
+                self._periods = (second, period_ids(now))
+            ids = self._periods[1]
+            periods = [(p, ids[p][0], limit, ids[p][1]) for p, limit in sorted(principal.budget.items())]
         counters = self._counters(now)
         try:
             bucket, verdict = await counters.admit(principal, ask, periods)
@@ -369,29 +386,43 @@ class Limits:
         return Admission(principal, bucket, ask, [(p, pid) for p, pid, _, _ in periods], verdict, counters)
 
     def settle(self, admission: Admission, tokens: int, cost: float) -> None:
-        """Set the reservation to what the request used (in the background: never delays a reply)."""
+        """Set the reservation to what the request used. In this process: at once. In Redis: in
+        the background (never delaying a reply), with the settlements that came meanwhile in the
+        same round trip."""
         if admission.settled:
             return
         admission.settled = True
         token_delta, cost_delta = tokens - admission.ask.tokens, cost - admission.ask.cost
         if token_delta == 0 and cost_delta == 0:
             return
-        task = asyncio.get_running_loop().create_task(self._settle(admission, token_delta, cost_delta))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
-
-    async def _settle(self, admission: Admission, token_delta: int, cost_delta: float) -> None:
         ids = [pid for _, pid in admission.periods]
+        if isinstance(admission.counters, MemoryCounters):
+            admission.counters.settle_now(admission.principal, admission.bucket, token_delta, cost_delta, ids)
+            return
+        self._pending.append((admission.principal, admission.bucket, token_delta, cost_delta, ids))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
         try:
-            await admission.counters.settle(admission.principal, admission.bucket, token_delta, cost_delta, ids)
-        except (RedisError, OSError) as exc:
-            self.outage.errors += 1
-            log.warning("limits: a settlement was lost (%s); the key's counters keep its reservation", type(exc).__name__)
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await cast(RedisCounters, self.shared).settle_many(batch)
+                except (RedisError, OSError) as exc:
+                    self.outage.errors += 1
+                    log.warning(
+                        "limits: %d settlements were lost (%s); the keys' counters keep their reservations",
+                        len(batch),
+                        type(exc).__name__,
+                    )
+        finally:
+            self._flusher = None
 
     async def drain(self) -> None:
         """Wait for settlements in flight (at shutdown)."""
-        if self._settling:
-            await asyncio.wait(list(self._settling), timeout=2)
+        if self._flusher is not None:
+            await asyncio.wait([self._flusher], timeout=2)
 
     async def usage(self, principal: Principal) -> dict[str, float]:
         """What the key has spent (settled and reserved) in each of its budget periods."""
