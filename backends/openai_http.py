@@ -76,6 +76,7 @@ class HTTPBackend:
         self._headers = httpx.Headers({"content-type": "application/json", "user-agent": "llm-gateway", **(headers or {})})
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
+        self._api_key = api_key or None
         t = self.timeouts
         self._extensions = {"timeout": {"connect": t.connect, "read": t.read, "write": t.read, "pool": t.pool}}
 
@@ -92,7 +93,7 @@ class HTTPBackend:
                     raise DeadlineExceeded(f"The request did not complete within its deadline ({timeout:g}s left).") from None
                 raise UpstreamTimeout(f"upstream {self.name} did not answer within {total:g}s") from None
         if response.status_code != 200:
-            raise _status_error(self.name, response, body)
+            raise _status_error(self.name, response, body, self._api_key)
         try:
             peek = msgspec.json.decode(body, type=UsagePeek)
         except msgspec.DecodeError:
@@ -107,7 +108,7 @@ class HTTPBackend:
                     body = await response.aread()
                 finally:
                     await response.aclose()
-                raise _status_error(self.name, response, body)
+                raise _status_error(self.name, response, body, self._api_key)
         return HTTPEventStream(self, response)
 
     async def aclose(self) -> None:
@@ -156,7 +157,7 @@ class HTTPEventStream:
                     if data == DONE:
                         return
                     if data.startswith(b'{"error"'):
-                        raise _event_error(self._backend.name, data)
+                        raise _event_error(self._backend.name, data, self._backend._api_key)
                     yield data
         raise UpstreamProtocolError(f"upstream {self._backend.name} ended the stream without [DONE]")
 
@@ -164,35 +165,41 @@ class HTTPEventStream:
         await self._response.aclose()
 
 
-def _status_error(name: str, response: httpx.Response, body: bytes) -> APIError:
-    message, code = _error_message(body)
+def _status_error(name: str, response: httpx.Response, body: bytes, secret: str | None) -> APIError:
+    message, code = _error_message(body, secret)
     message = message or f"upstream {name} answered HTTP {response.status_code}"
     if is_context_overflow(response.status_code, message, code):
         return ContextWindowExceeded(message)
     return UpstreamStatusError(name, response.status_code, message, code, _retry_after(response.headers))
 
 
-def _event_error(name: str, data: bytes) -> APIError:
+def _event_error(name: str, data: bytes, secret: str | None) -> APIError:
     """An upstream's in-band `{"error": ...}` event, as the error it reports."""
-    message, code = _error_message(data)
+    message, code = _error_message(data, secret)
     message = message or f"upstream {name} sent an error event"
     if is_context_overflow(400, message, code):
         return ContextWindowExceeded(message)
     return StreamErrorEvent(message)
 
 
-def _error_message(body: bytes) -> tuple[str | None, str | None]:
-    """The message and code of an OpenAI-style error body, where it is one."""
+def _error_message(body: bytes, secret: str | None = None) -> tuple[str | None, str | None]:
+    """The message and code of an OpenAI-style error body, where it is one, with the deployment's
+    own key blanked out should the upstream have quoted it (the message goes to the client)."""
     try:
         envelope = msgspec.json.decode(body, type=UpstreamErrorEnvelope)
     except msgspec.DecodeError:
         return None, None
-    if isinstance(envelope.error, str):
-        return envelope.error, None
     if envelope.error is None:
         return None, None
-    code = str(envelope.error.code) if envelope.error.code is not None else None
-    return envelope.error.message or None, code
+    if isinstance(envelope.error, str):
+        message: str | None = envelope.error
+        code = None
+    else:
+        message = envelope.error.message or None
+        code = str(envelope.error.code) if envelope.error.code is not None else None
+    if secret and message and secret in message:
+        message = message.replace(secret, "***")
+    return message, code
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:

@@ -331,6 +331,13 @@ def test_secrets_never_reach_logs_spans_errors_or_metrics(tmp_path: Path, upstre
             upstream.behavior = usual
         assert failed.status_code == 502
         seen.append(failed.text)
+        upstream.behavior = Behavior(mode="status", status=400, error_message=f"the key {UPSTREAM_KEY} may not do this")
+        try:
+            quoted = httpx.post(chat, json=CHAT, headers=auth("full"))
+        finally:
+            upstream.behavior = usual
+        assert quoted.status_code == 400 and "the key *** may not" in quoted.json()["error"]["message"]
+        seen.append(quoted.text)
         seen.append(httpx.get(f"{gateway.url}/admin/keys", headers={"authorization": "Bearer wrong-admin"}).text)
         seen.append(httpx.get(f"{gateway.url}/admin/keys", headers={"authorization": f"Bearer {ADMIN_KEY}"}).text)
         seen.append(httpx.get(f"{gateway.url}/metrics").text)
