@@ -31,8 +31,8 @@ def check_content_type(headers: Iterable[tuple[bytes, bytes]]) -> None:
 def check_body(endpoint: Endpoint, body: bytes, payload: dict[str, Any], limits: ServerSettings) -> None:
     if body.count(b"{") + body.count(b"[") > limits.max_json_depth and _depth(payload) > limits.max_json_depth:
         raise InvalidRequest(f"The request's JSON is nested more than {limits.max_json_depth} levels deep.")
-    items = _items(endpoint, payload)
-    if items is not None and len(items) > limits.max_messages:
+    items = _items(endpoint, payload, limits.max_messages)
+    if items is not None:
         field = "messages" if endpoint == "chat/completions" else ("input" if endpoint == "embeddings" else "prompt")
         raise InvalidRequest(
             f"Too many items in '{field}': {len(items)}; this gateway accepts at most {limits.max_messages}.", param=field
@@ -51,9 +51,15 @@ def check_body(endpoint: Endpoint, body: bytes, payload: dict[str, Any], limits:
             raise InvalidRequest(f"'{name}' is {asked}; this gateway allows at most {limits.max_output_tokens}.", param=name)
 
 
-def _items(endpoint: Endpoint, payload: dict[str, Any]) -> list[Any] | None:
+def _items(endpoint: Endpoint, payload: dict[str, Any], most: int) -> list[Any] | None:
+    """The messages, or the prompts / inputs of a batch, when there are more than `most` (a list
+    of token ids is one prompt, however long)."""
     value = payload.get("messages" if endpoint == "chat/completions" else ("input" if endpoint == "embeddings" else "prompt"))
-    return value if isinstance(value, list) else None
+    if not isinstance(value, list) or len(value) <= most:
+        return None
+    if endpoint != "chat/completions" and all(isinstance(v, int) for v in value):
+        return None
+    return value
 
 
 def _depth(value: Any) -> int:

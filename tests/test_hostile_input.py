@@ -115,3 +115,9 @@ def test_client_values_never_become_response_headers(strict: GatewayProcess) -> 
     assert head.startswith(b"HTTP/1.1 400") and b"set-cookie" not in head.lower()
     bad_deadline = send(strict, chat(), **{"x-gateway-deadline-ms": "NaN"})
     assert_openai_error(bad_deadline, 400, param="x-gateway-deadline-ms")
+
+
+def test_a_long_prompt_of_token_ids_is_one_prompt(strict: GatewayProcess) -> None:
+    assert send(strict, {"model": "echo", "prompt": list(range(50)), "max_tokens": 4}, "/v1/completions").status_code == 200
+    batch = send(strict, {"model": "echo", "prompt": [[1, 2]] * 11, "max_tokens": 4}, "/v1/completions")
+    assert_openai_error(batch, 400, param="prompt")
