@@ -83,6 +83,10 @@ class LocalEngineSettings(_Settings, frozen=True, kw_only=True):
     max_num_batched_tokens: PositiveInt = 2048
     max_num_seqs: PositiveInt = 128
     max_model_len: PositiveInt | None = None
+    quantization: Literal["none", "int8", "int4"] = "none"
+    """Weight-only quantization of the linear layers at load (int8 per output channel, int4 in
+    groups of `quant_group_size`). AWQ and GPTQ checkpoints come quantized: leave this `none` for them."""
+    quant_group_size: Literal[64, 128] = 128
     startup_timeout_s: Positive = 300.0
     """A start that has not answered /health by then is killed and tried again."""
     extra_args: list[str] = msgspec.field(default_factory=list)

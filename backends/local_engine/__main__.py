@@ -13,6 +13,16 @@ if TYPE_CHECKING:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "build-tiny":
+        from backends.local_engine.tiny import build as build_tiny
+
+        print(build_tiny(args.folder, args.preset, args.seed))
+        return 0
+    return _serve(args)
+
+
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m backends.local_engine", description="The bundled inference engine.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve a checkpoint folder over an OpenAI-compatible API")
@@ -28,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--max-num-batched-tokens", type=int, default=2048)
     serve.add_argument("--max-num-seqs", type=int, default=128)
     serve.add_argument("--max-model-len", type=int, default=None)
+    serve.add_argument("--quantization", default="none", choices=["none", "int8", "int4"], help="weight-only, at load")
+    serve.add_argument("--quant-group-size", type=int, default=128, help="int4: input channels per scale (128 or 64)")
+    serve.add_argument("--quant-asym", action="store_true", help="int4: a zero point per group")
+    serve.add_argument("--quantize-lm-head", action="store_true")
     serve.add_argument("--no-prefix-caching", action="store_true")
     serve.add_argument("--no-chunked-prefill", action="store_true")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -36,14 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("folder")
     build.add_argument("--preset", default="tiny")
     build.add_argument("--seed", type=int, default=0)
-
-    args = parser.parse_args(argv)
-    if args.command == "build-tiny":
-        from backends.local_engine.tiny import build as build_tiny
-
-        print(build_tiny(args.folder, args.preset, args.seed))
-        return 0
-    return _serve(args)
+    return parser
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -59,7 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
     if model == "tiny" or model.startswith("tiny:"):
         model = str(cached(model.partition(":")[2] or "tiny"))
     try:
-        engine = LLMEngine(_settings(args, model))
+        engine = LLMEngine(settings_from(args, model))
     except (LoadError, ValueError) as exc:
         print(f"cannot serve {args.model}: {exc}", file=sys.stderr)
         return 2
@@ -69,7 +76,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(args: argparse.Namespace, model: str) -> EngineSettings:
+def settings_from(args: argparse.Namespace, model: str) -> EngineSettings:
     from backends.local_engine.engine import EngineSettings
 
     return EngineSettings(
@@ -84,6 +91,10 @@ def _settings(args: argparse.Namespace, model: str) -> EngineSettings:
         max_model_len=args.max_model_len,
         enable_prefix_caching=not args.no_prefix_caching,
         enable_chunked_prefill=not args.no_chunked_prefill,
+        quantization=args.quantization,
+        quant_group_size=args.quant_group_size,
+        quant_symmetric=not args.quant_asym,
+        quantize_lm_head=args.quantize_lm_head,
     )
 
 

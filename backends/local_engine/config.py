@@ -24,6 +24,16 @@ class RopeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PrequantizedConfig:
+    """A checkpoint stored quantized (config.json's `quantization_config`)."""
+
+    method: str
+    """awq or gptq."""
+    group_size: int
+    sym: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     """A decoder-only transformer of the Llama family."""
 
@@ -47,6 +57,7 @@ class ModelConfig:
     dtype: str = "float32"
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
+    quantization: PrequantizedConfig | None = None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ModelConfig:
@@ -79,6 +90,7 @@ class ModelConfig:
                 dtype=_dtype(raw),
                 bos_token_id=raw.get("bos_token_id"),
                 eos_token_ids=_ids(raw.get("eos_token_id")),
+                quantization=_quantization(raw.get("quantization_config")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise LoadError(f"config.json: missing or bad field: {exc}") from exc
@@ -120,6 +132,26 @@ def _rope(raw: dict[str, Any]) -> RopeConfig:
         k: float(v) for k, v in params.items() if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
     }
     return RopeConfig(theta=theta, type=kind, params=numbers)
+
+
+def _quantization(raw: Any) -> PrequantizedConfig | None:
+    """AWQ (GEMM) and GPTQ 4-bit checkpoints are read; other quantized formats are refused."""
+    if not raw:
+        return None
+    method = str(raw.get("quant_method", "")).lower()
+    if method not in ("awq", "gptq"):
+        raise LoadError(f"quantized checkpoints of kind {method!r} are not supported (awq and gptq are)")
+    bits = int(raw.get("bits", raw.get("w_bit", 4)))
+    if bits != 4:
+        raise LoadError(f"{method} with {bits} bits is not supported (4 is)")
+    if method == "awq" and str(raw.get("version", "gemm")).lower() != "gemm":
+        raise LoadError("only AWQ's GEMM layout is supported")
+    if method == "gptq" and raw.get("desc_act"):
+        raise LoadError("GPTQ checkpoints with act-order (desc_act) are not supported")
+    group = int(raw.get("group_size", raw.get("q_group_size", 128)))
+    if group <= 0:
+        raise LoadError("quantized checkpoints without groups (group_size -1) are not supported")
+    return PrequantizedConfig(method, group, bool(raw.get("sym", not raw.get("zero_point", True))))
 
 
 def _sliding_window(arch: str, raw: dict[str, Any]) -> int | None:

@@ -15,6 +15,7 @@ import torch
 from backends.local_engine.block_manager import BlockManager
 from backends.local_engine.errors import InvalidRequest
 from backends.local_engine.loader import Checkpoint, load_model, resolve_dtype
+from backends.local_engine.quant import QuantConfig
 from backends.local_engine.runner import ModelRunner, kv_blocks_for
 from backends.local_engine.sampling import SampleRow, SamplingParams, sample
 from backends.local_engine.scheduler import Scheduler, SchedulerSettings
@@ -47,12 +48,23 @@ class EngineSettings:
     max_waiting: int = 4096
     seed: int = 0
     """Seeds the draws of requests that bring no seed of their own."""
+    quantization: str = "none"
+    """Weight-only quantization of the linear layers at load: none, int8 (per output channel) or int4."""
+    quant_group_size: int = 128
+    quant_symmetric: bool = True
+    quantize_lm_head: bool = False
+
+    def quant(self) -> QuantConfig | None:
+        if self.quantization == "none":
+            return None
+        return QuantConfig(self.quantization, self.quant_group_size, self.quant_symmetric, self.quantize_lm_head)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
         if not 0 < self.kv_memory_fraction <= 1:
             raise ValueError("kv_memory_fraction must be in (0, 1]")
         if self.block_size < 1 or (self.num_kv_blocks is not None and self.num_kv_blocks < 1):
             raise ValueError("block_size and num_kv_blocks must be positive")
+        self.quant()  # a bad scheme or group size is refused here
 
 
 @dataclass(slots=True)
@@ -107,7 +119,7 @@ class LLMEngine:
         device = torch.device(settings.device if settings.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
         dtype = resolve_dtype(settings.dtype, config, device)
         self.max_model_len = min(settings.max_model_len or config.max_model_len, config.max_model_len)
-        model = load_model(self.checkpoint, dtype, device)
+        model = load_model(self.checkpoint, dtype, device, settings.quant())
         blocks_per_seq = -(-self.max_model_len // settings.block_size)
         num_blocks = settings.num_kv_blocks or kv_blocks_for(
             config, dtype, settings.block_size, settings.kv_memory_fraction, device, cap=blocks_per_seq * settings.max_num_seqs
