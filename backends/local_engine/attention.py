@@ -1,8 +1,8 @@
 """Paged attention, the torch reference: K/V live in fixed-size blocks and are read through block tables.
 
 Layout of one step's tokens: first the decode part, sequences that bring exactly one new token
-(batched together), then each prefill chunk in turn. The fused kernels issue replaces these functions
-with kernels of the same signature.
+(batched together), then each prefill chunk in turn. On CUDA the decode part runs the Triton kernel
+of `triton_kernels.py`, which reads the block tables itself; prefill uses these torch functions.
 """
 
 from __future__ import annotations
@@ -60,12 +60,27 @@ def paged_attention(
 ) -> torch.Tensor:
     """q: [tokens, heads, head_dim] -> [tokens, heads, head_dim], the new tokens' K/V already written."""
     out = torch.empty_like(q)
-    if meta.num_decode:
+    if meta.num_decode and q.is_cuda and _fused_decode(q, k_cache):
+        from backends.local_engine.triton_kernels import paged_decode_attention
+
+        tables, lens = meta.decode_block_tables.to(torch.int32), meta.decode_context_lens.to(torch.int32)
+        paged_decode_attention(
+            q[: meta.num_decode], k_cache, v_cache, tables, lens, scale, meta.sliding_window, out[: meta.num_decode]
+        )
+    elif meta.num_decode:
         out[: meta.num_decode] = _decode(q[: meta.num_decode], k_cache, v_cache, meta, scale)
     for chunk in meta.prefills:
         q_chunk = q[chunk.start : chunk.end]
         out[chunk.start : chunk.end] = _prefill(q_chunk, k_cache, v_cache, chunk, meta.workspace, meta.sliding_window, scale)
     return out
+
+
+def _fused_decode(q: torch.Tensor, k_cache: torch.Tensor) -> bool:
+    """The Triton decode kernel applies: Triton present, power-of-two head_dim and block size."""
+    from backends.local_engine.quant import triton_available
+
+    dim, block = q.shape[-1], k_cache.shape[1]
+    return triton_available() and not dim & (dim - 1) and not block & (block - 1)
 
 
 def _gather(cache: torch.Tensor, block_table: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

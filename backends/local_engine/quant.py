@@ -4,13 +4,14 @@ model loads, or read from AWQ and GPTQ checkpoints in their packed layouts.
 
 One public op per kind, dispatched by device:
 
-- `int8_linear`: on CPU PyTorch's packed int8 kernel (`_weight_int8pack_mm`, bf16 activations);
-  elsewhere the weight is dequantized and multiplied.
-- `int4_linear`: on CPU PyTorch's packed int4 kernel (`_weight_int4pack_mm_for_cpu`, weights
-  repacked once at load); elsewhere dequantize-then-matmul.
+- `int8_linear`: on CUDA the Triton W8A16 kernel (`triton_kernels.py`); on CPU PyTorch's packed
+  int8 kernel (`_weight_int8pack_mm`, bf16 activations); elsewhere dequantize-then-matmul.
+- `int4_linear`: on CUDA the Triton W4A16 kernel (codes repacked two per byte at load); on CPU
+  PyTorch's packed int4 kernel (`_weight_int4pack_mm_for_cpu`, repacked once at load); elsewhere
+  dequantize-then-matmul.
 
-Fused GPU kernels (Triton, dequantizing in registers) are not here yet: on a GPU both ops take the
-dequantize path, which is correct and no faster than bf16.
+The Triton kernels are checked for correctness on CPU under Triton's interpreter; their speed on a
+GPU is not measured yet.
 
 A weight is stored as codes `q` and per-group `scale` and `zero` with w = (q - zero) * scale; int8
 is symmetric (zero 0, codes -127..127), int4 codes are 0..15 (symmetric: zero 8).
@@ -18,6 +19,7 @@ is symmetric (zero 0, codes -127..127), int4 codes are 0..15 (symmetric: zero 8)
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -92,7 +94,11 @@ def int8_linear(
     """x [..., in] @ (codes * scale).T + bias, in x's dtype. `out`, when given, receives the result."""
     shape = x.shape
     flat = x.reshape(-1, shape[-1])
-    if x.device.type == "cpu":
+    if x.device.type == "cuda" and triton_available():
+        from backends.local_engine.triton_kernels import w8a16_matmul
+
+        y = w8a16_matmul(flat, codes, scale)
+    elif x.device.type == "cpu":
         y = torch._weight_int8pack_mm(flat.to(torch.bfloat16), codes, scale.to(torch.bfloat16)).to(x.dtype)
     else:
         y = flat @ (codes.to(x.dtype) * scale.to(x.dtype)[:, None]).T
@@ -114,10 +120,16 @@ class Int4Weight:
     """CPU: `_convert_weight_to_int4pack_for_cpu` of the codes."""
     scale_and_zero: torch.Tensor | None = None
     """CPU: [in / group, out, 2] bf16: the kernel computes (q - 8) * scale + zero'."""
+    nibbles: torch.Tensor | None = None
+    """CUDA: uint8 [out, in / 2], two codes per byte, for the Triton kernel."""
 
     @classmethod
     def build(cls, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int) -> Int4Weight:
         weight = cls(codes, scale, zero, group_size)
+        if codes.device.type == "cuda" and codes.shape[1] % 2 == 0 and triton_available():
+            from backends.local_engine.triton_kernels import pack_int4
+
+            weight.nibbles = pack_int4(codes)
         if codes.device.type == "cpu" and codes.shape[1] % 16 == 0 and codes.shape[0] % 16 == 0:
             weight.packed = torch._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32).contiguous(), 1)
             # (q - zero) * scale == (q - 8) * scale + (8 - zero) * scale
@@ -132,7 +144,11 @@ def int4_linear(
     """x [..., in] @ dequantize(weight).T + bias, in x's dtype. `out`, when given, receives the result."""
     shape = x.shape
     flat = x.reshape(-1, shape[-1])
-    if x.device.type == "cpu" and weight.packed is not None and weight.scale_and_zero is not None:
+    if x.device.type == "cuda" and weight.nibbles is not None:
+        from backends.local_engine.triton_kernels import w4a16_matmul
+
+        y = w4a16_matmul(flat, weight.nibbles, weight.scale, weight.zero, weight.group_size)
+    elif x.device.type == "cpu" and weight.packed is not None and weight.scale_and_zero is not None:
         y = torch._weight_int4pack_mm_for_cpu(flat.to(torch.bfloat16), weight.packed, weight.group_size, weight.scale_and_zero)
         y = y.to(x.dtype)
     else:
@@ -140,6 +156,16 @@ def int4_linear(
     if bias is not None:
         y = y + bias
     return _into(y.view(*shape[:-1], weight.codes.shape[0]), out)
+
+
+@functools.cache
+def triton_available() -> bool:
+    """Triton importable (it comes with CUDA builds of torch); the GPU paths use it when it is."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _into(y: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
