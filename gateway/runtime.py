@@ -144,6 +144,8 @@ def engine_process(settings: DeploymentSettings, config_dir: Path) -> EngineProc
     flags += ["--max-num-batched-tokens", str(engine.max_num_batched_tokens), "--max-num-seqs", str(engine.max_num_seqs)]
     if engine.num_kv_blocks is not None:
         flags += ["--num-kv-blocks", str(engine.num_kv_blocks)]
+    if engine.kv_cache_dtype != "auto":
+        flags += ["--kv-cache-dtype", engine.kv_cache_dtype]
     if engine.quantization != "none":
         flags += ["--quantization", engine.quantization, "--quant-group-size", str(engine.quant_group_size)]
     if engine.max_model_len is not None:

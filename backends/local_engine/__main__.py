@@ -38,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-num-batched-tokens", type=int, default=2048)
     serve.add_argument("--max-num-seqs", type=int, default=128)
     serve.add_argument("--max-model-len", type=int, default=None)
+    serve.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8"], help="fp8: e4m3, half of bf16's memory")
     serve.add_argument("--quantization", default="none", choices=["none", "int8", "int4"], help="weight-only, at load")
     serve.add_argument("--quant-group-size", type=int, default=128, help="int4: input channels per scale (128 or 64)")
     serve.add_argument("--quant-asym", action="store_true", help="int4: a zero point per group")
@@ -91,6 +92,7 @@ def settings_from(args: argparse.Namespace, model: str) -> EngineSettings:
         max_model_len=args.max_model_len,
         enable_prefix_caching=not args.no_prefix_caching,
         enable_chunked_prefill=not args.no_chunked_prefill,
+        kv_cache_dtype=args.kv_cache_dtype,
         quantization=args.quantization,
         quant_group_size=args.quant_group_size,
         quant_symmetric=not args.quant_asym,

@@ -50,7 +50,11 @@ class Workspace:
 
 
 def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor) -> None:
-    """k_cache, v_cache: [blocks, block_size, kv_heads, head_dim]; k, v: [tokens, kv_heads, head_dim]."""
+    """k_cache, v_cache: [blocks, block_size, kv_heads, head_dim]; k, v: [tokens, kv_heads, head_dim].
+    An fp8 cache takes the values cast (saturating), copied as bytes (index_copy has no fp8 kernel)."""
+    if k_cache.dtype != k.dtype:
+        k, v = k.to(k_cache.dtype).view(torch.uint8), v.to(v_cache.dtype).view(torch.uint8)
+        k_cache, v_cache = k_cache.view(torch.uint8), v_cache.view(torch.uint8)
     k_cache.view(-1, *k.shape[1:]).index_copy_(0, slots, k)
     v_cache.view(-1, *v.shape[1:]).index_copy_(0, slots, v)
 
@@ -92,8 +96,10 @@ def _gather(cache: torch.Tensor, block_table: torch.Tensor, out: torch.Tensor) -
 
 
 def _decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata, scale: float) -> torch.Tensor:
-    k = _gather(k_cache, meta.decode_block_tables, meta.workspace.k).transpose(1, 2)  # [seqs, kv_heads, keys, head_dim]
-    v = _gather(v_cache, meta.decode_block_tables, meta.workspace.v).transpose(1, 2)
+    k = (
+        _gather(k_cache, meta.decode_block_tables, meta.workspace.k).to(q.dtype).transpose(1, 2)
+    )  # [seqs, kv_heads, keys, head_dim]
+    v = _gather(v_cache, meta.decode_block_tables, meta.workspace.v).to(q.dtype).transpose(1, 2)
     keys = torch.arange(k.shape[2], device=q.device)
     lens = meta.decode_context_lens[:, None]
     mask = keys[None, :] < lens  # [seqs, keys]
@@ -116,8 +122,8 @@ def _prefill(
 ) -> torch.Tensor:
     # 4-d tensors throughout: with 3-d ones and a mask, CPU SDPA falls back to its slow math path.
     n = chunk.context_len
-    k = _gather(k_cache, chunk.block_table, workspace.k)[:n].transpose(0, 1)[None]  # [1, kv_heads, keys, head_dim]
-    v = _gather(v_cache, chunk.block_table, workspace.v)[:n].transpose(0, 1)[None]
+    k = _gather(k_cache, chunk.block_table, workspace.k)[:n].to(q.dtype).transpose(0, 1)[None]  # [1, kv_heads, keys, head_dim]
+    v = _gather(v_cache, chunk.block_table, workspace.v)[:n].to(q.dtype).transpose(0, 1)[None]
     q = q.transpose(0, 1)[None]  # [1, heads, new, head_dim]
     start = n - q.shape[2]
     if start == 0 and window is None:

@@ -48,6 +48,8 @@ class EngineSettings:
     max_waiting: int = 4096
     seed: int = 0
     """Seeds the draws of requests that bring no seed of their own."""
+    kv_cache_dtype: str = "auto"
+    """auto (the model's dtype) or fp8 (float8 e4m3: half the memory of bf16 per cached token)."""
     quantization: str = "none"
     """Weight-only quantization of the linear layers at load: none, int8 (per output channel) or int4."""
     quant_group_size: int = 128
@@ -65,6 +67,8 @@ class EngineSettings:
         if self.block_size < 1 or (self.num_kv_blocks is not None and self.num_kv_blocks < 1):
             raise ValueError("block_size and num_kv_blocks must be positive")
         self.quant()  # a bad scheme or group size is refused here
+        if self.kv_cache_dtype not in ("auto", "fp8"):
+            raise ValueError("kv_cache_dtype must be auto or fp8")
 
 
 @dataclass(slots=True)
@@ -120,11 +124,12 @@ class LLMEngine:
         dtype = resolve_dtype(settings.dtype, config, device)
         self.max_model_len = min(settings.max_model_len or config.max_model_len, config.max_model_len)
         model = load_model(self.checkpoint, dtype, device, settings.quant())
+        kv_dtype = torch.float8_e4m3fn if settings.kv_cache_dtype == "fp8" else dtype
         blocks_per_seq = -(-self.max_model_len // settings.block_size)
         num_blocks = settings.num_kv_blocks or kv_blocks_for(
-            config, dtype, settings.block_size, settings.kv_memory_fraction, device, cap=blocks_per_seq * settings.max_num_seqs
+            config, kv_dtype, settings.block_size, settings.kv_memory_fraction, device, cap=blocks_per_seq * settings.max_num_seqs
         )
-        self.runner = ModelRunner(model, num_blocks, settings.block_size)
+        self.runner = ModelRunner(model, num_blocks, settings.block_size, kv_dtype)
         self.blocks = BlockManager(num_blocks, settings.block_size, settings.enable_prefix_caching)
         self.scheduler = Scheduler(
             SchedulerSettings(

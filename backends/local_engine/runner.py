@@ -50,19 +50,22 @@ def _available_ram() -> int:
 
 
 class ModelRunner:
-    def __init__(self, model: CausalLM, num_blocks: int, block_size: int) -> None:
+    def __init__(self, model: CausalLM, num_blocks: int, block_size: int, kv_dtype: torch.dtype | None = None) -> None:
+        """`kv_dtype`: the cache's dtype (default: the model's); `torch.float8_e4m3fn` stores K and V
+        in 8 bits (values saturate at +-448), read back in the model's dtype."""
         self.model = model
         config = model.config
         weight = model.model.embed_tokens.weight
         self.device, self.dtype = weight.device, weight.dtype
+        self.kv_dtype = kv_dtype or self.dtype
         self.block_size = block_size
         # Zeroed, not empty: padding rows of a decode batch read block 0, and masked NaNs would still poison the sum.
         self.kv_cache = torch.zeros(
             (config.num_layers, 2, num_blocks, block_size, config.num_kv_heads, config.head_dim),
-            dtype=self.dtype,
+            dtype=self.kv_dtype,
             device=self.device,
         )
-        self.workspace = Workspace(tuple(self.kv_cache.shape[3:]), self.dtype, self.device)
+        self.workspace = Workspace(tuple(self.kv_cache.shape[3:]), self.kv_dtype, self.device)
         log.info("KV cache: %d blocks of %d tokens, %.1f MiB", num_blocks, block_size, self.kv_cache.nbytes / 2**20)
 
     @torch.inference_mode()

@@ -297,16 +297,37 @@ def test_unsupported_quantized_checkpoints_are_refused(llama_dir: Path, tmp_path
         QuantConfig("int3")  # type: ignore[arg-type]
 
 
-def test_the_gateways_engine_settings_reach_the_engine_as_a_quant_config(tmp_path: Path) -> None:
+def test_the_gateways_engine_settings_reach_the_engine(tmp_path: Path) -> None:
     from backends.local_engine.__main__ import parser, settings_from
     from gateway.runtime import engine_process
     from gateway.settings import DeploymentSettings, LocalEngineSettings
 
-    deployment = DeploymentSettings(
-        id="local", backend="local", engine=LocalEngineSettings(quantization="int4", quant_group_size=64)
-    )
-    process = engine_process(deployment, tmp_path)
+    chosen = LocalEngineSettings(quantization="int4", quant_group_size=64, kv_cache_dtype="fp8")
+    process = engine_process(DeploymentSettings(id="local", backend="local", engine=chosen), tmp_path)
     args = parser().parse_args(["serve", "--model", process.model, *process.flags])
     assert settings_from(args, process.model).quant() == QuantConfig("int4", 64)
+    assert settings_from(args, process.model).kv_cache_dtype == "fp8"
     plain = engine_process(DeploymentSettings(id="local", backend="local"), tmp_path)
     assert settings_from(parser().parse_args(["serve", "--model", "tiny", *plain.flags]), "tiny").quant() is None
+
+
+def test_an_fp8_kv_cache_halves_its_memory_and_follows_the_model(calm_dir: Path) -> None:
+    """On the calm model, like int4: e4m3 keeps 3 mantissa bits, about 6% per cached value."""
+    eng = engine(calm_dir, kv_cache_dtype="fp8")
+    assert eng.runner.kv_cache.dtype == torch.float8_e4m3fn and eng.runner.kv_cache.element_size() == 1
+    reference = greedy(calm_dir)
+    matched = assert_follows(greedy(calm_dir, kv_cache_dtype="fp8"), reference, 1.0)
+    assert matched >= 24
+    with pytest.raises(ValueError):
+        engine(calm_dir, kv_cache_dtype="fp4")
+
+
+def test_fp8_cache_writes_saturate_instead_of_overflowing() -> None:
+    from backends.local_engine.attention import write_kv
+
+    cache = torch.zeros(2, 4, 1, 8, dtype=torch.float8_e4m3fn)
+    values = torch.tensor([[[1000.0, -1000.0, 1.0, 0.5, -0.25, 3.0, 100.0, 0.0]]])
+    write_kv(cache, cache.clone(), values, values, torch.tensor([5]))
+    stored = cache.view(-1, 1, 8)[5].float()
+    assert stored.tolist() == [[448.0, -448.0, 1.0, 0.5, -0.25, 3.0, 96.0, 0.0]]  # 100 rounds to 96 in e4m3
+    assert not cache.float().isnan().any()
