@@ -223,6 +223,12 @@ def key_routes(gateway: Gateway) -> list[Any]:
         for model in asked.models or []:
             if model not in known:
                 raise InvalidRequest(f"No model named {model!r}.", param="models")
+        tiers = {p.settings.tier for p in runtime.pools if p.settings.tier} | {
+            t for r in runtime.routers.values() for t in r.tiers
+        }
+        for tier in asked.tiers or []:
+            if tier not in tiers:
+                raise InvalidRequest(f"No pool or router has a tier {tier!r}.", param="tiers")
         if any(p.alias == asked.alias for p in runtime.keys.by_id.values()):
             raise InvalidRequest(f"The alias {asked.alias!r} belongs to a key in the config.", param="alias", status=409)
         with _key_store_errors():

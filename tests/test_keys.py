@@ -21,7 +21,7 @@ from tests.conftest import GatewayProcess
 
 KEYS = {
     alias: f"sk-gw-test-{alias}-0123456789abcdef"
-    for alias in ("full", "limited", "mini-only", "expired", "budget", "tokens", "small-tier", "a1", "a2", "b1")
+    for alias in ("full", "limited", "mini-only", "expired", "budget", "tokens", "small-tier", "a1", "a2", "b1", "streams")
 }
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
 # $0.1 per token: a request with max_tokens 8 reserves $1.90 (11 estimated prompt tokens + 8); the
@@ -44,6 +44,7 @@ auth:
     - {{alias: budget, key_hash: "{hash_key(KEYS["budget"])}", budget: {{day: 10}}}}
     - {{alias: tokens, key_hash: "{hash_key(KEYS["tokens"])}", tpm: 100}}
     - {{alias: small-tier, key_hash: "{hash_key(KEYS["small-tier"])}", tiers: [small]}}
+    - {{alias: streams, key_hash: "{hash_key(KEYS["streams"])}", rpm: 1000, tpm: 100000}}
 {extra}"""
 
 
@@ -183,6 +184,18 @@ def test_a_budget_stops_spending_within_one_requests_cost_on_every_route(keyed: 
     assert httpx.get(f"{keyed.url}/admin/keys/cfg:budget").json()["spent"]["day"] == pytest.approx(spent)
 
 
+def test_streams_carry_the_rate_limit_headers_and_settle_their_tokens(keyed: GatewayProcess) -> None:
+    client = openai.OpenAI(base_url=f"{keyed.url}/v1", api_key=KEYS["streams"], max_retries=0)
+    with client.chat.completions.with_streaming_response.create(**CHAT, stream=True) as response:  # type: ignore[call-overload]
+        assert response.headers["x-ratelimit-remaining-requests"] == "999"
+        assert response.headers["x-ratelimit-remaining-tokens"] == str(100000 - 19)
+        text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
+    assert text
+    used = 10 + len(text.split())  # the fake upstream: 10 prompt tokens, one per word of the answer
+    after = httpx.post(f"{keyed.url}/v1/chat/completions", json=CHAT, headers=auth("streams"))
+    assert after.headers["x-ratelimit-remaining-tokens"] == str(100000 - used - 19)
+
+
 def test_the_client_key_stays_here_and_the_upstream_key_stays_upstream(keyed: GatewayProcess, upstream: FakeUpstream) -> None:
     response = httpx.post(f"{keyed.url}/v1/chat/completions", json=CHAT, headers=auth("full"))
     assert response.status_code == 200
@@ -237,6 +250,13 @@ def test_keys_made_revoked_and_expiring_through_the_admin_api(tmp_path: Path, up
         listed = httpx.get(f"{two.url}/admin/keys").text
         assert key_id in listed and secret not in listed and hash_key(secret)[7:] not in listed
         assert httpx.post(f"{one.url}/admin/keys", json={"alias": "app"}).status_code == 409  # alias taken
+        for bad in (
+            {"alias": "x", "tiers": ["huge"]},
+            {"alias": "x", "models": ["nope"]},
+            {"alias": "x", "rpm": 0},
+            {"alias": "x", "what": 1},
+        ):
+            assert httpx.post(f"{one.url}/admin/keys", json=bad).status_code == 400
 
         assert httpx.delete(f"{one.url}/admin/keys/{key_id}").json()["revoked"] is True
         refused = httpx.post(chat, json=CHAT, headers={"authorization": f"Bearer {secret}"})
