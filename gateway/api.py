@@ -208,9 +208,9 @@ def key_routes(gateway: Gateway) -> list[Any]:
 
     def stored() -> RedisKeys:
         if gateway.access.keys is None:
-            raise ServiceUnavailable(
+            raise InvalidRequest(
                 "Keys can be made through the admin API only with Redis (redis.url); write them in auth.keys instead.",
-                code="key_store_unavailable",
+                code="key_store_not_configured",
             )
         return gateway.access.keys
 

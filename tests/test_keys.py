@@ -196,6 +196,14 @@ def test_streams_carry_the_rate_limit_headers_and_settle_their_tokens(keyed: Gat
     assert after.headers["x-ratelimit-remaining-tokens"] == str(100000 - used - 19)
 
 
+def test_keys_are_made_through_the_admin_api_only_with_redis(keyed: GatewayProcess) -> None:
+    refused = httpx.post(f"{keyed.url}/admin/keys", json={"alias": "app"})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "key_store_not_configured"
+    listed = httpx.get(f"{keyed.url}/admin/keys").json()["data"]
+    assert {k["alias"] for k in listed} >= {"full", "limited", "budget"} and all(k["source"] == "config" for k in listed)
+    assert KEYS["full"] not in json.dumps(listed) and hash_key(KEYS["full"])[7:] not in json.dumps(listed)
+
+
 def test_the_client_key_stays_here_and_the_upstream_key_stays_upstream(keyed: GatewayProcess, upstream: FakeUpstream) -> None:
     response = httpx.post(f"{keyed.url}/v1/chat/completions", json=CHAT, headers=auth("full"))
     assert response.status_code == 200
