@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
@@ -326,8 +326,8 @@ class _Outage:
 
     retry_at: float = 0.0
     errors: int = 0
+    settlements_lost: int = 0
     down: bool = False
-    logged: set[str] = field(default_factory=set)
 
 
 class Limits:
@@ -411,11 +411,13 @@ class Limits:
                     await cast(RedisCounters, self.shared).settle_many(batch)
                 except (RedisError, OSError) as exc:
                     self.outage.errors += 1
-                    log.warning(
-                        "limits: %d settlements were lost (%s); the keys' counters keep their reservations",
-                        len(batch),
-                        type(exc).__name__,
-                    )
+                    self.outage.settlements_lost += len(batch)
+                    if not self.outage.down:  # admissions log the outage itself
+                        log.warning(
+                            "limits: %d settlements were lost (%s); the keys' counters keep their reservations",
+                            len(batch),
+                            type(exc).__name__,
+                        )
         finally:
             self._flusher = None
 
