@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -80,9 +81,11 @@ class Tracing:
             return
         env = os.environ if env is None else env
         name = settings.service_name or env.get("OTEL_SERVICE_NAME") or "llm-gateway"
-        self._provider = TracerProvider(
-            resource=Resource.create({"service.name": name}), sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio))
-        )
+        # A new trace is sampled here, before anything is built for it (see `request`); the SDK's
+        # sampler then only follows a caller's decision.
+        self._ratio = settings.sample_ratio
+        self._draw = random.Random().random
+        self._provider = TracerProvider(resource=Resource.create({"service.name": name}), sampler=ParentBased(ALWAYS_ON))
         self._exporter = _Counting(_exporter(settings, env))
         # The exporters log every failed batch, with the collector's URL; `_Counting` says it once per outage instead.
         logging.getLogger("opentelemetry.exporter").setLevel(logging.CRITICAL)
@@ -97,11 +100,19 @@ class Tracing:
         self, endpoint: str, model: str, payload: dict[str, Any], headers: Sequence[tuple[bytes, bytes]]
     ) -> RequestTrace | None:
         """The request's trace, or None when it is not sampled: then nothing more is done for it
-        (not even passing `traceparent` on), so that `sample_ratio` cuts the cost as much as the spans."""
+        (not even passing `traceparent` on), so that `sample_ratio` cuts the cost as much as the spans.
+        The decision comes first and costs a random draw (a new trace) or a look at the caller's
+        `traceparent` flags (a continued one), before any span or attribute is made."""
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in (b"traceparent", b"tracestate")}
+        context = _PROPAGATOR.extract(carrier) if carrier else None
+        parent = trace.get_current_span(context).get_span_context() if context is not None else None
+        if parent is None or not parent.is_valid:  # a new trace (a malformed traceparent starts one too)
+            if self._ratio < 1.0 and self._draw() >= self._ratio:
+                return None
+        elif not parent.trace_flags.sampled:  # the caller did not sample it
+            return None
         operation = OPERATIONS.get(endpoint, endpoint)
         attributes = _request_attributes(operation, model, payload)
-        context = _PROPAGATOR.extract(carrier) if carrier else None
         span = self.tracer.start_span(f"{operation} {model}", context=context, kind=SpanKind.SERVER, attributes=attributes)
         if not span.is_recording():
             return None

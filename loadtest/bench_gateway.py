@@ -11,6 +11,9 @@ For each gateway variant (HTTP server x upstream transport) it measures:
     python -m loadtest.bench_gateway --variants uvicorn:pooled,uvicorn:pooled:traced   # tracing's cost
     python -m loadtest.bench_gateway --variants uvicorn:pooled,uvicorn:pooled:keys,uvicorn:pooled:keys-redis
 
+With `--rounds N` the gateway variants run N times in turn and each row is the round with the
+median requests/s (this VM's speed drifts by a fifth within minutes).
+
 A `:traced` variant turns tracing on, exporting every span over OTLP/HTTP to a receiver inside this
 process (on core 1 with the load generator), at `--sample-ratio` (default 1: every request).
 Without `:keys`, auth is off. `:keys` turns it on with a config key that has rpm, tpm and a daily
@@ -83,6 +86,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--chunks", type=int, default=16, help="SSE chunks per streamed answer")
     parser.add_argument("--sample-ratio", type=float, default=1.0, help="telemetry.sample_ratio of `:traced` variants")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run the gateway variants this many times in turn; each row is its median round"
+    )
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})
 
@@ -94,10 +100,18 @@ def main() -> None:
     try:
         wait_http(f"{direct_base}/models", upstream)
         rows.append(("direct (no gateway)", asyncio.run(measure(direct_base, args.requests, args.duration, args.concurrency))))
-        for variant in args.variants.split(","):
-            server, transport, *flags = variant.split(":")
-            name = " + ".join([f"gateway {server}", transport, *flags])
-            rows.append((name, bench_variant(server, transport, direct_base, args, set(flags))))
+        runs: dict[str, list[dict[str, Result]]] = {}
+        for _ in range(args.rounds):  # in turn, so that a slow minute of the VM hits every variant alike
+            for variant in args.variants.split(","):
+                server, transport, *flags = variant.split(":")
+                name = " + ".join([f"gateway {server}", transport, *flags])
+                runs.setdefault(name, []).append(bench_variant(server, transport, direct_base, args, set(flags)))
+        for name, results in runs.items():
+            ordered = sorted(results, key=lambda r: r["saturation"].rps)
+            rows.append((name, ordered[len(ordered) // 2]))
+            if args.rounds > 1:
+                rates = ", ".join(f"{r['saturation'].rps:,.0f}" for r in results)
+                print(f"{name}: req/s at c={args.concurrency} by round: {rates}", file=sys.stderr)
     finally:
         upstream.terminate()
     print(report(rows, args))

@@ -219,3 +219,37 @@ pools:
     finally:
         gateway.stop()
         receiver.stop()
+
+
+def test_sampling_new_traces_at_the_ratio_and_following_the_callers_decision(
+    tmp_path: Path, receiver: OTLPReceiver, upstream: FakeUpstream
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(f"""
+reload: {{watch: false}}
+telemetry: {{enabled: true, endpoint: "{receiver.endpoint}", sample_ratio: 0.25}}
+auth: {{enabled: false}}
+pools:
+  main:
+    deployments: [{{id: main-dep, base_url: {upstream.base_url}}}]
+""")
+    gateway = GatewayProcess(path, env={"OTEL_BSP_SCHEDULE_DELAY": "50"})
+    try:
+        url = f"{gateway.url}/v1/chat/completions"
+        body = {"model": "main", "messages": [{"role": "user", "content": "sampled?"}]}
+        sampled_id, sampled = new_trace()  # flags 01: the caller records this trace
+        unsampled_id = secrets.token_hex(16)
+        bad_parent = {"traceparent": "00-zz-not-a-trace-01"}
+        before = {s["trace_id"] for s in receiver.snapshot()}
+        assert httpx.post(url, json=body, headers=sampled).status_code == 200
+        assert httpx.post(url, json=body, headers={"traceparent": f"00-{unsampled_id}-{PARENT}-00"}).status_code == 200
+        with httpx.Client() as client:
+            for _ in range(400):
+                assert client.post(url, json=body, headers=bad_parent).status_code == 200
+        assert len(spans_of(receiver, sampled_id, count=2)) == 2  # the caller's decision wins over the ratio
+        time.sleep(1.0)  # the batch processor exports every 50 ms
+        new = {s["trace_id"] for s in receiver.snapshot() if s["kind"] == "SERVER"} - before - {sampled_id}
+        assert unsampled_id not in new
+        assert 50 <= len(new) <= 150  # about a quarter of 400 new traces (a malformed parent starts one)
+    finally:
+        gateway.stop()
