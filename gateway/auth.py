@@ -28,6 +28,8 @@ from gateway.settings import AuthSettings, KeySettings, Name, NonNegative, Perio
 log = logging.getLogger("gateway.auth")
 
 KEY_PREFIX = "sk-gw-"
+EXPIRED_KEPT_S = 7 * 86400
+"""How long an API-made key's records stay in Redis after it expires."""
 
 
 def new_key() -> str:
@@ -214,6 +216,12 @@ if redis.call('SET', p .. 'alias:' .. ARGV[3], ARGV[2], 'NX') == false then retu
 redis.call('SET', p .. 'h:' .. ARGV[4], ARGV[5])
 redis.call('SET', p .. 'id:' .. ARGV[2], ARGV[4])
 redis.call('SADD', p .. 'ids', ARGV[2])
+local gone = tonumber(ARGV[6])
+if gone > 0 then
+  for _, key in ipairs({p .. 'h:' .. ARGV[4], p .. 'id:' .. ARGV[2], p .. 'alias:' .. ARGV[3]}) do
+    redis.call('PEXPIREAT', key, gone)
+  end
+end
 return 1
 """
     _REVOKE = """
@@ -254,8 +262,10 @@ return raw or ''
         key = new_key()
         principal = request.principal("key_" + secrets.token_hex(8), now)
         digest = hash_key(key).removeprefix("sha256:")
+        # An expiring key's records go a week after it expires (until then it is refused as expired).
+        gone = 0 if principal.expires_at is None else int((principal.expires_at + EXPIRED_KEPT_S) * 1000)
         with _unavailable():
-            made = await self._create(args=[self._p, principal.id, principal.alias, digest, _encode(principal)])
+            made = await self._create(args=[self._p, principal.id, principal.alias, digest, _encode(principal), gone])
         if not made:
             raise KeyExists(principal.alias)
         return key, principal
@@ -272,6 +282,9 @@ return raw or ''
             if not ids:
                 return []
             digests = await self._client.mget([f"{self._p}id:{i}" for i in ids])
+            gone = [i for i, d in zip(ids, digests, strict=True) if d is None]
+            if gone:  # records that expired away
+                await self._client.srem(f"{self._p}ids", *gone)
             found = [d.decode() for d in digests if d is not None]
             raws = await self._client.mget([f"{self._p}h:{d}" for d in found]) if found else []
         return [_decode(r) for r in raws if r is not None]

@@ -212,6 +212,16 @@ def test_the_client_key_stays_here_and_the_upstream_key_stays_upstream(keyed: Ga
     assert UPSTREAM_KEY not in response.text and UPSTREAM_KEY not in str(response.headers)
 
 
+def redis_ttl(server: RedisServer, key: str) -> int:
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(server.url)
+    try:
+        return int(client.ttl(key))
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def redis(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path)
@@ -277,6 +287,9 @@ def test_keys_made_revoked_and_expiring_through_the_admin_api(tmp_path: Path, up
         time.sleep(1.1)
         expired = httpx.post(chat, json=CHAT, headers=headers)
         assert expired.status_code == 401 and expired.json()["error"]["code"] == "expired_api_key"
+        ttl = redis_ttl(redis, f"gw:key:id:{brief['id']}")
+        assert 6 * 86400 < ttl <= 7 * 86400  # its records go a week after it expired
+        assert redis_ttl(redis, f"gw:key:id:{key_id}") == -2  # the revoked one is gone already
     finally:
         one.stop()
         two.stop()
