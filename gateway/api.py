@@ -279,12 +279,8 @@ async def _find_key(gateway: Gateway, key_id: str) -> Principal:
     return found
 
 
-@contextlib.contextmanager
-def _key_store_errors() -> Iterator[None]:
-    try:
-        yield
-    except KeysUnavailable as exc:
-        raise ServiceUnavailable(f"Redis did not answer ({exc}); try again.", code="key_store_unavailable") from exc
+def _key_store_errors() -> contextlib.AbstractContextManager[None]:
+    return _unavailable(KeysUnavailable, "The key store", "key_store_unavailable")
 
 
 class _Flush(msgspec.Struct, forbid_unknown_fields=True):
@@ -309,12 +305,17 @@ def _admin_body(raw: bytes, kind: type[T]) -> T:
         raise InvalidRequest(f"Invalid request body: {exc}") from None
 
 
+def _store_errors() -> contextlib.AbstractContextManager[None]:
+    return _unavailable(StoreUnavailable, "The cache store", "cache_store_unavailable")
+
+
 @contextlib.contextmanager
-def _store_errors() -> Iterator[None]:
+def _unavailable(kind: type[Exception], what: str, code: str) -> Iterator[None]:
+    """A store's failure, as the 503 an admin call answers with."""
     try:
         yield
-    except StoreUnavailable as exc:
-        raise ServiceUnavailable(f"The cache store did not answer ({exc}); try again.", code="cache_store_unavailable") from exc
+    except kind as exc:
+        raise ServiceUnavailable(f"{what} did not answer ({exc}); try again.", code=code) from exc
 
 
 def _cache(gateway: Gateway) -> ResponseCache:

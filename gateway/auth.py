@@ -73,37 +73,71 @@ class Principal:
     def allows_tier(self, tier: str | None) -> bool:
         return self.tiers is None or tier is None or tier in self.tiers
 
+    def record(self) -> _Record:
+        return _Record(
+            id=self.id,
+            alias=self.alias,
+            tenant=self.tenant,
+            models=None if self.models is None else sorted(self.models),
+            tiers=None if self.tiers is None else list(self.tiers),
+            rpm=self.rpm,
+            tpm=self.tpm,
+            budget=dict(self.budget),
+            metadata=dict(self.metadata),
+            expires_at=self.expires_at,
+            created_at=self.created_at,
+        )
+
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "alias": self.alias,
-            "tenant": self.tenant,
-            "source": self.source,
-            "models": None if self.models is None else sorted(self.models),
-            "tiers": None if self.tiers is None else list(self.tiers),
-            "rpm": self.rpm,
-            "tpm": self.tpm,
-            "budget": dict(self.budget),
-            "metadata": dict(self.metadata),
-            "expires_at": self.expires_at,
-            "created_at": self.created_at,
-        }
+        return {**msgspec.to_builtins(self.record()), "source": self.source}
+
+
+class _Record(msgspec.Struct, kw_only=True):
+    """A key's fields as plain values: how Redis keeps a made key (JSON), and what every source of
+    keys (the config, the admin API, Redis) is turned into a `Principal` from."""
+
+    id: str
+    alias: str
+    tenant: str
+    models: list[str] | None = None
+    tiers: list[str] | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    budget: dict[str, float] = msgspec.field(default_factory=dict)
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    expires_at: float | None = None
+    created_at: float | None = None
+
+    def principal(self, source: Literal["config", "api"]) -> Principal:
+        return Principal(
+            id=self.id,
+            alias=self.alias,
+            tenant=self.tenant,
+            source=source,
+            models=None if self.models is None else frozenset(self.models),
+            tiers=None if self.tiers is None else tuple(self.tiers),
+            rpm=self.rpm,
+            tpm=self.tpm,
+            budget=self.budget,
+            metadata=self.metadata,
+            expires_at=self.expires_at,
+            created_at=self.created_at,
+        )
 
 
 def from_settings(key: KeySettings) -> Principal:
-    return Principal(
+    return _Record(
         id=f"cfg:{key.alias}",
         alias=key.alias,
         tenant=key.tenant or key.alias,
-        source="config",
-        models=None if key.models is None else frozenset(key.models),
-        tiers=None if key.tiers is None else tuple(key.tiers),
+        models=key.models,
+        tiers=key.tiers,
         rpm=key.rpm,
         tpm=key.tpm,
         budget={str(k): v for k, v in key.budget.items()},
         metadata=dict(key.metadata),
         expires_at=None if key.expires_at is None else key.expires_at.timestamp(),
-    )
+    ).principal("config")
 
 
 class KeyRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -127,71 +161,27 @@ class KeyRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         expires = self.expires_at.timestamp() if self.expires_at is not None else None
         if self.expires_in_s is not None:
             expires = now + self.expires_in_s
-        return Principal(
+        return _Record(
             id=key_id,
             alias=self.alias,
             tenant=self.tenant or self.alias,
-            source="api",
-            models=None if self.models is None else frozenset(self.models),
-            tiers=None if self.tiers is None else tuple(self.tiers),
+            models=self.models,
+            tiers=self.tiers,
             rpm=self.rpm,
             tpm=self.tpm,
             budget={str(k): v for k, v in self.budget.items()},
             metadata=dict(self.metadata),
             expires_at=expires,
             created_at=now,
-        )
-
-
-class _Record(msgspec.Struct, kw_only=True):
-    """A Redis-kept key, as stored (JSON)."""
-
-    id: str
-    alias: str
-    tenant: str
-    models: list[str] | None = None
-    tiers: list[str] | None = None
-    rpm: int | None = None
-    tpm: int | None = None
-    budget: dict[str, float] = msgspec.field(default_factory=dict)
-    metadata: dict[str, str] = msgspec.field(default_factory=dict)
-    expires_at: float | None = None
-    created_at: float | None = None
+        ).principal("api")
 
 
 def _encode(p: Principal) -> bytes:
-    record = _Record(
-        id=p.id,
-        alias=p.alias,
-        tenant=p.tenant,
-        models=None if p.models is None else sorted(p.models),
-        tiers=None if p.tiers is None else list(p.tiers),
-        rpm=p.rpm,
-        tpm=p.tpm,
-        budget=dict(p.budget),
-        metadata=dict(p.metadata),
-        expires_at=p.expires_at,
-        created_at=p.created_at,
-    )
-    return msgspec.json.encode(record)
+    return msgspec.json.encode(p.record())
 
 
 def _decode(raw: bytes) -> Principal:
-    r = msgspec.json.decode(raw, type=_Record)
-    return Principal(
-        id=r.id,
-        alias=r.alias,
-        tenant=r.tenant,
-        source="api",
-        models=None if r.models is None else frozenset(r.models),
-        tiers=None if r.tiers is None else tuple(r.tiers),
-        rpm=r.rpm,
-        tpm=r.tpm,
-        budget=r.budget,
-        metadata=r.metadata,
-        expires_at=r.expires_at,
-        created_at=r.created_at,
-    )
+    return msgspec.json.decode(raw, type=_Record).principal("api")
 
 
 class KeysUnavailable(Exception):

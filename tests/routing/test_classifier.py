@@ -114,7 +114,8 @@ def test_an_answer_is_checked_against_the_requested_json_schema() -> None:
     assert breaks_schema({}, completion("anything")) is None  # nothing asked, nothing to break
 
 
-def test_a_router_escalates_through_the_tiers_above() -> None:
+def three_tiers() -> Router:
+    """A router over pools s, m, l (tiers small, medium, large) with no fallbacks of their own."""
     pools = {
         name: Pool.build(name, PoolSettings(deployments=[DeploymentSettings(id=f"{name}-d", backend="echo")]), [])
         for name in ("s", "m", "l")
@@ -125,7 +126,11 @@ def test_a_router_escalates_through_the_tiers_above() -> None:
     spec = RouterSettings(
         tiers={"small": RouterTierSettings("s"), "medium": RouterTierSettings("m"), "large": RouterTierSettings("l")}
     )
-    router = Router("auto", spec, model, pools)
+    return Router("auto", spec, model, pools)
+
+
+def test_a_router_escalates_through_the_tiers_above() -> None:
+    router = three_tiers()
     assert [p.name for p in router.route({"prompt": "x"}, None, "small").chain] == ["s", "m", "l"]
     assert [p.name for p in router.route({"prompt": "x"}, None, "large").chain] == ["l"]
     with pytest.raises(InvalidRequest):
@@ -134,18 +139,7 @@ def test_a_router_escalates_through_the_tiers_above() -> None:
 
 
 def test_a_keys_tiers_cap_the_route_and_trim_the_chain() -> None:
-    pools = {
-        name: Pool.build(name, PoolSettings(deployments=[DeploymentSettings(id=f"{name}-d", backend="echo")]), [])
-        for name in ("s", "m", "l")
-    }
-    for pool in pools.values():
-        pool.fallbacks = []
-    model, _ = train(synthetic(60, 0), ["small", "medium", "large"])
-    spec = RouterSettings(
-        tiers={"small": RouterTierSettings("s"), "medium": RouterTierSettings("m"), "large": RouterTierSettings("l")}
-    )
-    # thresholds 0: the classifier sends everything to the largest tier
-    router = Router("auto", spec, model, pools)
+    router = three_tiers()  # with thresholds 0 the classifier sends everything to the largest tier
     router.thresholds = [0.0, 0.0, 0.0]
     assert router.route({"prompt": "x"}, None, None).tier == "large"
     capped = router.route({"prompt": "x"}, None, None, allowed=("small", "medium"))
