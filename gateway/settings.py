@@ -256,7 +256,7 @@ class CacheSettings(_Settings, frozen=True):
 
     enabled: bool = False
     semantic: bool = True
-    threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.85
+    threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.80
     """Cosine similarity a semantic hit needs."""
     top_k: PositiveInt = 4
     """Candidates the index returns per lookup, checked in order by the veto."""

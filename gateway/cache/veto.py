@@ -9,6 +9,12 @@ Checked, in order: numbers (with number words), negation, units and currencies, 
 code-like tokens), and, when a direction word is present (from, to, into, than, vs, ...), the
 order in which the named things and numbers appear.
 
+Then what the questions ask for: "What is stoicism?" and "Who founded stoicism?" share their
+words, not their answer. Who, where and when (or "in what year") must open a question in both or
+neither; a reason ("why", "what causes"), an amount ("how often") and a method ("how do I") must
+not be asked one against another. And the shape asked for: "as a bulleted list", "in a table",
+"in one sentence" on one side only.
+
 Last, a rule that needs no word list to know the words: two prompts worded alike except for one
 or two swapped content words ("legal" / "illegal", "formal" / "casual", "Rome conquer Carthage" /
 "Carthage conquer Rome") are not paraphrases; the swap is what is being asked. Paraphrases reword
@@ -92,6 +98,33 @@ _SPELLING = [
 _SAME_MEANING = [{"improve", "better"}, {"convert", "change", "transform"}, {"remove", "delete"}]
 _MEANING = {w: i for i, group in enumerate(_SAME_MEANING) for w in group}
 _SUFFIXES = ("ing", "ed", "es", "s", "er", "ers", "ly", "ation", "ations", "ment", "ments", "d", "e")
+_ASKS = {"who": "person", "whom": "person", "whose": "person", "where": "place", "when": "time", "why": "reason"}
+"""Question words that ask for a kind of answer."""
+_WHEN = {"time", "year", "date", "day", "month", "century", "age"}
+""""In what year", "what's the best time to": "when", asked with "what" or "which"."""
+_WHY = {"causes", "caused", "cause", "makes", "made", "reason", "reasons"}
+""""What causes", "what makes", "what's the reason": "why", asked with "what"."""
+_HOW_MUCH = {"much", "many", "often", "long", "far", "old", "big", "tall", "fast", "soon", "frequently", "heavy"}
+_PERSONS = {"i", "you", "we", "one"}
+_WHO = {"person", "artist", "author", "writer", "painter", "composer", "inventor", "scientist", "president", "king", "queen"}
+""""Which artist painted": "who", asked with "which"."""
+_EXACT_KINDS = {"person", "place", "time"}
+"""Kinds that must be asked in both or neither. The others (reason, amount, method) conflict only
+with each other: "What's the lifespan of a car battery?" asks "how long" without saying so, but
+"How do I descale a kettle?" and "How often should I descale a kettle?" ask different things."""
+_SENTENCE = re.compile(r"[^.!?\n]+")
+_FORMAT_PREPOSITIONS = {"as", "in", "into", "with", "using"}
+_FORMATS = {
+    "list", "bullet", "bulleted", "numbered", "table", "json", "yaml", "csv", "xml", "markdown", "sentence", "paragraph",
+    "haiku", "limerick", "sonnet", "tweet", "timeline", "outline", "array", "chart", "diagram", "emoji",
+}  # fmt: skip
+_PRODUCE = {
+    "write", "give", "explain", "summarise", "summarize", "list", "describe", "show", "answer", "reply", "return",
+    "format", "present", "output", "respond", "rewrite", "translate", "compare", "tell", "outline", "generate",
+}  # fmt: skip
+"""Verbs that ask for an answer in a shape; "merge cells in a table" asks for none."""
+_NOT_FORMAT_AFTER = {"cell", "row", "column", "of", "tennis", "leg", "top"}
+"""Shapes an answer can be asked in: "as a bulleted list", "in one sentence", "with a table"."""
 
 
 def veto(a: str, b: str) -> str | None:
@@ -110,9 +143,79 @@ def veto(a: str, b: str) -> str | None:
     pivots_differ = bool(fa.pivots and fb.pivots and fa.pivots != fb.pivots)
     if (fa.directional or fb.directional) and (fa.sequence != fb.sequence or pivots_differ):
         return "direction"
+    if _asked_apart(fa.asks, fb.asks):
+        return "asks"
+    if fa.formats != fb.formats:
+        return "format"
     if _swapped(fa.words, fb.words):
         return "substitution"
     return None
+
+
+def _asks(text: str) -> set[str]:
+    """The kinds of answer the text's questions ask for, from how each sentence opens (its first
+    three words: "So when", "In what year"): person, place, time, reason ("why", "what causes"),
+    amount ("how much", "how often"), method ("how do I", "how to", "what's the best way").
+    "when" or "where" further on opens a clause ("what to do when anxious"), not a question."""
+    kinds = set()
+    for sentence in _SENTENCE.findall(text):
+        words = [_normal(w) for w in _WORD.findall(sentence)[:8]]
+        for i, w in enumerate(words[:3]):
+            rest = words[i + 1 : i + 5]
+            first, second = [*rest, "", ""][:2]
+            if w in _ASKS:
+                kinds.add(_ASKS[w])
+            elif w in ("what", "what's", "which"):
+                if first in _WHO:
+                    kinds.add("person")
+                elif first in _WHEN or _the(rest, "time"):
+                    kinds.add("time")
+                elif first in _WHY or _the(rest, "reason"):
+                    kinds.add("reason")
+                elif _the(rest, "way"):
+                    kinds.add("method")
+            elif w == "how":
+                if first in _HOW_MUCH:
+                    kinds.add("amount")
+                elif first == "to" or (first in ("do", "can", "should", "would", "could") and second in _PERSONS):
+                    kinds.add("method")
+            else:
+                continue
+            break
+    return kinds
+
+
+def _the(words: list[str], noun: str) -> bool:
+    """ "[is] the [best] way", "the right time", "the reason"."""
+    words = words[1:] if words[:1] == ["is"] else words
+    return words[:1] == ["the"] and noun in words[1:3]
+
+
+def _singular(words: list[str]) -> str:
+    w = words[0] if words else ""
+    return w[:-1] if w.endswith("s") else w
+
+
+def _asked_apart(a: set[str], b: set[str]) -> bool:
+    if a & _EXACT_KINDS != b & _EXACT_KINDS:
+        return True
+    a, b = a - _EXACT_KINDS, b - _EXACT_KINDS
+    return bool(a and b and not a & b)
+
+
+def _formats(words: list[str]) -> set[str]:
+    """The shapes asked for: a format word within four words after "as", "in", "with", ..., in a
+    request to write, give, explain, ... something."""
+    found: set[str] = set()
+    if not any(w in _PRODUCE for w in words):
+        return found
+    for i, w in enumerate(words):
+        if w in _FORMAT_PREPOSITIONS:
+            for j, x in enumerate(words[i + 1 : i + 5], i + 1):
+                stem = x[:-1] if x.endswith("s") and x[:-1] in _FORMATS else x
+                if stem in _FORMATS and _singular(words[j + 1 : j + 2]) not in _NOT_FORMAT_AFTER:  # not "a table cell"
+                    found.add("list" if stem in ("bullet", "bulleted", "numbered") else stem)
+    return found
 
 
 def _swapped(a: list[str], b: list[str]) -> bool:
@@ -173,7 +276,10 @@ def _opposed(a: dict[int, set[int]], b: dict[int, set[int]]) -> bool:
 
 
 class _Features:
-    __slots__ = ("directional", "names", "negated", "numbers", "pivots", "polar", "quoted", "sequence", "units", "words")
+    __slots__ = (
+        "asks", "directional", "formats", "names", "negated", "numbers", "pivots", "polar", "quoted", "sequence", "units",
+        "words",
+    )  # fmt: skip
 
     def __init__(self, text: str) -> None:
         words = _WORD.findall(text)
@@ -182,7 +288,8 @@ class _Features:
         numbers = [_NUMBER_WORDS.get(w, w) for w in lowered if _NUMBER.fullmatch(w) or w in _NUMBER_WORDS]
         self.numbers = Counter(n.replace(",", "") for n in numbers)
         self.negated = sum(w in _NEGATIONS or w.endswith("n't") for w in lowered) % 2 == 1
-        self.units = {w for w in lowered if w in _UNITS}
+        # "In what year" asks a time; it does not measure in years.
+        self.units = {w for i, w in enumerate(lowered) if w in _UNITS and lowered[i - 1 : i] not in (["what"], ["which"])}
         self.polar: dict[int, set[int]] = {}
         for w in lowered:
             if w in _POLAR_SIDE:
@@ -194,6 +301,8 @@ class _Features:
         named = set(self.names)
         self.sequence = [w for w in lowered if w in named or w in self.numbers or w in self.units]
         self.pivots = _pivots(lowered)
+        self.asks = _asks(text)
+        self.formats = _formats(lowered)
 
 
 def _normal(word: str) -> str:

@@ -31,6 +31,19 @@ MUST_VETO = [
     ("Is it possible to undo a sent email?", "Is it impossible to undo a sent email?", "substitution"),
     ("How do I scroll up in the terminal?", "How do I scroll back in the terminal?", "substitution"),
     ("Cast a float as an int in C.", "Cast an int as a float in C.", "substitution"),  # articles aside
+    # What the question asks for: a person, a place, a time.
+    ("What is stoicism?", "Who founded stoicism?", "asks"),
+    ("How do tides work?", "When is high tide today?", "asks"),
+    ("How is olive oil made?", "Where is olive oil made?", "asks"),
+    ("How do I get over jet lag?", "What's the best time to book flights?", "asks"),
+    ("Who built the Eiffel Tower?", "When was the Eiffel Tower built?", "asks"),
+    ("How do I teach a child to swim?", "At what age can a child learn to swim?", "asks"),
+    # ...or a method against an amount or a reason.
+    ("How do I repot an orchid?", "How often should I repot an orchid?", "asks"),
+    ("How do I fix a slow laptop?", "What makes a laptop slow?", "asks"),
+    # The shape asked for, on one side only or different.
+    ("Explain recursion.", "Explain recursion as a bulleted list.", "format"),
+    ("Give me the results in a table.", "Give me the results as a numbered list.", "format"),
 ]
 
 MUST_PASS = [
@@ -44,6 +57,12 @@ MUST_PASS = [
     ("Explain photosynthesis simply.", "Can you explain photosynthesis in simple terms?"),
     ("Who wrote Pride and Prejudice?", "Who is the author of Pride and Prejudice?"),
     ("Please summarise the plot of Hamlet.", "Summarize the plot of Hamlet."),
+    ("When did the Berlin Wall fall?", "In what year did the Berlin Wall come down?"),
+    ("How do I stay calm when I'm anxious?", "How can I calm myself if I feel anxious?"),  # a clause, not a question
+    ("What is a time signature in music?", "Can you explain time signatures in music?"),
+    ("Who painted Guernica?", "Which artist painted Guernica?"),
+    ("How long does a marathon take?", "What's the average marathon time?"),  # an amount against no kind
+    ("How do I merge cells in a table in Word?", "How can I merge table cells in Word?"),  # a table, not a format
 ]
 
 
