@@ -12,10 +12,12 @@ For each gateway variant (HTTP server x upstream transport) it measures:
     python -m loadtest.bench_gateway --variants uvicorn:pooled,uvicorn:pooled:keys,uvicorn:pooled:keys-redis
 
 With `--rounds N` the gateway variants run N times in turn and each row is the round with the
-median requests/s (this VM's speed drifts by a fifth within minutes).
+median requests/s (this VM's speed drifts by a fifth within minutes); the median over rounds of
+each variant's requests/s divided by the first variant's in the same round is printed too (to
+stderr), the figure that drift disturbs least.
 
-A `:traced` variant turns tracing on, exporting every span over OTLP/HTTP to a receiver inside this
-process (on core 1 with the load generator), at `--sample-ratio` (default 1: every request).
+A `:traced` variant turns tracing on, exporting every span over OTLP/HTTP to a receiver in a process of
+its own (on core 1 with the load generator), at `--sample-ratio` (default 1: every request).
 Without `:keys`, auth is off. `:keys` turns it on with a config key that has rpm, tpm and a daily
 budget (far above what the run uses), counted in the gateway process; `:keys-redis` counts in a
 redis-server started for the run (on core 1).
@@ -112,6 +114,12 @@ def main() -> None:
             if args.rounds > 1:
                 rates = ", ".join(f"{r['saturation'].rps:,.0f}" for r in results)
                 print(f"{name}: req/s at c={args.concurrency} by round: {rates}", file=sys.stderr)
+        if args.rounds > 1 and len(runs) > 1:  # each round's variants ran back to back: their ratios cancel the VM's drift
+            (base_name, base), *others = runs.items()
+            for name, results in others:
+                ratios = sorted(r["saturation"].rps / b["saturation"].rps for r, b in zip(results, base, strict=True))
+                listed = ", ".join(f"{x:.3f}" for x in ratios)
+                print(f"{name} / {base_name}, paired by round: median {ratios[len(ratios) // 2]:.3f} ({listed})", file=sys.stderr)
     finally:
         upstream.terminate()
     print(report(rows, args))

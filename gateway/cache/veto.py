@@ -118,13 +118,14 @@ _FORMATS = {
     "list", "bullet", "bulleted", "numbered", "table", "json", "yaml", "csv", "xml", "markdown", "sentence", "paragraph",
     "haiku", "limerick", "sonnet", "tweet", "timeline", "outline", "array", "chart", "diagram", "emoji",
 }  # fmt: skip
+"""Shapes an answer can be asked in: "as a bulleted list", "in one sentence", "with a table"."""
 _PRODUCE = {
     "write", "give", "explain", "summarise", "summarize", "list", "describe", "show", "answer", "reply", "return",
     "format", "present", "output", "respond", "rewrite", "translate", "compare", "tell", "outline", "generate",
 }  # fmt: skip
 """Verbs that ask for an answer in a shape; "merge cells in a table" asks for none."""
 _NOT_FORMAT_AFTER = {"cell", "row", "column", "of", "tennis", "leg", "top"}
-"""Shapes an answer can be asked in: "as a bulleted list", "in one sentence", "with a table"."""
+"""A format word followed by one of these names a thing, not a shape: "a table cell", "a list of"."""
 
 
 def veto(a: str, b: str) -> str | None:
@@ -197,6 +198,8 @@ def _singular(words: list[str]) -> str:
 
 
 def _asked_apart(a: set[str], b: set[str]) -> bool:
+    """Person, place and time asked on one side only, or a reason, an amount and a method asked one
+    against another (see `_EXACT_KINDS`)."""
     if a & _EXACT_KINDS != b & _EXACT_KINDS:
         return True
     a, b = a - _EXACT_KINDS, b - _EXACT_KINDS
