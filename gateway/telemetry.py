@@ -3,9 +3,10 @@
 The one place the SDK is configured. With `telemetry.enabled` off nothing is made: the pipeline
 holds `None` instead of a `RequestTrace` and skips every call. On, each request gets a SERVER span
 (`chat {model}` / `text_completion {model}`) continuing the client's `traceparent`, and each
-upstream attempt a CLIENT span under it, whose context goes upstream in `traceparent`. Spans leave
-through a batch processor on its own thread: a slow or absent collector never holds a request, and
-spans it could not take are counted (`dropped`), not retried.
+upstream attempt a CLIENT span under it, whose context goes upstream in `traceparent`. A span is
+plain data (`_Span`) until it ends; then it leaves as an SDK `ReadableSpan` through the SDK's
+batch processor on its own thread and its OTLP exporter: a slow or absent collector never holds a
+request, and spans it could not take are counted (`dropped`), not retried.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from backends.errors import APIError
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.telemetry")
 OPERATIONS = {"chat/completions": "chat", "completions": "text_completion", "embeddings": "embeddings"}
 _PROPAGATOR = TraceContextTextMapPropagator()
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSET = Status(StatusCode.UNSET)
 
 
 class _Counting(SpanExporter):
@@ -76,21 +79,21 @@ class Tracing:
         self.enabled = settings.enabled
         self.cost_key = settings.cost_attribute
         self._exporter: _Counting | None = None
-        self._provider: TracerProvider | None = None
+        self._processor: BatchSpanProcessor | None = None
         if not self.enabled:
             return
         env = os.environ if env is None else env
         name = settings.service_name or env.get("OTEL_SERVICE_NAME") or "llm-gateway"
-        # A new trace is sampled here, before anything is built for it (see `request`); the SDK's
-        # sampler then only follows a caller's decision.
+        # A new trace is sampled here, before anything is built for it (see `request`).
         self._ratio = settings.sample_ratio
         self._draw = random.Random().random
-        self._provider = TracerProvider(resource=Resource.create({"service.name": name}), sampler=ParentBased(ALWAYS_ON))
+        self._ids = random.getrandbits  # the module's generator: Python reseeds it in a forked worker
+        self.resource = Resource.create({"service.name": name})
+        self.scope = InstrumentationScope("llm-gateway")
         self._exporter = _Counting(_exporter(settings, env))
         # The exporters log every failed batch, with the collector's URL; `_Counting` says it once per outage instead.
         logging.getLogger("opentelemetry.exporter").setLevel(logging.CRITICAL)
-        self._provider.add_span_processor(BatchSpanProcessor(self._exporter))
-        self.tracer = self._provider.get_tracer("llm-gateway")
+        self._processor = BatchSpanProcessor(self._exporter)
 
     @property
     def dropped(self) -> int:
@@ -113,20 +116,77 @@ class Tracing:
             return None
         operation = OPERATIONS.get(endpoint, endpoint)
         attributes = _request_attributes(operation, model, payload)
-        span = self.tracer.start_span(f"{operation} {model}", context=context, kind=SpanKind.SERVER, attributes=attributes)
-        if not span.is_recording():
-            return None
-        return RequestTrace(self, span, operation)
+        remote = parent if parent is not None and parent.is_valid else None
+        return RequestTrace(self, _Span(self, f"{operation} {model}", SpanKind.SERVER, remote, attributes), operation)
+
+    def span(self, name: str, kind: SpanKind, parent: SpanContext, attributes: dict[str, Any] | None = None) -> _Span:
+        return _Span(self, name, kind, parent, attributes or {})
+
+    def new_id(self, bits: int) -> int:
+        while not (value := self._ids(bits)):  # zero is the invalid id
+            pass
+        return value
+
+    def finish(self, span: ReadableSpan) -> None:
+        if self._processor is not None:
+            self._processor.on_end(span)
 
     def shutdown(self) -> None:
-        if self._provider is not None:
-            self._provider.shutdown()
+        if self._processor is not None:
+            self._processor.shutdown()  # type: ignore[no-untyped-call]
+
+
+class _Span:
+    """A span kept as plain data until it ends, then handed to the batch processor as one
+    `ReadableSpan`. The SDK's own spans run a sampler, span metrics and an attribute check under a
+    lock for every span and every attribute: on this path that was most of what a recorded request
+    cost. The gateway needs none of it: it samples before building anything (`Tracing.request`) and
+    sets only strings, numbers, booleans and lists of strings (None is skipped)."""
+
+    __slots__ = ("_ended", "_tracing", "attributes", "context", "kind", "name", "parent", "start", "status")
+
+    def __init__(
+        self, tracing: Tracing, name: str, kind: SpanKind, parent: SpanContext | None, attributes: dict[str, Any]
+    ) -> None:
+        self._tracing = tracing
+        self.name, self.kind, self.parent = name, kind, parent
+        trace_id = parent.trace_id if parent is not None else tracing.new_id(128)
+        state = parent.trace_state if parent is not None else None
+        self.context = SpanContext(trace_id, tracing.new_id(64), is_remote=False, trace_flags=_SAMPLED, trace_state=state)
+        self.attributes: dict[str, Any] = {}
+        self.set_attributes(attributes)
+        self.status = _UNSET
+        self.start = time.time_ns()
+        self._ended = False
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if value is not None:
+            self.attributes[key] = tuple(value) if isinstance(value, list) else value
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        for key, value in attributes.items():
+            self.set_attribute(key, value)
+
+    def set_status(self, status: Status) -> None:
+        self.status = status
+
+    def end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        tracing = self._tracing
+        tracing.finish(
+            ReadableSpan(
+                self.name, self.context, self.parent, tracing.resource, self.attributes, kind=self.kind, status=self.status,
+                start_time=self.start, end_time=time.time_ns(), instrumentation_scope=tracing.scope,
+            )
+        )  # fmt: skip
 
 
 class RequestTrace:
     """The spans of one request. Attributes are set as the pipeline learns them."""
 
-    def __init__(self, tracing: Tracing, span: Span, operation: str) -> None:
+    def __init__(self, tracing: Tracing, span: _Span, operation: str) -> None:
         self.tracing = tracing
         self.span = span
         self.operation = operation
@@ -154,25 +214,23 @@ class RequestTrace:
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
         """A child span for one step of the request (embed, classify, cache lookup, cache store)."""
-        span = self.tracing.tracer.start_span(name, context=trace.set_span_in_context(self.span), kind=SpanKind.INTERNAL)
+        span = self.tracing.span(name, SpanKind.INTERNAL, self.span.context)
         try:
             yield
         finally:
             span.end()
 
     def attempt(self, deployment: Deployment, progress: Progress, model: str) -> AttemptTrace:
-        context = trace.set_span_in_context(self.span)
-        span = self.tracing.tracer.start_span(f"{self.operation} {model}", context=context, kind=SpanKind.CLIENT)
-        if span.is_recording():
-            span.set_attributes({
-                "gen_ai.operation.name": self.operation,
-                "gen_ai.request.model": model,
-                "gateway.deployment.id": deployment.id,
-                "gateway.attempt": progress.attempts,
-                "gateway.fallback_index": progress.fallbacks,
-                "gateway.breaker.state": deployment.breaker.state,
-                **_server(deployment),
-            })  # fmt: skip
+        attributes = {
+            "gen_ai.operation.name": self.operation,
+            "gen_ai.request.model": model,
+            "gateway.deployment.id": deployment.id,
+            "gateway.attempt": progress.attempts,
+            "gateway.fallback_index": progress.fallbacks,
+            "gateway.breaker.state": deployment.breaker.state,
+            **_server(deployment),
+        }
+        span = self.tracing.span(f"{self.operation} {model}", SpanKind.CLIENT, self.span.context, attributes)
         self.last_attempt = AttemptTrace(self, span, deployment)
         return self.last_attempt
 
@@ -194,7 +252,7 @@ class AttemptTrace:
     """One upstream attempt's CLIENT span. `context()` makes it current, so that the backend sends
     its `traceparent` upstream."""
 
-    def __init__(self, request: RequestTrace, span: Span, deployment: Deployment) -> None:
+    def __init__(self, request: RequestTrace, span: _Span, deployment: Deployment) -> None:
         self.request = request
         self.span = span
         self.deployment = deployment
@@ -205,7 +263,8 @@ class AttemptTrace:
         """What the answer said (finish reasons, id, model, usage, cost), once it has ended."""
 
     def context(self) -> Any:
-        return trace.use_span(self.span, end_on_exit=False, record_exception=False, set_status_on_exception=False)
+        current = NonRecordingSpan(self.span.context)  # what the backend's propagator reads
+        return trace.use_span(current, end_on_exit=False, record_exception=False, set_status_on_exception=False)
 
     def chunk(self, data: bytes) -> Usage | None:
         """A streamed event went by: time to first chunk, finish reasons, usage (the last chunk's)."""
@@ -311,7 +370,7 @@ def _server(deployment: Deployment) -> dict[str, Any]:
     return {"gen_ai.provider.name": "openai", "server.address": parts.hostname or "", "server.port": port}
 
 
-def _fail(span: Span, exc: APIError) -> None:
+def _fail(span: _Span, exc: APIError) -> None:
     span.set_attribute("error.type", exc.code or type(exc).__name__)
     span.set_status(Status(StatusCode.ERROR, exc.message[:200]))
 
