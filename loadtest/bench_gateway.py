@@ -11,10 +11,15 @@ For each gateway variant (HTTP server x upstream transport) it measures:
     python -m loadtest.bench_gateway --variants uvicorn:pooled,uvicorn:pooled:traced   # tracing's cost
     python -m loadtest.bench_gateway --variants uvicorn:pooled,uvicorn:pooled:keys,uvicorn:pooled:keys-redis
 
-With `--rounds N` the gateway variants run N times in turn and each row is the round with the
-median requests/s (this VM's speed drifts by a fifth within minutes); the median over rounds of
+With `--rounds N` the gateway variants run N times in turn (in reverse order every other round,
+so that a VM slowing down or speeding up through the run favours none) and each row is the round
+with the median requests/s (this VM's speed drifts by a fifth within minutes); the median over rounds of
 each variant's requests/s divided by the first variant's in the same round is printed too (to
-stderr), the figure that drift disturbs least.
+stderr), the figure that drift disturbs least, and the same for CPU per request.
+
+"gateway CPU µs/request": the gateway process's CPU time (all its threads) from the end of the
+c=32 run's warm-up to 6 s after its last answer (the tracing batch processor's 5 s schedule, so
+spans exported after the run are counted), divided by that run's requests.
 
 A `:traced` variant turns tracing on, exporting every span over OTLP/HTTP to a receiver in a process of
 its own (on core 1 with the load generator), at `--sample-ratio` (default 1: every request).
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import subprocess
 import sys
@@ -71,11 +77,23 @@ def gateway_cmd(server: str, config: str) -> tuple[list[str], dict[str, str]]:
     return cmd, {}
 
 
-async def measure(base: str, requests: int, duration: float, concurrency: int) -> dict[str, Result]:
+def cpu_per_request(r: Result) -> float:
+    return r.cpu_s / len(r.latencies) if r.latencies else float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process `pid` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(base: str, requests: int, duration: float, concurrency: int, pid: int | None = None) -> dict[str, Result]:
     url = f"{base}/chat/completions"
+    # CPU counted until 6 s after the last answer: the tracing batch processor exports every 5 s.
+    cpu = (lambda: cpu_seconds(pid)) if pid is not None else None
     return {
         "c1": await run(url, chat_body(), 1, requests, warmup=200),
-        "saturation": await run(url, chat_body(), concurrency, 0, duration=duration, warmup=200),
+        "saturation": await run(url, chat_body(), concurrency, 0, duration=duration, warmup=200, cpu=cpu, settle_s=6.0),
         "stream": await run(url, chat_body(stream=True), 1, requests // 2, warmup=100),
     }
 
@@ -103,8 +121,9 @@ def main() -> None:
         wait_http(f"{direct_base}/models", upstream)
         rows.append(("direct (no gateway)", asyncio.run(measure(direct_base, args.requests, args.duration, args.concurrency))))
         runs: dict[str, list[dict[str, Result]]] = {}
-        for _ in range(args.rounds):  # in turn, so that a slow minute of the VM hits every variant alike
-            for variant in args.variants.split(","):
+        variants = args.variants.split(",")
+        for i in range(args.rounds):  # in turn, so that a slow minute of the VM hits every variant alike,
+            for variant in variants if i % 2 == 0 else variants[::-1]:  # and first and last by turns: the VM drifts
                 server, transport, *flags = variant.split(":")
                 name = " + ".join([f"gateway {server}", transport, *flags])
                 runs.setdefault(name, []).append(bench_variant(server, transport, direct_base, args, set(flags)))
@@ -113,13 +132,16 @@ def main() -> None:
             rows.append((name, ordered[len(ordered) // 2]))
             if args.rounds > 1:
                 rates = ", ".join(f"{r['saturation'].rps:,.0f}" for r in results)
-                print(f"{name}: req/s at c={args.concurrency} by round: {rates}", file=sys.stderr)
+                cpus = ", ".join(f"{cpu_per_request(r['saturation']) * 1e6:.0f}" for r in results)
+                print(f"{name}: req/s at c={args.concurrency} by round: {rates}; CPU µs/request: {cpus}", file=sys.stderr)
         if args.rounds > 1 and len(runs) > 1:  # each round's variants ran back to back: their ratios cancel the VM's drift
             (base_name, base), *others = runs.items()
             for name, results in others:
-                ratios = sorted(r["saturation"].rps / b["saturation"].rps for r, b in zip(results, base, strict=True))
-                listed = ", ".join(f"{x:.3f}" for x in ratios)
-                print(f"{name} / {base_name}, paired by round: median {ratios[len(ratios) // 2]:.3f} ({listed})", file=sys.stderr)
+                for what, value in (("req/s", lambda r: r.rps), ("CPU per request", cpu_per_request)):
+                    ratios = sorted(value(r["saturation"]) / value(b["saturation"]) for r, b in zip(results, base, strict=True))
+                    listed = ", ".join(f"{x:.3f}" for x in ratios)
+                    median = ratios[len(ratios) // 2]
+                    print(f"{name} / {base_name}, {what} paired by round: median {median:.3f} ({listed})", file=sys.stderr)
     finally:
         upstream.terminate()
     print(report(rows, args))
@@ -154,11 +176,14 @@ def bench_variant(
         f.write("pools:\n  fake:\n    deployments:\n")
         price = "{input_per_1m: 1, output_per_1m: 2}"
         f.write(f"      - {{id: fake-1, base_url: '{upstream_base}', transport: {transport}, price: {price}}}\n")
+    if receiver is not None:
+        wait_http(f"http://127.0.0.1:{RECEIVER_PORT}/count", receiver)
     cmd, env = gateway_cmd(server, f.name)
     gateway = start(cmd, 0, env)
     try:
         wait_http(f"http://127.0.0.1:{GATEWAY_PORT}/health/liveness", gateway)
-        return asyncio.run(measure(f"http://127.0.0.1:{GATEWAY_PORT}/v1", args.requests, args.duration, args.concurrency))
+        base = f"http://127.0.0.1:{GATEWAY_PORT}/v1"
+        return asyncio.run(measure(base, args.requests, args.duration, args.concurrency, gateway.pid))
     finally:
         gateway.terminate()
         gateway.wait(10)
@@ -168,14 +193,15 @@ def bench_variant(
         if receiver is not None:
             print(f"{httpx.get(f'http://127.0.0.1:{RECEIVER_PORT}/count').text} spans reached the OTLP receiver", file=sys.stderr)
             receiver.terminate()
+            receiver.wait(10)  # its port is free for the next round's receiver
 
 
 def report(rows: list[tuple[str, dict[str, Result]]], args: argparse.Namespace) -> str:
     direct = rows[0][1]
     lines = [
         "| setup | c=1 p50 ms | c=1 p99 ms | added p50 ms | added p99 ms "
-        f"| req/s at c={args.concurrency} | errors | stream TTFT p50 ms | TTFT added p50 ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| req/s at c={args.concurrency} | gateway CPU µs/request | errors | stream TTFT p50 ms | TTFT added p50 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows:
         c1, sat, st = r["c1"], r["saturation"], r["stream"]
@@ -186,9 +212,10 @@ def report(rows: list[tuple[str, dict[str, Result]]], args: argparse.Namespace) 
             (st.pct(50, st.ttfb) - direct["stream"].pct(50, direct["stream"].ttfb)) * 1e3,
         )
         errors = c1.errors + sat.errors + st.errors
+        cpu = "-" if math.isnan(cpu_per_request(sat)) else f"{cpu_per_request(sat) * 1e6:.0f}"
         lines.append(
             f"| {name} | {c1.pct(50) * 1e3:.3f} | {c1.pct(99) * 1e3:.3f} | {added50:.3f} | {added99:.3f} | "
-            f"{sat.rps:,.0f} | {errors} | {ttft:.3f} | {ttft_added:.3f} |"
+            f"{sat.rps:,.0f} | {cpu} | {errors} | {ttft:.3f} | {ttft_added:.3f} |"
         )
     lines += ["", *footer("loadtest.bench_gateway")]
     return "\n".join(lines)

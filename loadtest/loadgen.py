@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 from urllib.parse import urlsplit
@@ -32,6 +33,8 @@ class Result:
     ttfb: list[float] = field(default_factory=list)
     errors: int = 0
     elapsed: float = 0.0
+    cpu_s: float = float("nan")
+    """CPU seconds the server used for these requests, when the caller measured it (see `run`)."""
 
     @property
     def rps(self) -> float:
@@ -113,8 +116,19 @@ KEY = "loadgen"
 """The client key the load generator sends (configs under load give it a key or turn auth off)."""
 
 
-async def run(url: str, body: bytes, concurrency: int, requests: int, duration: float = 0.0, warmup: int = 0) -> Result:
-    """Send `requests` requests (or for `duration` seconds if set) with `concurrency` workers."""
+async def run(
+    url: str,
+    body: bytes,
+    concurrency: int,
+    requests: int,
+    duration: float = 0.0,
+    warmup: int = 0,
+    cpu: Callable[[], float] | None = None,
+    settle_s: float = 0.0,
+) -> Result:
+    """Send `requests` requests (or for `duration` seconds if set) with `concurrency` workers.
+    With `cpu` (the server's CPU seconds so far), `cpu_s` is what the server used from the end of
+    the warm-up to `settle_s` after the last answer (work it defers, such as exporting spans, counts)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     if host not in LOOPBACK:
@@ -130,6 +144,7 @@ async def run(url: str, body: bytes, concurrency: int, requests: int, duration: 
         clients.append(client)
     for i in range(warmup):
         await clients[i % concurrency].request(raw)
+    cpu_start = cpu() if cpu is not None else 0.0
     result, remaining = Result(), [requests]
     deadline = time.perf_counter() + duration if duration else float("inf")
 
@@ -156,6 +171,9 @@ async def run(url: str, body: bytes, concurrency: int, requests: int, duration: 
     for client in clients:
         if client.transport is not None:
             client.transport.close()
+    if cpu is not None:
+        await asyncio.sleep(settle_s)
+        result.cpu_s = cpu() - cpu_start
     return result
 
 
