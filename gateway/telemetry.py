@@ -75,7 +75,10 @@ class _Counting(SpanExporter):
 
 
 class Tracing:
-    def __init__(self, settings: TelemetrySettings, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, settings: TelemetrySettings, env: Mapping[str, str] | None = None, exporter: SpanExporter | None = None
+    ) -> None:
+        """`exporter`: where spans go instead of the OTLP exporter that `settings` describe."""
         self.enabled = settings.enabled
         self.cost_key = settings.cost_attribute
         self._exporter: _Counting | None = None
@@ -90,7 +93,7 @@ class Tracing:
         self._ids = random.getrandbits  # the module's generator: Python reseeds it in a forked worker
         self.resource = Resource.create({"service.name": name})
         self.scope = InstrumentationScope("llm-gateway")
-        self._exporter = _Counting(_exporter(settings, env))
+        self._exporter = _Counting(exporter or _exporter(settings, env))
         # The exporters log every failed batch, with the collector's URL; `_Counting` says it once per outage instead.
         logging.getLogger("opentelemetry.exporter").setLevel(logging.CRITICAL)
         self._processor = BatchSpanProcessor(self._exporter)
@@ -161,7 +164,7 @@ class _Span:
 
     def set_attribute(self, key: str, value: Any) -> None:
         if value is not None:
-            self.attributes[key] = tuple(value) if isinstance(value, list) else value
+            self.attributes[key] = _attribute(value)
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         for key, value in attributes.items():
@@ -181,6 +184,19 @@ class _Span:
                 start_time=self.start, end_time=time.time_ns(), instrumentation_scope=tracing.scope,
             )
         )  # fmt: skip
+
+
+_SCALARS = (str, bool, int, float)
+
+
+def _attribute(value: Any) -> Any:
+    """A value OTLP can carry: a scalar, or a tuple of them. Anything else (a numpy number, an
+    enum) becomes its string, rather than failing the encoding of a whole batch later."""
+    if isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(v if isinstance(v, _SCALARS) else str(v) for v in value)
+    return str(value)
 
 
 class RequestTrace:

@@ -253,3 +253,51 @@ pools:
         assert 50 <= len(new) <= 150  # about a quarter of 400 new traces (a malformed parent starts one)
     finally:
         gateway.stop()
+
+
+def test_span_records_become_valid_otlp_spans_whatever_the_attribute_values() -> None:
+    """Spans are plain records until they end (gateway.telemetry._Span): what reaches the exporter
+    must be what the SDK would have made, and a value OTLP cannot carry must not sink a batch."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    from gateway.settings import TelemetrySettings
+    from gateway.telemetry import Tracing
+
+    exporter = InMemorySpanExporter()
+    tracing = Tracing(TelemetrySettings(enabled=True, service_name="unit"), env={}, exporter=exporter)
+    trace_id, headers = new_trace()
+    request = tracing.request(
+        "chat/completions", "m", {"model": "m", "temperature": 0.5}, [(k.encode(), v.encode()) for k, v in headers.items()]
+    )
+    assert request is not None
+    deployment = SimpleNamespace(
+        id="d-1",
+        settings=SimpleNamespace(base_url="http://u:secret@127.0.0.1:9/v1", backend="openai"),
+        breaker=SimpleNamespace(state="closed"),
+    )
+    attempt = request.attempt(deployment, SimpleNamespace(attempts=2, fallbacks=1), "m")  # type: ignore[arg-type]
+    attempt.span.set_attributes(
+        {"x.numpy": np.float32(0.25), "x.list": ["a", np.int64(3)], "x.none": None, "x.enum": StatusCode.OK}
+    )
+    attempt.failed(RuntimeError("boom"))
+    request.end("v1")
+    request.end("v1")  # a second end is ignored
+    tracing.shutdown()
+
+    client, server = exporter.get_finished_spans()
+    assert (server.name, server.kind, client.kind) == ("chat m", SpanKind.SERVER, SpanKind.CLIENT)
+    assert f"{server.context.trace_id:032x}" == trace_id == f"{client.context.trace_id:032x}"
+    assert f"{server.parent.span_id:016x}" == PARENT and client.parent.span_id == server.context.span_id
+    assert client.attributes["gateway.attempt"] == 2 and client.attributes["server.address"] == "127.0.0.1"
+    assert (
+        client.attributes["x.numpy"] == "0.25" and client.attributes["x.list"] == ("a", "3") and "x.none" not in client.attributes
+    )
+    assert client.status.status_code is StatusCode.ERROR and client.attributes["error.type"] == "RuntimeError"
+    assert server.attributes["gateway.config_version"] == "v1" and server.resource.attributes["service.name"] == "unit"
+    assert server.start_time <= client.start_time <= client.end_time <= server.end_time
+    assert len(encode_spans([client, server]).SerializeToString()) > 0
