@@ -89,8 +89,9 @@ class Tracing:
         name = settings.service_name or env.get("OTEL_SERVICE_NAME") or "llm-gateway"
         # A new trace is sampled here, before anything is built for it (see `request`).
         self._ratio = settings.sample_ratio
-        self._draw = random.Random().random
-        self._ids = random.getrandbits  # the module's generator: Python reseeds it in a forked worker
+        # The `random` module's generator, for draws and ids alike: Python reseeds it in a forked worker.
+        self._draw = random.random
+        self._ids = random.getrandbits
         self.resource = Resource.create({"service.name": name})
         self.scope = InstrumentationScope("llm-gateway")
         self._exporter = _Counting(exporter or _exporter(settings, env))
@@ -120,9 +121,10 @@ class Tracing:
         operation = OPERATIONS.get(endpoint, endpoint)
         attributes = _request_attributes(operation, model, payload)
         remote = parent if parent is not None and parent.is_valid else None
-        return RequestTrace(self, _Span(self, f"{operation} {model}", SpanKind.SERVER, remote, attributes), operation)
+        return RequestTrace(self, self.span(f"{operation} {model}", SpanKind.SERVER, remote, attributes), operation)
 
-    def span(self, name: str, kind: SpanKind, parent: SpanContext, attributes: dict[str, Any] | None = None) -> _Span:
+    def span(self, name: str, kind: SpanKind, parent: SpanContext | None, attributes: dict[str, Any] | None = None) -> _Span:
+        """A new span under `parent` (None: the root of a new trace)."""
         return _Span(self, name, kind, parent, attributes or {})
 
     def new_id(self, bits: int) -> int:
