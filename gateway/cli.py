@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG))
 
     router_train = commands.add_parser("router-train", help="fit the complexity classifier on labelled prompts")
-    router_train.add_argument("file", help='JSON lines: {"prompt" or "messages", "tier", "split": "train"|"test"}')
+    router_train.add_argument(
+        "files", nargs="+", help='JSON lines: {"prompt" or "messages", "tier", "split": "train"|"test"}; each file\'s train rows'
+    )
     router_train.add_argument("--out", default="config/router/model.json", help="where the classifier is written")
     router_train.add_argument("--tiers", default=None, help="tier names, smallest first, comma-separated")
 
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from gateway.routing.training import train_command
 
-        print(train_command(Path(args.file), Path(args.out), args.tiers.split(",") if args.tiers else None))
+        print(train_command([Path(f) for f in args.files], Path(args.out), args.tiers.split(",") if args.tiers else None))
         return 0
     if args.command == "router-eval":
         return _router_eval(args)

@@ -1,5 +1,8 @@
 """What the complexity classifier reads from a request besides its embedding. Pure and cheap.
 
+The word lists carry Spanish, French, German, Portuguese and Italian stems beside the English ones:
+MiniLM reads English, so in other languages these cues do more of the work.
+
 The conversation, not only its last turn: depth, the length of what came before, the system prompt,
 tools and response_format count too. Each feature is a float; `FEATURE_NAMES` says which is which.
 """
@@ -22,6 +25,9 @@ FEATURE_NAMES = (
     "multi_step",
     "reasoning_verbs",
     "design_words",
+    "proof",
+    "compose",
+    "lookup",
     "non_ascii",
     "turns",
     "system_len",
@@ -37,7 +43,9 @@ _CODE_TOKEN = re.compile(
 )
 _MATH = re.compile(
     r"[=^√∑∫≤≥≠±∞π]|\b(mod|prove|proof|theorem|lemma|derive|integral|derivative|equation|eigen\w*|matrix|"
-    r"probability|recurrence|induction|irrational|prime|modular|inequality|converg\w*|lim)\b",
+    r"probability|recurrence|induction|irrational|prime|modular|inequality|converg\w*|lim|eigenvalues?|"
+    r"demuestr\w*|démontr\w*|beweis\w*|dimostr\w*|irracional|irrationnel\w*|irrazional\w*|primzahl\w*|"
+    r"primos?|premiers?|probabilidad|probabilité|wahrscheinlichkeit|ecuaci[oó]n|équation|gleichung)\b",
     re.IGNORECASE,
 )
 _CONSTRAINT = re.compile(
@@ -47,19 +55,42 @@ _CONSTRAINT = re.compile(
 )
 _MULTI_STEP = re.compile(
     r"\b(step[- ]by[- ]step|first|then|finally|plan|strategy|walk through|in depth|detailed|rigorous\w*|"
-    r"systematic\w*|end[- ]to[- ]end|each|all)\b",
+    r"systematic\w*|end[- ]to[- ]end|each|all|paso a paso|étape par étape|schritt für schritt|passo a passo)\b",
     re.IGNORECASE,
 )
 _REASONING = re.compile(
     r"\b(prove|derive|analy[sz]e|evaluate|justify|formali[sz]e|critique|reason\w*|why|optimi[sz]e|debug|"
-    r"compare|assess|estimate)\b",
+    r"compare|assess|estimate|analiz\w*|analys\w*|justifi\w*|begründ\w*|optimiz\w*|optimis\w*|vergleich\w*|"
+    r"compar[ae]\w*|pourquoi|warum|por qué|por que|perché)\b",
     re.IGNORECASE,
 )
 _DESIGN = re.compile(
     r"\b(design|architect\w*|implement|distributed|scal\w+|concurren\w+|fault[- ]tolerant|consisten\w+|"
-    r"algorithm\w*|complexity|protocol|system|lock-free|thread-safe|migrat\w+)\b",
+    r"algorithm\w*|complexity|protocol|system|lock-free|thread-safe|migrat\w+|"
+    r"diseñ\w*|concev\w*|conçoi\w*|entwirf|entwerfen|entwurf|projet[ae]\w*|progett\w*|arquitectura|architektur|"
+    r"algoritm\w*|algorithme\w*|algorithmus|distribuid\w*|distribué\w*|verteilt\w*|implement[ae]\w*|"
+    r"implément\w*|implementier\w*|complejidad|complexité|komplexität|complessità|sistema|système)\b",
     re.IGNORECASE,
 )
+
+_PROOF = re.compile(
+    r"\b(prove|proof|disprove|show that|demonstrate that|justify|demuestr\w*|demostr\w*|démontr\w*|prouve[rz]?|"
+    r"beweis\w*|dimostr\w*|prove que|mostre que|muestra que|montrez que|zeigen sie)\b",
+    re.IGNORECASE,
+)
+_COMPOSE = re.compile(
+    r"\b(write|draft|compose|rewrite|create|generate|outline|poem|story|haiku|sonnet|essay|email|letter|caption|"
+    r"escrib\w*|redact\w*|écri\w*|rédige\w*|schreib\w*|verfass\w*|escrev\w*|scriv\w*)\b",
+    re.IGNORECASE,
+)
+_LOOKUP = re.compile(
+    r"^\W*(what|who|whom|when|where|which|how many|how much|is|are|was|were|does|did|name|translate|convert|"
+    r"spell|define|round|sort|list|qu[ei]\w*|quién|cuál\w*|cuánt\w*|dónde|cuándo|wer|wie viele|wann|wo|"
+    r"welche\w*|quel\w*|combien|où|quand)\b",
+    re.IGNORECASE,
+)
+
+_SENTENCE_END = re.compile(r"(?<=[.!?:])\s+")
 
 
 def conversation_text(messages: Sequence[Any]) -> tuple[str, str, str]:
@@ -111,6 +142,9 @@ def features(payload: Mapping[str, Any]) -> list[float]:
         math.log1p(len(_MULTI_STEP.findall(last))),
         math.log1p(len(_REASONING.findall(last))),
         math.log1p(len(_DESIGN.findall(last))),
+        math.log1p(len(_PROOF.findall(last))),
+        math.log1p(len(_COMPOSE.findall(last))),
+        float(bool(_LOOKUP.search(_SENTENCE_END.split(last.strip())[-1]))),
         (len(last.encode()) - len(last)) / max(1, len(last)),  # bytes beyond one per character: not ASCII
         math.log1p(turns),
         math.log1p(_tokens(system)),

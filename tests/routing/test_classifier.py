@@ -42,6 +42,19 @@ def test_features_read_the_whole_conversation() -> None:
     assert feature({"prompt": "¿Qué hora es?"}, "non_ascii") > 0 and feature({"prompt": "What time?"}, "non_ascii") == 0
 
 
+def test_task_cues_are_read_in_other_languages_and_at_the_end_of_pasted_text() -> None:
+    for proof in ("Prove that 7 is prime.", "Demuestra que la raíz de 2 es irracional.", "Beweisen Sie den Satz."):
+        assert feature({"prompt": proof}, "proof") > 0, proof
+    assert feature({"prompt": "What is a proof assistant used for?"}, "lookup") == 1
+    for compose in ("Write a haiku about rain.", "Écris un poème sur la mer.", "Schreib eine kurze E-Mail."):
+        assert feature({"prompt": compose}, "compose") > 0, compose
+    assert feature({"prompt": "Diseña un algoritmo de rutas."}, "design_words") > 0
+    # The question after a pasted text is what decides: a lookup, whatever came before it.
+    pasted = "Notes: Monday roadmap, Tuesday design review, Friday demo day. Question: which day was the demo?"
+    assert feature({"prompt": pasted}, "lookup") == 1
+    assert feature({"prompt": "Which day was the demo? Then design a plan for the next one."}, "lookup") == 0
+
+
 def test_the_score_picks_the_largest_tier_whose_threshold_it_reaches() -> None:
     assert [pick(s, [0.0, 0.3, 0.7]) for s in (0.0, 0.29, 0.3, 0.69, 0.7, 1.0)] == [0, 0, 1, 1, 2, 2]
 
