@@ -4,9 +4,10 @@ The one place the SDK is configured. With `telemetry.enabled` off nothing is mad
 holds `None` instead of a `RequestTrace` and skips every call. On, each request gets a SERVER span
 (`chat {model}` / `text_completion {model}`) continuing the client's `traceparent`, and each
 upstream attempt a CLIENT span under it, whose context goes upstream in `traceparent`. A span is
-plain data (`_Span`) until it ends; then it leaves as an SDK `ReadableSpan` through the SDK's
-batch processor on its own thread and its OTLP exporter: a slow or absent collector never holds a
-request, and spans it could not take are counted (`dropped`), not retried.
+plain data (`_Span`) until it ends; then it leaves as an SDK `ReadableSpan` through a bounded
+queue (`_Batcher`) to the OTLP exporter on its own thread: a slow or absent collector never holds a
+request, and spans it could not take, or that found the queue full, are counted (`dropped`), not
+retried.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import contextlib
 import logging
 import os
 import random
+import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +27,7 @@ import msgspec
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -74,6 +78,78 @@ class _Counting(SpanExporter):
         return self.inner.force_flush(timeout_millis)
 
 
+class _Batcher:
+    """The batch span processor, without its per-span cost: ended spans wait in a bounded queue and
+    a thread exports them in batches, every `delay` seconds or as soon as a batch is full. When the
+    queue is full (a collector slower than the traffic) a span is dropped and counted at once, with
+    one warning per episode; the SDK's processor logs every such span and counts none. Sizes and
+    delay come from the standard `OTEL_BSP_*` variables, with the SDK's defaults."""
+
+    def __init__(self, exporter: SpanExporter, env: Mapping[str, str]) -> None:
+        self.exporter = exporter
+        self.capacity = _positive(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)
+        self.batch = min(self.capacity, _positive(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512))
+        self.delay = _positive(env, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
+        self.full = 0
+        self._warned = False
+        self._queue: deque[ReadableSpan] = deque()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        forked = weakref.WeakMethod(self._forked)
+        os.register_at_fork(after_in_child=lambda: (method := forked()) and method())
+
+    def _forked(self) -> None:
+        """A forked child has none of the parent's threads: it starts its own, with an empty queue."""
+        self._queue.clear()
+        self._thread = None
+
+    def put(self, span: ReadableSpan) -> None:
+        if self._closed:
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="gateway-span-export", daemon=True)
+            self._thread.start()
+        if len(self._queue) >= self.capacity:
+            self.full += 1
+            if not self._warned:
+                log.warning("the span queue is full (%d); spans are dropped until the collector catches up", self.capacity)
+                self._warned = True
+            return
+        self._queue.append(span)
+        if len(self._queue) >= self.batch:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.delay)
+            self._wake.clear()
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        while self._queue:
+            batch = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
+            self.exporter.export(batch)  # `_Counting`: never raises
+        self._warned = False
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Export what is queued (for at most `timeout_s`) and stop."""
+        self._closed = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self.exporter.shutdown()
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        value = int(env.get(name, default))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
 class Tracing:
     def __init__(
         self, settings: TelemetrySettings, env: Mapping[str, str] | None = None, exporter: SpanExporter | None = None
@@ -82,7 +158,7 @@ class Tracing:
         self.enabled = settings.enabled
         self.cost_key = settings.cost_attribute
         self._exporter: _Counting | None = None
-        self._processor: BatchSpanProcessor | None = None
+        self._processor: _Batcher | None = None
         if not self.enabled:
             return
         env = os.environ if env is None else env
@@ -97,11 +173,14 @@ class Tracing:
         self._exporter = _Counting(exporter or _exporter(settings, env))
         # The exporters log every failed batch, with the collector's URL; `_Counting` says it once per outage instead.
         logging.getLogger("opentelemetry.exporter").setLevel(logging.CRITICAL)
-        self._processor = BatchSpanProcessor(self._exporter)
+        self._processor = _Batcher(self._exporter, env)
 
     @property
     def dropped(self) -> int:
-        return 0 if self._exporter is None else self._exporter.dropped
+        """Spans the collector did not take, and spans that found the queue full."""
+        if self._exporter is None or self._processor is None:
+            return 0
+        return self._exporter.dropped + self._processor.full
 
     def request(
         self, endpoint: str, model: str, payload: dict[str, Any], headers: Sequence[tuple[bytes, bytes]]
@@ -134,15 +213,15 @@ class Tracing:
 
     def finish(self, span: ReadableSpan) -> None:
         if self._processor is not None:
-            self._processor.on_end(span)
+            self._processor.put(span)
 
     def shutdown(self) -> None:
         if self._processor is not None:
-            self._processor.shutdown()  # type: ignore[no-untyped-call]
+            self._processor.shutdown()
 
 
 class _Span:
-    """A span kept as plain data until it ends, then handed to the batch processor as one
+    """A span kept as plain data until it ends, then queued for export (`_Batcher`) as one
     `ReadableSpan`. The SDK's own spans run a sampler, span metrics and an attribute check under a
     lock for every span and every attribute: on this path that was most of what a recorded request
     cost. The gateway needs none of it: it samples before building anything (`Tracing.request`) and

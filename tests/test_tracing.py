@@ -301,3 +301,41 @@ def test_span_records_become_valid_otlp_spans_whatever_the_attribute_values() ->
     assert server.attributes["gateway.config_version"] == "v1" and server.resource.attributes["service.name"] == "unit"
     assert server.start_time <= client.start_time <= client.end_time <= server.end_time
     assert len(encode_spans([client, server]).SerializeToString()) > 0
+
+
+def test_a_collector_slower_than_the_traffic_costs_spans_not_requests_and_every_drop_is_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A hung export fills the bounded queue: further spans are dropped and counted at once, with
+    one warning for the episode (not one per span), and what was queued goes out once it unblocks."""
+    import threading
+
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from gateway.settings import TelemetrySettings
+    from gateway.telemetry import Tracing
+
+    release, exporting = threading.Event(), threading.Event()
+
+    class Hung(InMemorySpanExporter):
+        def export(self, spans):  # type: ignore[no-untyped-def]
+            exporting.set()
+            release.wait(10)
+            return super().export(spans)
+
+    exporter = Hung()
+    env = {"OTEL_BSP_MAX_QUEUE_SIZE": "4", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2", "OTEL_BSP_SCHEDULE_DELAY": "10"}
+    tracing = Tracing(TelemetrySettings(enabled=True), env=env, exporter=exporter)
+    first = tracing.request("chat/completions", "m", {"model": "m"}, [])
+    assert first is not None
+    first.end()
+    assert exporting.wait(5)  # the export thread now holds that span, stuck
+    for _ in range(10):
+        request = tracing.request("chat/completions", "m", {"model": "m"}, [])
+        assert request is not None
+        request.end()
+    assert tracing.dropped == 6  # four queued, six refused
+    assert len([r for r in caplog.records if "queue is full" in r.getMessage()]) == 1
+    release.set()
+    tracing.shutdown()
+    assert len(exporter.get_finished_spans()) == 5 and tracing.dropped == 6
