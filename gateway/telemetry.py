@@ -484,6 +484,6 @@ def _exporter(settings: TelemetrySettings, env: Mapping[str, str]) -> SpanExport
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
         return GrpcExporter(endpoint=settings.endpoint, headers=headers)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+    from gateway.otlp import HttpExporter
 
     return HttpExporter(endpoint=settings.endpoint, headers=headers, timeout=5)

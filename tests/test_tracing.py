@@ -339,3 +339,41 @@ def test_a_collector_slower_than_the_traffic_costs_spans_not_requests_and_every_
     release.set()
     tracing.shutdown()
     assert len(exporter.get_finished_spans()) == 5 and tracing.dropped == 6
+
+
+def test_the_gateways_otlp_encoder_writes_what_the_sdks_encoder_writes() -> None:
+    """gateway.otlp.encode writes protobuf bytes directly; parsed, they must equal the SDK's
+    message for every kind of value, status, parent and trace state a span can carry."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+    from gateway.otlp import encode
+
+    resources = [Resource.create({"service.name": "gw", "n": 3}), Resource.create({"service.name": "other"})]
+    scopes = [InstrumentationScope("llm-gateway"), InstrumentationScope("x", "1.2", "https://schema", {"a": True})]
+    remote = SpanContext(2**127 + 5, 2**63 + 1, is_remote=True, trace_flags=TraceFlags(1))
+    local = SpanContext(7, 9, is_remote=False, trace_flags=TraceFlags(1))
+    values = ["chat", "", "ünïcödé " * 40, True, False, 0, -1, 2**62, 1.5, -0.0, ("stop", "length"), [1, 2], (True,), ()]
+    spans = [
+        ReadableSpan(
+            f"chat m{i}" if i % 4 else "",
+            SpanContext(i + 1, i + 100, is_remote=False, trace_flags=TraceFlags(1), trace_state=TraceState([("k", f"v{i}")]) if i % 3 == 0 else None),
+            (remote, local, None)[i % 3],
+            resources[i % 2],
+            {f"key.{j}": v for j, v in enumerate(values[i % 5 :])} | {"gen_ai.request.model": f"m{i % 2}"},
+            kind=list(SpanKind)[i % 5],
+            status=(Status(StatusCode.ERROR, "it broke"), Status(StatusCode.OK), Status(StatusCode.UNSET))[i % 3],
+            start_time=1_700_000_000_000_000_000 + i,
+            end_time=1_700_000_000_000_000_000 + 10**9 * i,
+            instrumentation_scope=scopes[(i // 2) % 2],
+        )
+        for i in range(40)
+    ]  # fmt: skip
+    assert ExportTraceServiceRequest.FromString(encode(spans)) == encode_spans(spans)
+    # A span with events (the gateway makes none) sends the batch through the SDK's encoder.
+    evented = ReadableSpan("e", local, None, resources[0], {}, events=(Event("boom", {"a": 1}, timestamp=5),))
+    assert ExportTraceServiceRequest.FromString(encode([*spans[:3], evented])) == encode_spans([*spans[:3], evented])

@@ -1,0 +1,166 @@
+"""OTLP/HTTP span export with an encoder that writes protobuf bytes directly.
+
+The SDK's encoder builds a protobuf message object for every span, attribute and value, then
+serialises the tree: about 88 µs per span of the gateway's on a two-core VM, most of what recording
+every request costs (loadtest/RESULTS.md). `encode` writes the same `ExportTraceServiceRequest`
+bytes straight from the `ReadableSpan`s (the test parses both and compares), for what the gateway's
+spans hold: attributes of scalars and sequences of scalars, a status, no events or links (a span
+that has them goes through the SDK's encoder, as does the whole batch).
+
+Field numbers are those of opentelemetry-proto's `trace/v1/trace.proto`, `common/v1/common.proto`
+and `resource/v1/resource.proto`.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+_FIXED64 = struct.Struct("<Q").pack
+_DOUBLE = struct.Struct("<d").pack
+_HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200  # SpanFlags
+
+
+_SMALL = [bytes((i,)) for i in range(128)]
+
+
+def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _SMALL[value]
+    if value < 0:
+        value += 1 << 64  # int64 as two's complement, ten bytes
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (string, bytes, message)."""
+    n = len(payload)
+    return _SMALL[number << 3 | 2] + (_SMALL[n] if n < 0x80 else _varint(n)) + payload
+
+
+def _string(number: int, text: str | None) -> bytes:
+    return _field(number, text.encode()) if text else b""  # proto3 leaves an empty string out
+
+
+def _value(value: Any) -> bytes:
+    """An `AnyValue`: a oneof, so present even when it holds a default (False, 0, "")."""
+    if isinstance(value, str):
+        return _field(1, value.encode())
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, int):
+        return b"\x18" + _varint(value)
+    if isinstance(value, float):
+        return b"\x21" + _DOUBLE(value)
+    if isinstance(value, bytes):
+        return _field(7, value)
+    if isinstance(value, Sequence):
+        return _field(5, b"".join(_field(1, _value(v)) for v in value))
+    if isinstance(value, Mapping):
+        return _field(6, b"".join(_field(1, _key_value(str(k), v)) for k, v in value.items()))
+    return b""  # None: an empty AnyValue
+
+
+def _key_value(key: str, value: Any) -> bytes:
+    return _field(1, key.encode()) + _field(2, _value(value))
+
+
+_KEYS: dict[str, bytes] = {}
+_PAIRS: dict[tuple[str, str], bytes] = {}
+_CACHED = 4096
+"""Encoded keys, and whole attributes with a string value (an operation, a model, a tier: the
+same few pairs on every span), up to this many of each; past it they are encoded every time."""
+
+
+def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
+    if not attributes:
+        return b""
+    out = []
+    for key, value in attributes.items():
+        if type(value) is str:
+            pair = _PAIRS.get((key, value))
+            if pair is None:
+                pair = _field(number, _key_value(key, value))
+                if len(_PAIRS) < _CACHED:
+                    _PAIRS[key, value] = pair
+            out.append(pair)
+            continue
+        encoded_key = _KEYS.get(key)
+        if encoded_key is None:
+            encoded_key = _field(1, key.encode())
+            if len(_KEYS) < _CACHED:
+                _KEYS[key] = encoded_key
+        out.append(_field(number, encoded_key + _field(2, _value(value))))
+    return b"".join(out)
+
+
+def _span(span: ReadableSpan) -> bytes:
+    context, parent = span.context, span.parent
+    assert context is not None
+    status = span.status
+    parts = [
+        b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
+        b"\x12\x08" + context.span_id.to_bytes(8, "big"),
+        _string(3, ",".join(f"{k}={v}" for k, v in context.trace_state.items()) if context.trace_state else None),
+        b"\x22\x08" + parent.span_id.to_bytes(8, "big") if parent is not None else b"",
+        _string(5, span.name),
+        b"\x30" + _varint(span.kind.value + 1),  # the SDK's SpanKind starts at INTERNAL = 0, the proto's at UNSPECIFIED
+        b"\x39" + _FIXED64(span.start_time or 0),
+        b"\x41" + _FIXED64(span.end_time or 0),
+        _attributes(9, span.attributes),
+        b"\x50" + _varint(span.dropped_attributes) if span.dropped_attributes else b"",
+        _field(15, _string(2, status.description) + (b"\x18" + _varint(code) if (code := status.status_code.value) else b"")),
+        b"\x85\x01" + struct.pack("<I", _HAS_IS_REMOTE | (_IS_REMOTE if parent is not None and parent.is_remote else 0)),
+    ]
+    return b"".join(parts)
+
+
+def encode(spans: Sequence[ReadableSpan]) -> bytes:
+    """`ExportTraceServiceRequest` bytes for `spans`, grouped by resource and then by scope in
+    first-seen order, as the SDK's encoder groups them."""
+    if any(s.events or s.links for s in spans):
+        data: bytes = encode_spans(spans).SerializePartialToString()
+        return data
+    groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
+    for span in spans:
+        by_scope = groups.setdefault(id(span.resource), (span.resource, {}))[1]
+        by_scope.setdefault(id(span.instrumentation_scope), (span.instrumentation_scope, []))[1].append(_span(span))
+    out = []
+    for resource, scopes in groups.values():
+        body = [_field(1, _attributes(1, resource.attributes))]
+        for scope, encoded in scopes.values():
+            about = schema = b""
+            if scope is not None:
+                about = _string(1, scope.name) + _string(2, scope.version) + _attributes(3, scope.attributes)
+                schema = _string(3, scope.schema_url)
+            body.append(_field(2, _field(1, about) + b"".join(_field(2, s) for s in encoded) + schema))
+        body.append(_string(3, resource.schema_url))
+        out.append(_field(1, b"".join(body)))
+    return b"".join(out)
+
+
+class HttpExporter(OTLPSpanExporter):
+    """The SDK's OTLP/HTTP exporter (endpoint, headers, compression, retries, the `OTEL_*`
+    variables) with `encode` in place of its encoder. An SDK without the internal client this uses
+    keeps its own export."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        client = getattr(self, "_client", None)
+        if client is None or self._shutdown:
+            return super().export(spans)
+        try:
+            data = encode(spans)
+        except Exception:  # a value no rule covers: the SDK's encoder says what it makes of it
+            return super().export(spans)
+        return SpanExportResult.SUCCESS if client.export(data).success else SpanExportResult.FAILURE
