@@ -124,11 +124,16 @@ class _Batcher:
         while not self._closed:
             self._wake.wait(self.delay)
             self._wake.clear()
-            self._drain()
-        self._drain()
+            self._drain(everything=False)
+        self._drain(everything=True)
 
-    def _drain(self) -> None:
-        while self._queue:
+    def _drain(self, everything: bool) -> None:
+        """One batch, then more only while full batches wait (or all of them, at shutdown): the
+        spans that arrive during an export wait for the next wake-up instead of leaving a few at a
+        time, one export each."""
+        first = True
+        while self._queue and (first or everything or len(self._queue) >= self.batch):
+            first = False
             batch = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
             self.exporter.export(batch)  # `_Counting`: never raises
         self._warned = False
