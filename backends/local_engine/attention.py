@@ -32,6 +32,10 @@ class AttentionMetadata:
     prefills: list[PrefillChunk]
     workspace: Workspace
     sliding_window: int | None = None
+    decode_groups: tuple[tuple[torch.Tensor, int], ...] = ()
+    """The decode rows in groups of similar context length, each with the block-table width it
+    needs (the torch path gathers and attends each group padded to its own longest, not the
+    batch's); empty: one group."""
 
 
 class Workspace:
@@ -96,12 +100,28 @@ def _gather(cache: torch.Tensor, block_table: torch.Tensor, out: torch.Tensor) -
 
 
 def _decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata, scale: float) -> torch.Tensor:
-    k = (
-        _gather(k_cache, meta.decode_block_tables, meta.workspace.k).to(q.dtype).transpose(1, 2)
-    )  # [seqs, kv_heads, keys, head_dim]
-    v = _gather(v_cache, meta.decode_block_tables, meta.workspace.v).to(q.dtype).transpose(1, 2)
+    if len(meta.decode_groups) < 2:
+        return _decode_rows(q, k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens, meta, scale)
+    out = torch.empty_like(q)
+    for rows, width in meta.decode_groups:
+        tables, lens = meta.decode_block_tables[rows, :width], meta.decode_context_lens[rows]
+        out[rows] = _decode_rows(q[rows], k_cache, v_cache, tables, lens, meta, scale)
+    return out
+
+
+def _decode_rows(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float,
+) -> torch.Tensor:
+    k = _gather(k_cache, tables, meta.workspace.k).to(q.dtype).transpose(1, 2)  # [seqs, kv_heads, keys, head_dim]
+    v = _gather(v_cache, tables, meta.workspace.v).to(q.dtype).transpose(1, 2)
     keys = torch.arange(k.shape[2], device=q.device)
-    lens = meta.decode_context_lens[:, None]
+    lens = context_lens[:, None]
     mask = keys[None, :] < lens  # [seqs, keys]
     if meta.sliding_window is not None:
         mask &= keys[None, :] >= lens - meta.sliding_window

@@ -13,6 +13,8 @@ from backends.local_engine.model import CausalLM
 from backends.local_engine.scheduler import Batch
 
 log = logging.getLogger("local_engine.runner")
+DECODE_GROUPS = 8
+MIN_DECODE_GROUP = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +102,23 @@ class ModelRunner:
             prefills=prefills,
             workspace=self.workspace,
             sliding_window=self.model.config.sliding_window,
+            decode_groups=self._decode_groups([len(d.seq.block_table) for d in decodes]),
         )
         logits: torch.Tensor = self.model(self._tensor(tokens), self._tensor(positions), self.kv_cache, meta, self._tensor(rows))
         return logits
+
+    def _decode_groups(self, widths: list[int]) -> tuple[tuple[torch.Tensor, int], ...]:
+        """Decode rows sorted by block-table width, in up to `DECODE_GROUPS` groups of at least
+        `MIN_DECODE_GROUP` rows. On CPU, gathering K/V padded to the batch's longest context read
+        about twice what the contexts hold (lengths 64 to 768); per group, a 64-row decode layer took
+        8.0 ms instead of 13.4 (8 groups, ad hoc). CUDA's fused kernel reads the block tables itself."""
+        groups = min(DECODE_GROUPS, len(widths) // MIN_DECODE_GROUP)
+        if groups < 2 or self.device.type == "cuda":
+            return ()
+        order = sorted(range(len(widths)), key=widths.__getitem__)
+        size = -(-len(order) // groups)
+        parts = [order[i : i + size] for i in range(0, len(order), size)]
+        return tuple((self._tensor(part), widths[part[-1]]) for part in parts)
 
     def _tensor(self, values: list[int] | list[list[int]]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long, device=self.device)

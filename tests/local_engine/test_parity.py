@@ -118,3 +118,18 @@ def test_unknown_architecture_and_missing_weights_are_clear_errors(tmp_path: Pat
     (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
     with pytest.raises(LoadError, match="weights missing"):
         engine(folder)
+
+
+def test_a_wide_decode_batch_attends_in_length_groups_and_each_request_gets_what_it_gets_alone(llama_dir: Path) -> None:
+    """From 16 decoding sequences on, the CPU path gathers K/V per group of similar context length
+    (runner._decode_groups): every row must still see exactly its own context."""
+    eng = engine(llama_dir)
+    tok = eng.tokenizer
+    texts = [" ".join(f"word{j}" for j in range(1 + 5 * i)) for i in range(20)]  # 1 to 96 words: many block widths
+    groups = eng.runner._decode_groups([len(tok.encode(t)) // 16 + 1 for t in texts])
+    assert len(groups) == 2 and sorted(r for rows, _ in groups for r in rows.tolist()) == list(range(20))
+    batch = eng.generate([tok.encode(t) for t in texts], GREEDY)
+    model = hf_model(llama_dir)
+    for text, ours in zip(texts, batch, strict=True):
+        ref, ref_logprobs = hf_greedy(model, tok.encode(text), GREEDY.max_tokens)
+        assert_same_or_tied(ours, ref, ref_logprobs)
