@@ -22,7 +22,10 @@ c=32 run's warm-up to 6 s after its last answer (the tracing batch processor's 5
 spans exported after the run are counted), divided by that run's requests.
 
 A `:traced` variant turns tracing on, exporting every span over OTLP/HTTP to a receiver in a process of
-its own (on core 1 with the load generator), at `--sample-ratio` (default 1: every request).
+its own (on core 1 with the load generator), at `--sample-ratio` (default 1: every request). The
+receiver keeps the bodies and decodes them only when asked how many spans came, after the
+measurement: decoding them as they came took the load generator's core at the traced variant's
+expense (a collector runs elsewhere).
 Without `:keys`, auth is off. `:keys` turns it on with a config key that has rpm, tpm and a daily
 budget (far above what the run uses), counted in the gateway process; `:keys-redis` counts in a
 redis-server started for the run (on core 1).
@@ -153,9 +156,10 @@ def bench_variant(
     unknown = flags - {"traced", "keys", "keys-redis"}
     if unknown:
         raise SystemExit(f"unknown variant flags: {', '.join(sorted(unknown))}")
-    # The receiver is a process of its own on core 1, so that decoding spans does not slow the load generator.
+    # The receiver is a process of its own on core 1; it decodes the spans only when asked for their count.
     traced = "traced" in flags
-    receiver = start([sys.executable, "-m", "loadtest.otlp_receiver", "--port", str(RECEIVER_PORT)], 1) if traced else None
+    receiver_cmd = [sys.executable, "-m", "loadtest.otlp_receiver", "--port", str(RECEIVER_PORT), "--defer"]
+    receiver = start(receiver_cmd, 1) if traced else None
     redis = None
     if "keys-redis" in flags:
         redis = RedisServer(Path(tempfile.mkdtemp()))

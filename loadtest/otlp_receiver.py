@@ -25,8 +25,12 @@ def _value(v: AnyValue) -> Any:
 
 
 class OTLPReceiver:
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, defer: bool = False) -> None:
+        """`defer`: keep the bodies and decode them when the spans are asked for (a benchmark's
+        receiver, so that decoding does not compete with the load during the measurement)."""
         self.spans: list[dict[str, Any]] = []
+        self.defer = defer
+        self._pending: list[bytes] = []
         self.requests = 0
         self.refuse = False
         self._lock = threading.Lock()
@@ -42,7 +46,11 @@ class OTLPReceiver:
                     self.send_response(503)
                     self.end_headers()
                     return
-                receiver._add(body)
+                if receiver.defer:
+                    with receiver._lock:
+                        receiver._pending.append(body)
+                else:
+                    receiver._add(body)
                 out = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("content-type", "application/x-protobuf")
@@ -51,7 +59,7 @@ class OTLPReceiver:
                 self.wfile.write(out)
 
             def do_GET(self) -> None:
-                out = str(len(receiver.spans)).encode()
+                out = str(len(receiver.snapshot())).encode()
                 self.send_response(200)
                 self.send_header("content-length", str(len(out)))
                 self.end_headers()
@@ -96,6 +104,10 @@ class OTLPReceiver:
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
+            pending, self._pending = self._pending, []
+        for body in pending:
+            self._add(body)
+        with self._lock:
             return list(self.spans)
 
 
@@ -139,5 +151,7 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description="an OTLP/HTTP trace receiver on loopback")
     parser.add_argument("--port", type=int, default=4318)
-    receiver = OTLPReceiver(parser.parse_args().port)
+    parser.add_argument("--defer", action="store_true", help="decode the spans only when GET /count asks")
+    args = parser.parse_args()
+    receiver = OTLPReceiver(args.port, defer=args.defer)
     receiver._server.serve_forever()
