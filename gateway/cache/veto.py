@@ -108,8 +108,11 @@ _HOW_MUCH = {"much", "many", "often", "long", "far", "old", "big", "tall", "fast
 _PERSONS = {"i", "you", "we", "one"}
 _WHO = {"person", "artist", "author", "writer", "painter", "composer", "inventor", "scientist", "president", "king", "queen"}
 """"Which artist painted": "who", asked with "which"."""
-_EXACT_KINDS = {"person", "place", "time"}
-"""Kinds that must be asked in both or neither. The others (reason, amount, method) conflict only
+_MODALS = {"should", "do", "can", "must", "would", "could"}
+_CONDITIONS = [["if"], ["when"], ["after"]]
+_EXACT_KINDS = {"person", "place", "time", "remedy"}
+"""Kinds that must be asked in both or neither (a remedy, "what should I do if I got stung", may be
+asked as a method, "how do I treat a sting"). The others (reason, amount, method) conflict only
 with each other: "What's the lifespan of a car battery?" asks "how long" without saying so, but
 "How do I descale a kettle?" and "How often should I descale a kettle?" ask different things."""
 _SENTENCE = re.compile(r"[^.!?\n]+")
@@ -124,6 +127,19 @@ _PRODUCE = {
     "format", "present", "output", "respond", "rewrite", "translate", "compare", "tell", "outline", "generate",
 }  # fmt: skip
 """Verbs that ask for an answer in a shape; "merge cells in a table" asks for none."""
+_AUDIENCES = {
+    "beginner", "novice", "kid", "child", "children", "teenager", "student", "expert", "engineer", "developer",
+    "programmer", "manager", "executive", "dummies", "layman", "layperson", "grandma", "grandmother", "grandpa",
+    "non-technical", "nontechnical", "professional", "scientist", "doctor", "lawyer", "investor", "customer",
+    "five-year-old", "5-year-old", "ten-year-old", "10-year-old", "toddler", "audience",
+}  # fmt: skip
+"""Who an answer is for: "explain DNS to a network engineer", "... for beginners"."""
+_SAME_AUDIENCE = {
+    "kid": "child", "children": "child", "five-year-old": "child", "5-year-old": "child", "ten-year-old": "child",
+    "10-year-old": "child", "toddler": "child", "novice": "beginner", "layman": "layperson", "non-technical": "layperson",
+    "nontechnical": "layperson", "dummies": "beginner", "grandma": "grandparent", "grandmother": "grandparent",
+    "grandpa": "grandparent", "programmer": "developer",
+}  # fmt: skip
 _NOT_FORMAT_AFTER = {"cell", "row", "column", "of", "tennis", "leg", "top"}
 """A format word followed by one of these names a thing, not a shape: "a table cell", "a list of"."""
 
@@ -148,6 +164,8 @@ def veto(a: str, b: str) -> str | None:
         return "asks"
     if fa.formats != fb.formats:
         return "format"
+    if fa.audience != fb.audience:
+        return "audience"
     if _swapped(fa.words, fb.words):
         return "substitution"
     return None
@@ -156,7 +174,8 @@ def veto(a: str, b: str) -> str | None:
 def _asks(text: str) -> set[str]:
     """The kinds of answer the text's questions ask for, from how each sentence opens (its first
     three words: "So when", "In what year"): person, place, time, reason ("why", "what causes"),
-    amount ("how much", "how often"), method ("how do I", "how to", "what's the best way").
+    amount ("how much", "how often"), method ("how do I", "how to", "what's the best way"), remedy
+    ("what should I do if": what to do after something happened, not whether it is all right).
     "when" or "where" further on opens a clause ("what to do when anxious"), not a question."""
     kinds = set()
     for sentence in _SENTENCE.findall(text):
@@ -175,6 +194,10 @@ def _asks(text: str) -> set[str]:
                     kinds.add("reason")
                 elif _the(rest, "way"):
                     kinds.add("method")
+                elif (rest[:2] == ["to", "do"] and rest[2:3] in _CONDITIONS) or (
+                    first in _MODALS and second in _PERSONS and rest[2:3] == ["do"] and rest[3:4] in _CONDITIONS
+                ):
+                    kinds.add("remedy")  # "what should I do if", "what to do when"
             elif w == "how":
                 if first in _HOW_MUCH:
                     kinds.add("amount")
@@ -200,6 +223,10 @@ def _singular(words: list[str]) -> str:
 def _asked_apart(a: set[str], b: set[str]) -> bool:
     """Person, place and time asked on one side only, or a reason, an amount and a method asked one
     against another (see `_EXACT_KINDS`)."""
+    if "remedy" in b and "method" in a:  # a remedy is a method for what happened
+        a = a | {"remedy"}
+    if "remedy" in a and "method" in b:
+        b = b | {"remedy"}
     if a & _EXACT_KINDS != b & _EXACT_KINDS:
         return True
     a, b = a - _EXACT_KINDS, b - _EXACT_KINDS
@@ -218,6 +245,29 @@ def _formats(words: list[str]) -> set[str]:
                 stem = x[:-1] if x.endswith("s") and x[:-1] in _FORMATS else x
                 if stem in _FORMATS and _singular(words[j + 1 : j + 2]) not in _NOT_FORMAT_AFTER:  # not "a table cell"
                     found.add("list" if stem in ("bullet", "bulleted", "numbered") else stem)
+    return found
+
+
+def _audience(text: str) -> set[str]:
+    """Who the answer is asked for, in a request to explain, write, ...: an audience noun within
+    four words after "to" or "for" that ends its sentence or its clause ("... to a network
+    engineer.", "for kids who love dinosaurs"), or "like I'm five". "Teach a kid to ride" names the
+    subject, not the reader; "for beginners" is who a plain question is asked for anyway."""
+    found: set[str] = set()
+    for sentence in _SENTENCE.findall(text):
+        words = [_normal(w) for w in _WORD.findall(sentence)]
+        if not any(w in _PRODUCE or w == "teach" for w in words):
+            continue
+        for i, w in enumerate(words):
+            if w in ("to", "for"):
+                for j, x in enumerate(words[i + 1 : i + 5], i + 1):
+                    noun = x[:-1] if x.endswith("s") and x[:-1] in _AUDIENCES else x
+                    if noun in _AUDIENCES and words[j + 1 : j + 2] in ([], ["who"], ["that"], ["please"]):
+                        found.add(_SAME_AUDIENCE.get(noun, noun))
+                        break
+            elif w == "like" and words[i + 1 : i + 2] in (["i'm"], ["i"]):
+                found.add("like-i'm")
+    found.discard("beginner")
     return found
 
 
@@ -280,8 +330,8 @@ def _opposed(a: dict[int, set[int]], b: dict[int, set[int]]) -> bool:
 
 class _Features:
     __slots__ = (
-        "asks", "directional", "formats", "names", "negated", "numbers", "pivots", "polar", "quoted", "sequence", "units",
-        "words",
+        "asks", "audience", "directional", "formats", "names", "negated", "numbers", "pivots", "polar", "quoted", "sequence",
+        "units", "words",
     )  # fmt: skip
 
     def __init__(self, text: str) -> None:
@@ -306,6 +356,7 @@ class _Features:
         self.pivots = _pivots(lowered)
         self.asks = _asks(text)
         self.formats = _formats(lowered)
+        self.audience = _audience(text)
 
 
 def _normal(word: str) -> str:

@@ -25,7 +25,6 @@ MUST_VETO = [
     # Worded alike but for one swapped content word, or two that trade places: no word list needed.
     ("Write a formal email declining the offer.", "Write a casual email declining the offer.", "substitution"),
     ("Is it legal to fish here at night?", "Is it illegal to fish here at night?", "substitution"),
-    ("Explain entropy for children.", "Explain entropy for physicists.", "substitution"),
     ("Did Sparta defeat Athens?", "Did Athens defeat Sparta?", "substitution"),
     ("How do I turn on Bluetooth?", "How do I turn off Bluetooth?", "polarity"),
     ("Is it possible to undo a sent email?", "Is it impossible to undo a sent email?", "substitution"),
@@ -44,6 +43,12 @@ MUST_VETO = [
     # The shape asked for, on one side only or different.
     ("Explain recursion.", "Explain recursion as a bulleted list.", "format"),
     ("Give me the results in a table.", "Give me the results as a numbered list.", "format"),
+    # Who the answer is for, on one side only or different.
+    ("Explain how DNS works.", "Explain how DNS works to a network engineer.", "audience"),
+    ("Explain inflation for beginners.", "Explain inflation for economists and investors.", "audience"),
+    ("Explain entropy for children.", "Explain entropy for physicists.", "audience"),
+    # What to do after something happened is not whether it is all right.
+    ("Can dogs eat grapes?", "What should I do if my dog ate grapes?", "asks"),
 ]
 
 MUST_PASS = [
@@ -63,6 +68,10 @@ MUST_PASS = [
     ("Who painted Guernica?", "Which artist painted Guernica?"),
     ("How long does a marathon take?", "What's the average marathon time?"),  # an amount against no kind
     ("How do I merge cells in a table in Word?", "How can I merge table cells in Word?"),  # a table, not a format
+    ("Explain taxes to a beginner.", "Can you explain taxes for beginners?"),  # the same audience
+    ("Explain recursion to me.", "Can you explain recursion?"),  # "me" is no audience
+    ("Give me tips for a job interview.", "Tips for a job interview, please."),  # "for" a thing
+    ("What should I do if I lose my passport?", "What to do if you lose your passport?"),
 ]
 
 
