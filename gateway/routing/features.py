@@ -36,6 +36,12 @@ FEATURE_NAMES = (
     "lines",
 )
 
+
+def _words(alternatives: str) -> re.Pattern[str]:
+    """Any of `alternatives` (a regex alternation) as whole words, in any case."""
+    return re.compile(rf"\b({alternatives})\b", re.IGNORECASE)
+
+
 _CODE_FENCE = re.compile(r"```")
 _CODE_TOKEN = re.compile(
     r"\b(def|class|return|import|function|const|let|var|async|await|fn|impl|struct|public|private|void|#include|SELECT|FROM|WHERE)\b"
@@ -48,40 +54,33 @@ _MATH = re.compile(
     r"primos?|premiers?|probabilidad|probabilité|wahrscheinlichkeit|ecuaci[oó]n|équation|gleichung)\b",
     re.IGNORECASE,
 )
-_CONSTRAINT = re.compile(
-    r"\b(must|exactly|at least|at most|no more than|without|only|ensure|guarantee|constraint\w*|requirement\w*|"
-    r"while|handle|edge cases?|trade-?offs?)\b",
-    re.IGNORECASE,
+_CONSTRAINT = _words(
+    r"must|exactly|at least|at most|no more than|without|only|ensure|guarantee|constraint\w*|requirement\w*|"
+    r"while|handle|edge cases?|trade-?offs?",
 )
-_MULTI_STEP = re.compile(
-    r"\b(step[- ]by[- ]step|first|then|finally|plan|strategy|walk through|in depth|detailed|rigorous\w*|"
-    r"systematic\w*|end[- ]to[- ]end|each|all|paso a paso|étape par étape|schritt für schritt|passo a passo)\b",
-    re.IGNORECASE,
+_MULTI_STEP = _words(
+    r"step[- ]by[- ]step|first|then|finally|plan|strategy|walk through|in depth|detailed|rigorous\w*|"
+    r"systematic\w*|end[- ]to[- ]end|each|all|paso a paso|étape par étape|schritt für schritt|passo a passo",
 )
-_REASONING = re.compile(
-    r"\b(prove|derive|analy[sz]e|evaluate|justify|formali[sz]e|critique|reason\w*|why|optimi[sz]e|debug|"
+_REASONING = _words(
+    r"prove|derive|analy[sz]e|evaluate|justify|formali[sz]e|critique|reason\w*|why|optimi[sz]e|debug|"
     r"compare|assess|estimate|analiz\w*|analys\w*|justifi\w*|begründ\w*|optimiz\w*|optimis\w*|vergleich\w*|"
-    r"compar[ae]\w*|pourquoi|warum|por qué|por que|perché)\b",
-    re.IGNORECASE,
+    r"compar[ae]\w*|pourquoi|warum|por qué|por que|perché",
 )
-_DESIGN = re.compile(
-    r"\b(design|architect\w*|implement|distributed|scal\w+|concurren\w+|fault[- ]tolerant|consisten\w+|"
+_DESIGN = _words(
+    r"design|architect\w*|implement|distributed|scal\w+|concurren\w+|fault[- ]tolerant|consisten\w+|"
     r"algorithm\w*|complexity|protocol|system|lock-free|thread-safe|migrat\w+|"
     r"diseñ\w*|concev\w*|conçoi\w*|entwirf|entwerfen|entwurf|projet[ae]\w*|progett\w*|arquitectura|architektur|"
     r"algoritm\w*|algorithme\w*|algorithmus|distribuid\w*|distribué\w*|verteilt\w*|implement[ae]\w*|"
-    r"implément\w*|implementier\w*|complejidad|complexité|komplexität|complessità|sistema|système)\b",
-    re.IGNORECASE,
+    r"implément\w*|implementier\w*|complejidad|complexité|komplexität|complessità|sistema|système",
 )
-
-_PROOF = re.compile(
-    r"\b(prove|proof|disprove|show that|demonstrate that|justify|demuestr\w*|demostr\w*|démontr\w*|prouve[rz]?|"
-    r"beweis\w*|dimostr\w*|prove que|mostre que|muestra que|montrez que|zeigen sie)\b",
-    re.IGNORECASE,
+_PROOF = _words(
+    r"prove|proof|disprove|show that|demonstrate that|justify|demuestr\w*|demostr\w*|démontr\w*|prouve[rz]?|"
+    r"beweis\w*|dimostr\w*|prove que|mostre que|muestra que|montrez que|zeigen sie",
 )
-_COMPOSE = re.compile(
-    r"\b(write|draft|compose|rewrite|create|generate|outline|poem|story|haiku|sonnet|essay|email|letter|caption|"
-    r"escrib\w*|redact\w*|écri\w*|rédige\w*|schreib\w*|verfass\w*|escrev\w*|scriv\w*)\b",
-    re.IGNORECASE,
+_COMPOSE = _words(
+    r"write|draft|compose|rewrite|create|generate|outline|poem|story|haiku|sonnet|essay|email|letter|caption|"
+    r"escrib\w*|redact\w*|écri\w*|rédige\w*|schreib\w*|verfass\w*|escrev\w*|scriv\w*",
 )
 _LOOKUP = re.compile(
     r"^\W*(what|who|whom|when|where|which|how many|how much|is|are|was|were|does|did|name|translate|convert|"
