@@ -12,8 +12,9 @@ order in which the named things and numbers appear.
 Then what the questions ask for: "What is stoicism?" and "Who founded stoicism?" share their
 words, not their answer. Who, where and when (or "in what year") must open a question in both or
 neither; a reason ("why", "what causes"), an amount ("how often") and a method ("how do I") must
-not be asked one against another. And the shape asked for: "as a bulleted list", "in a table",
-"in one sentence" on one side only.
+not be asked one against another, nor a remedy ("what should I do if") against a yes-or-no. And
+the shape asked for ("as a bulleted list", "in a table", "in one sentence") or the reader ("to a
+network engineer", "like I'm five") on one side only.
 
 Last, a rule that needs no word list to know the words: two prompts worded alike except for one
 or two swapped content words ("legal" / "illegal", "formal" / "casual", "Rome conquer Carthage" /
@@ -128,16 +129,17 @@ _PRODUCE = {
 }  # fmt: skip
 """Verbs that ask for an answer in a shape; "merge cells in a table" asks for none."""
 _AUDIENCES = {
-    "beginner", "novice", "kid", "child", "children", "teenager", "student", "expert", "engineer", "developer",
-    "programmer", "manager", "executive", "dummies", "layman", "layperson", "grandma", "grandmother", "grandpa",
+    "kid", "child", "children", "teenager", "student", "expert", "engineer", "developer",
+    "programmer", "manager", "executive", "layman", "layperson", "grandma", "grandmother", "grandpa",
     "non-technical", "nontechnical", "professional", "scientist", "doctor", "lawyer", "investor", "customer",
     "five-year-old", "5-year-old", "ten-year-old", "10-year-old", "toddler", "audience",
 }  # fmt: skip
-"""Who an answer is for: "explain DNS to a network engineer", "... for beginners"."""
+"""Who an answer is for: "explain DNS to a network engineer", "... to a child". Not beginners: a
+plain question is asked for one anyway."""
 _SAME_AUDIENCE = {
     "kid": "child", "children": "child", "five-year-old": "child", "5-year-old": "child", "ten-year-old": "child",
-    "10-year-old": "child", "toddler": "child", "novice": "beginner", "layman": "layperson", "non-technical": "layperson",
-    "nontechnical": "layperson", "dummies": "beginner", "grandma": "grandparent", "grandmother": "grandparent",
+    "10-year-old": "child", "toddler": "child", "layman": "layperson", "non-technical": "layperson",
+    "nontechnical": "layperson", "grandma": "grandparent", "grandmother": "grandparent",
     "grandpa": "grandparent", "programmer": "developer",
 }  # fmt: skip
 _NOT_FORMAT_AFTER = {"cell", "row", "column", "of", "tennis", "leg", "top"}
@@ -252,7 +254,7 @@ def _audience(text: str) -> set[str]:
     """Who the answer is asked for, in a request to explain, write, ...: an audience noun within
     four words after "to" or "for" that ends its sentence or its clause ("... to a network
     engineer.", "for kids who love dinosaurs"), or "like I'm five". "Teach a kid to ride" names the
-    subject, not the reader; "for beginners" is who a plain question is asked for anyway."""
+    subject, not the reader."""
     found: set[str] = set()
     for sentence in _SENTENCE.findall(text):
         words = [_normal(w) for w in _WORD.findall(sentence)]
@@ -267,7 +269,6 @@ def _audience(text: str) -> set[str]:
                         break
             elif w == "like" and words[i + 1 : i + 2] in (["i'm"], ["i"]):
                 found.add("like-i'm")
-    found.discard("beginner")
     return found
 
 
