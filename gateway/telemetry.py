@@ -13,6 +13,7 @@ retried.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -22,6 +23,7 @@ import weakref
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import msgspec
 from opentelemetry import trace
@@ -461,12 +463,15 @@ def _usage_attributes(usage: Usage, deployment: Deployment, cost_key: str) -> di
     }
 
 
-def _server(deployment: Deployment) -> dict[str, Any]:
-    url = deployment.settings.base_url
-    if not url:
-        return {"gen_ai.provider.name": deployment.settings.backend}
-    from urllib.parse import urlsplit
+def _server(deployment: Deployment) -> Mapping[str, Any]:
+    return _server_attributes(deployment.settings.base_url, deployment.settings.backend)
 
+
+@functools.lru_cache(maxsize=256)
+def _server_attributes(url: str | None, backend: str) -> Mapping[str, Any]:
+    """Per deployment URL, parsed once (read only: every attempt's span shares it)."""
+    if not url:
+        return {"gen_ai.provider.name": backend}
     parts = urlsplit(url)  # host and port only: a URL may carry credentials
     port = parts.port or (443 if parts.scheme == "https" else 80)
     return {"gen_ai.provider.name": "openai", "server.address": parts.hostname or "", "server.port": port}
