@@ -78,10 +78,11 @@ def _key_value(key: str, value: Any) -> bytes:
 
 
 _KEYS: dict[str, bytes] = {}
-_PAIRS: dict[tuple[str, str], bytes] = {}
+_PAIRS: dict[tuple[int, str, str], bytes] = {}
 _CACHED = 4096
 """Encoded keys, and whole attributes with a string value (an operation, a model, a tier: the
-same few pairs on every span), up to this many of each; past it they are encoded every time."""
+same few pairs on every span) under the field that holds them (a span's 9, a resource's 1), up to
+this many of each; past it they are encoded every time."""
 
 
 def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
@@ -90,11 +91,11 @@ def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
     out = []
     for key, value in attributes.items():
         if type(value) is str:
-            pair = _PAIRS.get((key, value))
+            pair = _PAIRS.get((number, key, value))
             if pair is None:
                 pair = _field(number, _key_value(key, value))
                 if len(_PAIRS) < _CACHED:
-                    _PAIRS[key, value] = pair
+                    _PAIRS[number, key, value] = pair
             out.append(pair)
             continue
         encoded_key = _KEYS.get(key)

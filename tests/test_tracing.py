@@ -364,7 +364,8 @@ def test_the_gateways_otlp_encoder_writes_what_the_sdks_encoder_writes() -> None
             SpanContext(i + 1, i + 100, is_remote=False, trace_flags=TraceFlags(1), trace_state=TraceState([("k", f"v{i}")]) if i % 3 == 0 else None),
             (remote, local, None)[i % 3],
             resources[i % 2],
-            {f"key.{j}": v for j, v in enumerate(values[i % 5 :])} | {"gen_ai.request.model": f"m{i % 2}"},
+            # "service.name": a span attribute the resource has too, the same pair under another field
+            {f"key.{j}": v for j, v in enumerate(values[i % 5 :])} | {"gen_ai.request.model": f"m{i % 2}", "service.name": "gw"},
             kind=list(SpanKind)[i % 5],
             status=(Status(StatusCode.ERROR, "it broke"), Status(StatusCode.OK), Status(StatusCode.UNSET))[i % 3],
             start_time=1_700_000_000_000_000_000 + i,
