@@ -37,6 +37,7 @@ import argparse
 import asyncio
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -143,7 +144,7 @@ def main() -> None:
                 for what, value in (("req/s", lambda r: r.rps), ("CPU per request", cpu_per_request)):
                     ratios = sorted(value(r["saturation"]) / value(b["saturation"]) for r, b in zip(results, base, strict=True))
                     listed = ", ".join(f"{x:.3f}" for x in ratios)
-                    median = ratios[len(ratios) // 2]
+                    median = statistics.median(ratios)  # with an even count of rounds, the mean of the middle two
                     print(f"{name} / {base_name}, {what} paired by round: median {median:.3f} ({listed})", file=sys.stderr)
     finally:
         upstream.terminate()
