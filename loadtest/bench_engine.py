@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from backends.local_engine.cpu_kernels import decode_kernel
 from backends.local_engine.engine import EngineSettings, LLMEngine
 from backends.local_engine.sampling import SamplingParams
 from backends.local_engine.tiny import build
@@ -71,6 +72,8 @@ def run_engine(folder: Path, requests: list[Request], args: argparse.Namespace) 
         num_kv_blocks=args.kv_blocks,
     )
     engine = LLMEngine(settings)
+    if args.device == "cpu" and decode_kernel(wait=True) is None:
+        print("note: the C++ decode kernel is unavailable; the engine decodes on the torch path")
     engine.generate([requests[0].prompt[:16]], SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))  # warm-up
     _sync(args.device)
     start = time.perf_counter()

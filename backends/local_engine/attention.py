@@ -2,7 +2,8 @@
 
 Layout of one step's tokens: first the decode part, sequences that bring exactly one new token
 (batched together), then each prefill chunk in turn. On CUDA the decode part runs the Triton kernel
-of `triton_kernels.py`, which reads the block tables itself; prefill uses these torch functions.
+of `triton_kernels.py`, on the CPU the C++ kernel of `cpu_kernels.py` once it is built; both read the
+block tables themselves. Prefill, and decode until then, use these torch functions.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from backends.local_engine.cpu_kernels import DecodeKernel, decode_kernel
 
 
 @dataclass(slots=True)
@@ -75,6 +78,11 @@ def paged_attention(
         paged_decode_attention(
             q[: meta.num_decode], k_cache, v_cache, tables, lens, scale, meta.sliding_window, out[: meta.num_decode]
         )
+    elif meta.num_decode and (kernel := _cpu_decode(q, k_cache)) is not None:
+        out[: meta.num_decode] = kernel(
+            q[: meta.num_decode], k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens, scale,
+            meta.sliding_window or 0,
+        )  # fmt: skip
     elif meta.num_decode:
         out[: meta.num_decode] = _decode(q[: meta.num_decode], k_cache, v_cache, meta, scale)
     for chunk in meta.prefills:
@@ -89,6 +97,13 @@ def _fused_decode(q: torch.Tensor, k_cache: torch.Tensor) -> bool:
 
     dim, block = q.shape[-1], k_cache.shape[1]
     return triton_available() and not dim & (dim - 1) and not block & (block - 1)
+
+
+def _cpu_decode(q: torch.Tensor, k_cache: torch.Tensor) -> DecodeKernel | None:
+    """The C++ decode kernel, once built, for a CPU cache in the model's dtype (an fp8 cache takes the torch path)."""
+    if q.device.type != "cpu" or k_cache.dtype != q.dtype:
+        return None
+    return decode_kernel()
 
 
 def _gather(cache: torch.Tensor, block_table: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

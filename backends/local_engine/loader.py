@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from backends.local_engine.config import ModelConfig
+from backends.local_engine.cpu_kernels import pack_linears
 from backends.local_engine.errors import LoadError
 from backends.local_engine.model import CausalLM
 from backends.local_engine.quant import QuantConfig, QuantLinear, from_awq, from_gptq, quantize_model
@@ -98,6 +99,8 @@ def load_model(checkpoint: Checkpoint, dtype: torch.dtype, device: torch.device,
         if config.quantization is not None:
             raise LoadError(f"the checkpoint is already quantized ({config.quantization.method}); load it without quantization")
         quantize_model(model, quant)
+    if device.type == "cpu":
+        pack_linears(model)
     model.prepare(config.max_model_len)
     return model
 

@@ -9,10 +9,18 @@ from typing import Any
 import pytest
 import torch
 
+from backends.local_engine.cpu_kernels import decode_kernel
 from backends.local_engine.engine import EngineSettings, LLMEngine
 from backends.local_engine.tiny import build
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cpu_decode_kernel() -> None:
+    """Engine tests decode through the C++ kernel, built before the first of them (a build takes
+    about half a minute, once per machine); without a compiler they run on the torch path."""
+    decode_kernel(wait=True)
 
 
 @pytest.fixture(scope="session")

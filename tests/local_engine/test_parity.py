@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from backends.local_engine import attention
 from backends.local_engine.errors import LoadError
 from backends.local_engine.sampling import SamplingParams
 from tests.local_engine.conftest import assert_same_or_tied, engine, hf_checkpoint, hf_greedy, hf_model
@@ -120,9 +121,12 @@ def test_unknown_architecture_and_missing_weights_are_clear_errors(tmp_path: Pat
         engine(folder)
 
 
-def test_a_wide_decode_batch_attends_in_length_groups_and_each_request_gets_what_it_gets_alone(llama_dir: Path) -> None:
-    """From 16 decoding sequences on, the CPU path gathers K/V per group of similar context length
-    (runner._decode_groups): every row must still see exactly its own context."""
+def test_a_wide_decode_batch_attends_in_length_groups_and_each_request_gets_what_it_gets_alone(
+    llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the C++ kernel, from 16 decoding sequences on, the CPU path gathers K/V per group of
+    similar context length (runner._decode_groups): every row must still see exactly its own context."""
+    monkeypatch.setattr(attention, "decode_kernel", lambda: None)
     eng = engine(llama_dir)
     tok = eng.tokenizer
     texts = [" ".join(f"word{j}" for j in range(1 + 5 * i)) for i in range(20)]  # 1 to 96 words: many block widths

@@ -234,7 +234,7 @@ def test_every_linear_layer_is_quantized_and_smaller(llama_dir: Path) -> None:
     layers = [m for m in model.modules() if isinstance(m, QuantLinear)]
     assert len(layers) == 7 * checkpoint.config.num_layers  # q, k, v, o, gate, up, down
     assert not any(isinstance(m, torch.nn.Linear) for m in model.model.modules())
-    assert isinstance(model.lm_head, torch.nn.Linear)  # kept unless asked
+    assert not isinstance(model.lm_head, QuantLinear)  # kept unless asked
     for layer in layers:
         assert layer.weight_bytes() < layer.in_features * layer.out_features  # under a byte per weight
 

@@ -1,0 +1,144 @@
+"""The engine's CPU kernels: oneDNN linear layers with prepacked weights, and a C++ paged decode
+attention (`csrc/paged_decode.cpp`) compiled on first use. `LOCAL_ENGINE_CPU_KERNELS=0` turns both
+off (the plain torch path, for comparison or as a way out).
+
+Linear layers: PyTorch runs a float32 `nn.Linear` on MKL's sgemm, which repacks the weight on
+every call; oneDNN's matmul reads a weight reordered once, at load, into its blocked layout. On this
+project's 2-core VM that ran 1.2-2.5x faster for the benchmark model's shapes (1 to 2048 rows, ad
+hoc; loadtest/RESULTS.md). The results differ from sgemm's by float rounding (another summation
+order).
+
+Decode attention: the torch reference of `attention.py` copies each decode sequence's K/V blocks
+into one tensor and reads it again; the kernel reads them in place, once. It is built with the machine's C++ compiler
+through `torch.utils.cpp_extension` (ninja), in a background thread so that an engine starts
+serving at once (on the torch path until the build is done), and cached under
+`TORCH_EXTENSIONS_DIR` (default `~/.cache/torch_extensions`) by a name made of the source's hash
+and the CPU's instruction-set flags: a cache shared between machines never hands one a binary
+built for another's instructions. No compiler or a failed build: the torch path, with one warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger("local_engine.cpu_kernels")
+SOURCE = Path(__file__).with_name("csrc") / "paged_decode.cpp"
+
+DecodeKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float, int], torch.Tensor]
+"""(q, k_cache, v_cache, block_tables, context_lens, scale, window or 0) -> out."""
+
+_lock = threading.Lock()
+_built = threading.Event()
+_started = False
+_kernel: DecodeKernel | None = None
+
+
+def enabled() -> bool:
+    return os.environ.get("LOCAL_ENGINE_CPU_KERNELS", "1") != "0"
+
+
+class PackedLinear(nn.Module):
+    """A float32 linear layer on oneDNN, its weight reordered once into oneDNN's layout (the plain
+    weight is not kept)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), None)
+        self.bias = linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, self.bias, "none", [], "")
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}, oneDNN"
+
+
+def pack_linears(model: nn.Module) -> int:
+    """Put a `PackedLinear` in place of every float32 `nn.Linear` of a CPU model; how many. Nothing
+    when oneDNN is missing, the kernels are turned off, or a first layer fails to pack."""
+    if not enabled() or not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
+        return 0
+    count = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is nn.Linear and child.weight.dtype == torch.float32 and child.weight.device.type == "cpu":
+                try:
+                    setattr(module, name, PackedLinear(child))
+                except RuntimeError as exc:  # an op this build of torch lacks: the plain layers serve
+                    log.warning("oneDNN linear layers unavailable (%s); using torch's", exc)
+                    return count
+                count += 1
+    return count
+
+
+def decode_kernel(wait: bool = False) -> DecodeKernel | None:
+    """The kernel when it is built; the first call starts the build. `wait`: block until the build
+    has finished (or failed)."""
+    global _started
+    if not _started:
+        with _lock:
+            if not _started:
+                _started = True
+                if not enabled():
+                    _built.set()
+                else:
+                    threading.Thread(target=_build, name="cpu-kernel-build", daemon=True).start()
+    if wait:
+        _built.wait()
+    return _kernel
+
+
+def _build() -> None:
+    global _kernel
+    try:
+        from torch.utils.cpp_extension import load
+
+        _ninja_on_path()
+        module = load(
+            name=f"local_engine_paged_decode_{_build_key()}",
+            sources=[str(SOURCE)],
+            extra_cflags=["-O3", "-march=native", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
+        _kernel = module.paged_decode
+        log.info("CPU paged decode kernel ready")
+    except Exception as exc:  # no compiler, no ninja, a failed build: the torch path serves
+        log.warning("CPU paged decode kernel unavailable (%s: %s); decode attention uses the torch path",
+                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")  # fmt: skip
+    finally:
+        _built.set()
+
+
+def _ninja_on_path() -> None:
+    """torch runs `ninja` from PATH; the PyPI package's binary sits beside the interpreter of a
+    virtual environment that need not be on PATH."""
+    try:
+        import ninja
+    except ImportError:
+        return
+    directory = str(ninja.BIN_DIR)
+    if directory not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = directory + os.pathsep + os.environ.get("PATH", "")
+
+
+def _build_key() -> str:
+    digest = hashlib.sha256(SOURCE.read_bytes())
+    digest.update(torch.__version__.encode())
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    digest.update(flags.encode())
+    return digest.hexdigest()[:12]

@@ -1,0 +1,173 @@
+// Paged decode attention for the CPU: one new token per sequence attends to its K/V read in place
+// through its block table. The torch reference gathers each sequence's blocks into a contiguous copy
+// and reads that again (and SDPA with grouped-query attention may expand K/V per head); this reads
+// every key and value once, which is what bounds decode attention: memory bandwidth.
+//
+// Work items are sequences, spread over ATen's thread pool. For each, every query head is scored
+// against its kv head's keys, softmaxed in float32, and the values summed.
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+// exp for x <= 0 (scores minus their maximum), branch-free so the compiler vectorises the loop:
+// Cephes' single-precision range reduction and polynomial (about 1 ulp).
+inline float exp_nonpositive(float x) {
+  x = std::max(x, -87.3f);
+  float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  x = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float z = x * x;
+  float y = ((((1.9875691500e-4f * x + 1.3981999507e-3f) * x + 8.3334519073e-3f) * x + 4.1665795894e-2f) * x +
+             1.6666665459e-1f) * x + 5.0000001201e-1f;
+  y = y * z + x + 1.0f;
+  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return y * scale;
+}
+
+template <typename scalar_t>
+inline const float* as_float(const scalar_t* src, float* buffer, int64_t n) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    return src;
+  } else {
+    for (int64_t i = 0; i < n; ++i) buffer[i] = static_cast<float>(src[i]);
+    return buffer;
+  }
+}
+
+template <int64_t kDim>
+inline float dot(const float* a, const float* b, int64_t dim) {
+  const int64_t n = kDim > 0 ? kDim : dim;
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t d = 0; d < n; ++d) sum += a[d] * b[d];
+  return sum;
+}
+
+template <int64_t kDim>
+inline void axpy(float* y, float a, const float* x, int64_t dim) {
+  const int64_t n = kDim > 0 ? kDim : dim;
+#pragma omp simd
+  for (int64_t d = 0; d < n; ++d) y[d] += a * x[d];
+}
+
+// One sequence per work item: its blocks are read whole ([block_size, kv_heads, dim], contiguous),
+// front to back, which the hardware prefetcher follows; kDim > 0 fixes the head size at compile time.
+template <typename scalar_t, int64_t kDim>
+void decode(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
+            const torch::Tensor& tables, const torch::Tensor& lens, double scale, int64_t window, torch::Tensor& out) {
+  const int64_t seqs = q.size(0), heads = q.size(1), dim = q.size(2);
+  const int64_t block_size = k_cache.size(1), kv_heads = k_cache.size(2), width = tables.size(1);
+  const int64_t group = heads / kv_heads;
+  const int64_t row_size = kv_heads * dim;  // one token's keys (or values), all kv heads
+  const scalar_t* q_data = q.data_ptr<scalar_t>();
+  const scalar_t* k_data = k_cache.data_ptr<scalar_t>();
+  const scalar_t* v_data = v_cache.data_ptr<scalar_t>();
+  const int64_t* table_data = tables.data_ptr<int64_t>();
+  const int64_t* len_data = lens.data_ptr<int64_t>();
+  scalar_t* out_data = out.data_ptr<scalar_t>();
+  const float fscale = static_cast<float>(scale);
+
+  // Sequences differ in length by up to the whole context: threads take them one at a time, longest
+  // first, rather than in fixed ranges.
+  std::vector<int64_t> order(seqs);
+  for (int64_t s = 0; s < seqs; ++s) order[s] = s;
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return len_data[a] > len_data[b]; });
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
+    std::vector<float> query(heads * dim), acc(heads * dim), scores, row(row_size);
+    for (int64_t i; (i = next.fetch_add(1)) < seqs;) {
+      const int64_t s = order[i];
+      const int64_t len = len_data[s];
+      const int64_t first = window > 0 ? std::max<int64_t>(0, len - window) : 0;
+      const int64_t n = len - first;
+      const int64_t* table = table_data + s * width;
+      scores.resize(heads * n);
+      const scalar_t* qs = q_data + s * heads * dim;
+      for (int64_t i = 0; i < heads * dim; ++i) query[i] = static_cast<float>(qs[i]) * fscale;
+
+      // Scores: for each key row, every query head against its kv head.
+      for (int64_t t = first; t < len;) {
+        const int64_t block = t / block_size, stop = std::min(len, (block + 1) * block_size);
+        const scalar_t* base = k_data + (table[block] * block_size - block * block_size) * row_size;
+        for (; t < stop; ++t) {
+          const float* keys = as_float(base + t * row_size, row.data(), row_size);
+          for (int64_t h = 0; h < heads; ++h)
+            scores[h * n + (t - first)] = dot<kDim>(query.data() + h * dim, keys + (h / group) * dim, dim);
+        }
+      }
+      for (int64_t h = 0; h < heads; ++h) {
+        float* sh = scores.data() + h * n;
+        float peak = -INFINITY;
+        for (int64_t i = 0; i < n; ++i) peak = std::max(peak, sh[i]);
+        float total = 0.f;
+#pragma omp simd reduction(+ : total)
+        for (int64_t i = 0; i < n; ++i) {
+          sh[i] = exp_nonpositive(sh[i] - peak);
+          total += sh[i];
+        }
+        const float inv = 1.f / total;
+#pragma omp simd
+        for (int64_t i = 0; i < n; ++i) sh[i] *= inv;
+      }
+      // Values, weighted.
+      std::fill(acc.begin(), acc.end(), 0.f);
+      for (int64_t t = first; t < len;) {
+        const int64_t block = t / block_size, stop = std::min(len, (block + 1) * block_size);
+        const scalar_t* base = v_data + (table[block] * block_size - block * block_size) * row_size;
+        for (; t < stop; ++t) {
+          const float* values = as_float(base + t * row_size, row.data(), row_size);
+          for (int64_t h = 0; h < heads; ++h)
+            axpy<kDim>(acc.data() + h * dim, scores[h * n + (t - first)], values + (h / group) * dim, dim);
+        }
+      }
+      scalar_t* dst = out_data + s * heads * dim;
+      for (int64_t i = 0; i < heads * dim; ++i) dst[i] = static_cast<scalar_t>(acc[i]);
+    }
+  });
+}
+
+}  // namespace
+
+// q: [seqs, heads, dim]; k_cache, v_cache: [blocks, block_size, kv_heads, dim]; tables: [seqs, width]
+// int64 block ids; lens: [seqs] int64 keys per sequence (the new token's included); window <= 0: none.
+torch::Tensor paged_decode(torch::Tensor q, torch::Tensor k_cache, torch::Tensor v_cache, torch::Tensor tables,
+                           torch::Tensor lens, double scale, int64_t window) {
+  TORCH_CHECK(q.device().is_cpu() && k_cache.device().is_cpu(), "paged_decode: CPU tensors only");
+  TORCH_CHECK(q.dim() == 3 && k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes(), "paged_decode: bad shapes");
+  TORCH_CHECK(q.scalar_type() == k_cache.scalar_type() && v_cache.scalar_type() == k_cache.scalar_type(),
+              "paged_decode: q and the cache must share a dtype");
+  TORCH_CHECK(q.size(2) == k_cache.size(3) && q.size(1) % k_cache.size(2) == 0, "paged_decode: head shapes");
+  TORCH_CHECK(tables.scalar_type() == torch::kInt64 && lens.scalar_type() == torch::kInt64, "paged_decode: int64 tables");
+  TORCH_CHECK(tables.size(0) == q.size(0) && lens.size(0) == q.size(0), "paged_decode: one table per sequence");
+  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous(), "paged_decode: the cache must be contiguous");
+  q = q.contiguous();
+  tables = tables.contiguous();
+  lens = lens.contiguous();
+  auto out = torch::empty_like(q);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "paged_decode", [&] {
+    if (q.size(2) == 64) {
+      decode<scalar_t, 64>(q, k_cache, v_cache, tables, lens, scale, window, out);
+    } else if (q.size(2) == 128) {
+      decode<scalar_t, 128>(q, k_cache, v_cache, tables, lens, scale, window, out);
+    } else {
+      decode<scalar_t, 0>(q, k_cache, v_cache, tables, lens, scale, window, out);
+    }
+  });
+  return out;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("paged_decode", &paged_decode, "Paged decode attention on the CPU");
+}

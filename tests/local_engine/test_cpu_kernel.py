@@ -1,0 +1,95 @@
+"""The C++ paged decode kernel against the torch reference it replaces on the CPU."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from backends.local_engine.attention import AttentionMetadata, Workspace, _decode_rows
+from backends.local_engine.cpu_kernels import decode_kernel
+
+pytestmark = pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler on this machine")
+
+
+def reference(q, k_cache, v_cache, tables, lens, scale, window):  # type: ignore[no-untyped-def]
+    workspace = Workspace(tuple(k_cache.shape[1:]), torch.float32, k_cache.device)
+    workspace.reserve(tables.numel())
+    meta = AttentionMetadata(torch.zeros(1, dtype=torch.long), len(q), tables, lens, [], workspace, window)
+    return _decode_rows(q.float(), k_cache.float(), v_cache.float(), tables, lens, meta, scale)
+
+
+@pytest.mark.parametrize(
+    ("heads", "kv_heads", "dim", "dtype", "window"),
+    [
+        (12, 4, 64, torch.float32, None),  # the benchmark's shapes: grouped-query attention
+        (14, 2, 64, torch.float32, 40),  # Qwen2.5-0.5B's heads, a sliding window shorter than most contexts
+        (4, 4, 128, torch.float32, None),  # no grouping, the other compiled head size
+        (4, 2, 16, torch.float32, None),  # a head size with no specialisation: the generic loop
+        (8, 2, 64, torch.bfloat16, None),
+        (8, 2, 64, torch.float16, 7),
+    ],
+)
+def test_kernel_matches_the_torch_reference(heads: int, kv_heads: int, dim: int, dtype: torch.dtype, window: int | None) -> None:
+    kernel = decode_kernel(wait=True)
+    assert kernel is not None, "a C++ compiler is present, yet the kernel did not build (see the warning)"
+    gen = torch.Generator().manual_seed(heads * dim)
+    block_size, blocks = 16, 120
+    # Context lengths on and around block boundaries, one key only, and long ones.
+    lens = torch.tensor([1, 15, 16, 17, 32, 33, 100, 255, 256, 300])
+    width = int((lens + block_size - 1).div(block_size, rounding_mode="floor").max())
+    ids = (torch.randperm(blocks - 1, generator=gen) + 1).tolist()  # scattered; block 0 stays padding, as in the runner
+    tables = torch.zeros((len(lens), width), dtype=torch.long)
+    for row, n in enumerate(lens.tolist()):
+        count = -(-n // block_size)
+        tables[row, :count] = torch.tensor(ids[:count])
+        del ids[:count]
+    k_cache = torch.randn((blocks, block_size, kv_heads, dim), generator=gen).to(dtype)
+    v_cache = torch.randn((blocks, block_size, kv_heads, dim), generator=gen).to(dtype)
+    q = torch.randn((len(lens), heads, dim), generator=gen).to(dtype)
+    scale = dim**-0.5
+
+    ours = kernel(q, k_cache, v_cache, tables, lens, scale, window or 0)
+    assert ours.dtype == dtype and ours.shape == q.shape
+    expected = reference(q, k_cache, v_cache, tables, lens, scale, window)
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(ours.float(), expected, atol=tolerance, rtol=tolerance)
+
+
+def test_kernel_reads_only_the_blocks_of_each_context() -> None:
+    """NaNs in every block a table does not name for a position below the length never reach the output."""
+    kernel = decode_kernel(wait=True)
+    assert kernel is not None
+    k_cache = torch.full((8, 4, 1, 8), float("nan"))
+    v_cache = torch.full((8, 4, 1, 8), float("nan"))
+    k_cache[3], v_cache[3] = torch.randn(4, 1, 8), torch.randn(4, 1, 8)
+    k_cache[5, :2], v_cache[5, :2] = torch.randn(2, 1, 8), torch.randn(2, 1, 8)
+    q = torch.randn(1, 2, 8)
+    out = kernel(q, k_cache, v_cache, torch.tensor([[3, 5, 0]]), torch.tensor([6]), 0.35, 0)
+    assert torch.isfinite(out).all()
+    keys = torch.cat([k_cache[3], k_cache[5, :2]])[:, 0]  # [6, 8]
+    values = torch.cat([v_cache[3], v_cache[5, :2]])[:, 0]
+    expected = torch.softmax(q[0] @ keys.T * 0.35, dim=-1) @ values
+    torch.testing.assert_close(out[0], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_bad_inputs_are_refused_with_a_message() -> None:
+    kernel = decode_kernel(wait=True)
+    assert kernel is not None
+    cache = torch.zeros(4, 16, 2, 8)
+    with pytest.raises(RuntimeError, match="share a dtype"):
+        kernel(
+            torch.zeros(1, 4, 8, dtype=torch.float64),
+            cache,
+            cache,
+            torch.zeros(1, 1, dtype=torch.long),
+            torch.ones(1, dtype=torch.long),
+            1.0,
+            0,
+        )
+    with pytest.raises(RuntimeError, match="contiguous"):
+        strided = torch.zeros(4, 16, 2, 16)[..., ::2]
+        kernel(
+            torch.zeros(1, 4, 8), strided, strided, torch.zeros(1, 1, dtype=torch.long), torch.ones(1, dtype=torch.long), 1.0, 0
+        )
