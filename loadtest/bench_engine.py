@@ -13,12 +13,14 @@ Output tokens per second counts the requested output tokens only.
 
     python -m loadtest.bench_engine                            # 64 requests, HF batches of 8 and 64
     python -m loadtest.bench_engine --hf-single 16             # HF one at a time on the first 16 only
+    python -m loadtest.bench_engine --torch-engine             # and the engine without its CPU kernels
     python -m loadtest.bench_engine --device cuda --dtype bfloat16 --preset qwen2.5-0.5b   # on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import tempfile
 import time
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from backends.local_engine.cpu_kernels import decode_kernel
+from backends.local_engine import cpu_kernels
 from backends.local_engine.engine import EngineSettings, LLMEngine
 from backends.local_engine.sampling import SamplingParams
 from backends.local_engine.tiny import build
@@ -62,7 +64,9 @@ class Result:
         return self.tokens / self.seconds
 
 
-def run_engine(folder: Path, requests: list[Request], args: argparse.Namespace) -> Result:
+def run_engine(
+    folder: Path, requests: list[Request], args: argparse.Namespace, name: str = "engine (continuous batching)"
+) -> Result:
     settings = EngineSettings(
         model=str(folder),
         dtype=args.dtype,
@@ -72,7 +76,7 @@ def run_engine(folder: Path, requests: list[Request], args: argparse.Namespace) 
         num_kv_blocks=args.kv_blocks,
     )
     engine = LLMEngine(settings)
-    if args.device == "cpu" and decode_kernel(wait=True) is None:
+    if args.device == "cpu" and cpu_kernels.enabled() and cpu_kernels.decode_kernel(wait=True) is None:
         print("note: the C++ decode kernel is unavailable; the engine decodes on the torch path")
     engine.generate([requests[0].prompt[:16]], SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))  # warm-up
     _sync(args.device)
@@ -92,7 +96,7 @@ def run_engine(folder: Path, requests: list[Request], args: argparse.Namespace) 
     seconds = time.perf_counter() - start
     ttft = sorted(first[f"r{i}"] - start for i in range(len(requests)))
     tpot = sorted((last[f"r{i}"] - first[f"r{i}"]) / max(1, r.output - 1) for i, r in enumerate(requests))
-    return Result("engine (continuous batching)", len(requests), tokens, seconds, ttft, tpot)
+    return Result(name, len(requests), tokens, seconds, ttft, tpot)
 
 
 def run_hf(model: torch.nn.Module, requests: list[Request], batch: int, device: str) -> Result:
@@ -148,6 +152,9 @@ def main() -> None:
     parser.add_argument("--max-seqs", type=int, default=128)
     parser.add_argument("--kv-blocks", type=int, default=None)
     parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument(
+        "--torch-engine", action="store_true", help="also run the engine with its CPU kernels off (LOCAL_ENGINE_CPU_KERNELS=0)"
+    )
     args = parser.parse_args()
 
     low_in, high_in = (int(x) for x in args.input.split("-"))
@@ -155,7 +162,14 @@ def main() -> None:
     requests = workload(args.requests, args.seed, low_in, high_in, low_out, high_out)
     with tempfile.TemporaryDirectory() as tmp:
         folder = build(Path(tmp) / args.preset, args.preset)
-        results = [run_engine(folder, requests, args)]
+        engines = [run_engine(folder, requests, args)]
+        if args.torch_engine:
+            os.environ["LOCAL_ENGINE_CPU_KERNELS"] = "0"
+            try:
+                engines.append(run_engine(folder, requests, args, "engine, CPU kernels off"))
+            finally:
+                del os.environ["LOCAL_ENGINE_CPU_KERNELS"]
+        hf: list[Result] = []
         if not args.skip_hf:
             from transformers import AutoModelForCausalLM
 
@@ -163,10 +177,11 @@ def main() -> None:
             model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).to(args.device).eval()
             warm = torch.tensor([[101, 102]], device=args.device)
             model.generate(input_ids=warm, max_new_tokens=2, do_sample=False, pad_token_id=0)
-            results.append(run_hf(model, requests[: args.hf_single or len(requests)], 1, args.device))
+            hf.append(run_hf(model, requests[: args.hf_single or len(requests)], 1, args.device))
             for size in (int(b) for b in args.hf_batch.split(",") if b):
-                results.append(run_hf(model, requests, size, args.device))
-    best_hf = max((r.rate for r in results[1:]), default=None)
+                hf.append(run_hf(model, requests, size, args.device))
+    results = engines + hf
+    best_hf = max((r.rate for r in hf), default=None)
     print(f"\n{args.requests} requests, input {args.input} tokens, output {args.output} tokens, greedy, EOS ignored, "
           f"preset {args.preset}, {args.dtype} on {args.device}\n")  # fmt: skip
     print(f"| {'server':38} | requests | output tokens | seconds | output tokens/s | vs best HF |")
@@ -174,11 +189,12 @@ def main() -> None:
     for r in results:
         ratio = f"{r.rate / best_hf:.2f}x" if best_hf else "-"
         print(f"| {r.name:38} | {r.requests:8} | {r.tokens:13} | {r.seconds:7.1f} | {r.rate:15.1f} | {ratio:>10} |")
-    engine = results[0]
-    assert engine.ttft is not None and engine.tpot is not None
-    ttft = f"TTFT p50 {_pct(engine.ttft, 0.5):.2f} s, p99 {_pct(engine.ttft, 0.99):.2f} s"
-    tpot = f"TPOT p50 {_pct(engine.tpot, 0.5) * 1000:.1f} ms, p99 {_pct(engine.tpot, 0.99) * 1000:.1f} ms"
-    print(f"\nengine {ttft}; {tpot} (all submitted at t=0)")
+    print()
+    for engine in engines:
+        assert engine.ttft is not None and engine.tpot is not None
+        ttft = f"TTFT p50 {_pct(engine.ttft, 0.5):.2f} s, p99 {_pct(engine.ttft, 0.99):.2f} s"
+        tpot = f"TPOT p50 {_pct(engine.tpot, 0.5) * 1000:.1f} ms, p99 {_pct(engine.tpot, 0.99) * 1000:.1f} ms"
+        print(f"{engine.name}: {ttft}; {tpot} (all submitted at t=0)")
     threads = f", torch threads {torch.get_num_threads()}"
     device = f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else ""
     print("\n".join(footer("loadtest.bench_engine", threads + device)))

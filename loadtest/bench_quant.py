@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from backends.local_engine.cpu_kernels import PackedLinear
 from backends.local_engine.engine import EngineSettings, LLMEngine
 from backends.local_engine.quant import QuantLinear
 from backends.local_engine.sampling import SamplingParams
@@ -49,6 +50,8 @@ def weight_megabytes(engine: LLMEngine) -> float:
     for module in model.modules():
         if isinstance(module, QuantLinear):
             total += module.weight_bytes()
+        elif isinstance(module, PackedLinear):
+            total += module.packed.numel() * module.packed.element_size()
         elif isinstance(module, torch.nn.Linear | torch.nn.Embedding):
             total += module.weight.numel() * module.weight.element_size()
     return total / 1e6

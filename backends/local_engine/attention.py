@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from backends.local_engine.cpu_kernels import DecodeKernel, decode_kernel
+from backends.local_engine.cpu_kernels import DecodeKernel, decode_kernel, enabled
 
 
 @dataclass(slots=True)
@@ -101,7 +101,7 @@ def _fused_decode(q: torch.Tensor, k_cache: torch.Tensor) -> bool:
 
 def _cpu_decode(q: torch.Tensor, k_cache: torch.Tensor) -> DecodeKernel | None:
     """The C++ decode kernel, once built, for a CPU cache in the model's dtype (an fp8 cache takes the torch path)."""
-    if q.device.type != "cpu" or k_cache.dtype != q.dtype:
+    if q.device.type != "cpu" or k_cache.dtype != q.dtype or not enabled():
         return None
     return decode_kernel()
 
