@@ -93,3 +93,7 @@ def test_bad_inputs_are_refused_with_a_message() -> None:
         kernel(
             torch.zeros(1, 4, 8), strided, strided, torch.zeros(1, 1, dtype=torch.long), torch.ones(1, dtype=torch.long), 1.0, 0
         )
+    with pytest.raises(RuntimeError, match="outside the cache"):
+        kernel(torch.zeros(1, 4, 8), cache, cache, torch.tensor([[4]]), torch.ones(1, dtype=torch.long), 1.0, 0)
+    with pytest.raises(RuntimeError, match="context length 17"):
+        kernel(torch.zeros(1, 4, 8), cache, cache, torch.tensor([[1]]), torch.tensor([17]), 1.0, 0)

@@ -155,6 +155,15 @@ torch::Tensor paged_decode(torch::Tensor q, torch::Tensor k_cache, torch::Tensor
   q = q.contiguous();
   tables = tables.contiguous();
   lens = lens.contiguous();
+  {  // a bad table or length would read outside the cache: refuse it (O(seqs x width), next to nothing)
+    const int64_t* table = tables.data_ptr<int64_t>();
+    const int64_t* len = lens.data_ptr<int64_t>();
+    const int64_t blocks = k_cache.size(0), capacity = tables.size(1) * k_cache.size(1);
+    for (int64_t s = 0; s < lens.size(0); ++s)
+      TORCH_CHECK(len[s] >= 1 && len[s] <= capacity, "paged_decode: context length ", len[s], " outside 1..", capacity);
+    for (int64_t i = 0; i < tables.numel(); ++i)
+      TORCH_CHECK(table[i] >= 0 && table[i] < blocks, "paged_decode: block id ", table[i], " outside the cache");
+  }
   auto out = torch::empty_like(q);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "paged_decode", [&] {
     if (q.size(2) == 64) {
