@@ -92,6 +92,20 @@ _FUNCTION = {
     "is", "are", "was", "were", "be", "am", "do", "does", "did", "can", "could", "should", "would", "will", "of", "for",
     "in", "on", "at", "by", "with", "to", "from", "and", "or", "as", "about",
 }  # fmt: skip
+_CONVERSION = {
+    "convert", "converting", "change", "changing", "turn", "turning", "transform", "translate", "cast", "switch",
+    "switching", "move", "moving", "migrate", "migrating", "transfer", "port", "export", "import",
+}  # fmt: skip
+_DETERMINERS = {"a", "an", "the", "my", "your", "our", "their", "his", "her", "its", "this", "that"}
+_GRADING = {
+    "good", "best", "better", "great", "nice", "simple", "simplest", "easy", "easiest", "quick", "quickest", "fast",
+    "fastest", "proper", "right", "correct", "effective", "efficient", "real", "actual", "typical", "basic", "whole",
+    "entire", "own", "specific", "certain", "particular", "new", "little", "big", "general", "usual", "common", "safe",
+    "healthy", "free", "cheap", "full", "complete", "detailed", "brief", "short", "long", "very", "most", "main",
+    "term", "word", "phrase", "concept", "notion", "idea", "topic", "subject",
+}  # fmt: skip
+"""Adjectives that grade what a request asks for rather than name another thing, and nouns that
+frame one ("the term gig economy"); see `_narrowed`."""
 _SPELLING = [
     ("isation", "ization"), ("ise", "ize"), ("ised", "ized"), ("ising", "izing"), ("our", "or"), ("yse", "yze"),
     ("tre", "ter"), ("yre", "ire"), ("ogue", "og"), ("mme", "m"),
@@ -162,6 +176,8 @@ def veto(a: str, b: str) -> str | None:
     pivots_differ = bool(fa.pivots and fb.pivots and fa.pivots != fb.pivots)
     if (fa.directional or fb.directional) and (fa.sequence != fb.sequence or pivots_differ):
         return "direction"
+    if _crossed(fa.words, fb.words):
+        return "direction"
     if _asked_apart(fa.asks, fb.asks):
         return "asks"
     if fa.formats != fb.formats:
@@ -170,6 +186,8 @@ def veto(a: str, b: str) -> str | None:
         return "audience"
     if _swapped(fa.words, fb.words):
         return "substitution"
+    if _narrowed(fa.words, fb.words, fa.possessive | fb.possessive):
+        return "modifier"
     return None
 
 
@@ -299,6 +317,46 @@ def _swapped(a: list[str], b: list[str]) -> bool:
     return False
 
 
+def _crossed(a: list[str], b: list[str]) -> bool:
+    """A conversion whose two sides trade places, however many words each takes ("convert a dict to
+    a JSON string" / "convert a JSON string to a dict"): a content word before the "to" on one side
+    stands after it on the other, and one after it before."""
+    sa, sb = _conversion(a), _conversion(b)
+    if sa is None or sb is None:
+        return False
+    return bool(sa[0] & sb[1] and sa[1] & sb[0])
+
+
+def _conversion(words: list[str]) -> tuple[set[str], set[str]] | None:
+    """The content words between a conversion verb and its "to" / "into", and after that."""
+    for i, w in enumerate(words):
+        if w in _CONVERSION:
+            rest = words[i + 1 :]
+            k = next((j for j, x in enumerate(rest) if x in ("to", "into")), None)
+            if k is not None:
+                return {x for x in rest[:k] if x not in _FRAME}, {x for x in rest[k + 1 :] if x not in _FRAME}
+    return None
+
+
+def _narrowed(a: list[str], b: list[str], possessive: set[str]) -> bool:
+    """Worded alike, but one side names a kind of the other's thing: a word put between a
+    determiner and a noun that both share ("tie a tie" / "tie a bow tie", "the button" / "the reset
+    button"). Words that grade rather than narrow ("a good way", "a quick recipe") and owners ("the
+    body's immune system") do not count."""
+    matcher = SequenceMatcher(None, a, b, autojunk=False)
+    same = sum(size for _, _, size in matcher.get_matching_blocks())
+    if same < 2 or same * 2 < max(len(a), len(b)):
+        return False
+    for x, y in ((a, b), (b, a)):
+        pairs = {(x[i - 1], x[i]) for i in range(1, len(x))}
+        for j in range(1, len(y) - 1):
+            det, extra, noun = y[j - 1], y[j], y[j + 1]
+            named = det in _DETERMINERS and extra not in _FRAME | _GRADING | possessive and (det, noun) in pairs
+            if named and not any(_variant(extra, w) for w in x):
+                return True
+    return False
+
+
 def _unarticled(words: list[str]) -> list[str]:
     """Articles do not count: "to a" links two words as "to" does."""
     return [w for w in words if w not in ("a", "an", "the")]
@@ -331,14 +389,16 @@ def _opposed(a: dict[int, set[int]], b: dict[int, set[int]]) -> bool:
 
 class _Features:
     __slots__ = (
-        "asks", "audience", "directional", "formats", "names", "negated", "numbers", "pivots", "polar", "quoted", "sequence",
-        "units", "words",
+        "asks", "audience", "directional", "formats", "names", "negated", "numbers", "pivots", "polar", "possessive", "quoted",
+        "sequence", "units", "words",
     )  # fmt: skip
 
     def __init__(self, text: str) -> None:
         words = _WORD.findall(text)
         lowered = [_normal(w) for w in words]
         self.words = lowered
+        owners = zip(lowered, words, strict=True)
+        self.possessive = {w for w, raw in owners if raw.replace(_APOSTROPHE, "'").endswith(("'s", "'S"))}
         numbers = [_NUMBER_WORDS.get(w, w) for w in lowered if _NUMBER.fullmatch(w) or w in _NUMBER_WORDS]
         self.numbers = Counter(n.replace(",", "") for n in numbers)
         self.negated = sum(w in _NEGATIONS or w.endswith("n't") for w in lowered) % 2 == 1
@@ -351,7 +411,7 @@ class _Features:
                 self.polar.setdefault(group, set()).add(side)
         self.quoted = {q.strip().lower() for q in _QUOTED.findall(text)}
         self.names = _names(text)
-        self.directional = any(w in _DIRECTION for w in lowered)
+        self.directional = any(w in _DIRECTION and not _symmetric(lowered, i) for i, w in enumerate(lowered))
         named = set(self.names)
         self.sequence = [w for w in lowered if w in named or w in self.numbers or w in self.units]
         self.pivots = _pivots(lowered)
@@ -371,11 +431,18 @@ def _pivots(words: list[str]) -> list[tuple[str, str]]:
     content = [(i, w) for i, w in enumerate(words) if w not in _STOP]
     pivots = []
     for i, w in enumerate(words):
-        if w in _DIRECTION and (w != "to" or "from" in words):  # a bare "to" is mostly an infinitive
+        if w in _DIRECTION and (w != "to" or "from" in words) and not _symmetric(words, i):  # a bare "to": an infinitive
             before = [c for j, c in content if j < i and c not in _DIRECTION]
             after = [c for j, c in content if j > i and c not in _DIRECTION]
             pivots.append((before[-1] if before else "", after[0] if after else ""))
     return pivots
+
+
+def _symmetric(words: list[str], i: int) -> bool:
+    """The direction word at `i` states a comparison, which reads the same both ways: "the
+    difference between X and Y" asks what "how does Y differ from X" does."""
+    before = words[i - 1] if i else ""
+    return (words[i] == "from" and before.startswith("differ")) or (words[i] == "between" and before.startswith("difference"))
 
 
 def _names(text: str) -> list[str]:

@@ -7,6 +7,9 @@ import pytest
 from gateway.cache.veto import veto
 
 MUST_VETO = [
+    ("How do I tie a tie?", "How do I tie a bow tie?", "modifier"),
+    ("Where is the button on my router?", "Where is the reset button on my router?", "modifier"),
+    ("How do I convert a dict to a JSON string in Python?", "How do I convert a JSON string to a dict in Python?", "direction"),
     ("What is 15% of 240?", "What is 15% of 420?", "numbers"),
     ("Give me three tips for sleeping better.", "Give me five tips for sleeping better.", "numbers"),
     ("Is it safe to drink coffee while pregnant?", "Is it not safe to drink coffee while pregnant?", "negation"),
@@ -72,6 +75,12 @@ MUST_PASS = [
     ("Explain recursion to me.", "Can you explain recursion?"),  # "me" is no audience
     ("Give me tips for a job interview.", "Tips for a job interview, please."),  # "for" a thing
     ("What should I do if I lose my passport?", "What to do if you lose your passport?"),
+    ("How does the immune system fight infection?", "How does the body's immune system fight off infections?"),  # an owner
+    ("What is the gig economy?", "Explain the term gig economy."),  # a framing noun
+    ("What's a way to learn Spanish?", "What's a good way to learn Spanish?"),  # grading, not narrowing
+    ("How do I convert a PDF to Word?", "How can I convert a PDF file to Word?"),  # no sides traded
+    ("What is the difference between a latte and a cappuccino?", "How does a cappuccino differ from a latte?"),  # symmetric
+    ("What is the difference between TCP and UDP?", "How is UDP different from TCP?"),
 ]
 
 
