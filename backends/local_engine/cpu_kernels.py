@@ -19,12 +19,14 @@ built for another's instructions. No compiler or a failed build: the torch path,
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -101,23 +103,36 @@ def decode_kernel(wait: bool = False) -> DecodeKernel | None:
 def _build() -> None:
     global _kernel
     try:
-        from torch.utils.cpp_extension import load
-
-        _ninja_on_path()
-        module = load(
-            name=f"local_engine_paged_decode_{_build_key()}",
-            sources=[str(SOURCE)],
-            extra_cflags=["-O3", "-march=native", "-fopenmp"],
-            extra_ldflags=["-fopenmp"],
-            verbose=False,
-        )
-        _kernel = module.paged_decode
+        _kernel = load_extension().paged_decode
         log.info("CPU paged decode kernel ready")
     except Exception as exc:  # no compiler, no ninja, a failed build: the torch path serves
         log.warning("CPU paged decode kernel unavailable (%s: %s); decode attention uses the torch path",
                     type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")  # fmt: skip
     finally:
         _built.set()
+
+
+def load_extension() -> Any:
+    """Build (or find built) and import the extension module. One process builds at a time, under
+    an flock the OS releases when its holder dies; torch's own lock file, which a process killed
+    mid-build leaves behind and every later build would wait on forever, is removed under it."""
+    from torch.utils.cpp_extension import get_default_build_root, load
+
+    _ninja_on_path()
+    name = f"local_engine_paged_decode_{_build_key()}"
+    directory = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / name
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "build.flock", "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        (directory / "lock").unlink(missing_ok=True)
+        return load(
+            name=name,
+            sources=[str(SOURCE)],
+            extra_cflags=["-O3", "-march=native", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(directory),
+            verbose=False,
+        )
 
 
 def _ninja_on_path() -> None:
