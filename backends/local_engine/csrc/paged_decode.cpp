@@ -87,26 +87,30 @@ void decode(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::T
   std::atomic<int64_t> next{0};
   at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
     std::vector<float> query(heads * dim), acc(heads * dim), scores, row(row_size);
-    for (int64_t i; (i = next.fetch_add(1)) < seqs;) {
-      const int64_t s = order[i];
+    for (int64_t taken; (taken = next.fetch_add(1)) < seqs;) {
+      const int64_t s = order[taken];
       const int64_t len = len_data[s];
       const int64_t first = window > 0 ? std::max<int64_t>(0, len - window) : 0;
       const int64_t n = len - first;
       const int64_t* table = table_data + s * width;
+      // Calls visit(key index from `first`, the row's keys or values of every kv head as floats),
+      // block by block through the table.
+      auto each_row = [&](const scalar_t* cache, auto&& visit) {
+        for (int64_t t = first; t < len;) {
+          const int64_t block = t / block_size, stop = std::min(len, (block + 1) * block_size);
+          const scalar_t* base = cache + (table[block] * block_size - block * block_size) * row_size;
+          for (; t < stop; ++t) visit(t - first, as_float(base + t * row_size, row.data(), row_size));
+        }
+      };
       scores.resize(heads * n);
       const scalar_t* qs = q_data + s * heads * dim;
       for (int64_t i = 0; i < heads * dim; ++i) query[i] = static_cast<float>(qs[i]) * fscale;
 
       // Scores: for each key row, every query head against its kv head.
-      for (int64_t t = first; t < len;) {
-        const int64_t block = t / block_size, stop = std::min(len, (block + 1) * block_size);
-        const scalar_t* base = k_data + (table[block] * block_size - block * block_size) * row_size;
-        for (; t < stop; ++t) {
-          const float* keys = as_float(base + t * row_size, row.data(), row_size);
-          for (int64_t h = 0; h < heads; ++h)
-            scores[h * n + (t - first)] = dot<kDim>(query.data() + h * dim, keys + (h / group) * dim, dim);
-        }
-      }
+      each_row(k_data, [&](int64_t i, const float* keys) {
+        for (int64_t h = 0; h < heads; ++h)
+          scores[h * n + i] = dot<kDim>(query.data() + h * dim, keys + (h / group) * dim, dim);
+      });
       for (int64_t h = 0; h < heads; ++h) {
         float* sh = scores.data() + h * n;
         float peak = -INFINITY;
@@ -123,15 +127,10 @@ void decode(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::T
       }
       // Values, weighted.
       std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t t = first; t < len;) {
-        const int64_t block = t / block_size, stop = std::min(len, (block + 1) * block_size);
-        const scalar_t* base = v_data + (table[block] * block_size - block * block_size) * row_size;
-        for (; t < stop; ++t) {
-          const float* values = as_float(base + t * row_size, row.data(), row_size);
-          for (int64_t h = 0; h < heads; ++h)
-            axpy<kDim>(acc.data() + h * dim, scores[h * n + (t - first)], values + (h / group) * dim, dim);
-        }
-      }
+      each_row(v_data, [&](int64_t i, const float* values) {
+        for (int64_t h = 0; h < heads; ++h)
+          axpy<kDim>(acc.data() + h * dim, scores[h * n + i], values + (h / group) * dim, dim);
+      });
       scalar_t* dst = out_data + s * heads * dim;
       for (int64_t i = 0; i < heads * dim; ++i) dst[i] = static_cast<scalar_t>(acc[i]);
     }
