@@ -49,7 +49,8 @@ def enabled() -> bool:
 
 class PackedLinear(nn.Module):
     """A float32 linear layer on oneDNN, its weight reordered once into oneDNN's layout (the plain
-    weight is not kept)."""
+    weight is not kept; an LM head tied to the embeddings gets a reordered copy of its own, as the
+    embedding lookup still reads the plain matrix)."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
