@@ -78,7 +78,7 @@ def paged_attention(
         paged_decode_attention(
             q[: meta.num_decode], k_cache, v_cache, tables, lens, scale, meta.sliding_window, out[: meta.num_decode]
         )
-    elif meta.num_decode and (kernel := _cpu_decode(q, k_cache)) is not None:
+    elif meta.num_decode and (kernel := cpu_decode_kernel(q.device, q.dtype, k_cache.dtype)) is not None:
         out[: meta.num_decode] = kernel(
             q[: meta.num_decode], k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens, scale,
             meta.sliding_window or 0,
@@ -99,9 +99,9 @@ def _fused_decode(q: torch.Tensor, k_cache: torch.Tensor) -> bool:
     return triton_available() and not dim & (dim - 1) and not block & (block - 1)
 
 
-def _cpu_decode(q: torch.Tensor, k_cache: torch.Tensor) -> DecodeKernel | None:
+def cpu_decode_kernel(device: torch.device, dtype: torch.dtype, kv_dtype: torch.dtype) -> DecodeKernel | None:
     """The C++ decode kernel, once built, for a CPU cache in the model's dtype (an fp8 cache takes the torch path)."""
-    if q.device.type != "cpu" or k_cache.dtype != q.dtype or not enabled():
+    if device.type != "cpu" or kv_dtype != dtype or not enabled():
         return None
     return decode_kernel()
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from backends.local_engine.attention import AttentionMetadata, PrefillChunk, Workspace
+from backends.local_engine.attention import AttentionMetadata, PrefillChunk, Workspace, cpu_decode_kernel
 from backends.local_engine.config import ModelConfig
 from backends.local_engine.cpu_kernels import decode_kernel
 from backends.local_engine.model import CausalLM
@@ -96,7 +96,9 @@ class ModelRunner:
                 rows.append(row + item.num_new - 1)
         decodes = batch.decodes
         width = max((len(d.seq.block_table) for d in decodes), default=0)
-        self.workspace.reserve(max([width * len(decodes)] + [len(c.block_table) for c in prefills]))
+        # The C++ decode kernel reads the blocks in place: no gather buffer, no groups for it.
+        gathers = cpu_decode_kernel(self.device, self.dtype, self.kv_dtype) is None
+        self.workspace.reserve(max([width * len(decodes) if gathers else 0] + [len(c.block_table) for c in prefills]))
         meta = AttentionMetadata(
             slot_mapping=self._tensor(slots),
             num_decode=len(decodes),
@@ -105,7 +107,7 @@ class ModelRunner:
             prefills=prefills,
             workspace=self.workspace,
             sliding_window=self.model.config.sliding_window,
-            decode_groups=self._decode_groups([len(d.seq.block_table) for d in decodes]),
+            decode_groups=self._decode_groups([len(d.seq.block_table) for d in decodes]) if gathers else (),
         )
         logits: torch.Tensor = self.model(self._tensor(tokens), self._tensor(positions), self.kv_cache, meta, self._tensor(rows))
         return logits
