@@ -9,9 +9,9 @@ hoc; loadtest/RESULTS.md). The results differ from sgemm's by float rounding (an
 order).
 
 Decode attention: the torch reference of `attention.py` copies each decode sequence's K/V blocks
-into one tensor and reads it again; the kernel reads them in place, once. It is built with the machine's C++ compiler
-through `torch.utils.cpp_extension` (ninja), in a background thread so that an engine starts
-serving at once (on the torch path until the build is done), and cached under
+into one tensor and reads it again; the kernel reads them in place, once. It is built with the
+machine's C++ compiler through `torch.utils.cpp_extension` (ninja), in a background thread so that
+an engine starts serving at once (on the torch path until the build is done), and cached under
 `TORCH_EXTENSIONS_DIR` (default `~/.cache/torch_extensions`) by a name made of the source's hash
 and the CPU's instruction-set flags: a cache shared between machines never hands one a binary
 built for another's instructions. No compiler or a failed build: the torch path, with one warning.

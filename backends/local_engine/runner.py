@@ -9,7 +9,6 @@ import torch
 
 from backends.local_engine.attention import AttentionMetadata, PrefillChunk, Workspace, cpu_decode_kernel
 from backends.local_engine.config import ModelConfig
-from backends.local_engine.cpu_kernels import decode_kernel
 from backends.local_engine.model import CausalLM
 from backends.local_engine.scheduler import Batch
 
@@ -68,8 +67,7 @@ class ModelRunner:
             dtype=self.kv_dtype,
             device=self.device,
         )
-        if self.device.type == "cpu":
-            decode_kernel()  # starts building the C++ decode kernel; the torch path serves until it is ready
+        cpu_decode_kernel(self.device, self.dtype, self.kv_dtype)  # starts building it where it applies
         self.workspace = Workspace(tuple(self.kv_cache.shape[3:]), self.kv_dtype, self.device)
         log.info("KV cache: %d blocks of %d tokens, %.1f MiB", num_blocks, block_size, self.kv_cache.nbytes / 2**20)
 

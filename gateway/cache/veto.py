@@ -184,7 +184,10 @@ def veto(a: str, b: str) -> str | None:
         return "format"
     if fa.audience != fb.audience:
         return "audience"
-    if _swapped(fa.words, fb.words):
+    matcher = _alike(fa.words, fb.words)
+    if matcher is None:
+        return None  # not the same template: a rewording, left to the embedding's judgement
+    if _swapped(fa.words, fb.words, matcher):
         return "substitution"
     if _narrowed(fa.words, fb.words, fa.possessive | fb.possessive):
         return "modifier"
@@ -290,13 +293,17 @@ def _audience(text: str) -> set[str]:
     return found
 
 
-def _swapped(a: list[str], b: list[str]) -> bool:
-    """Worded alike, but a content word was swapped for another, or two traded places around the
-    same words ("Rome conquered Carthage" / "Carthage conquered Rome")."""
+def _alike(a: list[str], b: list[str]) -> SequenceMatcher[str] | None:
+    """The two word lists matched, when they share at least half their words in order (the same
+    template with a few words changed); None for a rewording."""
     matcher = SequenceMatcher(None, a, b, autojunk=False)
     same = sum(size for _, _, size in matcher.get_matching_blocks())
-    if same < 2 or same * 2 < max(len(a), len(b)):
-        return False  # not the same template: a rewording, left to the embedding's judgement
+    return None if same < 2 or same * 2 < max(len(a), len(b)) else matcher
+
+
+def _swapped(a: list[str], b: list[str], matcher: SequenceMatcher[str]) -> bool:
+    """Worded alike, but a content word was swapped for another, or two traded places around the
+    same words ("Rome conquered Carthage" / "Carthage conquered Rome"); `matcher`: theirs (`_alike`)."""
     left = [(i, w) for i, w in enumerate(a) if w not in _FRAME]
     right = [(j, w) for j, w in enumerate(b) if w not in _FRAME]
     only_left = [x for _, x in left if not any(_variant(x, y) for _, y in right)]
@@ -342,11 +349,7 @@ def _narrowed(a: list[str], b: list[str], possessive: set[str]) -> bool:
     """Worded alike, but one side names a kind of the other's thing: a word put between a
     determiner and a noun that both share ("tie a tie" / "tie a bow tie", "the button" / "the reset
     button"). Words that grade rather than narrow ("a good way", "a quick recipe") and owners ("the
-    body's immune system") do not count."""
-    matcher = SequenceMatcher(None, a, b, autojunk=False)
-    same = sum(size for _, _, size in matcher.get_matching_blocks())
-    if same < 2 or same * 2 < max(len(a), len(b)):
-        return False
+    body's immune system") do not count. Called on texts worded alike (`_alike`)."""
     for x, y in ((a, b), (b, a)):
         pairs = {(x[i - 1], x[i]) for i in range(1, len(x))}
         for j in range(1, len(y) - 1):
