@@ -160,14 +160,16 @@ def test_tokens_are_reserved_up_front_and_settled_with_actual_usage(keyed: Gatew
 def test_a_budget_stops_spending_within_one_requests_cost_on_every_route(keyed: GatewayProcess) -> None:
     responses = asyncio.run(burst([keyed.url], "budget", 20))
     statuses = [r.status_code for r in responses]
-    assert statuses.count(200) == 5  # 5 x $1.90 reserved fits in $10; a sixth would not
+    # Each request reserves $1.90 (its prompt and max_tokens) until its answer settles at its actual,
+    # smaller, cost: five reservations fit in $10, and a few more when answers settle while the burst arrives.
+    served = statuses.count(200)
+    assert 5 <= served < 20
     refused = next(r for r in responses if r.status_code == 429)
     assert error_of(refused)["type"] == "insufficient_quota" and error_of(refused)["code"] == "insufficient_quota"
     assert int(refused.headers["retry-after"]) <= 86400
     cost = next(r for r in responses if r.status_code == 200).json()["usage"]["total_tokens"] * 0.1
     spent = httpx.get(f"{keyed.url}/admin/keys/cfg:budget").json()["spent"]["day"]
-    assert spent == pytest.approx(5 * cost)  # the reservations became the actual costs
-    served = 5
+    assert spent == pytest.approx(served * cost)  # the reservations became the actual costs
     while httpx.post(f"{keyed.url}/v1/chat/completions", json=CHAT, headers=auth("budget")).status_code == 200:
         served += 1
     spent = httpx.get(f"{keyed.url}/admin/keys/cfg:budget").json()["spent"]["day"]
