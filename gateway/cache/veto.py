@@ -127,9 +127,12 @@ _MODALS = {"should", "do", "can", "must", "would", "could"}
 _CONDITIONS = [["if"], ["when"], ["after"]]
 _EXACT_KINDS = {"person", "place", "time", "remedy"}
 """Kinds that must be asked in both or neither (a remedy, "what should I do if I got stung", may be
-asked as a method, "how do I treat a sting"). The others (reason, amount, method) conflict only
+asked as a method, "how do I treat a sting"). The others (reason, amount, method, definition) conflict only
 with each other: "What's the lifespan of a car battery?" asks "how long" without saying so, but
 "How do I descale a kettle?" and "How often should I descale a kettle?" ask different things."""
+_NOT_DEFINED = {"of", "for", "the", "best", "way", "ways", "difference", "reason", "time"}
+"""Words that make "what is ..." ask something other than what a thing is: "the speed of light",
+"the best way", "used for"."""
 _SENTENCE = re.compile(r"[^.!?\n]+")
 _FORMAT_PREPOSITIONS = {"as", "in", "into", "with", "using"}
 _FORMATS = {
@@ -198,7 +201,8 @@ def _asks(text: str) -> set[str]:
     """The kinds of answer the text's questions ask for, from how each sentence opens (its first
     three words: "So when", "In what year"): person, place, time, reason ("why", "what causes"),
     amount ("how much", "how often"), method ("how do I", "how to", "what's the best way"), remedy
-    ("what should I do if": what to do after something happened, not whether it is all right).
+    ("what should I do if": what to do after something happened, not whether it is all right),
+    definition ("what is a hedge fund?", see `_defines`).
     "when" or "where" further on opens a clause ("what to do when anxious"), not a question."""
     kinds = set()
     for sentence in _SENTENCE.findall(text):
@@ -221,6 +225,8 @@ def _asks(text: str) -> set[str]:
                     first in _MODALS and second in _PERSONS and rest[2:3] == ["do"] and rest[3:4] in _CONDITIONS
                 ):
                     kinds.add("remedy")  # "what should I do if", "what to do when"
+                elif i == 0 and _defines(sentence):
+                    kinds.add("definition")
             elif w == "how":
                 if first in _HOW_MUCH:
                     kinds.add("amount")
@@ -230,6 +236,26 @@ def _asks(text: str) -> set[str]:
                 continue
             break
     return kinds
+
+
+def _defines(sentence: str) -> bool:
+    """The sentence asks what a thing is: "What is a hedge fund?", "What are goroutines?", "What's
+    an ETF?", "What does DNS mean?". Not "What is the speed of light?" (an amount asked with "what
+    is"), nor anything with an owner ("What is a marathon's distance?") or a longer phrase."""
+    raw = [w.replace(_APOSTROPHE, "'") for w in _WORD.findall(sentence)]
+    if any(w.lower().endswith("'s") and w.lower() not in ("what's", "it's") for w in raw):
+        return False
+    words = [w.lower() for w in raw]
+    if words[:2] == ["what", "does"] and words[-1:] == ["mean"]:
+        return 3 <= len(words) <= 6
+    if words[:2] in (["what", "is"], ["what", "are"]):
+        thing = words[2:]
+    elif words[:1] == ["what's"]:
+        thing = words[1:]
+    else:
+        return False
+    thing = thing[1:] if thing[:1] in (["a"], ["an"]) else thing
+    return 1 <= len(thing) <= 3 and not _NOT_DEFINED & set(thing)
 
 
 def _the(words: list[str], noun: str) -> bool:

@@ -43,6 +43,10 @@ MUST_VETO = [
     # ...or a method against an amount or a reason.
     ("How do I repot an orchid?", "How often should I repot an orchid?", "asks"),
     ("How do I fix a slow laptop?", "What makes a laptop slow?", "asks"),
+    # ...or what a thing is against how to use it, or how often.
+    ("What is a hedge fund?", "How do I invest in a hedge fund?", "asks"),
+    ("What's a goroutine?", "How do I stop a goroutine?", "asks"),
+    ("What does a septic tank do? What is a septic tank?", "How often should a septic tank be pumped?", "asks"),
     # The shape asked for, on one side only or different.
     ("Explain recursion.", "Explain recursion as a bulleted list.", "format"),
     ("Give me the results in a table.", "Give me the results as a numbered list.", "format"),
@@ -56,6 +60,11 @@ MUST_VETO = [
 
 MUST_PASS = [
     ("What is the capital of France?", "What's the capital city of France?"),
+    # "What is" asking an amount, not what a thing is.
+    ("What is the speed of light?", "How fast does light travel?"),
+    ("What is an electric car's range?", "How far can an electric car go on a charge?"),
+    ("What is a pension?", "Can you explain how a pension plan works?"),
+    ("What does DNS mean?", "What is DNS?"),
     ("How do I reset my password?", "How can I reset my password?"),
     ("Summarise the plot of Hamlet.", "Summarize the plot of Hamlet."),  # spelling, not substitution
     ("What is the largest ocean on Earth?", "Which ocean is the largest on Earth?"),  # moved, nothing between
