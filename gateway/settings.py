@@ -256,8 +256,8 @@ class CacheSettings(_Settings, frozen=True):
 
     enabled: bool = False
     semantic: bool = True
-    threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.80
-    """Cosine similarity a semantic hit needs."""
+    threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.75
+    """Cosine similarity a semantic hit needs; the veto refuses what passes it and differs in what decides the answer."""
     top_k: PositiveInt = 4
     """Candidates the index returns per lookup, checked in order by the veto."""
     ttl_s: Positive = 3600.0
