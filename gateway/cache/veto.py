@@ -73,6 +73,8 @@ for _same in (("delete", "remove"), ("tiniest", "smallest"), ("biggest", "larges
     _POLAR_SIDE[_same[0]] = _POLAR_SIDE[_same[1]]
 _STOP = {"the", "a", "an", "my", "your", "our", "their", "his", "her", "its", "this", "that", "some", "of", "is", "are", "be"}
 _DIRECTION = {"from", "to", "into", "than", "vs", "versus", "over", "against", "toward", "towards", "between"}
+_PREVENT = {"keep", "keeps", "stop", "stops", "prevent", "prevents", "protect", "protects", "block", "blocks", "ban", "bar"}
+"""Verbs whose "from" + "-ing" names what is kept from happening, not where something goes."""
 _NOT_NAMES = {"i", "i'm", "i've", "i'd", "i'll", "ok", "okay", "please", "hi", "hello", "thanks"}
 _FRAME = {
     "a", "an", "the", "my", "your", "our", "their", "his", "her", "its", "this", "that", "these", "those", "some", "any",
@@ -440,7 +442,7 @@ class _Features:
                 self.polar.setdefault(group, set()).add(side)
         self.quoted = {q.strip().lower() for q in _QUOTED.findall(text)}
         self.names = _names(text)
-        self.directional = any(w in _DIRECTION and not _symmetric(lowered, i) for i, w in enumerate(lowered))
+        self.directional = any(w in _DIRECTION and not _undirected(lowered, i) for i, w in enumerate(lowered))
         named = set(self.names)
         self.sequence = [w for w in lowered if w in named or w in self.numbers or w in self.units]
         self.pivots = _pivots(lowered)
@@ -460,11 +462,19 @@ def _pivots(words: list[str]) -> list[tuple[str, str]]:
     content = [(i, w) for i, w in enumerate(words) if w not in _STOP]
     pivots = []
     for i, w in enumerate(words):
-        if w in _DIRECTION and (w != "to" or "from" in words) and not _symmetric(words, i):  # a bare "to": an infinitive
+        if w in _DIRECTION and (w != "to" or "from" in words) and not _undirected(words, i):  # a bare "to": an infinitive
             before = [c for j, c in content if j < i and c not in _DIRECTION]
             after = [c for j, c in content if j > i and c not in _DIRECTION]
             pivots.append((before[-1] if before else "", after[0] if after else ""))
     return pivots
+
+
+def _undirected(words: list[str], i: int) -> bool:
+    """The direction word at `i` points nowhere: a comparison (`_symmetric`), or "from" saying what
+    is kept from happening ("keep the bees from swarming", "stop goggles from leaking")."""
+    if words[i] == "from" and words[i + 1 : i + 2] and words[i + 1].endswith("ing"):
+        return any(w in _PREVENT for w in words[max(0, i - 5) : i])
+    return _symmetric(words, i)
 
 
 def _symmetric(words: list[str], i: int) -> bool:

@@ -17,6 +17,7 @@ MUST_VETO = [
     ("Convert 10 miles to km.", "Convert 10 km to miles.", "direction"),
     ("Translate this from English to French: good night", "Translate this from French to English: good night", "direction"),
     ("Book a flight from Paris to Berlin.", "Book a flight from Berlin to Paris.", "direction"),
+    ("How do I switch from running to cycling?", "How do I switch from cycling to running?", "direction"),
     ("What is the capital of France?", "What is the capital of Spain?", "entities"),
     ("Who won the 2018 World Cup?", "Who won the 2022 World Cup?", "numbers"),
     ("What is the largest planet?", "What is the smallest planet?", "polarity"),
@@ -60,6 +61,9 @@ MUST_VETO = [
 
 MUST_PASS = [
     ("What is the capital of France?", "What's the capital city of France?"),
+    # "From" naming what is kept from happening, not a direction.
+    ("How do I stop my cat from scratching the sofa?", "What can I do to prevent a cat from clawing the couch?"),
+    ("How do I keep my windshield from fogging up?", "What stops a car windscreen from misting over?"),
     # "What is" asking an amount, not what a thing is.
     ("What is the speed of light?", "How fast does light travel?"),
     ("What is an electric car's range?", "How far can an electric car go on a charge?"),
