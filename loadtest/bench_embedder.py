@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--batches", default="1,16")
     args = parser.parse_args()
 
+    import onnxruntime
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -66,7 +67,8 @@ def main() -> None:
         cells.append(f"{p_st / p_onnx:.2f}x")
         lines.append(f"| {batch} | " + " | ".join(cells) + " |")
     onnx.close()
-    print("\n".join([*lines, "", *footer("loadtest.bench_embedder", f", torch {torch.__version__}")]))
+    extra = f", torch {torch.__version__}, onnxruntime {onnxruntime.__version__}"
+    print("\n".join([*lines, "", *footer("loadtest.bench_embedder", extra)]))
 
 
 if __name__ == "__main__":
