@@ -346,6 +346,8 @@ def eval_command(path: Path, loaded: Any, router: str, bias: float | None, train
     train_rows, test_rows = split(read_labelled(train_file) if train_file else rows, "train"), split(rows, "test")
     if not train_rows:
         raise SystemExit(f"{train_file or path} has no train rows to fit the baselines on (use --train-file)")
+    if not test_rows:
+        raise SystemExit(f'{path} has no test rows to score: every row is marked "split": "train"')
     embedder = OnnxEmbedder()
     try:
         train_data = Data.build(train_rows, model.tiers, embedder.embed_now)

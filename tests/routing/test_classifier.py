@@ -3,6 +3,8 @@ schema check, and the router's chains."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
@@ -17,6 +19,7 @@ from gateway.routing.router import Router
 from gateway.routing.training import Data, fit_thresholds, keyword_rules, relative_cost, train
 from gateway.routing.validation import breaks_schema
 from gateway.settings import DeploymentSettings, PoolSettings, RouterSettings, RouterTierSettings
+from tests.conftest import ROOT
 
 
 def feature(payload: dict[str, object], name: str) -> float:
@@ -163,3 +166,12 @@ def test_a_keys_tiers_cap_the_route_and_trim_the_chain() -> None:
         router.route({"prompt": "x"}, None, "large", allowed=("small",))
     with pytest.raises(PermissionDenied):
         router.route({"prompt": "x"}, None, None, allowed=())
+
+
+def test_router_eval_says_when_a_file_has_nothing_to_score(tmp_path: Path) -> None:
+    seen = tmp_path / "seen.jsonl"  # a set moved into training after it was measured
+    seen.write_text('{"prompt": "What is 2 + 2?", "tier": "small", "split": "train"}\n')
+    command = [sys.executable, "-m", "gateway", "router-eval", str(seen), "--config", "config/examples/tiered.yaml"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"{seen} has no test rows" in result.stderr
