@@ -53,6 +53,13 @@ _UNITS = {
     "seconds", "second", "minutes", "minute", "hours", "hour", "days", "day", "weeks", "week", "months", "month",
     "years", "year", "mph", "kph", "gb", "mb", "kb", "tb", "bytes", "bits",
 }  # fmt: skip
+_TIME_UNITS = {
+    "second": "second", "seconds": "second", "minute": "minute", "minutes": "minute", "hour": "hour", "hours": "hour",
+    "day": "day", "days": "day", "week": "week", "weeks": "week", "month": "month", "months": "month", "year": "year",
+    "years": "year",
+}  # fmt: skip
+_MEASURING = {"a", "an", "per", "each", "every", "many", "few", "several", "couple", "into", "in", "to"}
+"""Words before a time unit that make it an amount: "a week", "how many hours", "convert days into hours"."""
 _POLAR = [
     {"largest", "biggest", "smallest", "tiniest"}, {"highest", "lowest"}, {"most", "least", "fewest"},
     {"maximum", "max", "minimum", "min"}, {"increase", "decrease", "raise", "lower"}, {"buy", "sell"},
@@ -69,6 +76,8 @@ _POLAR_SIDE = {w: (g, side) for g, group in enumerate(_POLAR) for side, w in enu
 # Synonyms share a side: "delete" and "remove" say the same, "tiniest" and "smallest" too.
 for _same in (("delete", "remove"), ("tiniest", "smallest"), ("biggest", "largest"), ("fewest", "least"),
               ("fewer", "less"), ("max", "maximum"), ("min", "minimum"), ("raise", "increase"), ("lower", "decrease"),
+              ("increases", "increase"), ("raises", "increase"), ("decreases", "decrease"), ("lowers", "decrease"),
+              ("reduce", "decrease"), ("reduces", "decrease"),
               ("newest", "latest"), ("youngest", "newest"), ("earliest", "oldest")):  # fmt: skip
     _POLAR_SIDE[_same[0]] = _POLAR_SIDE[_same[1]]
 _STOP = {"the", "a", "an", "my", "your", "our", "their", "his", "her", "its", "this", "that", "some", "of", "is", "are", "be"}
@@ -176,7 +185,7 @@ def veto(a: str, b: str) -> str | None:
         return "units"
     if _opposed(fa.polar, fb.polar):
         return "polarity"
-    if Counter(fa.names) != Counter(fb.names) or (fa.quoted and fb.quoted and fa.quoted != fb.quoted):
+    if _named_apart(fa, fb) or (fa.quoted and fb.quoted and fa.quoted != fb.quoted):
         return "entities"
     pivots_differ = bool(fa.pivots and fb.pivots and fa.pivots != fb.pivots)
     if (fa.directional or fb.directional) and (fa.sequence != fb.sequence or pivots_differ):
@@ -199,6 +208,15 @@ def veto(a: str, b: str) -> str | None:
     return None
 
 
+def _named_apart(a: _Features, b: _Features) -> bool:
+    """A named thing on one side only. A name the other side writes too, in lower case or opening a
+    sentence ("ZIP code" / "zip code", "How do I stop Excel ..." / "Excel keeps ..."), is the same."""
+    na, nb = Counter(a.names), Counter(b.names)
+    if na == nb:
+        return False
+    return any(n not in b.words for n in na - nb) or any(n not in a.words for n in nb - na)
+
+
 def _asks(text: str) -> set[str]:
     """The kinds of answer the text's questions ask for, from how each sentence opens (its first
     three words: "So when", "In what year"): person, place, time, reason ("why", "what causes"),
@@ -207,6 +225,7 @@ def _asks(text: str) -> set[str]:
     definition ("what is a hedge fund?", see `_defines`).
     "when" or "where" further on opens a clause ("what to do when anxious"), not a question."""
     kinds = set()
+    text = _QUOTED.sub('""', text)  # a quoted phrase is the subject: "how do you say 'where is the station'"
     for sentence in _SENTENCE.findall(text):
         words = [_normal(w) for w in _WORD.findall(sentence)[:8]]
         for i, w in enumerate(words[:3]):
@@ -219,7 +238,7 @@ def _asks(text: str) -> set[str]:
                     kinds.add("person")
                 elif first in _WHEN or _the(rest, "time"):
                     kinds.add("time")
-                elif first in _WHY or _the(rest, "reason"):
+                elif (first in _WHY and not _qualities(rest[1:])) or _the(rest, "reason"):
                     kinds.add("reason")
                 elif _the(rest, "way"):
                     kinds.add("method")
@@ -260,6 +279,12 @@ def _defines(sentence: str) -> bool:
     return 1 <= len(thing) <= 3 and not _NOT_DEFINED & set(thing)
 
 
+def _qualities(words: list[str]) -> bool:
+    """ "(what makes) a good commit message": the qualities of a kind of thing, not a cause."""
+    words = words[1:] if words[:1] in (["a"], ["an"]) else words
+    return words[:1] in (["good"], ["great"], ["strong"], ["bad"], ["perfect"], ["successful"])
+
+
 def _the(words: list[str], noun: str) -> bool:
     """ "[is] the [best] way", "the right time", "the reason"."""
     words = words[1:] if words[:1] == ["is"] else words
@@ -296,6 +321,8 @@ def _formats(words: list[str]) -> set[str]:
                 stem = x[:-1] if x.endswith("s") and x[:-1] in _FORMATS else x
                 if stem in _FORMATS and _singular(words[j + 1 : j + 2]) not in _NOT_FORMAT_AFTER:  # not "a table cell"
                     found.add("list" if stem in ("bullet", "bulleted", "numbered") else stem)
+                elif x == "person" and words[j - 1] in ("first", "second", "third"):  # the narrator: "in the second person"
+                    found.add(f"{words[j - 1]}-person")
     return found
 
 
@@ -430,11 +457,19 @@ class _Features:
         self.words = lowered
         owners = zip(lowered, words, strict=True)
         self.possessive = {w for w, raw in owners if raw.replace(_APOSTROPHE, "'").endswith(("'s", "'S"))}
-        numbers = [_NUMBER_WORDS.get(w, w) for w in lowered if _NUMBER.fullmatch(w) or w in _NUMBER_WORDS]
+        # "three-day" and "two-player" count their number ("five-year-old" is a reader; see _audience)
+        parts = [p for w in lowered for p in (w.split("-") if "-" in w and not w.endswith("-old") else [w])]
+        numbers = [_NUMBER_WORDS.get(w, w) for w in parts if _NUMBER.fullmatch(w) or w in _NUMBER_WORDS]
         self.numbers = Counter(n.replace(",", "") for n in numbers)
-        self.negated = sum(w in _NEGATIONS or w.endswith("n't") for w in lowered) % 2 == 1
+        said = [i for i, w in enumerate(lowered) if w == "no" and lowered[i - 1 : i] in (["say"], ["says"], ["said"], ["saying"])]
+        negations = sum(w in _NEGATIONS or w.endswith("n't") for w in lowered) - len(said)  # "say no" is to refuse
+        self.negated = negations % 2 == 1
         # "In what year" asks a time; it does not measure in years.
-        self.units = {w for i, w in enumerate(lowered) if w in _UNITS and lowered[i - 1 : i] not in (["what"], ["which"])}
+        self.units = {
+            _TIME_UNITS.get(w, w)
+            for i, w in enumerate(parts)
+            if w in _UNITS and parts[i - 1 : i] not in (["what"], ["which"]) and (w not in _TIME_UNITS or _measured(parts, i))
+        }
         self.polar: dict[int, set[int]] = {}
         for w in lowered:
             if w in _POLAR_SIDE:
@@ -449,6 +484,15 @@ class _Features:
         self.asks = _asks(text)
         self.formats = _formats(lowered)
         self.audience = _audience(text)
+
+
+def _measured(words: list[str], i: int) -> bool:
+    """The time word at `i` is an amount ("3 days", "a week", "per hour", "how many weeks", "hours
+    in a day"), not the time of something ("later in the day", "all day", "the time of year")."""
+    before = words[i - 1] if i else ""
+    if _NUMBER.fullmatch(before) or before in _NUMBER_WORDS or before in _MEASURING:
+        return True
+    return words[i + 1 : i + 3] in (["in", "a"], ["in", "an"], ["in", "one"]) or words[i + 1 : i + 2] == ["to"]
 
 
 def _normal(word: str) -> str:

@@ -18,6 +18,10 @@ MUST_VETO = [
     ("Translate this from English to French: good night", "Translate this from French to English: good night", "direction"),
     ("Book a flight from Paris to Berlin.", "Book a flight from Berlin to Paris.", "direction"),
     ("How do I switch from running to cycling?", "How do I switch from cycling to running?", "direction"),
+    ("How can I increase my heart rate?", "What reduces my heart rate?", "polarity"),
+    ("What should I pack for a week in Norway?", "What should I pack for a month in Norway?", "units"),
+    ("How many minutes are in a day?", "How many hours are in a day?", "units"),
+    ("Write a story about a robot.", "Write a story about a robot in the second person.", "format"),
     ("What is the capital of France?", "What is the capital of Spain?", "entities"),
     ("Who won the 2018 World Cup?", "Who won the 2022 World Cup?", "numbers"),
     ("What is the largest planet?", "What is the smallest planet?", "polarity"),
@@ -61,6 +65,15 @@ MUST_VETO = [
 
 MUST_PASS = [
     ("What is the capital of France?", "What's the capital city of France?"),
+    # A time of day is not an amount of time; "say no" refuses; "two-player" says two; a name written in lower case or opening a sentence.
+    ("Why does my phone battery drain faster during the day?", "What makes my phone battery run down so quickly?"),
+    ("How do I say no to extra shifts at work?", "What's a polite way to turn down extra shifts when my manager asks?"),
+    ("Plan a two-day Rome trip.", "Give me a 2-day itinerary for Rome."),
+    ("Recommend games for two players.", "What are good two-player games?"),
+    ("How do I stop Word from autocorrecting?", "Word keeps autocorrecting my text, how do I turn that off?"),
+    ("What's a good regex for a US zip code?", "Regex for US ZIP codes?"),
+    # "What makes a good X" asks for qualities, not a cause.
+    ("What makes a good README?", "How do I write a good README?"),
     # "From" naming what is kept from happening, not a direction.
     ("How do I stop my cat from scratching the sofa?", "What can I do to prevent a cat from clawing the couch?"),
     ("How do I keep my windshield from fogging up?", "What stops a car windscreen from misting over?"),
