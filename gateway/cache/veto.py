@@ -33,7 +33,8 @@ from difflib import SequenceMatcher
 _APOSTROPHE = "\u2019"  # a typographic apostrophe, as in "don\u2019t"
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\u2019\-]*|\d+(?:[.,]\d+)*|[$€£¥%°]")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_QUOTED = re.compile(r"[\"“”'`]([^\"“”'`]{1,80})[\"“”'`]")
+_QUOTED = re.compile(r"(?<![A-Za-z])[\"“”'`]([^\"“”'`]{1,80})[\"“”'`](?![A-Za-z])")
+"""A quoted phrase; an apostrophe inside a word ("what's", "Python's") opens or closes none."""
 _CODE = re.compile(r"\b\w+(?:[._/]\w+)+\b|\b\w+\(\)")
 _NUMBER_WORDS = {
     w: str(i)

@@ -19,6 +19,8 @@ MUST_VETO = [
     ("Book a flight from Paris to Berlin.", "Book a flight from Berlin to Paris.", "direction"),
     ("How do I switch from running to cycling?", "How do I switch from cycling to running?", "direction"),
     ("How can I increase my heart rate?", "What reduces my heart rate?", "polarity"),
+    ("Translate 'good luck' into French.", "Translate 'good night' into French.", "entities"),
+    ("What's the best way to learn Python's asyncio?", "How often should I practise asyncio in Python?", "asks"),
     ("What should I pack for a week in Norway?", "What should I pack for a month in Norway?", "units"),
     ("How many minutes are in a day?", "How many hours are in a day?", "units"),
     ("Write a story about a robot.", "Write a story about a robot in the second person.", "format"),
@@ -72,6 +74,8 @@ MUST_PASS = [
     ("Recommend games for two players.", "What are good two-player games?"),
     ("How do I stop Word from autocorrecting?", "Word keeps autocorrecting my text, how do I turn that off?"),
     ("What's a good regex for a US zip code?", "Regex for US ZIP codes?"),
+    # A quoted phrase asks nothing of its own; an apostrophe in "what's" quotes nothing.
+    ("Translate 'where can I buy tickets' into Spanish.", "What's the Spanish for 'where can I buy tickets'?"),
     # "What makes a good X" asks for qualities, not a cause.
     ("What makes a good README?", "How do I write a good README?"),
     # "From" naming what is kept from happening, not a direction.
