@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.cache.embedder import OnnxEmbedder, bundled_model_dir
+from gateway.cache.embedder import OnnxEmbedder, bundled_model_dir, length_groups
 from gateway.settings import EmbedderSettings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -67,3 +67,22 @@ def test_the_onnx_file_is_exported_once_and_reused(embedder: OnnxEmbedder) -> No
     assert again.model_path == path and path.stat().st_mtime_ns == stamp
     assert [p.suffix for p in path.parent.iterdir()] == [".onnx"]  # no temporary files left behind
     again.close()
+
+
+def test_texts_of_like_length_run_together_and_a_long_one_runs_apart() -> None:
+    assert length_groups([]) == []
+    assert length_groups([17, 16, 21, 19, 16, 20]) == [[1, 4, 0, 3, 5, 2]]  # shortest first, one padded batch
+    groups = length_groups([12, 159, 14, 13, 15, 60, 12])
+    assert sorted(i for g in groups for i in g) == list(range(7))  # every text once
+    assert [1] in groups and [5] in groups  # the long ones are not padded onto the short ones, nor each other
+    lengths = [3, 5, 8, 13, 21, 34, 55, 89, 144, 233]
+    for group in length_groups(lengths):
+        longest = max(lengths[i] for i in group)
+        assert longest * len(group) <= 1.25 * sum(lengths[i] for i in group)
+
+
+def test_a_batch_of_mixed_lengths_gives_each_text_its_own_vector(embedder: OnnxEmbedder) -> None:
+    texts = ["a " * 150, "hi", "How do I reset my password?", "", "a " * 40]
+    together = embedder.embed_now(texts)
+    for text, vector in zip(texts, together, strict=True):
+        assert float(vector @ embedder.embed_now([text])[0]) >= 0.9999
