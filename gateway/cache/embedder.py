@@ -69,9 +69,8 @@ class OnnxEmbedder:
         self.model_path = ensure_onnx(model_dir, onnx_dir)
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._tokenizer.enable_truncation(_max_seq_length(model_dir))
-        self._tokenizer.enable_padding()
-        self._pad_id = int((self._tokenizer.padding or {}).get("pad_id", 0))
-        self._tokenizer.no_padding()  # each group of similar lengths is padded on its own (embed_now)
+        self._tokenizer.no_padding()  # each group of like lengths is padded on its own (embed_now)
+        self._pad_id = self._tokenizer.token_to_id("[PAD]") or 0  # padded positions are masked: any id would do
         options = ort.SessionOptions()
         if settings.threads:
             options.intra_op_num_threads = settings.threads
@@ -84,10 +83,10 @@ class OnnxEmbedder:
         self.texts = 0
 
     def embed_now(self, texts: Sequence[str]) -> Vectors:
-        """Embed in this thread (blocking). Texts of similar length run together, each group padded
-        to its own longest (`length_groups`): one long prompt in a batch of short ones would
-        otherwise pad them all to its length (32 texts, one of 159 tokens: 785 ms padded together,
-        79 ms in groups, measured)."""
+        """Embed in this thread (blocking). Texts of like length run together, each group padded to
+        its own longest (`length_groups`): one long prompt in a batch of short ones would otherwise
+        pad them all to its length (32 texts, one of 159 tokens: 777 ms padded together, 76 ms in
+        groups; loadtest/RESULTS.md)."""
         encodings = self._tokenizer.encode_batch(list(texts))
         out: Vectors | None = None
         for group in length_groups([len(e.ids) for e in encodings]):
