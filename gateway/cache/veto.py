@@ -59,6 +59,10 @@ _TIME_UNITS = {
     "day": "day", "days": "day", "week": "week", "weeks": "week", "month": "month", "months": "month", "year": "year",
     "years": "year",
 }  # fmt: skip
+_UNIT_KINDS = {
+    "nautical": "nautical", "square": "square", "sq": "square", "cubic": "cubic", "cu": "cubic", "fluid": "fluid",
+    "fl": "fluid", "imperial": "imperial", "troy": "troy", "metric": "metric",
+}  # fmt: skip
 _MEASURING = {"a", "an", "per", "each", "every", "many", "few", "several", "couple", "into", "in", "to"}
 """Words before a time unit that make it an amount: "a week", "how many hours", "convert days into hours"."""
 _POLAR = [
@@ -467,7 +471,7 @@ class _Features:
         self.negated = negations % 2 == 1
         # "In what year" asks a time; it does not measure in years.
         self.units = {
-            _TIME_UNITS.get(w, w)
+            _unit(parts, i)
             for i, w in enumerate(parts)
             if w in _UNITS and parts[i - 1 : i] not in (["what"], ["which"]) and (w not in _TIME_UNITS or _measured(parts, i))
         }
@@ -485,6 +489,14 @@ class _Features:
         self.asks = _asks(text)
         self.formats = _formats(lowered)
         self.audience = _audience(text)
+
+
+def _unit(words: list[str], i: int) -> str:
+    """The unit at `i`, with the word that makes it another unit: "nautical miles", "square feet",
+    "fluid ounces" are not miles, feet and ounces."""
+    unit = _TIME_UNITS.get(words[i], words[i])
+    kind = _UNIT_KINDS.get(words[i - 1]) if i else None
+    return f"{kind} {unit}" if kind else unit
 
 
 def _measured(words: list[str], i: int) -> bool:

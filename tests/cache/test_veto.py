@@ -23,6 +23,7 @@ MUST_VETO = [
     ("What's the best way to learn Python's asyncio?", "How often should I practise asyncio in Python?", "asks"),
     ("What should I pack for a week in Norway?", "What should I pack for a month in Norway?", "units"),
     ("How many minutes are in a day?", "How many hours are in a day?", "units"),
+    ("What is 50 kilometers in miles?", "What is 50 kilometers in nautical miles?", "units"),
     ("Write a story about a robot.", "Write a story about a robot in the second person.", "format"),
     ("What is the capital of France?", "What is the capital of Spain?", "entities"),
     ("Who won the 2018 World Cup?", "Who won the 2022 World Cup?", "numbers"),
