@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -34,6 +35,10 @@ def create_app(config_path: str | None = None) -> RequestContext:
         gateway.breaker_sync.start()
         if gateway.cache is not None:
             gateway.cache.start()
+        # What start-up built lives as long as the process: out of the collector's sight, a full
+        # collection no longer walks it (about 90,000 objects, 25 ms a pass, every few seconds under load).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
