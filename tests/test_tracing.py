@@ -378,3 +378,35 @@ def test_the_gateways_otlp_encoder_writes_what_the_sdks_encoder_writes() -> None
     # A span with events (the gateway makes none) sends the batch through the SDK's encoder.
     evented = ReadableSpan("e", local, None, resources[0], {}, events=(Event("boom", {"a": 1}, timestamp=5),))
     assert ExportTraceServiceRequest.FromString(encode([*spans[:3], evented])) == encode_spans([*spans[:3], evented])
+
+
+def test_an_ended_request_trace_is_freed_at_once_not_by_the_cycle_collector() -> None:
+    """A traced request's objects go when it ends; left in a reference cycle they waited for the
+    cyclic collector (about 31,000 objects a second at 3,600 traced requests a second)."""
+    import gc
+    import weakref
+    from types import SimpleNamespace
+
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from gateway.settings import TelemetrySettings
+    from gateway.telemetry import Tracing
+
+    tracing = Tracing(TelemetrySettings(enabled=True), env={}, exporter=InMemorySpanExporter())
+    request = tracing.request("chat/completions", "m", {"model": "m"}, [])
+    assert request is not None
+    deployment = SimpleNamespace(
+        id="d-1", settings=SimpleNamespace(base_url=None, backend="local"), breaker=SimpleNamespace(state="closed")
+    )
+    attempt = request.attempt(deployment, SimpleNamespace(attempts=1, fallbacks=0), "m")  # type: ignore[arg-type]
+    attempt.succeeded(b'{"id": "x", "choices": [{"finish_reason": "stop"}]}', None)
+    request.answered(request.last_attempt)
+    request.end("v1")
+    gone = [weakref.ref(request), weakref.ref(attempt)]
+    gc.disable()
+    try:
+        del request, attempt
+        assert [ref() for ref in gone] == [None, None]
+    finally:
+        gc.enable()
+        tracing.shutdown()
