@@ -54,11 +54,8 @@ _UNITS = {
     "seconds", "second", "minutes", "minute", "hours", "hour", "days", "day", "weeks", "week", "months", "month",
     "years", "year", "mph", "kph", "gb", "mb", "kb", "tb", "bytes", "bits",
 }  # fmt: skip
-_TIME_UNITS = {
-    "second": "second", "seconds": "second", "minute": "minute", "minutes": "minute", "hour": "hour", "hours": "hour",
-    "day": "day", "days": "day", "week": "week", "weeks": "week", "month": "month", "months": "month", "year": "year",
-    "years": "year",
-}  # fmt: skip
+_TIME_UNITS = {unit + s: unit for unit in ("second", "minute", "hour", "day", "week", "month", "year") for s in ("", "s")}
+"""Time units, plural to singular: "a week" and "two weeks" speak of the same unit."""
 _UNIT_KINDS = {
     "nautical": "nautical", "square": "square", "sq": "square", "cubic": "cubic", "cu": "cubic", "fluid": "fluid",
     "fl": "fluid", "imperial": "imperial", "troy": "troy", "metric": "metric",
