@@ -17,7 +17,6 @@ from typing import Annotated
 
 import httpx
 import msgspec
-from opentelemetry import propagate, trace
 
 from backends.errors import (
     APIError,
@@ -31,6 +30,7 @@ from backends.errors import (
     UpstreamUnavailable,
     is_context_overflow,
 )
+from backends.propagation import UPSTREAM_TRACE
 from backends.protocol import Completion
 from backends.sse import DONE, SSEParser
 from backends.transport import PooledTransport
@@ -116,11 +116,9 @@ class HTTPBackend:
 
     async def _send(self, endpoint: Endpoint, payload: dict[str, object]) -> httpx.Response:
         headers = self._headers
-        if trace.get_current_span().get_span_context().is_valid:  # a traced attempt: tell the upstream
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
+        if (trace_headers := UPSTREAM_TRACE.get()) is not None:  # a traced attempt: tell the upstream
             headers = headers.copy()
-            headers.update(carrier)
+            headers.update(trace_headers)
         request = httpx.Request(
             "POST", self._urls[endpoint], headers=headers, content=msgspec.json.encode(payload), extensions=self._extensions
         )

@@ -57,7 +57,7 @@ class Gateway:
             lambda: self.pipeline.in_flight,
             self.cache,
             self.embedder,
-            lambda: self.tracing.dropped,
+            self.tracing,
             self.pipeline.stats,
             self.access.limits,
         )

@@ -18,6 +18,7 @@ from gateway.stats import RequestStats
 if TYPE_CHECKING:
     from gateway.cache.embedder import Embedder
     from gateway.cache.service import ResponseCache
+    from gateway.telemetry import Tracing
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -29,7 +30,7 @@ class HealthCollector(Collector):
         in_flight: Callable[[], int],
         cache: ResponseCache | None,
         embedder: Embedder | None,
-        spans_dropped: Callable[[], int],
+        tracing: Tracing | None,
         stats: RequestStats | None,
         limits: Limits | None = None,
     ) -> None:
@@ -38,7 +39,7 @@ class HealthCollector(Collector):
         self._in_flight = in_flight
         self._cache = cache
         self._embedder = embedder
-        self._spans_dropped = spans_dropped
+        self._tracing = tracing
         self._stats = stats
 
     def collect(self) -> Iterator[Metric]:
@@ -55,8 +56,10 @@ class HealthCollector(Collector):
         yield GaugeMetricFamily("gateway_in_flight", "Requests in flight in this gateway process.", value=self._in_flight())
         if self._stats is not None:
             yield from self._stats.collect()
-        dropped = "Spans the trace collector did not take (it was down or refused them)."
-        yield CounterMetricFamily("gateway_trace_spans_dropped", dropped, value=self._spans_dropped())
+        dropped = "Spans not exported: the trace collector did not take them, or they found the span queue full."
+        yield CounterMetricFamily("gateway_trace_spans_dropped", dropped, value=self._tracing.dropped if self._tracing else 0)
+        capped = "New traces not recorded because telemetry.max_traces_per_s had been reached."
+        yield CounterMetricFamily("gateway_traces_capped", capped, value=self._tracing.capped if self._tracing else 0)
         decisions = CounterMetricFamily(
             "gateway_router_decisions", "Requests per router and tier.", labels=["router", "tier", "how"]
         )
@@ -110,12 +113,12 @@ def registry(
     in_flight: Callable[[], int],
     cache: ResponseCache | None = None,
     embedder: Embedder | None = None,
-    spans_dropped: Callable[[], int] = lambda: 0,
+    tracing: Tracing | None = None,
     stats: RequestStats | None = None,
     limits: Limits | None = None,
 ) -> CollectorRegistry:
     reg = CollectorRegistry()
-    reg.register(HealthCollector(runtime, in_flight, cache, embedder, spans_dropped, stats, limits))
+    reg.register(HealthCollector(runtime, in_flight, cache, embedder, tracing, stats, limits))
     return reg
 
 

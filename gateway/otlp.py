@@ -2,7 +2,8 @@
 
 The SDK's encoder builds a protobuf message object for every span, attribute and value, then
 serialises the tree: 58-88 µs per span of the gateway's on the two-core VMs measured, most of
-what recording every request cost; `encode` takes about 17 (loadtest/RESULTS.md). It writes the
+what recording every request cost; `encode` takes about 14-16, mostly by reusing the bytes of
+attributes it has encoded before (`python -m loadtest.bench_tracing`, loadtest/RESULTS.md). It writes the
 same `ExportTraceServiceRequest` bytes straight from the `ReadableSpan`s (the test parses both and
 compares), for what the gateway's spans hold: attributes of scalars and sequences of scalars, a
 status, no events or links (a span that has them goes through the SDK's encoder, as does the
@@ -22,6 +23,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.trace import SpanKind
 
 _FIXED64 = struct.Struct("<Q").pack
 _DOUBLE = struct.Struct("<d").pack
@@ -77,12 +79,14 @@ def _key_value(key: str, value: Any) -> bytes:
     return _field(1, key.encode()) + _field(2, _value(value))
 
 
-_KEYS: dict[str, bytes] = {}
 _PAIRS: dict[tuple[int, str, str], bytes] = {}
+_PREFIXES: dict[tuple[int, str, int], bytes] = {}
+_LISTS: dict[tuple[Any, ...], bytes] = {}
 _CACHED = 4096
-"""Encoded keys, and whole attributes with a string value (an operation, a model, a tier: the
-same few pairs on every span) under the field that holds them (a span's 9, a resource's 1), up to
-this many of each; past it they are encoded every time."""
+"""Whole attributes with a string value (an operation, a model, a tier: the same few pairs on every
+span) or a short list of strings, under the field that holds them (a span's 9, a resource's 1),
+and for numbers everything before the value's own bytes, up to this many of each; past it they
+are encoded every time."""
 
 
 def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
@@ -90,40 +94,66 @@ def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
         return b""
     out = []
     for key, value in attributes.items():
-        if type(value) is str:
+        kind = type(value)
+        if kind is str:
             pair = _PAIRS.get((number, key, value))
             if pair is None:
                 pair = _field(number, _key_value(key, value))
                 if len(_PAIRS) < _CACHED:
                     _PAIRS[number, key, value] = pair
             out.append(pair)
-            continue
-        encoded_key = _KEYS.get(key)
-        if encoded_key is None:
-            encoded_key = _field(1, key.encode())
-            if len(_KEYS) < _CACHED:
-                _KEYS[key] = encoded_key
-        out.append(_field(number, encoded_key + _field(2, _value(value))))
+        elif kind is int or kind is float:  # not bool: its own type
+            # the bytes before the value's own depend only on the key and the value's length
+            if kind is int:
+                tail = _varint(value)
+                size = len(tail)
+            else:
+                tail, size = _DOUBLE(value), 0  # 0: no varint is that long
+            prefix = _PREFIXES.get((number, key, size))
+            if prefix is None:
+                whole = _field(number, _key_value(key, value))
+                prefix = whole[: len(whole) - len(tail)]
+                if len(_PREFIXES) < _CACHED:
+                    _PREFIXES[number, key, size] = prefix
+            out.append(prefix + tail)
+        elif (kind is list or kind is tuple) and len(value) <= 4 and all(type(v) is str for v in value):
+            # finish reasons, route reasons: a few strings, the same few lists over and over
+            names = (number, key, *value)
+            pair = _LISTS.get(names)
+            if pair is None:
+                pair = _field(number, _key_value(key, value))
+                if len(_LISTS) < _CACHED:
+                    _LISTS[names] = pair
+            out.append(pair)
+        else:
+            out.append(_field(number, _key_value(key, value)))
     return b"".join(out)
+
+
+# The SDK's SpanKind starts at INTERNAL = 0, the proto's at UNSPECIFIED.
+_KINDS = {kind: b"\x30" + _varint(kind.value + 1) for kind in SpanKind}
+_FLAGS = {remote: b"\x85\x01" + struct.pack("<I", _HAS_IS_REMOTE | (_IS_REMOTE if remote else 0)) for remote in (False, True)}
+_NO_STATUS = _field(15, b"")
 
 
 def _span(span: ReadableSpan) -> bytes:
     context, parent = span.context, span.parent
     assert context is not None
     status = span.status
+    code = status.status_code.value
     parts = [
-        b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
-        b"\x12\x08" + context.span_id.to_bytes(8, "big"),
-        _string(3, ",".join(f"{k}={v}" for k, v in context.trace_state.items()) if context.trace_state else None),
+        b"\x0a\x10" + context.trace_id.to_bytes(16, "big") + b"\x12\x08" + context.span_id.to_bytes(8, "big"),
+        _string(3, context.trace_state.to_header()) if context.trace_state else b"",
         b"\x22\x08" + parent.span_id.to_bytes(8, "big") if parent is not None else b"",
         _string(5, span.name),
-        b"\x30" + _varint(span.kind.value + 1),  # the SDK's SpanKind starts at INTERNAL = 0, the proto's at UNSPECIFIED
-        b"\x39" + _FIXED64(span.start_time or 0),
-        b"\x41" + _FIXED64(span.end_time or 0),
+        _KINDS[span.kind],
+        b"\x39" + _FIXED64(span.start_time or 0) + b"\x41" + _FIXED64(span.end_time or 0),
         _attributes(9, span.attributes),
         b"\x50" + _varint(span.dropped_attributes) if span.dropped_attributes else b"",
-        _field(15, _string(2, status.description) + (b"\x18" + _varint(code) if (code := status.status_code.value) else b"")),
-        b"\x85\x01" + struct.pack("<I", _HAS_IS_REMOTE | (_IS_REMOTE if parent is not None and parent.is_remote else 0)),
+        _field(15, _string(2, status.description) + (b"\x18" + _varint(code) if code else b""))
+        if code or status.description
+        else _NO_STATUS,
+        _FLAGS[parent is not None and parent.is_remote],
     ]
     return b"".join(parts)
 

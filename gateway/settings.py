@@ -389,6 +389,11 @@ class TelemetrySettings(_Settings, frozen=True, kw_only=True):
     """Default: `$OTEL_SERVICE_NAME`, else `llm-gateway`."""
     sample_ratio: Annotated[float, msgspec.Meta(ge=0, le=1)] = 1.0
     """Share of new traces recorded (a parent's decision in `traceparent` wins)."""
+    max_traces_per_s: Annotated[float, msgspec.Meta(ge=0)] = 100.0
+    """At most this many new traces recorded a second by each worker process, after
+    `sample_ratio` (a token bucket holding a second's worth), so that what tracing costs stays
+    bounded however busy the gateway gets; the traces it leaves out are counted. 0: no limit.
+    Continued traces (a caller's sampled `traceparent`) are not limited."""
     cost_attribute: Name = "gen_ai.usage.cost"
     """The span attribute that carries a request's cost in USD."""
 

@@ -22,7 +22,9 @@ c=32 run's warm-up to 6 s after its last answer (the tracing batch processor's 5
 spans exported after the run are counted), divided by that run's requests.
 
 A `:traced` variant turns tracing on, exporting every span over OTLP/HTTP to a receiver in a process of
-its own (on core 1 with the load generator), at `--sample-ratio` (default 1: every request). The
+its own (on core 1 with the load generator), at `--sample-ratio` (default 1) and
+`--max-traces-per-s` (default: the config's, 100 new traces a second; 0: no limit, so that with a
+ratio of 1 every request is recorded). The
 receiver keeps the bodies and decodes them only when asked how many spans came, after the
 measurement: decoding them as they came took the load generator's core at the traced variant's
 expense (a collector runs elsewhere).
@@ -111,6 +113,12 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=16, help="SSE chunks per streamed answer")
     parser.add_argument("--sample-ratio", type=float, default=1.0, help="telemetry.sample_ratio of `:traced` variants")
     parser.add_argument(
+        "--max-traces-per-s",
+        type=float,
+        default=None,
+        help="telemetry.max_traces_per_s of `:traced` variants (default: the config's)",
+    )
+    parser.add_argument(
         "--rounds", type=int, default=1, help="run the gateway variants this many times in turn; each row is its median round"
     )
     args = parser.parse_args()
@@ -177,7 +185,8 @@ def bench_variant(
             f.write("auth: {enabled: false}\n")
         if receiver is not None:
             endpoint = f"http://127.0.0.1:{RECEIVER_PORT}/v1/traces"
-            f.write(f"telemetry: {{enabled: true, endpoint: '{endpoint}', sample_ratio: {args.sample_ratio}}}\n")
+            cap = "" if args.max_traces_per_s is None else f", max_traces_per_s: {args.max_traces_per_s}"
+            f.write(f"telemetry: {{enabled: true, endpoint: '{endpoint}', sample_ratio: {args.sample_ratio}{cap}}}\n")
         f.write("pools:\n  fake:\n    deployments:\n")
         price = "{input_per_1m: 1, output_per_1m: 2}"
         f.write(f"      - {{id: fake-1, base_url: '{upstream_base}', transport: {transport}, price: {price}}}\n")

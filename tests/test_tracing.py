@@ -88,6 +88,7 @@ def test_completion_span_has_genai_attributes_cost_and_continues_the_callers_tra
     traced: GatewayProcess, receiver: OTLPReceiver, upstream: FakeUpstream
 ) -> None:
     trace_id, headers = new_trace()
+    headers["tracestate"] = "vendor=abc,other=1"
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 50, "temperature": 0.2}
     response = httpx.post(f"{traced.url}/v1/chat/completions", json=body, headers=headers)
     assert response.status_code == 200
@@ -108,8 +109,9 @@ def test_completion_span_has_genai_attributes_cost_and_continues_the_callers_tra
     c = client["attributes"]
     assert c["gateway.attempt"] == 1 and c["gateway.fallback_index"] == 0 and c["gateway.breaker.state"] == "closed"
     assert c["server.address"] == "127.0.0.1" and c["gen_ai.usage.cost"] == pytest.approx(expected)
-    # The upstream was told which attempt called it.
+    # The upstream was told which attempt called it, and the caller's vendor state.
     assert upstream.last_headers["traceparent"] == f"00-{trace_id}-{client['span_id']}-01"
+    assert upstream.last_headers["tracestate"] == "vendor=abc,other=1"
 
 
 def test_stream_span_carries_usage_cost_and_time_to_first_chunk(traced: GatewayProcess, receiver: OTLPReceiver) -> None:
@@ -227,7 +229,7 @@ def test_sampling_new_traces_at_the_ratio_and_following_the_callers_decision(
     path = tmp_path / "gateway.yaml"
     path.write_text(f"""
 reload: {{watch: false}}
-telemetry: {{enabled: true, endpoint: "{receiver.endpoint}", sample_ratio: 0.25}}
+telemetry: {{enabled: true, endpoint: "{receiver.endpoint}", sample_ratio: 0.25, max_traces_per_s: 0}}
 auth: {{enabled: false}}
 pools:
   main:
@@ -251,6 +253,42 @@ pools:
         new = {s["trace_id"] for s in receiver.snapshot() if s["kind"] == "SERVER"} - before - {sampled_id}
         assert unsampled_id not in new
         assert 50 <= len(new) <= 150  # about a quarter of 400 new traces (a malformed parent starts one)
+    finally:
+        gateway.stop()
+
+
+def test_new_traces_beyond_max_traces_per_s_are_counted_not_recorded_and_callers_traces_still_are(
+    tmp_path: Path, receiver: OTLPReceiver, upstream: FakeUpstream
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(f"""
+reload: {{watch: false}}
+telemetry: {{enabled: true, endpoint: "{receiver.endpoint}", max_traces_per_s: 5}}
+auth: {{enabled: false}}
+pools:
+  main:
+    deployments: [{{id: main-dep, base_url: {upstream.base_url}}}]
+""")
+    gateway = GatewayProcess(path, env={"OTEL_BSP_SCHEDULE_DELAY": "50"})
+    try:
+        url = f"{gateway.url}/v1/chat/completions"
+        body = {"model": "main", "messages": [{"role": "user", "content": "capped?"}]}
+        before = {s["trace_id"] for s in receiver.snapshot()}
+        with httpx.Client() as client:
+            started = time.monotonic()
+            for _ in range(60):
+                assert client.post(url, json=body).status_code == 200
+            elapsed = time.monotonic() - started
+            sampled_id, sampled = new_trace()  # the bucket is empty now; the caller's decision still wins
+            assert client.post(url, json=body, headers=sampled).status_code == 200
+            metrics = client.get(f"{gateway.url}/metrics").text
+        assert len(spans_of(receiver, sampled_id, count=2)) == 2
+        time.sleep(0.5)
+        recorded = {s["trace_id"] for s in receiver.snapshot() if s["kind"] == "SERVER"} - before - {sampled_id}
+        assert 5 <= len(recorded) <= 5 + 5 * elapsed + 1  # a second's worth at once, then five a second
+        families = text_string_to_metric_families(metrics)
+        capped = next(s.value for f in families for s in f.samples if s.name == "gateway_traces_capped_total")
+        assert capped == 60 - len(recorded)
     finally:
         gateway.stop()
 
