@@ -115,13 +115,12 @@ class HTTPBackend:
         await self._transport.aclose()
 
     async def _send(self, endpoint: Endpoint, payload: dict[str, object]) -> httpx.Response:
-        headers = self._headers
-        if (trace_headers := UPSTREAM_TRACE.get()) is not None:  # a traced attempt: tell the upstream
-            headers = headers.copy()
-            headers.update(trace_headers)
         request = httpx.Request(
-            "POST", self._urls[endpoint], headers=headers, content=msgspec.json.encode(payload), extensions=self._extensions
+            "POST", self._urls[endpoint], headers=self._headers, content=msgspec.json.encode(payload), extensions=self._extensions
         )
+        if (trace_headers := UPSTREAM_TRACE.get()) is not None:  # a traced attempt: tell the upstream
+            for name, value in trace_headers.items():  # on the request's own copy (`Headers.copy` + `update`: 4 µs)
+                request.headers[name] = value
         return await self._transport.handle_async_request(request)
 
     @contextlib.contextmanager
