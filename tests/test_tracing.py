@@ -172,27 +172,38 @@ def counter(text: str, sample: str) -> float:
     return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(sample + " ")), 0.0)
 
 
-def test_a_dead_collector_never_fails_a_request_and_is_counted(tmp_path: Path, upstream: FakeUpstream) -> None:
-    dead = OTLPReceiver().start()
-    dead.refuse = True
+def one_pool_gateway(tmp_path: Path, upstream: FakeUpstream, telemetry: str) -> GatewayProcess:
+    """A gateway with one pool on `upstream`, tracing on with `telemetry` (the rest of its YAML
+    mapping), exporting every 50 ms."""
     path = tmp_path / "gateway.yaml"
     path.write_text(f"""
 reload: {{watch: false}}
-telemetry: {{enabled: true, endpoint: "{dead.endpoint}"}}
+telemetry: {{enabled: true, {telemetry}}}
 auth: {{enabled: false}}
 pools:
   main:
     deployments: [{{id: main-dep, base_url: {upstream.base_url}}}]
 """)
-    gateway = GatewayProcess(path, env={"OTEL_BSP_SCHEDULE_DELAY": "50"})
+    return GatewayProcess(path, env={"OTEL_BSP_SCHEDULE_DELAY": "50"})
+
+
+def sample(metrics: str, name: str) -> float:
+    """One sample's value in a /metrics page, read with prometheus_client's parser."""
+    families = text_string_to_metric_families(metrics)
+    return next(s.value for f in families for s in f.samples if s.name == name)
+
+
+def test_a_dead_collector_never_fails_a_request_and_is_counted(tmp_path: Path, upstream: FakeUpstream) -> None:
+    dead = OTLPReceiver().start()
+    dead.refuse = True
+    gateway = one_pool_gateway(tmp_path, upstream, f'endpoint: "{dead.endpoint}"')
     try:
         body = {"model": "main", "messages": [{"role": "user", "content": "hi"}]}
         assert all(httpx.post(f"{gateway.url}/v1/chat/completions", json=body).status_code == 200 for _ in range(5))
         deadline = time.monotonic() + 30
         dropped = 0.0
         while time.monotonic() < deadline and not dropped:
-            families = text_string_to_metric_families(httpx.get(f"{gateway.url}/metrics").text)
-            dropped = next(s.value for f in families for s in f.samples if s.name == "gateway_trace_spans_dropped_total")
+            dropped = sample(httpx.get(f"{gateway.url}/metrics").text, "gateway_trace_spans_dropped_total")
             time.sleep(0.2)
         assert dropped > 0 and dead.requests > 0
     finally:
@@ -202,16 +213,7 @@ pools:
 
 def test_spans_also_go_out_over_grpc(tmp_path: Path, upstream: FakeUpstream) -> None:
     receiver = OTLPGrpcReceiver().start()
-    path = tmp_path / "gateway.yaml"
-    path.write_text(f"""
-reload: {{watch: false}}
-telemetry: {{enabled: true, protocol: grpc, endpoint: "{receiver.endpoint}"}}
-auth: {{enabled: false}}
-pools:
-  main:
-    deployments: [{{id: main-dep, base_url: {upstream.base_url}}}]
-""")
-    gateway = GatewayProcess(path, env={"OTEL_BSP_SCHEDULE_DELAY": "50"})
+    gateway = one_pool_gateway(tmp_path, upstream, f'protocol: grpc, endpoint: "{receiver.endpoint}"')
     try:
         trace_id, headers = new_trace()
         body = {"model": "main", "messages": [{"role": "user", "content": "over grpc"}]}
@@ -226,16 +228,7 @@ pools:
 def test_sampling_new_traces_at_the_ratio_and_following_the_callers_decision(
     tmp_path: Path, receiver: OTLPReceiver, upstream: FakeUpstream
 ) -> None:
-    path = tmp_path / "gateway.yaml"
-    path.write_text(f"""
-reload: {{watch: false}}
-telemetry: {{enabled: true, endpoint: "{receiver.endpoint}", sample_ratio: 0.25, max_traces_per_s: 0}}
-auth: {{enabled: false}}
-pools:
-  main:
-    deployments: [{{id: main-dep, base_url: {upstream.base_url}}}]
-""")
-    gateway = GatewayProcess(path, env={"OTEL_BSP_SCHEDULE_DELAY": "50"})
+    gateway = one_pool_gateway(tmp_path, upstream, f'endpoint: "{receiver.endpoint}", sample_ratio: 0.25, max_traces_per_s: 0')
     try:
         url = f"{gateway.url}/v1/chat/completions"
         body = {"model": "main", "messages": [{"role": "user", "content": "sampled?"}]}
@@ -260,16 +253,7 @@ pools:
 def test_new_traces_beyond_max_traces_per_s_are_counted_not_recorded_and_callers_traces_still_are(
     tmp_path: Path, receiver: OTLPReceiver, upstream: FakeUpstream
 ) -> None:
-    path = tmp_path / "gateway.yaml"
-    path.write_text(f"""
-reload: {{watch: false}}
-telemetry: {{enabled: true, endpoint: "{receiver.endpoint}", max_traces_per_s: 5}}
-auth: {{enabled: false}}
-pools:
-  main:
-    deployments: [{{id: main-dep, base_url: {upstream.base_url}}}]
-""")
-    gateway = GatewayProcess(path, env={"OTEL_BSP_SCHEDULE_DELAY": "50"})
+    gateway = one_pool_gateway(tmp_path, upstream, f'endpoint: "{receiver.endpoint}", max_traces_per_s: 5')
     try:
         url = f"{gateway.url}/v1/chat/completions"
         body = {"model": "main", "messages": [{"role": "user", "content": "capped?"}]}
@@ -286,9 +270,7 @@ pools:
         time.sleep(0.5)
         recorded = {s["trace_id"] for s in receiver.snapshot() if s["kind"] == "SERVER"} - before - {sampled_id}
         assert 5 <= len(recorded) <= 5 + 5 * elapsed + 1  # a second's worth at once, then five a second
-        families = text_string_to_metric_families(metrics)
-        capped = next(s.value for f in families for s in f.samples if s.name == "gateway_traces_capped_total")
-        assert capped == 60 - len(recorded)
+        assert sample(metrics, "gateway_traces_capped_total") == 60 - len(recorded)
     finally:
         gateway.stop()
 
