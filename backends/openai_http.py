@@ -119,7 +119,7 @@ class HTTPBackend:
             "POST", self._urls[endpoint], headers=self._headers, content=msgspec.json.encode(payload), extensions=self._extensions
         )
         if (trace_headers := UPSTREAM_TRACE.get()) is not None:  # a traced attempt: tell the upstream
-            for name, value in trace_headers.items():  # on the request's own copy (`Headers.copy` + `update`: 4 µs)
+            for name, value in trace_headers.items():  # on the request's own copy: copying and merging cost 4 µs
                 request.headers[name] = value
         return await self._transport.handle_async_request(request)
 
