@@ -56,6 +56,9 @@ _UNITS = {
 }  # fmt: skip
 _TIME_UNITS = {unit + s: unit for unit in ("second", "minute", "hour", "day", "week", "month", "year") for s in ("", "s")}
 """Time units, plural to singular: "a week" and "two weeks" speak of the same unit."""
+_NOUN_UNITS = {*_TIME_UNITS, "yard", "yards", "foot", "feet"}
+"""Unit words that are also everyday nouns (the time of day, a back yard, sore feet): units only as
+amounts (see `_measured`)."""
 _UNIT_KINDS = {
     "nautical": "nautical", "square": "square", "sq": "square", "cubic": "cubic", "cu": "cubic", "fluid": "fluid",
     "fl": "fluid", "imperial": "imperial", "troy": "troy", "metric": "metric",
@@ -470,7 +473,7 @@ class _Features:
         self.units = {
             _unit(parts, i)
             for i, w in enumerate(parts)
-            if w in _UNITS and parts[i - 1 : i] not in (["what"], ["which"]) and (w not in _TIME_UNITS or _measured(parts, i))
+            if w in _UNITS and parts[i - 1 : i] not in (["what"], ["which"]) and (w not in _NOUN_UNITS or _measured(parts, i))
         }
         self.polar: dict[int, set[int]] = {}
         for w in lowered:
@@ -497,10 +500,11 @@ def _unit(words: list[str], i: int) -> str:
 
 
 def _measured(words: list[str], i: int) -> bool:
-    """The time word at `i` is an amount ("3 days", "a week", "per hour", "how many weeks", "hours
-    in a day"), not the time of something ("later in the day", "all day", "the time of year")."""
+    """The unit word at `i` is an amount ("3 days", "a week", "per hour", "how many weeks", "hours
+    in a day", "square feet"), not the time of something or a thing ("later in the day", "all day",
+    "my back yard", "my feet hurt")."""
     before = words[i - 1] if i else ""
-    if _NUMBER.fullmatch(before) or before in _NUMBER_WORDS or before in _MEASURING:
+    if _NUMBER.fullmatch(before) or before in _NUMBER_WORDS or before in _MEASURING or before in _UNIT_KINDS:
         return True
     return words[i + 1 : i + 3] in (["in", "a"], ["in", "an"], ["in", "one"]) or words[i + 1 : i + 2] == ["to"]
 

@@ -22,6 +22,8 @@ MUST_VETO = [
     ("Translate 'good luck' into French.", "Translate 'good night' into French.", "entities"),
     ("What's the best way to learn Python's asyncio?", "How often should I practise asyncio in Python?", "asks"),
     ("What should I pack for a week in Norway?", "What should I pack for a month in Norway?", "units"),
+    ("How big is a tennis court in square feet?", "How big is a tennis court in square meters?", "units"),
+    ("How tall is the Eiffel Tower in feet?", "How tall is the Eiffel Tower in meters?", "units"),
     ("How many minutes are in a day?", "How many hours are in a day?", "units"),
     ("What is 50 kilometers in miles?", "What is 50 kilometers in nautical miles?", "units"),
     ("Write a story about a robot.", "Write a story about a robot in the second person.", "format"),
@@ -70,6 +72,8 @@ MUST_PASS = [
     ("What is the capital of France?", "What's the capital city of France?"),
     # A time of day is not an amount of time; "say no" refuses; "two-player" says two; a name written in lower case or opening a sentence.
     ("Why does my phone battery drain faster during the day?", "What makes my phone battery run down so quickly?"),
+    ("How do I start a compost pile in my yard?", "What's the way to begin composting in a backyard?"),  # a yard, not yards
+    ("Why do my feet hurt after running?", "What causes sore soles after a run?"),
     ("How do I say no to extra shifts at work?", "What's a polite way to turn down extra shifts when my manager asks?"),
     ("Plan a two-day Rome trip.", "Give me a 2-day itinerary for Rome."),
     ("Recommend games for two players.", "What are good two-player games?"),
