@@ -315,12 +315,16 @@ _SCALARS = (str, bool, int, float)
 
 def _attribute(value: Any) -> Any:
     """A value OTLP can carry: a scalar, or a tuple of them. Anything else (a numpy number, an
-    enum) becomes its string, rather than failing the encoding of a whole batch later."""
-    if isinstance(value, _SCALARS):
+    enum, an integer past int64, such as a client's `seed` of 10**23) becomes its string, rather
+    than failing the encoding of a whole batch later."""
+    if isinstance(value, _SCALARS) and (type(value) is not int or _INT64_MIN <= value <= _INT64_MAX):
         return value
     if isinstance(value, (list, tuple)):
-        return tuple(v if isinstance(v, _SCALARS) else str(v) for v in value)
+        return tuple(_attribute(v) if isinstance(v, _SCALARS) else str(v) for v in value)
     return str(value)
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class RequestTrace:
@@ -480,7 +484,7 @@ def _request_attributes(operation: str, model: str, payload: dict[str, Any]) -> 
                        ("top_p", "top_p"), ("seed", "seed"), ("n", "choice.count")):  # fmt: skip
         value = payload.get(field)
         if isinstance(value, int | float) and not isinstance(value, bool):
-            attributes[f"gen_ai.request.{key}"] = value
+            attributes[f"gen_ai.request.{key}"] = _attribute(value)  # the client's number: int64 or its string
     return attributes
 
 

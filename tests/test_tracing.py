@@ -291,9 +291,11 @@ def test_span_records_become_valid_otlp_spans_whatever_the_attribute_values() ->
 
     import numpy as np
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.trace import SpanKind, StatusCode
 
+    from gateway.otlp import encode
     from gateway.settings import TelemetrySettings
     from gateway.telemetry import Tracing
 
@@ -301,7 +303,10 @@ def test_span_records_become_valid_otlp_spans_whatever_the_attribute_values() ->
     tracing = Tracing(TelemetrySettings(enabled=True, service_name="unit"), env={}, exporter=exporter)
     trace_id, headers = new_trace()
     request = tracing.request(
-        "chat/completions", "m", {"model": "m", "temperature": 0.5}, [(k.encode(), v.encode()) for k, v in headers.items()]
+        "chat/completions",
+        "m",
+        {"model": "m", "temperature": 0.5, "seed": 10**23},  # a seed no int64 holds
+        [(k.encode(), v.encode()) for k, v in headers.items()],
     )
     assert request is not None
     deployment = SimpleNamespace(
@@ -328,8 +333,10 @@ def test_span_records_become_valid_otlp_spans_whatever_the_attribute_values() ->
     )
     assert client.status.status_code is StatusCode.ERROR and client.attributes["error.type"] == "RuntimeError"
     assert server.attributes["gateway.config_version"] == "v1" and server.resource.attributes["service.name"] == "unit"
+    assert server.attributes["gen_ai.request.seed"] == str(10**23) and server.attributes["gen_ai.request.temperature"] == 0.5
     assert server.start_time <= client.start_time <= client.end_time <= server.end_time
     assert len(encode_spans([client, server]).SerializeToString()) > 0
+    assert ExportTraceServiceRequest.FromString(encode([client, server])) == encode_spans([client, server])
 
 
 def test_a_collector_slower_than_the_traffic_costs_spans_not_requests_and_every_drop_is_counted(
