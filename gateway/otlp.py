@@ -1,8 +1,8 @@
 """OTLP/HTTP span export with an encoder that writes protobuf bytes directly.
 
 The SDK's encoder builds a protobuf message object for every span, attribute and value, then
-serialises the tree: 58-88 µs per span of the gateway's on the two-core VMs measured, most of
-what recording every request cost; `encode` takes about 14-16, mostly by reusing the bytes of
+serialises the tree: 42-88 µs per span of the gateway's on the two-core VMs measured, most of
+what recording every request cost; `encode` takes about 8-13, mostly by reusing the bytes of
 attributes it has encoded before (`python -m loadtest.bench_tracing`, loadtest/RESULTS.md). It writes the
 same `ExportTraceServiceRequest` bytes straight from the `ReadableSpan`s (the test parses both and
 compares), for what the gateway's spans hold: attributes of scalars and sequences of scalars, a

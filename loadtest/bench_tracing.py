@@ -56,27 +56,29 @@ def _tracing() -> tuple[Tracing, list[ReadableSpan]]:
     return tracing, kept
 
 
-def _request(tracing: Tracing) -> None:
-    deployment: Any = SimpleNamespace(
-        id="bench-dep",
-        settings=SimpleNamespace(base_url="http://127.0.0.1:9301/v1", backend="openai"),
-        breaker=SimpleNamespace(state="closed"),
-        cost=lambda usage: 1.23e-4,
-    )
-    route: Any = SimpleNamespace(tier=None, why="static", decision=None)
-    progress: Any = SimpleNamespace(attempts=1, fallbacks=0)
-    payload = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
-    usage = Usage(prompt_tokens=12, completion_tokens=5, total_tokens=17)
-    headers = [(b"content-type", b"application/json")]
+# What one request's tracing calls are given, made once: the measurement is the calls alone.
+DEPLOYMENT: Any = SimpleNamespace(
+    id="bench-dep",
+    settings=SimpleNamespace(base_url="http://127.0.0.1:9301/v1", backend="openai"),
+    breaker=SimpleNamespace(state="closed"),
+    cost=lambda usage: 1.23e-4,
+)
+ROUTE: Any = SimpleNamespace(tier=None, why="static", decision=None)
+PROGRESS: Any = SimpleNamespace(attempts=1, fallbacks=0)
+PAYLOAD = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
+USAGE = Usage(prompt_tokens=12, completion_tokens=5, total_tokens=17)
+HEADERS = [(b"content-type", b"application/json")]
 
-    request = tracing.request("chat/completions", "fake", payload, headers)
+
+def _request(tracing: Tracing) -> None:
+    request = tracing.request("chat/completions", "fake", PAYLOAD, HEADERS)
     assert request is not None
-    request.routed(route)
-    attempt = request.attempt(deployment, progress, "fake")
+    request.routed(ROUTE)
+    attempt = request.attempt(DEPLOYMENT, PROGRESS, "fake")
     with attempt.context():
         sent = {"content-type": "application/json", **(UPSTREAM_TRACE.get() or {})}
         assert "traceparent" in sent
-    attempt.succeeded(BODY, usage)
+    attempt.succeeded(BODY, USAGE)
     request.answered(attempt)
     request.end("config-v1")
 
