@@ -3,6 +3,13 @@ CPU path, same model (all-MiniLM-L6-v2), same texts, one run.
 
     python -m loadtest.bench_embedder            # batch 1 and 16, 200 rounds each; a mixed batch of 32
 
+Each path's rate is also given in GFLOP/s of the model's own work (its matrix products over the
+tokens it was given, padding included), next to this machine's rate for one matrix product of the
+model's largest shape through torch and through ONNX Runtime, timed in turn with them: how far
+either path is from what the machine does in fp32. Paths take turns in blocks of 20 calls (see
+`timed`): the speed of a shared VM drifts within a minute, and a ratio of two runs made a minute
+apart measures the drift too.
+
 The mixed batch is what a burst of real requests makes of the micro-batcher: one pasted text of
 about 160 tokens among 31 short questions. sentence-transformers pads a batch to its longest text;
 the gateway's embedder runs texts of like length together.
@@ -11,10 +18,13 @@ the gateway's embedder runs texts of like length together.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
 
 from loadtest.report import footer
 
@@ -44,15 +54,61 @@ def batch_texts(batch: int, mixed: bool = False) -> list[str]:
     return [PASTED, *texts[1:]] if mixed else texts
 
 
-def timed(fn: Callable[[Sequence[str]], object], texts: Sequence[str], rounds: int) -> list[float]:
-    for _ in range(10):
-        fn(texts)
-    out = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn(texts)
-        out.append(time.perf_counter() - start)
-    return out
+def model_flops(config: dict[str, Any], lengths: Sequence[int]) -> float:
+    """Floating-point operations of one BERT encoder pass over sequences padded to `lengths`: the
+    projections and the feed-forward per token, the attention scores and their use per pair of
+    tokens (embeddings, norms and activations are a few percent and not counted)."""
+    h, ff, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    per_token = 4 * h * h + 2 * h * ff
+    per_pair = 2 * h
+    return 2.0 * layers * sum(n * per_token + n * n * per_pair for n in lengths)
+
+
+def products(tokens: int, config: dict[str, Any]) -> tuple[float, Callable[[], object], Callable[[], object]]:
+    """One fp32 product (tokens x hidden) @ (hidden x intermediate), the model's largest: its
+    floating-point operations, and a call that runs it through torch and one through ONNX Runtime."""
+    import numpy as np
+    import onnx
+    import onnxruntime
+    import torch
+    from onnx import TensorProto, helper
+
+    h, ff = config["hidden_size"], config["intermediate_size"]
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((tokens, h), dtype=np.float32)
+    b = rng.standard_normal((h, ff), dtype=np.float32)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "product",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [tokens, h])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [tokens, ff])],
+        [onnx.numpy_helper.from_array(b, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return 2.0 * tokens * h * ff, lambda: torch.mm(ta, tb), lambda: session.run(None, {"a": a})
+
+
+def timed(calls: Sequence[Callable[[], object]], rounds: int, block: int = 20) -> list[float]:
+    """The median seconds of each call over `rounds` timings. The calls take turns in blocks of
+    `block` timings, so that a change in the machine's speed during the run (common on shared VMs)
+    falls on all of them alike; each block starts with three untimed calls, which also outlast the
+    spinning of the other runtime's threads after its block (torch's and ONNX Runtime's pools both
+    spin for a while after a call)."""
+    for fn in calls:
+        for _ in range(7):
+            fn()
+    times: list[list[float]] = [[] for _ in calls]
+    while len(times[0]) < rounds:
+        for fn, out in zip(calls, times, strict=True):
+            for _ in range(3):
+                fn()
+            for _ in range(min(block, rounds - len(out))):
+                begin = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - begin)
+    return [statistics.median(out) for out in times]
 
 
 def main() -> None:
@@ -65,25 +121,47 @@ def main() -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from gateway.cache.embedder import OnnxEmbedder, bundled_model_dir
+    from gateway.cache.embedder import OnnxEmbedder, bundled_model_dir, length_groups
 
     onnx = OnnxEmbedder()
     st = SentenceTransformer(str(bundled_model_dir()), device="cpu")
+    config = json.loads((bundled_model_dir() / "config.json").read_text())
     lines = [
-        "| batch | torch (sentence-transformers) p50 ms | ONNX Runtime p50 ms | texts/s torch | texts/s ONNX | speed-up |",
-        "|---|---|---|---|---|---|",
+        "| batch | torch (sentence-transformers) p50 ms | ONNX Runtime p50 ms | texts/s torch | texts/s ONNX | speed-up "
+        "| GFLOP/s torch | GFLOP/s ONNX |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     cases = [(str(b), batch_texts(int(b)), args.rounds) for b in args.batches.split(",")]
     cases.append(("32 mixed", batch_texts(32, mixed=True), max(1, args.rounds // 10)))
+    notes: list[str] = []
     for name, texts, rounds in cases:
+        lengths = [len(e.ids) for e in onnx._tokenizer.encode_batch(texts)]
+        calls: list[Callable[[], object]] = [
+            partial(st.encode, list(texts), normalize_embeddings=True, batch_size=len(texts)),
+            partial(onnx.embed_now, texts),
+        ]
+        if name == "16":  # the machine's own rate for the model's largest product, at this batch's padded size
+            product_flops, *product_calls = products(len(lengths) * max(lengths), config)
+            calls += product_calls
         with torch.inference_mode():
-            t_st = timed(lambda t: st.encode(list(t), normalize_embeddings=True, batch_size=len(t)), texts, rounds)
-        t_onnx = timed(onnx.embed_now, texts, rounds)
-        p_st, p_onnx = statistics.median(t_st), statistics.median(t_onnx)
+            p_st, p_onnx, *p_products = timed(calls, rounds)
+        padded_st = [max(lengths)] * len(lengths)  # sentence-transformers pads the batch to its longest text
+        padded_onnx = [max(lengths[i] for i in g) for g in length_groups(lengths) for _ in g]
+        rate_st = model_flops(config, padded_st) / p_st / 1e9
         cells = [f"{p_st * 1e3:.2f}", f"{p_onnx * 1e3:.2f}", f"{len(texts) / p_st:,.0f}", f"{len(texts) / p_onnx:,.0f}"]
-        cells.append(f"{p_st / p_onnx:.2f}x")
+        cells += [f"{p_st / p_onnx:.2f}x", f"{rate_st:.1f}", f"{model_flops(config, padded_onnx) / p_onnx / 1e9:.1f}"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        if p_products:
+            rate_torch, rate_ort = (product_flops / t / 1e9 for t in p_products)
+            h, ff = config["hidden_size"], config["intermediate_size"]
+            notes += [
+                f"batch 16's largest product alone ({len(lengths) * max(lengths)} x {h} @ {h} x {ff}, fp32), "
+                f"timed in turn with the rows above: torch {rate_torch:.1f} GFLOP/s, ONNX Runtime {rate_ort:.1f} GFLOP/s",
+                f"3x torch at batch 16 needs {3 * rate_st:.1f} GFLOP/s of model work: "
+                f"{3 * rate_st / max(rate_torch, rate_ort):.2f}x the faster product's rate",
+            ]
     onnx.close()
+    lines += ["", *notes] if notes else []
     extra = f", torch {torch.__version__}, onnxruntime {onnxruntime.__version__}"
     print("\n".join([*lines, "", *footer("loadtest.bench_embedder", extra)]))
 
