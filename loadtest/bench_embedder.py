@@ -115,6 +115,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--batches", default="1,16")
+    parser.add_argument(
+        "--against",
+        metavar="FILE.onnx",
+        help="another export of the model (an earlier export version's file in the cache, say), timed in turn with "
+        "the gateway's: its p50 and the gateway's speed-up over it in two more columns, and its vectors' least cosine",
+    )
     args = parser.parse_args()
 
     import onnxruntime
@@ -128,9 +134,13 @@ def main() -> None:
     config = json.loads((bundled_model_dir() / "config.json").read_text())
     lines = [
         "| batch | torch (sentence-transformers) p50 ms | ONNX Runtime p50 ms | texts/s torch | texts/s ONNX | speed-up "
-        "| GFLOP/s torch | GFLOP/s ONNX |",
-        "|---|---|---|---|---|---|---|---|",
+        "| GFLOP/s torch | GFLOP/s ONNX |" + (" other export p50 ms | speed-up over it |" if args.against else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|---|" if args.against else ""),
     ]
+    other = None
+    if args.against:
+        other = OnnxEmbedder()
+        other._session = onnxruntime.InferenceSession(args.against, providers=onnxruntime.get_available_providers())
     cases = [(str(b), batch_texts(int(b)), args.rounds) for b in args.batches.split(",")]
     cases.append(("32 mixed", batch_texts(32, mixed=True), max(1, args.rounds // 10)))
     notes: list[str] = []
@@ -140,16 +150,21 @@ def main() -> None:
             partial(st.encode, list(texts), normalize_embeddings=True, batch_size=len(texts)),
             partial(onnx.embed_now, texts),
         ]
+        if other is not None:
+            calls.append(partial(other.embed_now, texts))
         if name == "16":  # the machine's own rate for the model's largest product, at this batch's padded size
             product_flops, *product_calls = products(len(lengths) * max(lengths), config)
             calls += product_calls
         with torch.inference_mode():
-            p_st, p_onnx, *p_products = timed(calls, rounds)
+            p_st, p_onnx, *p_rest = timed(calls, rounds)
+        p_other, p_products = (p_rest[0], p_rest[1:]) if other is not None else (None, p_rest)
         padded_st = [max(lengths)] * len(lengths)  # sentence-transformers pads the batch to its longest text
         padded_onnx = [max(lengths[i] for i in g) for g in length_groups(lengths) for _ in g]
         rate_st = model_flops(config, padded_st) / p_st / 1e9
         cells = [f"{p_st * 1e3:.2f}", f"{p_onnx * 1e3:.2f}", f"{len(texts) / p_st:,.0f}", f"{len(texts) / p_onnx:,.0f}"]
         cells += [f"{p_st / p_onnx:.2f}x", f"{rate_st:.1f}", f"{model_flops(config, padded_onnx) / p_onnx / 1e9:.1f}"]
+        if p_other is not None:
+            cells += [f"{p_other * 1e3:.2f}", f"{p_other / p_onnx:.2f}x"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
         if p_products:
             rate_torch, rate_ort = (product_flops / t / 1e9 for t in p_products)
@@ -160,6 +175,11 @@ def main() -> None:
                 f"3x torch at batch 16 needs {3 * rate_st:.1f} GFLOP/s of model work: "
                 f"{3 * rate_st / max(rate_torch, rate_ort):.2f}x the faster product's rate",
             ]
+    if other is not None:
+        texts = ["", PASTED * 3, *(t for i in range(32) for t in batch_texts(i + 1, mixed=i % 4 == 0))]
+        least = float((onnx.embed_now(texts) * other.embed_now(texts)).sum(axis=1).min())
+        notes.append(f"least cosine between the two exports' vectors over {len(texts)} texts: {least:.7f}")
+        other.close()
     onnx.close()
     lines += ["", *notes] if notes else []
     extra = f", torch {torch.__version__}, onnxruntime {onnxruntime.__version__}"

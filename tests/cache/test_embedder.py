@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +68,16 @@ def test_the_onnx_file_is_exported_once_and_reused(embedder: OnnxEmbedder) -> No
     assert again.model_path == path and path.stat().st_mtime_ns == stamp
     assert [p.suffix for p in path.parent.iterdir()] == [".onnx"]  # no temporary files left behind
     again.close()
+
+
+def test_each_layers_attention_is_one_fused_node(embedder: OnnxEmbedder) -> None:
+    """The export's speed rests on ONNX Runtime's BERT fusions recognising the traced graph; a
+    transformers release that traces attention differently would silently leave it unfused."""
+    import onnx
+
+    ops = Counter(node.op_type for node in onnx.load(str(embedder.model_path)).graph.node)
+    assert ops["Attention"] == 6 and ops["EmbedLayerNormalization"] == 1, ops
+    assert ops["Softmax"] == 0 and ops["Transpose"] == 0  # nothing of the unfused attention is left
 
 
 def test_texts_of_like_length_run_together_and_a_long_one_runs_apart() -> None:
