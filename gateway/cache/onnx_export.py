@@ -97,11 +97,16 @@ def _fuse(path: Path, heads: int, hidden: int, layers: int) -> None:
     the machine-specific optimisations to the session that loads it). A graph the fusions do not
     recognise is kept as exported: slower, never wrong."""
     import logging
+    import sys
 
-    from onnxruntime.transformers import optimizer
+    path_before = list(sys.path)
+    try:  # the package appends its own folder to sys.path (its modules import each other by bare name)
+        from onnxruntime.transformers import optimizer
 
-    logging.getLogger("onnxruntime.transformers").setLevel(logging.WARNING)
-    fused = optimizer.optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0)
+        logging.getLogger("onnxruntime.transformers").setLevel(logging.WARNING)
+        fused = optimizer.optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0)
+    finally:
+        sys.path[:] = path_before
     attention = sum(node.op_type == "Attention" for node in fused.model.graph.node)
     if attention != layers:
         warnings.warn(f"ONNX export: {attention} of {layers} attention layers fused; the embedder runs unfused", stacklevel=2)
