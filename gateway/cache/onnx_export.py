@@ -95,7 +95,7 @@ def _export(model_dir: Path, target: Path) -> None:
 def _fuse(path: Path, heads: int, hidden: int, layers: int) -> None:
     """Rewrite `path` with ONNX Runtime's BERT fusions (graph rewrites only: `opt_level` 0 leaves
     the machine-specific optimisations to the session that loads it). A graph the fusions do not
-    recognise is kept as exported: slower, never wrong."""
+    recognise, or fail on, is kept as exported: slower, never wrong, and the embedder still starts."""
     import logging
     import sys
 
@@ -105,6 +105,9 @@ def _fuse(path: Path, heads: int, hidden: int, layers: int) -> None:
 
         logging.getLogger("onnxruntime.transformers").setLevel(logging.WARNING)
         fused = optimizer.optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0)
+    except Exception as exc:  # an optional rewrite: another onnxruntime release may not take this graph
+        warnings.warn(f"ONNX export: the attention fusions failed ({exc!r}); the embedder runs unfused", stacklevel=2)
+        return
     finally:
         sys.path[:] = path_before
     attention = sum(node.op_type == "Attention" for node in fused.model.graph.node)

@@ -80,6 +80,23 @@ def test_each_layers_attention_is_one_fused_node(embedder: OnnxEmbedder) -> None
     assert ops["Softmax"] == 0 and ops["Transpose"] == 0  # nothing of the unfused attention is left
 
 
+def test_an_export_whose_fusion_fails_still_serves_the_same_vectors(
+    embedder: OnnxEmbedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onnxruntime.transformers import optimizer
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ValueError("pattern not supported")
+
+    monkeypatch.setattr(optimizer, "optimize_model", refuse)
+    with pytest.warns(UserWarning, match="fusions failed"):
+        unfused = OnnxEmbedder(EmbedderSettings(onnx_dir=str(tmp_path)))
+    try:
+        assert float((unfused.embed_now(SENTENCES) * embedder.embed_now(SENTENCES)).sum(axis=1).min()) >= 0.9999
+    finally:
+        unfused.close()
+
+
 def test_texts_of_like_length_run_together_and_a_long_one_runs_apart() -> None:
     assert length_groups([]) == []
     assert length_groups([17, 16, 21, 19, 16, 20]) == [[1, 4, 0, 3, 5, 2]]  # shortest first, one padded batch
