@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import httpx
 
 from backends.errors import UpstreamUnavailable
-from backends.openai_http import HTTPBackend, Timeouts
+from backends.openai_http import HTTPBackend
 from backends.protocol import Completion, EventStream
-from backends.types import Endpoint
+from backends.types import Endpoint, Timeouts
 
 log = logging.getLogger("backends.local")
 

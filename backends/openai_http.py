@@ -13,7 +13,6 @@ import contextlib
 import email.utils
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Annotated
 
 import httpx
 import msgspec
@@ -34,22 +33,7 @@ from backends.propagation import UPSTREAM_TRACE
 from backends.protocol import Completion
 from backends.sse import DONE, SSEParser
 from backends.transport import PooledTransport
-from backends.types import Endpoint, UpstreamErrorEnvelope, UsagePeek
-
-Seconds = Annotated[float, msgspec.Meta(gt=0)]
-
-
-class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Time limits for one upstream call, in seconds."""
-
-    connect: Seconds = 5.0
-    """Opening a TCP (and TLS) connection."""
-    read: Seconds = 120.0
-    """Waiting for the response headers, and then between two pieces of the body."""
-    pool: Seconds = 10.0
-    """Waiting for a free connection when `max_connections` are all busy."""
-    total: Seconds = 600.0
-    """A whole non-streamed exchange, from sending to the last byte."""
+from backends.types import Endpoint, Timeouts, UpstreamErrorEnvelope, UsagePeek
 
 
 class HTTPBackend:

@@ -12,7 +12,21 @@ import msgspec
 
 Endpoint = Literal["chat/completions", "completions", "embeddings"]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Time limits for one upstream call, in seconds."""
+
+    connect: Seconds = 5.0
+    """Opening a TCP (and TLS) connection."""
+    read: Seconds = 120.0
+    """Waiting for the response headers, and then between two pieces of the body."""
+    pool: Seconds = 10.0
+    """Waiting for a free connection when `max_connections` are all busy."""
+    total: Seconds = 600.0
+    """A whole non-streamed exchange, from sending to the last byte."""
 
 
 class StreamOptions(msgspec.Struct):

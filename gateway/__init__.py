@@ -1,5 +1,5 @@
-"""An OpenAI-compatible LLM gateway: routing, caching and resilience in front of model pools."""
+"""An OpenAI-compatible LLM gateway: routing, caching and resilience in front of model pools.
 
-from gateway.app import create_app
-
-__all__ = ["create_app"]
+The app factory is `gateway.app:create_app`; importing this package loads nothing else, so that
+`gateway.routing` and `gateway.cache` can be used without the web framework or the HTTP client.
+"""

@@ -12,12 +12,12 @@ from typing import Any
 from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 
-from gateway.api import Gateway, error_response, method_not_allowed, routes
+from gateway.config import DEFAULT_CONFIG
 from gateway.errors import APIError, InvalidRequest, NotFound
-from gateway.middleware import RequestContext
+from gateway.http.handlers import Gateway, error_response, method_not_allowed, routes
+from gateway.http.middleware import RequestContext
 from gateway.reloader import Reloader
 
-DEFAULT_CONFIG = "config/gateway.yaml"
 log = logging.getLogger("gateway")
 
 

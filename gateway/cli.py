@@ -8,7 +8,7 @@ import os
 import sys
 
 from gateway import config
-from gateway.app import DEFAULT_CONFIG
+from gateway.config import DEFAULT_CONFIG
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "router-train":
         from pathlib import Path
 
-        from gateway.routing.training import train_command
+        from gateway.offline.router_training import train_command
 
         print(train_command([Path(f) for f in args.files], Path(args.out), args.tiers.split(",") if args.tiers else None))
         return 0
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _key(action: str) -> int:
     """Prints what `auth.keys` needs; the key itself goes to the client and nowhere else."""
-    from gateway.auth import hash_key, new_key
+    from gateway.access.keys import hash_key, new_key
 
     if action == "new":
         secret = new_key()
@@ -99,7 +99,7 @@ def _validate(files: list[str]) -> int:
 def _cache_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gateway.cache.evaluation import run
+    from gateway.offline.cache_eval import run
 
     threshold = args.threshold if args.threshold is not None else config.load(args.config).settings.cache.threshold
     print(run(Path(args.file), threshold))
@@ -109,7 +109,7 @@ def _cache_eval(args: argparse.Namespace) -> int:
 def _router_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gateway.routing.training import eval_command
+    from gateway.offline.router_training import eval_command
 
     try:
         loaded = config.load(args.config)

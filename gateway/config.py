@@ -27,6 +27,8 @@ import yaml
 from gateway.routing.classifier import DEFAULT_MODEL, ComplexityModel
 from gateway.settings import LocalEngineSettings, RouterSettings, Secret, Settings
 
+DEFAULT_CONFIG = "config/gateway.yaml"
+"""The embedded default, used when neither `--config` nor `$GATEWAY_CONFIG` names a file."""
 PathKey = tuple[str | int, ...]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

@@ -20,14 +20,15 @@ from backends.errors import APIError, DeadlineExceeded
 from backends.protocol import Completion, EventStream
 from backends.sse import DONE_FRAME, frame
 from backends.types import REQUEST_TYPES, Endpoint, Usage, UsagePeek
-from gateway import controls, inputs
-from gateway.access import Access, estimate
-from gateway.auth import Principal
+from gateway import controls
+from gateway import request as inputs
+from gateway.access.control import Access, estimate
+from gateway.access.keys import Principal
+from gateway.access.limits import Admission, Limits
 from gateway.cache.assemble import Assembler
 from gateway.cache.replay import replay_events
 from gateway.cache.service import Embedded, Lookup, ResponseCache, hit_body
 from gateway.errors import GatewayOverloaded, InvalidRequest, PermissionDenied
-from gateway.limits import Admission, Limits
 from gateway.routing.dispatcher import Call, Outcome, Progress
 from gateway.routing.features import router_text
 from gateway.routing.pools import Deployment, Pool
@@ -36,11 +37,11 @@ from gateway.routing.router import Route, Router
 from gateway.routing.validation import breaks_schema
 from gateway.runtime import Runtime
 from gateway.settings import ServerSettings
-from gateway.stats import RequestStats, Tally
+from gateway.telemetry.stats import RequestStats, Tally
 
 if TYPE_CHECKING:
     from gateway.cache.embedder import Embedder  # onnxruntime: imported only when something embeds
-    from gateway.telemetry import AttemptTrace, RequestTrace, Tracing
+    from gateway.telemetry.tracing import AttemptTrace, RequestTrace, Tracing
 
 log = logging.getLogger("gateway.pipeline")
 Headers = list[tuple[bytes, bytes]]

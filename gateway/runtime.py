@@ -18,7 +18,7 @@ from backends.echo import EchoBackend
 from backends.local import EngineProcess, LocalBackend
 from backends.openai_http import HTTPBackend
 from backends.protocol import Backend
-from gateway.auth import KeyTable
+from gateway.access.keys import KeyTable
 from gateway.config import LoadedConfig
 from gateway.routing.breaker import Breaker
 from gateway.routing.dispatcher import Dispatcher

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from backends.openai_http import Timeouts
+from backends.types import Timeouts
 
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Positive = Annotated[float, msgspec.Meta(gt=0)]

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.auth import hash_key
+from gateway.access.keys import hash_key
 from loadtest.loadgen import KEY, Result, chat_body, run
 from loadtest.redis_server import RedisServer
 from loadtest.report import footer

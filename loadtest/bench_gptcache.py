@@ -35,9 +35,9 @@ from gptcache.embedding import SBERT
 from gptcache.manager import manager_factory
 
 from gateway.cache.embedder import OnnxEmbedder, bundled_model_dir
-from gateway.cache.evaluation import Pair, read_pairs, score
 from gateway.cache.store import MemoryStore
 from gateway.cache.veto import veto
+from gateway.offline.cache_eval import Pair, read_pairs, score
 from gateway.settings import CacheSettings
 from loadtest.bench_cache import QUERIES, lookups, pct
 from loadtest.report import footer

@@ -28,9 +28,9 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from backends.propagation import UPSTREAM_TRACE
 from backends.types import Usage
-from gateway import otlp
 from gateway.settings import TelemetrySettings
-from gateway.telemetry import Tracing
+from gateway.telemetry import otlp
+from gateway.telemetry.tracing import Tracing
 from loadtest.report import footer
 
 BODY = (
@@ -117,7 +117,7 @@ def main() -> None:
     spans = len(kept) // args.requests
     print("| what | µs (median of rounds) | rounds |")
     print("|---|---|---|")
-    for what, values in ((f"build a recorded request's {spans} spans", build), ("encode a span, gateway.otlp", ours),
+    for what, values in ((f"build a recorded request's {spans} spans", build), ("encode a span, gateway.telemetry.otlp", ours),
                          ("encode a span, the SDK's encoder", sdk)):  # fmt: skip
         print(f"| {what} | {statistics.median(values):.1f} | {', '.join(f'{v:.1f}' for v in values)} |")
     print(f"\n{len(data) / len(batch):.0f} bytes a span; {len(kept[0].attributes)} and {len(kept[1].attributes)} attributes")

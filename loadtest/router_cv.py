@@ -25,7 +25,7 @@ PRICES = [(0.15, 0.60), (0.40, 1.60), (2.50, 10.00)]
 
 def main() -> None:
     from gateway.cache.embedder import OnnxEmbedder
-    from gateway.routing import training
+    from gateway.offline import router_training as training
     from gateway.routing.classifier import pick
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.auth import hash_key
+from gateway.access.keys import hash_key
 from loadtest.fake_upstream import Behavior, FakeUpstream
 from loadtest.otlp_receiver import OTLPReceiver
 from loadtest.redis_server import RedisServer

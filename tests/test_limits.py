@@ -11,10 +11,8 @@ from typing import Any
 
 import pytest
 
-from gateway.auth import Principal
-from gateway.cache.redis_store import client as redis_client
-from gateway.errors import ServiceUnavailable
-from gateway.limits import (
+from gateway.access.keys import Principal
+from gateway.access.limits import (
     BUDGET,
     OK,
     REQUESTS,
@@ -27,6 +25,8 @@ from gateway.limits import (
     RedisCounters,
     period_ids,
 )
+from gateway.errors import ServiceUnavailable
+from gateway.redis_client import client as redis_client
 from loadtest.redis_server import RedisServer
 
 

@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from gateway.auth import hash_key
+from gateway.access.keys import hash_key
 from tests.conftest import ROOT, GatewayProcess
 
 load_all_checks()

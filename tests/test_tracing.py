@@ -274,7 +274,7 @@ def test_new_traces_beyond_max_traces_per_s_are_counted_not_recorded_and_callers
 
 
 def test_the_trace_cap_holds_a_seconds_worth_and_refills_at_its_rate() -> None:
-    from gateway.telemetry import _Bucket
+    from gateway.telemetry.tracing import _Bucket
 
     bucket = _Bucket(5)
     assert [bucket.take(100.0) for _ in range(6)] == [True] * 5 + [False]  # a burst: a second's worth
@@ -295,9 +295,9 @@ def test_span_records_become_valid_otlp_spans_whatever_the_attribute_values() ->
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.trace import SpanKind, StatusCode
 
-    from gateway.otlp import encode
     from gateway.settings import TelemetrySettings
-    from gateway.telemetry import Tracing
+    from gateway.telemetry.otlp import encode
+    from gateway.telemetry.tracing import Tracing
 
     exporter = InMemorySpanExporter()
     tracing = Tracing(TelemetrySettings(enabled=True, service_name="unit"), env={}, exporter=exporter)
@@ -349,7 +349,7 @@ def test_a_collector_slower_than_the_traffic_costs_spans_not_requests_and_every_
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from gateway.settings import TelemetrySettings
-    from gateway.telemetry import Tracing
+    from gateway.telemetry.tracing import Tracing
 
     release, exporting = threading.Event(), threading.Event()
 
@@ -387,7 +387,7 @@ def test_the_gateways_otlp_encoder_writes_what_the_sdks_encoder_writes() -> None
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
     from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-    from gateway.otlp import encode
+    from gateway.telemetry.otlp import encode
 
     resources = [Resource.create({"service.name": "gw", "n": 3}), Resource.create({"service.name": "other"})]
     scopes = [InstrumentationScope("llm-gateway"), InstrumentationScope("x", "1.2", "https://schema", {"a": True})]
@@ -426,7 +426,7 @@ def test_an_ended_request_trace_is_freed_at_once_not_by_the_cycle_collector() ->
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from gateway.settings import TelemetrySettings
-    from gateway.telemetry import Tracing
+    from gateway.telemetry.tracing import Tracing
 
     tracing = Tracing(TelemetrySettings(enabled=True), env={}, exporter=InMemorySpanExporter())
     request = tracing.request("chat/completions", "m", {"model": "m"}, [])

@@ -1,1 +1,2 @@
-"""The semantic cache: request keys, the embedder, FAISS index, stores (issue 4; the embedder stands so far)."""
+"""The response cache: request keys, the embedder, the FAISS index, the stores, the veto and the
+two layers (exact, semantic). No web framework, no HTTP client."""

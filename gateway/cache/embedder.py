@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from gateway.cache.onnx_export import ensure_onnx
+from gateway.offline.onnx_export import ensure_onnx
 from gateway.settings import EmbedderSettings
 
 Vectors = np.ndarray

@@ -30,11 +30,10 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.cache.store import Change, Entry, StoreUnavailable, within
+from gateway.redis_client import client
 from gateway.tasks import raise_if_cancelled
 
 log = logging.getLogger("gateway.cache")
@@ -106,25 +105,6 @@ return fields
 )
 
 _CHUNK = 500
-
-
-POOL_SIZE = 64
-"""Connections per client. Redis runs commands one at a time, so more would only queue there; a
-request that finds them all busy waits for one (up to its timeout) instead of failing at once,
-as redis-py's default pool does past 100 concurrent calls."""
-
-
-def client(url: str, timeout_s: float) -> aioredis.Redis:
-    """A client that fails at once rather than retrying: its caller decides what a failure means."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=POOL_SIZE,
-        timeout=timeout_s,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
-    )
-    return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes its connections
 
 
 class RedisStore:

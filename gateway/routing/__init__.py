@@ -1,1 +1,2 @@
-"""Model resolution, balancing and (later) classification. No web framework, no HTTP client."""
+"""Model resolution, the complexity classifier and routers, balancing, retries, breakers and
+fallbacks. No web framework, no HTTP client."""

@@ -8,8 +8,9 @@ import httpx
 import pytest
 
 from backends.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
-from backends.openai_http import HTTPBackend, Timeouts
+from backends.openai_http import HTTPBackend
 from backends.transport import PooledTransport
+from backends.types import Timeouts
 from loadtest.fake_upstream import Behavior, FakeUpstream
 from tests.conftest import free_port
 

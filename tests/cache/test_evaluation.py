@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from gateway.cache.evaluation import Pair, read_pairs, score
+from gateway.offline.cache_eval import Pair, read_pairs, score
 from tests.conftest import ROOT
 
 PAIRS = ROOT / "config" / "cache-eval" / "pairs.jsonl"

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from gateway.errors import InvalidRequest, PermissionDenied
+from gateway.offline.router_training import Data, fit_thresholds, keyword_rules, relative_cost, train
 from gateway.routing.classifier import ComplexityModel, pick
 from gateway.routing.features import FEATURE_NAMES, features, router_text
 from gateway.routing.pools import Pool
 from gateway.routing.router import Router
-from gateway.routing.training import Data, fit_thresholds, keyword_rules, relative_cost, train
 from gateway.routing.validation import breaks_schema
 from gateway.settings import DeploymentSettings, PoolSettings, RouterSettings, RouterTierSettings
 from tests.conftest import ROOT

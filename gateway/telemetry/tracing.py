@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from gateway.routing.pools import Deployment
     from gateway.routing.router import Route
 
-log = logging.getLogger("gateway.telemetry")
+log = logging.getLogger("gateway.telemetry.tracing")
 OPERATIONS = {"chat/completions": "chat", "completions": "text_completion", "embeddings": "embeddings"}
 _PROPAGATOR = TraceContextTextMapPropagator()
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -540,6 +540,6 @@ def _exporter(settings: TelemetrySettings, env: Mapping[str, str]) -> SpanExport
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
         return GrpcExporter(endpoint=settings.endpoint, headers=headers)
-    from gateway.otlp import HttpExporter
+    from gateway.telemetry.otlp import HttpExporter
 
     return HttpExporter(endpoint=settings.endpoint, headers=headers, timeout=5)

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from gateway.errors import PermissionDenied, ServiceUnavailable, Unauthorized
 from gateway.settings import AuthSettings, KeySettings, Name, NonNegative, Period, PositiveInt
 
-log = logging.getLogger("gateway.auth")
+log = logging.getLogger("gateway.access.keys")
 
 KEY_PREFIX = "sk-gw-"
 EXPIRED_KEPT_S = 7 * 86400

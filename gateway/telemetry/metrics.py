@@ -9,16 +9,16 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway.health import deployment_health
-from gateway.limits import Limits
+from gateway.access.limits import Limits
 from gateway.routing.breaker import STATE_VALUES
 from gateway.runtime import Runtime
-from gateway.stats import RequestStats
+from gateway.telemetry.health import deployment_health
+from gateway.telemetry.stats import RequestStats
 
 if TYPE_CHECKING:
     from gateway.cache.embedder import Embedder
     from gateway.cache.service import ResponseCache
-    from gateway.telemetry import Tracing
+    from gateway.telemetry.tracing import Tracing
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -16,19 +16,20 @@ from litestar import Request, Response, delete, get, post
 from litestar.handlers import ASGIRouteHandler, asgi
 
 from backends.types import Endpoint
-from gateway import metrics, openapi
-from gateway.access import Access
-from gateway.asgi import ClientGone, Receive, Scope, Send, read_body, send_reply, send_stream, until_disconnect
-from gateway.auth import KeyExists, KeyRequest, KeysUnavailable, Principal, RedisKeys
-from gateway.breaker_sync import BreakerSync
+from gateway.access.control import Access
+from gateway.access.keys import KeyExists, KeyRequest, KeysUnavailable, Principal, RedisKeys
 from gateway.cache.service import ResponseCache
 from gateway.cache.store import StoreUnavailable
 from gateway.errors import APIError, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized
-from gateway.health import deployment_health
-from gateway.inputs import check_content_type
+from gateway.http import openapi
+from gateway.http.asgi import ClientGone, Receive, Scope, Send, read_body, send_reply, send_stream, until_disconnect
 from gateway.pipeline import Pipeline, Reply, StreamReply, error_reply
 from gateway.reloader import Reloader
-from gateway.telemetry import Tracing
+from gateway.request import check_content_type
+from gateway.routing.breaker_sync import BreakerSync
+from gateway.telemetry import metrics
+from gateway.telemetry.health import deployment_health
+from gateway.telemetry.tracing import Tracing
 
 if TYPE_CHECKING:
     from gateway.cache.embedder import Embedder

@@ -6,8 +6,8 @@ import logging
 import os
 import re
 
-from gateway.asgi import Message, Receive, Scope, Send
 from gateway.errors import APIError
+from gateway.http.asgi import Message, Receive, Scope, Send
 from gateway.pipeline import error_reply
 
 log = logging.getLogger("gateway")

@@ -25,10 +25,10 @@ from typing import Any, Protocol, cast
 
 from redis.exceptions import RedisError
 
-from gateway.auth import Principal
+from gateway.access.keys import Principal
 from gateway.errors import APIError, ServiceUnavailable
 
-log = logging.getLogger("gateway.limits")
+log = logging.getLogger("gateway.access.limits")
 
 WINDOW_S = 60
 OK, REQUESTS, TOKENS, BUDGET = 0, 1, 2, 3

@@ -16,13 +16,13 @@ import msgspec
 from redis.exceptions import RedisError
 
 from backends.types import Endpoint, Usage
-from gateway.auth import KeyTable, Principal, RedisKeys, authenticate
-from gateway.cache.redis_store import client as redis_client
-from gateway.limits import Ask, Limits
+from gateway.access.keys import KeyTable, Principal, RedisKeys, authenticate
+from gateway.access.limits import Ask, Limits
+from gateway.redis_client import client as redis_client
 from gateway.routing.pools import Pool
 from gateway.settings import Settings
 
-log = logging.getLogger("gateway.access")
+log = logging.getLogger("gateway.access.control")
 
 
 class Access:

@@ -14,13 +14,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.routing.pools import Deployment
-from gateway.runtime import Runtime
 from gateway.tasks import raise_if_cancelled
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime  # the live config; imported for its type only (it builds HTTP backends)
 
 log = logging.getLogger("gateway.breakers")
 

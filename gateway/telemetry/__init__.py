@@ -1,0 +1,1 @@
+"""What the gateway tells operators: OpenTelemetry traces (OTLP), Prometheus metrics, deployment health."""
