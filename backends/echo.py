@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from backends.protocol import Completion
-from backends.types import Endpoint, PromptTokensDetails, Usage
+from backends.types import Endpoint, PromptTokensDetails, Usage, content_text
 
 _ids = itertools.count()
 
@@ -82,28 +82,17 @@ def _envelope(endpoint: Endpoint, payload: dict[str, object], stream: bool) -> d
 
 
 def _reply(endpoint: Endpoint, payload: dict[str, object]) -> tuple[str, int]:
-    """The answer text and the prompt's size in words."""
+    """The answer text (the last user turn, or the prompt) and the prompt's size in words."""
     if endpoint == "chat/completions":
         messages = payload.get("messages")
-        texts = [_text(m.get("content")) for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
-        users = (
-            [_text(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-            if isinstance(messages, list)
-            else []
-        )
-        prompt = " ".join(texts)
+        turns = [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+        users = [content_text(m.get("content")) for m in turns if m.get("role") == "user"]
+        prompt = " ".join(content_text(m.get("content")) for m in turns)
         last = users[-1] if users else ""
     else:
-        prompt = last = _text(payload.get("prompt"))
+        raw = payload.get("prompt")
+        prompt = last = raw if isinstance(raw, str) else " ".join(map(str, raw)) if isinstance(raw, list) else ""
     return f"echo: {last}".strip(), len(prompt.split())
-
-
-def _text(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict)) or " ".join(map(str, content))
-    return ""
 
 
 def _embeddings(payload: dict[str, object]) -> Completion:

@@ -65,7 +65,7 @@ class EmbeddingRequest(msgspec.Struct):
     input: str | list[str | int | list[int]]
 
 
-REQUEST_TYPES: dict[Endpoint, type[msgspec.Struct]] = {
+REQUEST_TYPES: dict[Endpoint, type[ChatRequest | CompletionRequest | EmbeddingRequest]] = {
     "chat/completions": ChatRequest,
     "completions": CompletionRequest,
     "embeddings": EmbeddingRequest,
@@ -102,3 +102,15 @@ class UpstreamErrorBody(msgspec.Struct):
 
 class UpstreamErrorEnvelope(msgspec.Struct):
     error: UpstreamErrorBody | str | None = None
+
+
+def content_text(content: object) -> str:
+    """A message's text: the string itself, or its text parts joined by newlines (images, audio
+    and files are not text). The one rule for every reader of a message: router, cache, metering, echo."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            p["text"] for p in content if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        )
+    return ""

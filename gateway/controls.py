@@ -1,10 +1,13 @@
-"""Per-request controls: `x-gateway-*` request headers, and the same in a `gateway` object in the
-JSON body (for clients that can only add fields, e.g. the openai client's `extra_body`). The
-`gateway` object is removed before the request goes upstream; a header wins over the body."""
+"""Per-request controls: `x-gateway-*` and `Cache-Control` request headers, and the same in a
+`gateway` object in the JSON body (for clients that can only add fields, e.g. the openai client's
+`extra_body`). The `gateway` object is removed before the request goes upstream; a header wins
+over the body. Read once per request, in one pass over the headers."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -14,12 +17,12 @@ from gateway.settings import ResilienceSettings
 
 DEADLINE_HEADER = b"x-gateway-deadline-ms"
 TIER_HEADER = b"x-gateway-tier"
-
-
 CacheDirective = Literal["no-cache", "no-store"]
 
 
-class Controls(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+class BodyControls(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The `gateway` object of a request body."""
+
     deadline_ms: Annotated[float, msgspec.Meta(gt=0)] | None = None
     """This request's time budget in milliseconds (capped at `resilience.max_deadline_s`)."""
     cache: CacheDirective | None = None
@@ -28,50 +31,53 @@ class Controls(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """With a router's model name: this tier, whatever the classifier says."""
 
 
-NO_CONTROLS = Controls()
+_NONE = BodyControls()
 
 
-def from_body(payload: dict[str, Any]) -> Controls:
+@dataclass(frozen=True, slots=True)
+class Controls:
+    """What the client asked of the gateway for this request, headers and body together."""
+
+    deadline_s: float
+    """The request's deadline: header, else body, else `resilience.deadline_s`; at most `max_deadline_s`."""
+    cache: CacheDirective | None
+    """From Cache-Control (`no-store` wins over `no-cache`), else the body's."""
+    tier: str | None
+    """From x-gateway-tier, else the body's."""
+
+
+def read(headers: Sequence[tuple[bytes, bytes]], payload: dict[str, Any], settings: ResilienceSettings) -> Controls:
+    """The request's controls; its body's `gateway` object is taken out of `payload`."""
+    body = _from_body(payload)
+    ms, cache, tier = body.deadline_ms, None, body.tier
+    for name, value in headers:
+        if name == DEADLINE_HEADER:
+            ms = _milliseconds(value)
+        elif name == TIER_HEADER:
+            tier = value.decode("latin-1").strip()
+        elif name == b"cache-control" and cache != "no-store":
+            cache = _cache_directive(value) or cache
+    deadline = settings.deadline_s if ms is None else min(ms / 1000, settings.max_deadline_s)
+    return Controls(deadline, cache or body.cache, tier)
+
+
+def _from_body(payload: dict[str, Any]) -> BodyControls:
     raw = payload.pop("gateway", None)
     if raw is None:
-        return NO_CONTROLS
+        return _NONE
     try:
-        return msgspec.convert(raw, Controls)
+        return msgspec.convert(raw, BodyControls)
     except msgspec.ValidationError as exc:
         message, _, where = str(exc).partition(" - at `$")
         param = "gateway" + where.rstrip("`")
         raise InvalidRequest(f"Invalid gateway controls: {message} (at '{param}')", param=param) from None
 
 
-def deadline_s(settings: ResilienceSettings, headers: list[tuple[bytes, bytes]], controls: Controls) -> float:
-    """The request's deadline in seconds: header, else body, else the config default."""
-    ms = controls.deadline_ms
-    for name, value in headers:
-        if name == DEADLINE_HEADER:
-            ms = _milliseconds(value)
-    if ms is None:
-        return settings.deadline_s
-    return min(ms / 1000, settings.max_deadline_s)
-
-
-def cache_directive(headers: list[tuple[bytes, bytes]], controls: Controls) -> CacheDirective | None:
-    """`no-store` or `no-cache` from the Cache-Control header (the stronger one wins), else the body's."""
-    for name, value in headers:
-        if name == b"cache-control":
-            directives = {d.strip() for d in value.decode("latin-1").lower().split(",")}
-            if "no-store" in directives:
-                return "no-store"
-            if "no-cache" in directives:
-                return "no-cache"
-    return controls.cache
-
-
-def forced_tier(headers: list[tuple[bytes, bytes]], controls: Controls) -> str | None:
-    """The tier a request asks for: the x-gateway-tier header, else the body's."""
-    for name, value in headers:
-        if name == TIER_HEADER:
-            return value.decode("latin-1").strip()
-    return controls.tier
+def _cache_directive(value: bytes) -> CacheDirective | None:
+    directives = {d.strip() for d in value.decode("latin-1").lower().split(",")}
+    if "no-store" in directives:
+        return "no-store"
+    return "no-cache" if "no-cache" in directives else None
 
 
 def _milliseconds(value: bytes) -> float:

@@ -1,6 +1,8 @@
-"""Bounds on what a request may carry, beyond its schema: JSON depth, how many messages, how much
-text, how many output tokens, and its content type. Each broken bound is a 400 (415 for the
-content type) that names the bound, checked before anything is spent on the request.
+"""A client's request body, parsed: valid JSON, an object, within the server's bounds, and of
+its endpoint's schema; then its per-request controls. Each broken rule is a 400 (415 for the
+content type) that names what is wrong, raised before anything is spent on the request.
+
+Bounds beyond the schema: JSON depth, how many messages, how much text, how many output tokens.
 
 The checks cost almost nothing on ordinary requests: depth is walked only when the body has more
 brackets than the bound, text is summed only when the body is longer than its bound.
@@ -8,12 +10,71 @@ brackets than the bound, text is summed only when the body is longer than its bo
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from backends.types import Endpoint
+import msgspec
+
+from backends.types import REQUEST_TYPES, ChatRequest, CompletionRequest, EmbeddingRequest, Endpoint
+from gateway import controls
 from gateway.errors import InvalidRequest, UnsupportedMediaType
-from gateway.settings import ServerSettings
+from gateway.settings import ResilienceSettings, ServerSettings
+
+
+@dataclass(slots=True)
+class ClientRequest:
+    """A request as the pipeline carries it."""
+
+    endpoint: Endpoint
+    payload: dict[str, Any]
+    """The client's JSON object, sent upstream as it is (unknown fields included, `gateway` taken out)."""
+    typed: ChatRequest | CompletionRequest | EmbeddingRequest
+    """What the payload was validated as."""
+    controls: controls.Controls
+
+    @property
+    def model(self) -> str:
+        return self.typed.model
+
+    @property
+    def stream(self) -> bool:
+        return not isinstance(self.typed, EmbeddingRequest) and self.typed.stream
+
+
+def parse(
+    endpoint: Endpoint,
+    body: bytes,
+    headers: Sequence[tuple[bytes, bytes]],
+    server: ServerSettings,
+    resilience: ResilienceSettings,
+) -> ClientRequest:
+    """The request in `body`, within the server's bounds, with its controls read."""
+    try:
+        payload = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise InvalidRequest("We could not parse the JSON body of your request. The body must be valid JSON (UTF-8).") from None
+    except RecursionError:
+        raise InvalidRequest("The request's JSON is nested too deeply.") from None
+    if not isinstance(payload, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    check_body(endpoint, body, payload, server)
+    try:
+        typed = msgspec.convert(payload, REQUEST_TYPES[endpoint])
+    except msgspec.ValidationError as exc:
+        message, _, where = str(exc).partition(" - at `$")
+        param = _param(message, where.rstrip("`"))
+        raise InvalidRequest(f"Invalid request: {message}" + (f" (at '{param}')" if param else ""), param=param) from None
+    return ClientRequest(endpoint, payload, typed, controls.read(headers, payload, resilience))
+
+
+def _param(message: str, where: str) -> str | None:
+    """`messages[0].role` from msgspec's `$.messages[0]` and 'Object missing required field `role`'."""
+    path = where.lstrip(".")
+    if message.startswith("Object missing required field `"):
+        missing = message.split("`")[1]
+        path = f"{path}.{missing}" if path else missing
+    return path or None
 
 
 def check_content_type(headers: Iterable[tuple[bytes, bytes]]) -> None:

@@ -52,7 +52,7 @@ QUERIES = [
 
 
 async def lookups(embedder: OnnxEmbedder, store: Store, entries: int, rounds: int) -> list[float]:
-    cache = SemanticCache(store, VectorIndex(embedder.dim), threshold=0.85)
+    cache = SemanticCache(store, VectorIndex(embedder.dim))
     rng = np.random.default_rng(0)
     noise = rng.standard_normal((entries, embedder.dim)).astype(np.float32)
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
@@ -69,7 +69,7 @@ async def lookups(embedder: OnnxEmbedder, store: Store, entries: int, rounds: in
         start = time.perf_counter()
         if await cache.lookup_exact(text) is None:
             vector = (await embedder.embed([text]))[0]
-            hits += await cache.lookup_semantic("ns", text, vector) is not None
+            hits += await cache.lookup_semantic("ns", text, vector, threshold=0.85, top_k=4) is not None
         times.append(time.perf_counter() - start)
     assert hits >= rounds * 0.9, f"only {hits} of {rounds} lookups hit"
     await store.aclose()

@@ -72,14 +72,12 @@ HEADERS = [(b"content-type", b"application/json")]
 
 def _request(tracing: Tracing) -> None:
     request = tracing.request("chat/completions", "fake", PAYLOAD, HEADERS)
-    assert request is not None
     request.routed(ROUTE)
-    attempt = request.attempt(DEPLOYMENT, PROGRESS, "fake")
-    with attempt.context():
+    with request.attempt(DEPLOYMENT, PROGRESS, "fake") as attempt:
         sent = {"content-type": "application/json", **(UPSTREAM_TRACE.get() or {})}
         assert "traceparent" in sent
     attempt.succeeded(BODY, USAGE)
-    request.answered(attempt)
+    request.answered()
     request.end("config-v1")
 
 

@@ -11,21 +11,10 @@ from typing import Any
 
 import pytest
 
+from gateway.access.counters import BUDGET, OK, REQUESTS, TOKENS, Ask, MemoryCounters, RedisCounters, period_ids
 from gateway.access.keys import Principal
-from gateway.access.limits import (
-    BUDGET,
-    OK,
-    REQUESTS,
-    TOKENS,
-    Ask,
-    InsufficientQuota,
-    Limits,
-    MemoryCounters,
-    RateLimited,
-    RedisCounters,
-    period_ids,
-)
-from gateway.errors import ServiceUnavailable
+from gateway.access.limits import Limits
+from gateway.errors import InsufficientQuota, RateLimited, ServiceUnavailable
 from gateway.redis_client import client as redis_client
 from loadtest.redis_server import RedisServer
 

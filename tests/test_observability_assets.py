@@ -92,8 +92,8 @@ def defined_metric_names() -> set[str]:
     """Every metric name the gateway and the engine define, read from their source."""
     names: set[str] = set()
     for path in [
-        ROOT / "gateway" / "metrics.py",
-        ROOT / "gateway" / "stats.py",
+        ROOT / "gateway" / "telemetry" / "metrics.py",
+        ROOT / "gateway" / "telemetry" / "stats.py",
         ROOT / "backends" / "local_engine" / "metrics.py",
     ]:
         names |= set(re.findall(r'"((?:gateway|engine)_[a-z_]+)"', path.read_text()))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.pipeline import Pipeline, StreamReply
+from gateway.http.replies import StreamReply
+from gateway.pipeline import Pipeline
 from gateway.reloader import Reloader
+from gateway.services import Services
 
 BODY = b'{"model": "echo", "stream": true, "messages": [{"role": "user", "content": "one two three"}]}'
 
@@ -16,7 +18,7 @@ def pipeline(tmp_path: Path) -> tuple[Pipeline, Reloader]:
         "reload: {watch: false}\nauth: {enabled: false}\npools:\n  echo:\n    deployments: [{id: e, backend: echo}]\n"
     )
     reloader = Reloader(str(path))
-    return Pipeline(reloader), reloader
+    return Services(reloader).pipeline, reloader
 
 
 async def test_a_stream_closed_before_its_first_frame_releases_everything(tmp_path: Path) -> None:

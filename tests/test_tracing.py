@@ -297,7 +297,7 @@ def test_span_records_become_valid_otlp_spans_whatever_the_attribute_values() ->
 
     from gateway.settings import TelemetrySettings
     from gateway.telemetry.otlp import encode
-    from gateway.telemetry.tracing import Tracing
+    from gateway.telemetry.tracing import RequestTrace, Tracing
 
     exporter = InMemorySpanExporter()
     tracing = Tracing(TelemetrySettings(enabled=True, service_name="unit"), env={}, exporter=exporter)
@@ -308,7 +308,7 @@ def test_span_records_become_valid_otlp_spans_whatever_the_attribute_values() ->
         {"model": "m", "temperature": 0.5, "seed": 10**23},  # a seed no int64 holds
         [(k.encode(), v.encode()) for k, v in headers.items()],
     )
-    assert request is not None
+    assert isinstance(request, RequestTrace)
     deployment = SimpleNamespace(
         id="d-1",
         settings=SimpleNamespace(base_url="http://u:secret@127.0.0.1:9/v1", backend="openai"),
@@ -318,7 +318,8 @@ def test_span_records_become_valid_otlp_spans_whatever_the_attribute_values() ->
     attempt.span.set_attributes(
         {"x.numpy": np.float32(0.25), "x.list": ["a", np.int64(3)], "x.none": None, "x.enum": StatusCode.OK}
     )
-    attempt.failed(RuntimeError("boom"))
+    with pytest.raises(RuntimeError), attempt:
+        raise RuntimeError("boom")  # an attempt that fails inside its `with` ends as failed
     request.end("v1")
     request.end("v1")  # a second end is ignored
     tracing.shutdown()
@@ -349,7 +350,7 @@ def test_a_collector_slower_than_the_traffic_costs_spans_not_requests_and_every_
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from gateway.settings import TelemetrySettings
-    from gateway.telemetry.tracing import Tracing
+    from gateway.telemetry.tracing import RequestTrace, Tracing
 
     release, exporting = threading.Event(), threading.Event()
 
@@ -363,13 +364,13 @@ def test_a_collector_slower_than_the_traffic_costs_spans_not_requests_and_every_
     env = {"OTEL_BSP_MAX_QUEUE_SIZE": "4", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2", "OTEL_BSP_SCHEDULE_DELAY": "10"}
     tracing = Tracing(TelemetrySettings(enabled=True), env=env, exporter=exporter)
     first = tracing.request("chat/completions", "m", {"model": "m"}, [])
-    assert first is not None
-    first.end()
+    assert isinstance(first, RequestTrace)
+    first.end("v1")
     assert exporting.wait(5)  # the export thread now holds that span, stuck
     for _ in range(10):
         request = tracing.request("chat/completions", "m", {"model": "m"}, [])
-        assert request is not None
-        request.end()
+        assert isinstance(request, RequestTrace)
+        request.end("v1")
     assert tracing.dropped == 6  # four queued, six refused
     assert len([r for r in caplog.records if "queue is full" in r.getMessage()]) == 1
     release.set()
@@ -426,17 +427,17 @@ def test_an_ended_request_trace_is_freed_at_once_not_by_the_cycle_collector() ->
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from gateway.settings import TelemetrySettings
-    from gateway.telemetry.tracing import Tracing
+    from gateway.telemetry.tracing import RequestTrace, Tracing
 
     tracing = Tracing(TelemetrySettings(enabled=True), env={}, exporter=InMemorySpanExporter())
     request = tracing.request("chat/completions", "m", {"model": "m"}, [])
-    assert request is not None
+    assert isinstance(request, RequestTrace)
     deployment = SimpleNamespace(
         id="d-1", settings=SimpleNamespace(base_url=None, backend="local"), breaker=SimpleNamespace(state="closed")
     )
     attempt = request.attempt(deployment, SimpleNamespace(attempts=1, fallbacks=0), "m")  # type: ignore[arg-type]
     attempt.succeeded(b'{"id": "x", "choices": [{"finish_reason": "stop"}]}', None)
-    request.answered(request.last_attempt)
+    request.answered()
     request.end("v1")
     gone = [weakref.ref(request), weakref.ref(attempt)]
     gc.disable()

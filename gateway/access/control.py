@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import msgspec
 from redis.exceptions import RedisError
 
 from backends.types import Endpoint, Usage
+from gateway.access.counters import Ask
 from gateway.access.keys import KeyTable, Principal, RedisKeys, authenticate
-from gateway.access.limits import Ask, Limits
+from gateway.access.limits import Limits
 from gateway.redis_client import client as redis_client
 from gateway.routing.pools import Pool
 from gateway.settings import Settings
+from gateway.text import reserved_prompt_tokens
 
 log = logging.getLogger("gateway.access.control")
 
@@ -48,19 +48,15 @@ class Access:
                 await self.client.aclose()
 
 
-def estimate(endpoint: Endpoint, payload: dict[str, Any], chain: Sequence[Pool], output_reserve: int) -> Ask:
-    """What a request reserves: its prompt's tokens, estimated as one per 3 bytes of its JSON (over
-    most tokenizers' count, so that reservations err high), plus the output it asks for
-    (`max_completion_tokens` / `max_tokens`, else `output_reserve`, times `n`), priced at the
-    dearest deployment that may answer it."""
-    if endpoint == "embeddings":
-        source, output = payload.get("input", ""), 0
-    else:
-        source = payload.get("messages", payload.get("prompt", ""))
+def reservation(endpoint: Endpoint, payload: dict[str, Any], chain: Sequence[Pool], output_reserve: int) -> Ask:
+    """What a request reserves: its prompt's tokens (`gateway.text.reserved_prompt_tokens`), plus
+    the output it asks for (`max_completion_tokens` / `max_tokens`, else `output_reserve`, times
+    `n`), priced at the dearest deployment that may answer it."""
+    output = 0
+    if endpoint != "embeddings":
         asked = payload.get("max_completion_tokens") or payload.get("max_tokens") or output_reserve
-        n = payload.get("n") or 1
-        output = int(asked) * int(n)
-    prompt = math.ceil(len(msgspec.json.encode(source)) / 3)
+        output = int(asked) * int(payload.get("n") or 1)
+    prompt = reserved_prompt_tokens(endpoint, payload)
     usage = Usage(prompt_tokens=prompt, completion_tokens=output, total_tokens=prompt + output)
     cost = max((d.cost(usage) for pool in chain for d in pool.deployments), default=0.0)
     return Ask(prompt + output, cost)

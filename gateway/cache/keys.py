@@ -8,7 +8,9 @@ The model name is replaced by the route that will answer (the resolved pool, or 
 
 The semantic namespace hashes the same fields without the conversation itself but with the system
 prompt(s): two requests can only meet in the embedding index when everything but the wording of
-the conversation is equal.
+the conversation is equal. Only the last user turn is embedded; everything before it (earlier turns,
+the assistant's answers, tool results) goes into a digest that joins the namespace, so a follow-up
+question ("and in 2023?") only meets follow-ups of the same conversation.
 """
 
 from __future__ import annotations
@@ -52,3 +54,14 @@ def system_prompts(payload: Mapping[str, Any]) -> list[Any]:
 
 def _digest(value: object) -> str:
     return hashlib.blake2b(_encoder.encode(value), digest_size=16).hexdigest()
+
+
+def context_digest(payload: Mapping[str, Any]) -> str:
+    """A digest of the turns before the last one, system prompts excluded (they have their own place in the key)."""
+    messages = payload.get("messages")
+    if not isinstance(messages, list):
+        return ""
+    earlier = [m for m in messages[:-1] if not (isinstance(m, dict) and m.get("role") in ("system", "developer"))]
+    if not earlier:
+        return ""
+    return hashlib.blake2b(msgspec.json.encode(earlier), digest_size=12).hexdigest()

@@ -37,14 +37,10 @@ class SemanticCache:
         store: Store,
         index: VectorIndex,
         *,
-        threshold: float = 0.9,
-        top_k: int = 4,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.index = index
-        self.threshold = threshold
-        self.top_k = top_k
         self.clock = clock
         self.vetoed = 0
 
@@ -52,11 +48,11 @@ class SemanticCache:
         entry = await self.store.get(entry_id(key))
         return None if entry is None or entry.key != key else Hit(entry, "hit-exact", 1.0)
 
-    async def lookup_semantic(self, namespace: str, text: str, vector: np.ndarray, threshold: float | None = None) -> Hit | None:
-        bound = self.threshold if threshold is None else threshold
+    async def lookup_semantic(self, namespace: str, text: str, vector: np.ndarray, threshold: float, top_k: int) -> Hit | None:
+        """The first of the `top_k` nearest entries at or above `threshold` that is alive and not vetoed."""
         self.index.expire(self.clock())
-        for candidate in self.index.search(namespace, vector, self.top_k):
-            if candidate.similarity < bound:
+        for candidate in self.index.search(namespace, vector, top_k):
+            if candidate.similarity < threshold:
                 break
             entry = await self.store.get(candidate.entry_id)
             if entry is None:  # evicted or removed since: the index catches up

@@ -27,12 +27,12 @@ import msgspec
 import numpy as np
 
 from backends.types import Endpoint
-from gateway.cache.keys import exact_key, semantic_namespace
+from gateway.cache.keys import context_digest, exact_key, semantic_namespace
 from gateway.cache.semantic import Hit, SemanticCache
 from gateway.cache.store import Entry, MemoryStore, Store, StoreUnavailable
-from gateway.cache.text import context_digest, semantic_text
 from gateway.controls import CacheDirective
 from gateway.settings import CacheSettings, PoolSettings, RedisSettings
+from gateway.text import semantic_text
 
 if TYPE_CHECKING:
     from gateway.cache.embedder import Embedder  # onnxruntime: imported only when something embeds
@@ -70,17 +70,23 @@ class _Finished(msgspec.Struct):
 
 
 class ResponseCache:
+    """The cache a gateway process builds at start. What it builds then (the store, the index, the
+    embedder) follows the settings it started with; every lookup reads the live config's
+    `cache` block for the rest (semantic, threshold, top_k, ttl_s, max_temperature, store_retry_s),
+    so a reload changes them for the next request."""
+
     def __init__(self, settings: CacheSettings, embedder: Embedder, redis: RedisSettings | None = None) -> None:
         from gateway.cache.index import VectorIndex  # faiss only when the cache is on
 
-        self.settings = settings
         self.embedder = embedder
+        self.store_kind = settings.store
         index = VectorIndex(self.embedder.dim, ivf_from=settings.ivf_from, nprobe=settings.nprobe)
-        self.layers = SemanticCache(_store(settings, redis), index, top_k=settings.top_k)
+        self.layers = SemanticCache(_store(settings, redis), index)
         self.counts: dict[str, int] = {"hit-exact": 0, "hit-semantic": 0, "miss": 0, "bypass": 0}
         self.reported_wrong = 0
         self.store_errors = 0
         self.store_up = True
+        self._retry_s = settings.store_retry_s
         self._retry_at = 0.0  # monotonic time before which a store found down is not tried again
         self._follower: asyncio.Task[None] | None = None
 
@@ -90,6 +96,7 @@ class ResponseCache:
 
     async def lookup(
         self,
+        settings: CacheSettings,
         endpoint: Endpoint,
         pool: str,
         pool_settings: PoolSettings,
@@ -98,20 +105,24 @@ class ResponseCache:
         embedded: Embedded | None = None,
         tenant: str = "",
     ) -> Lookup:
-        """`embedded`: the request's text and vector if something (a router) has embedded it already.
-        `tenant`: whose entries these are (the client key's tenant); a pool with `cache.shared`
-        ignores it, so its entries serve every tenant."""
-        if not self._cacheable(endpoint, pool_settings, payload) or directive == "no-store" or not self._store_ready():
+        """`settings`: the live config's `cache` block. `embedded`: the request's text and vector if
+        something (a router) has embedded it already. `tenant`: whose entries these are (the client
+        key's tenant); a pool with `cache.shared` ignores it, so its entries serve every tenant."""
+        self._retry_s = settings.store_retry_s
+        cacheable = _cacheable(settings, endpoint, pool_settings, payload)
+        if not cacheable or directive == "no-store" or not self._store_ready():
             return self._count(BYPASS)
         try:
             tenant = "" if pool_settings.cache.shared else tenant
-            return self._count(await self._lookup(endpoint, pool, pool_settings, payload, directive, embedded, tenant))
+            found = await self._lookup(settings, endpoint, pool, pool_settings, payload, directive, embedded, tenant)
+            return self._count(found)
         except StoreUnavailable as exc:
             self._store_failed(exc)
             return self._count(BYPASS)
 
     async def _lookup(
         self,
+        settings: CacheSettings,
         endpoint: Endpoint,
         pool: str,
         pool_settings: PoolSettings,
@@ -120,12 +131,12 @@ class ResponseCache:
         embedded: Embedded | None,
         tenant: str,
     ) -> Lookup:
-        ttl = pool_settings.cache.ttl_s or self.settings.ttl_s
+        ttl = pool_settings.cache.ttl_s or settings.ttl_s
         found = Lookup("miss", key=exact_key(endpoint, pool, payload, tenant), namespace=f"{pool}:", store=True, ttl_s=ttl)
         if directive == "no-cache":
             return found
         found.hit = await self.layers.lookup_exact(found.key)
-        if found.hit is None and self.settings.semantic and (text := semantic_text(endpoint, payload)) is not None:
+        if found.hit is None and settings.semantic and (text := semantic_text(endpoint, payload)) is not None:
             try:
                 vector = embedded[1] if embedded is not None and embedded[0] == text else (await self.embedder.embed([text]))[0]
             except Exception:  # the cache must never fail a request: go on without the semantic layer
@@ -133,8 +144,8 @@ class ResponseCache:
             else:
                 found.namespace = f"{pool}:{semantic_namespace(endpoint, pool, payload, tenant)}{context_digest(payload)}"
                 found.text, found.vector = text, vector
-                threshold = pool_settings.cache.threshold or self.settings.threshold
-                found.hit = await self.layers.lookup_semantic(found.namespace, text, vector, threshold)
+                threshold = pool_settings.cache.threshold or settings.threshold
+                found.hit = await self.layers.lookup_semantic(found.namespace, text, vector, threshold, settings.top_k)
         if found.hit is not None:
             found.outcome = found.hit.layer
         self._store_answered()
@@ -166,7 +177,7 @@ class ResponseCache:
         with contextlib.suppress(StoreUnavailable):
             entries = await self.layers.store.count()
         return {
-            "store": self.settings.store,
+            "store": self.store_kind,
             "store_up": self.store_up,
             "entries": entries,
             "vectors": self.layers.index.size(),
@@ -197,12 +208,12 @@ class ResponseCache:
 
     def _store_failed(self, exc: StoreUnavailable) -> None:
         self.store_errors += 1
-        self._retry_at = time.monotonic() + self.settings.store_retry_s
+        self._retry_at = time.monotonic() + self._retry_s
         if self.store_up:
             log.warning(
                 "response cache bypassed: its store is unreachable (%s); trying again every %.1f s",
                 exc,
-                self.settings.store_retry_s,
+                self._retry_s,
             )
         self.store_up = False
 
@@ -211,16 +222,17 @@ class ResponseCache:
             log.info("response cache back: its store answers again")
         self.store_up = True
 
-    def _cacheable(self, endpoint: Endpoint, pool: PoolSettings, payload: dict[str, Any]) -> bool:
-        if not pool.cache.enabled or endpoint == "embeddings" or payload.get("n", 1) != 1:
-            return False
-        temperature = payload.get("temperature", 1.0)
-        seeded = payload.get("seed") is not None
-        return seeded or (isinstance(temperature, int | float) and temperature <= self.settings.max_temperature)
-
     def _count(self, lookup: Lookup) -> Lookup:
         self.counts[lookup.outcome] += 1
         return lookup
+
+
+def _cacheable(settings: CacheSettings, endpoint: Endpoint, pool: PoolSettings, payload: dict[str, Any]) -> bool:
+    if not pool.cache.enabled or endpoint == "embeddings" or payload.get("n", 1) != 1:
+        return False
+    temperature = payload.get("temperature", 1.0)
+    seeded = payload.get("seed") is not None
+    return seeded or (isinstance(temperature, int | float) and temperature <= settings.max_temperature)
 
 
 def _store(settings: CacheSettings, redis: RedisSettings | None) -> Store:

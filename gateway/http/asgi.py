@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any, TypeVar
 
 from gateway.errors import InvalidRequest, PayloadTooLarge
-from gateway.pipeline import Reply, StreamReply
+from gateway.http.replies import Reply, StreamReply
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -8,7 +8,7 @@ import re
 
 from gateway.errors import APIError
 from gateway.http.asgi import Message, Receive, Scope, Send
-from gateway.pipeline import error_reply
+from gateway.http.replies import error_reply
 
 log = logging.getLogger("gateway")
 _SAFE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -48,6 +48,6 @@ class RequestContext:
             log.exception("unhandled error in request %s", rid.decode())
             if started:
                 raise
-            reply = error_reply(APIError("The server had an error while processing your request."), [])
+            reply = error_reply(APIError("The server had an error while processing your request."))
             await send_with_id({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
             await send({"type": "http.response.body", "body": reply.body})

@@ -28,7 +28,8 @@ import msgspec
 import numpy as np
 
 from gateway.routing.classifier import ComplexityModel, pick, softmax
-from gateway.routing.features import features, request_text, router_text
+from gateway.routing.features import features
+from gateway.text import conversation, embedded_text, text_tokens
 
 OUTPUT_TOKENS = 400
 """Answer length assumed for every prompt when pricing a routing (the same for every tier)."""
@@ -53,7 +54,7 @@ class Labelled(msgspec.Struct, forbid_unknown_fields=True):
 
     def text(self) -> str:
         """What is embedded, as in the gateway."""
-        return router_text(self.payload())
+        return embedded_text(self.payload()) or ""
 
 
 def read_labelled(path: Path) -> list[Labelled]:
@@ -95,7 +96,7 @@ class Data:
             feats=np.array([features(r.payload()) for r in rows], dtype=np.float32),
             vectors=vectors.astype(np.float32),
             labels=np.array([list(tiers).index(r.tier) for r in rows]),
-            tokens=np.array([len(request_text(r.payload())[1]) / 4 for r in rows]),
+            tokens=np.array([text_tokens(conversation(r.payload()).everything) for r in rows]),
         )
 
     def take(self, index: np.ndarray) -> Data:

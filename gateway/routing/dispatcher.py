@@ -18,7 +18,8 @@ from typing import Generic, TypeVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from backends.errors import APIError, ContextWindowExceeded, DeadlineExceeded
-from gateway.routing.pools import Deployment, Lease, Pool, PoolSaturated, PoolUnavailable
+from gateway.errors import PoolSaturated, PoolUnavailable
+from gateway.routing.pools import Deployment, Lease, Pool
 from gateway.routing.retry import Deadline, retryable
 
 T = TypeVar("T")

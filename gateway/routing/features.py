@@ -3,7 +3,7 @@
 The word lists carry Spanish, French, German, Portuguese and Italian stems beside the English ones:
 MiniLM reads English, so in other languages these cues do more of the work.
 
-The conversation, not only its last turn: depth, the length of what came before, the system prompt,
+The conversation (read by `gateway.text`), not only its last turn: depth, the length of what came before, the system prompt,
 tools and response_format count too. Each feature is a float; `FEATURE_NAMES` says which is which.
 """
 
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
+
+from gateway.text import conversation, text_tokens
 
 FEATURE_NAMES = (
     "log_tokens_last",
@@ -92,47 +94,14 @@ _LOOKUP = re.compile(
 _SENTENCE_END = re.compile(r"(?<=[.!?:])\s+")
 
 
-def conversation_text(messages: Sequence[Any]) -> tuple[str, str, str]:
-    """(last user turn, every turn's text, the system prompts) of a chat request."""
-    last, everything, system = "", [], []
-    for message in messages:
-        if not isinstance(message, Mapping):
-            continue
-        text = _text(message.get("content"))
-        if message.get("role") in ("system", "developer"):
-            system.append(text)
-            continue
-        everything.append(text)
-        if message.get("role") == "user":
-            last = text
-    return last, "\n".join(everything), "\n".join(system)
-
-
-def request_text(payload: Mapping[str, Any]) -> tuple[str, str, str, int]:
-    """(last user turn, whole conversation, system prompt, turns) of a chat or text completion."""
-    messages = payload.get("messages")
-    if isinstance(messages, list):
-        last, everything, system = conversation_text(messages)
-        turns = sum(1 for m in messages if isinstance(m, Mapping) and m.get("role") not in ("system", "developer"))
-        return last, everything, system, turns
-    prompt = payload.get("prompt")
-    text = prompt if isinstance(prompt, str) else ""
-    return text, text, "", 1
-
-
-def router_text(payload: Mapping[str, Any]) -> str:
-    """What a request's embedding is made of: its last user turn (the whole text when it has none)."""
-    last, everything, _, _ = request_text(payload)
-    return (last or everything).strip()
-
-
 def features(payload: Mapping[str, Any]) -> list[float]:
-    last, everything, system, turns = request_text(payload)
+    talk = conversation(payload)
+    last, everything = talk.last, talk.everything
     response_format = payload.get("response_format")
     schema = isinstance(response_format, Mapping) and response_format.get("type") in ("json_schema", "json_object")
     return [
-        math.log1p(_tokens(last)),
-        math.log1p(_tokens(everything)),
+        math.log1p(text_tokens(last)),
+        math.log1p(text_tokens(everything)),
         len(_CODE_FENCE.findall(everything)) / 2,
         math.log1p(len(_CODE_TOKEN.findall(last))),
         math.log1p(len(_MATH.findall(last))),
@@ -145,22 +114,9 @@ def features(payload: Mapping[str, Any]) -> list[float]:
         math.log1p(len(_COMPOSE.findall(last))),
         float(bool(_LOOKUP.search(_SENTENCE_END.split(last.strip())[-1]))),
         (len(last.encode()) - len(last)) / max(1, len(last)),  # bytes beyond one per character: not ASCII
-        math.log1p(turns),
-        math.log1p(_tokens(system)),
+        math.log1p(talk.turns),
+        math.log1p(text_tokens(talk.system)),
         math.log1p(len(payload.get("tools") or [])),
         float(schema),
         math.log1p(last.count("\n")),
     ]
-
-
-def _tokens(text: str) -> float:
-    """About how many tokens: words and punctuation, as a BPE tokenizer would roughly count them."""
-    return len(text) / 4
-
-
-def _text(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str))
-    return ""

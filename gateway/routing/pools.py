@@ -14,31 +14,11 @@ from typing import Literal
 from backends.errors import APIError
 from backends.protocol import Backend
 from backends.types import Usage
+from gateway.errors import ModelNotFound, PoolSaturated, PoolUnavailable
 from gateway.routing.balancer import Balancer, LatencyEWMA, balancer
 from gateway.routing.breaker import Breaker
 from gateway.routing.retry import RetryPolicy
 from gateway.settings import TIERS, DeploymentSettings, PoolSettings
-
-
-class ModelNotFound(APIError):
-    status = 404
-    type = "invalid_request_error"
-    code = "model_not_found"
-
-
-class PoolUnavailable(APIError):
-    """Every deployment of the pool has its breaker open."""
-
-    status = 503
-    code = "no_healthy_deployment"
-
-
-class PoolSaturated(APIError):
-    """Every healthy deployment of the pool has `max_in_flight` requests already."""
-
-    status = 429
-    type = "rate_limit_error"
-    code = "pool_saturated"
 
 
 @dataclass(eq=False)

@@ -14,8 +14,13 @@ import bisect
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from backends.types import Usage
+    from gateway.routing.pools import Deployment
 
 # The OpenTelemetry GenAI buckets: gen_ai.server.request.duration and gen_ai.server.time_to_first_token.
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
@@ -59,6 +64,11 @@ class Tally:
     attempts: int = 0
     fallbacks: int = 0
     ttft: float | None = None
+
+    def count(self, usage: Usage, deployment: Deployment) -> None:
+        """The answer's usage, priced at the deployment that gave it."""
+        self.input_tokens, self.output_tokens = usage.prompt_tokens, usage.completion_tokens
+        self.cost = deployment.cost(usage)
 
 
 class RequestStats:

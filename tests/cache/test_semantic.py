@@ -11,10 +11,11 @@ import pytest
 
 from gateway.cache.embedder import OnnxEmbedder
 from gateway.cache.index import VectorIndex
+from gateway.cache.keys import context_digest
 from gateway.cache.semantic import SemanticCache
 from gateway.cache.store import Entry, MemoryStore
-from gateway.cache.text import context_digest, semantic_text
 from gateway.settings import EmbedderSettings
+from gateway.text import semantic_text
 
 
 class Clock:
@@ -32,7 +33,7 @@ def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnnxEmbedder]
 
 
 def cache_with(embedder: OnnxEmbedder, clock: Clock, max_entries: int = 100) -> SemanticCache:
-    return SemanticCache(MemoryStore(max_entries, clock), VectorIndex(embedder.dim), threshold=0.8, clock=clock)
+    return SemanticCache(MemoryStore(max_entries, clock), VectorIndex(embedder.dim), clock=clock)
 
 
 async def put(cache: SemanticCache, embedder: OnnxEmbedder, clock: Clock, text: str, ns: str = "small", ttl: float = 60) -> Entry:
@@ -43,7 +44,7 @@ async def put(cache: SemanticCache, embedder: OnnxEmbedder, clock: Clock, text: 
 
 
 async def find(cache: SemanticCache, embedder: OnnxEmbedder, text: str, ns: str = "small") -> bytes | None:
-    hit = await cache.lookup_semantic(ns, text, embedder.embed_now([text])[0])
+    hit = await cache.lookup_semantic(ns, text, embedder.embed_now([text])[0], threshold=0.8, top_k=4)
     return None if hit is None else hit.entry.body
 
 

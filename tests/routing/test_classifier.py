@@ -14,11 +14,12 @@ import pytest
 from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.offline.router_training import Data, fit_thresholds, keyword_rules, relative_cost, train
 from gateway.routing.classifier import ComplexityModel, pick
-from gateway.routing.features import FEATURE_NAMES, features, router_text
+from gateway.routing.features import FEATURE_NAMES, features
 from gateway.routing.pools import Pool
 from gateway.routing.router import Router
 from gateway.routing.validation import breaks_schema
 from gateway.settings import DeploymentSettings, PoolSettings, RouterSettings, RouterTierSettings
+from gateway.text import embedded_text
 from tests.conftest import ROOT
 
 
@@ -37,7 +38,7 @@ def test_features_read_the_whole_conversation() -> None:
         "tools": [{"type": "function", "function": {"name": "f"}}],
         "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
     }
-    assert router_text(chat) == "Prove that x^2 >= 0 for every real x. Why?"
+    assert embedded_text(chat) == "Prove that x^2 >= 0 for every real x. Why?"
     assert feature(chat, "code_blocks") == 1  # in an earlier turn: the conversation counts
     assert feature(chat, "math") > 0 and feature(chat, "questions") == 1
     assert feature(chat, "turns") == pytest.approx(np.log1p(3))  # the system prompt is not a turn

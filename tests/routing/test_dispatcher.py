@@ -9,8 +9,9 @@ import pytest
 
 from backends.errors import APIError, ContextWindowExceeded, UpstreamStatusError, UpstreamUnavailable
 from gateway import config
+from gateway.errors import PoolUnavailable
 from gateway.routing.dispatcher import Dispatcher, Progress
-from gateway.routing.pools import Deployment, Pool, PoolUnavailable
+from gateway.routing.pools import Deployment, Pool
 from gateway.routing.retry import Deadline, DeadlineExceeded
 from gateway.runtime import Runtime
 
