@@ -412,3 +412,48 @@ class Settings(_Settings, frozen=True, kw_only=True):
     pools: Annotated[dict[Name, PoolSettings], msgspec.Meta(min_length=1)]
     routers: dict[Name, RouterSettings] = msgspec.field(default_factory=dict)
     """Virtual model names (`auto`, ...) routed by request complexity."""
+
+
+START_ONLY: tuple[str, ...] = (
+    "reload",
+    "redis",
+    "telemetry",
+    "auth.store",
+    "auth.on_store_error",
+    "auth.store_timeout_s",
+    "cache.enabled",
+    "cache.store",
+    "cache.max_entries",
+    "cache.store_timeout_s",
+    "cache.ivf_from",
+    "cache.nprobe",
+    "cache.embedder",
+)
+"""Settings read once, when the gateway starts: what they build (the Redis clients, the exporter,
+the cache's store, index and embedder, the file watch) lives as long as the process. A reload that
+changes one of them is accepted for everything else and says which of these wait for a restart.
+Everything not listed applies to the next request after a reload."""
+
+
+def needs_restart(started: Settings, loaded: Settings) -> list[str]:
+    """The start-only settings (dotted paths) in which `loaded` differs from what the process started with."""
+    changed = [leaf for path in START_ONLY for leaf in _differences(_at(started, path), _at(loaded, path), path)]
+    if loaded.routers and not (started.routers or started.cache.enabled):
+        changed.append("routers (the embedder they share with the cache is built at start)")
+    return changed
+
+
+def _differences(a: object, b: object, path: str) -> list[str]:
+    """The dotted paths of the leaves where `a` and `b` differ."""
+    if a == b:
+        return []
+    if isinstance(a, msgspec.Struct) and type(a) is type(b):
+        return [leaf for f in a.__struct_fields__ for leaf in _differences(getattr(a, f), getattr(b, f), f"{path}.{f}")]
+    return [path]
+
+
+def _at(settings: Settings, path: str) -> object:
+    value: object = settings
+    for key in path.split("."):
+        value = getattr(value, key)
+    return value

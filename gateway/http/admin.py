@@ -32,8 +32,10 @@ def admin_routes(gateway: Services) -> list[Any]:
     @get("/admin/config", sync_to_thread=False)
     def admin_config(request: Request[Any, Any, Any]) -> Response[bytes]:
         _authorize_admin(gateway, request)
-        runtime = gateway.reloader.runtime
-        return json_response({"version": runtime.version, "path": gateway.reloader.path, "loaded_at": runtime.loaded_at})
+        reloader = gateway.reloader
+        runtime = reloader.runtime
+        body = {"version": runtime.version, "path": reloader.path, "loaded_at": runtime.loaded_at}
+        return json_response({**body, "restart_required": reloader.restart_required()})
 
     @get("/admin/breakers", sync_to_thread=False)
     def admin_breakers(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -72,7 +74,7 @@ def admin_routes(gateway: Services) -> list[Any]:
             return json_response(
                 {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_config"}}, 400
             )
-        return json_response({"version": result.version, "changed": result.changed})
+        return json_response({"version": result.version, "changed": result.changed, "restart_required": result.restart_required})
 
     cache = [admin_cache, admin_cache_flush, admin_cache_feedback]
     return [admin_config, admin_breakers, admin_reload, *cache, *key_routes(gateway)]
