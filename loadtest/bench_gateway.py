@@ -50,7 +50,7 @@ import httpx
 
 from gateway.access.keys import hash_key
 from loadtest.loadgen import KEY, Result, chat_body, run
-from loadtest.redis_server import RedisServer
+from tests.helpers.redis_server import RedisServer
 from loadtest.report import footer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def main() -> None:
     os.sched_setaffinity(0, {1})
 
     upstream = start(
-        [sys.executable, "-m", "loadtest.fake_upstream", "--port", str(UPSTREAM_PORT), "--chunks", str(args.chunks)], 1
+        [sys.executable, "-m", "tests.helpers.fake_upstream", "--port", str(UPSTREAM_PORT), "--chunks", str(args.chunks)], 1
     )
     direct_base = f"http://127.0.0.1:{UPSTREAM_PORT}/v1"
     rows: list[tuple[str, dict[str, Result]]] = []
@@ -167,7 +167,7 @@ def bench_variant(
         raise SystemExit(f"unknown variant flags: {', '.join(sorted(unknown))}")
     # The receiver is a process of its own on core 1; it decodes the spans only when asked for their count.
     traced = "traced" in flags
-    receiver_cmd = [sys.executable, "-m", "loadtest.otlp_receiver", "--port", str(RECEIVER_PORT), "--defer"]
+    receiver_cmd = [sys.executable, "-m", "tests.helpers.otlp_receiver", "--port", str(RECEIVER_PORT), "--defer"]
     receiver = start(receiver_cmd, 1) if traced else None
     redis = None
     if "keys-redis" in flags:

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from gateway.access.keys import hash_key
-from loadtest.fake_upstream import Behavior, FakeUpstream
+from tests.helpers.fake_upstream import Behavior, FakeUpstream
 from loadtest.loadgen import KEY, Result, chat_body, run
 from loadtest.report import footer
 

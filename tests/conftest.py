@@ -3,77 +3,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from loadtest.fake_upstream import Behavior, FakeUpstream
-from loadtest.redis_server import RedisServer, free_port
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-class GatewayProcess:
-    """`gateway serve` on a free loopback port, with a config file the test may rewrite."""
-
-    def __init__(self, config_path: Path, env: dict[str, str] | None = None) -> None:
-        self.config_path = config_path
-        self.port = free_port()
-        self.log = config_path.with_suffix(".log")
-        cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--port", str(self.port)]
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
-        self._wait_ready()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/health/readiness", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise RuntimeError(f"gateway did not become ready:\n{self.log.read_text()}")
-
-    def write_config(self, text: str) -> None:
-        self.config_path.write_text(textwrap.dedent(text))
-
-    def logs(self) -> str:
-        return self.log.read_text()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-def upstream_pool(
-    name: str, upstream: FakeUpstream, *, model: str | None = None, extra: str = "", aliases: str = "[]", pool_extra: str = ""
-) -> str:
-    """YAML for a pool of one deployment at `upstream`."""
-    model_line = f"\n        model: {model}" if model else ""
-    return f"""
-  {name}:
-    aliases: {aliases}{pool_extra}
-    deployments:
-      - id: {name}-dep
-        base_url: {upstream.base_url}{model_line}{extra}
-"""
+from tests.helpers.fake_upstream import Behavior, FakeUpstream
+from tests.helpers.gateway import GatewayProcess, upstream_pool
+from tests.helpers.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")

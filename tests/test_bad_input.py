@@ -3,13 +3,13 @@ with the right status, and the gateway stays up without leaking connections."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
-from loadtest.fake_upstream import Behavior, FakeUpstream
-from tests.conftest import GatewayProcess
+from tests.helpers.errors import assert_openai_error
+from tests.helpers.fake_upstream import Behavior, FakeUpstream
+from tests.helpers.gateway import GatewayProcess
+from tests.helpers.polling import wait_until
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -17,20 +17,6 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 def post(gateway: GatewayProcess, body: object | bytes, path: str = "/v1/chat/completions", **kw: object) -> httpx.Response:
     content = body if isinstance(body, bytes) else httpx.Request("POST", "/", json=body).content
     return httpx.post(f"{gateway.url}{path}", content=content, headers={"content-type": "application/json"}, timeout=10, **kw)  # type: ignore[arg-type]
-
-
-def assert_openai_error(
-    response: httpx.Response, status: int, code: str | None = None, param: str | None = None
-) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    assert response.headers["x-request-id"]
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"} and error["message"]
-    if code is not None:
-        assert error["code"] == code
-    if param is not None:
-        assert error["param"] == param
-    return error  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize(
@@ -108,7 +94,7 @@ def test_upstream_that_hangs_is_504_after_the_read_timeout(gateway: GatewayProce
 def test_unreachable_upstream_is_502(tmp_path: object, gateway: GatewayProcess) -> None:
     from pathlib import Path
 
-    from tests.conftest import free_port
+    from tests.helpers.gateway import free_port
 
     path = Path(str(tmp_path)) / "dead.yaml"
     path.write_text(
@@ -159,9 +145,9 @@ def test_no_connection_leaks_after_faults(gateway: GatewayProcess, fault: FakeUp
         fault.behavior = Behavior(mode=mode)  # type: ignore[arg-type]
         for _ in range(20):
             call_faulty(gateway, stream=mode in ("reset_mid_stream", "truncated_sse"))
-    time.sleep(0.2)
-    # Broken connections are dropped, healthy ones reused: a handful stay open, not one per request.
-    assert fault.open_connections <= 4
+    # Broken connections are dropped, healthy ones reused: a handful stay open, not one per request
+    # (a leaked one would stay for the pool's 30 s idle expiry, longer than this waits).
+    wait_until(lambda: fault.open_connections <= 4, timeout=5, what="broken upstream connections to close")
     assert httpx.get(f"{gateway.url}/health/liveness").status_code == 200
 
 
@@ -171,7 +157,5 @@ def test_client_disconnect_mid_stream_closes_the_upstream_connection(gateway: Ga
     with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=10) as response:
         next(response.iter_bytes())
         assert fault.streams_in_progress == 1
-    deadline = time.monotonic() + 2
-    while fault.streams_in_progress and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert fault.streams_in_progress == 0, "the upstream stream kept running after the client left"
+    # Left alone, the upstream would stream for 5 s; the gateway must stop it well before.
+    wait_until(lambda: fault.streams_in_progress == 0, timeout=3, what="the upstream stream to stop after the client left")

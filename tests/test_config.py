@@ -6,7 +6,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -14,8 +13,9 @@ import pytest
 
 from gateway import config
 from gateway.settings import Secret
-from loadtest.fake_upstream import Behavior, FakeUpstream
-from tests.conftest import ROOT, GatewayProcess, upstream_pool
+from tests.helpers.fake_upstream import Behavior, FakeUpstream
+from tests.helpers.gateway import ROOT, GatewayProcess, upstream_pool
+from tests.helpers.polling import wait_until
 
 
 def parse(text: str, env: dict[str, str] | None = None) -> config.LoadedConfig:
@@ -189,15 +189,6 @@ def version_of(gateway: GatewayProcess) -> str:
     return httpx.get(f"{gateway.url}/health/readiness").json()["config_version"]  # type: ignore[no-any-return]
 
 
-def wait_for(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def chat(gateway: GatewayProcess, model: str) -> httpx.Response:
     return httpx.post(
         f"{gateway.url}/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "x"}]}, timeout=10
@@ -211,13 +202,13 @@ def test_file_watch_reloads_and_rejects_bad_files(reloading: GatewayProcess, ups
     reloading.config_path.write_text(
         "reload: {watch: true, interval_s: 0.1}\nauth: {enabled: false}\npools:" + upstream_pool("second", upstream)
     )
-    assert wait_for(lambda: version_of(reloading) != v1)
+    wait_until(lambda: version_of(reloading) != v1, what="the file watch to reload")
     v2 = version_of(reloading)
     assert chat(reloading, "second").headers["x-gateway-config-version"] == v2
     assert chat(reloading, "first").status_code == 404
 
     reloading.config_path.write_text("auth: {enabled: false}\npools:\n  broken: {deployments: [{id: z, weight: -1}]}\n")
-    assert wait_for(lambda: "config reload rejected" in reloading.logs())
+    wait_until(lambda: "config reload rejected" in reloading.logs(), what="the bad file to be rejected")
     assert version_of(reloading) == v2 and chat(reloading, "second").status_code == 200
     assert "pools.broken.deployments[0].weight" in reloading.logs()
 
@@ -252,21 +243,23 @@ def test_admin_reload_endpoint(tmp_path: Path, upstream: FakeUpstream) -> None:
 
 
 def test_in_flight_requests_finish_on_the_config_they_started_with(tmp_path: Path) -> None:
-    slow = FakeUpstream(Behavior(latency_s=1.0), name="slow").start_in_thread()
+    release = threading.Event()
+    held = FakeUpstream(Behavior(release=release), name="held").start_in_thread()
     try:
         path = tmp_path / "gateway.yaml"
-        path.write_text("reload: {watch: false}\nauth: {enabled: false}\npools:" + upstream_pool("old", slow))
+        path.write_text("reload: {watch: false}\nauth: {enabled: false}\npools:" + upstream_pool("old", held))
         proc = GatewayProcess(path)
         try:
             v1 = version_of(proc)
             result: dict[str, httpx.Response] = {}
             thread = threading.Thread(target=lambda: result.setdefault("r", chat(proc, "old")))
             thread.start()
-            time.sleep(0.3)
+            wait_until(lambda: held.requests == 1, what="the request to reach the upstream")
             path.write_text(
                 "reload: {watch: false}\nauth: {enabled: false}\npools:\n  new: {deployments: [{id: e, backend: echo}]}\n"
             )
             assert httpx.post(f"{proc.url}/admin/config/reload").json()["changed"] is True
+            release.set()
             thread.join(10)
             assert result["r"].status_code == 200
             assert result["r"].headers["x-gateway-config-version"] == v1
@@ -274,4 +267,5 @@ def test_in_flight_requests_finish_on_the_config_they_started_with(tmp_path: Pat
         finally:
             proc.stop()
     finally:
-        slow.stop()
+        release.set()
+        held.stop()

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT, GatewayProcess
+from tests.helpers.gateway import ROOT, GatewayProcess
 
 SPEC = ROOT.parent / "shared" / "contracts" / "openai-openapi.yaml"
 MESSAGES = [{"role": "user", "content": "Say hello."}]

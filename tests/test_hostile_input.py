@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import GatewayProcess
+from tests.helpers.gateway import GatewayProcess
 from tests.test_bad_input import assert_openai_error
 
 MESSAGES = [{"role": "user", "content": "hi"}]

@@ -16,7 +16,7 @@ from gateway.access.keys import Principal
 from gateway.access.limits import Limits
 from gateway.errors import InsufficientQuota, RateLimited, ServiceUnavailable
 from gateway.redis_client import client as redis_client
-from loadtest.redis_server import RedisServer
+from tests.helpers.redis_server import RedisServer
 
 
 def key(**limits: Any) -> Principal:

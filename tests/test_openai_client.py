@@ -6,8 +6,8 @@ import httpx
 import openai
 import pytest
 
-from loadtest.fake_upstream import FakeUpstream
-from tests.conftest import GatewayProcess
+from tests.helpers.fake_upstream import FakeUpstream
+from tests.helpers.gateway import GatewayProcess
 
 MESSAGES = [{"role": "user", "content": "Say hello."}]
 

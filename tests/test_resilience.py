@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +13,11 @@ import httpx
 import openai
 import pytest
 
-from loadtest.fake_upstream import Behavior, FakeUpstream
-from loadtest.redis_server import RedisServer
-from tests.conftest import ROOT, GatewayProcess
+from tests.helpers.errors import assert_openai_error
+from tests.helpers.fake_upstream import Behavior, FakeUpstream
+from tests.helpers.gateway import ROOT, GatewayProcess
+from tests.helpers.polling import wait_until
+from tests.helpers.redis_server import RedisServer
 
 EXAMPLE = ROOT / "config" / "examples" / "high-availability.yaml"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -81,15 +82,6 @@ def ha(tmp_path: Path) -> Iterator[HA]:
         up.stop()
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
-
-
 def test_one_replica_hard_down_costs_clients_nothing(ha: HA) -> None:
     ha.a.kill()  # connection refused from now on
     responses = ha.blast(1000)
@@ -124,7 +116,7 @@ def test_a_recovered_replica_gets_traffic_again_within_a_cooldown(ha: HA) -> Non
     assert ha.breakers()["replica-a"]["state"] == "open"
     assert float(ha.breakers()["replica-a"]["open_for_s"]) <= COOLDOWN_S  # type: ignore[arg-type]
     ha.a.revive()
-    assert wait_for(lambda: ha.breakers()["replica-a"]["state"] == "half_open", 3 * COOLDOWN_S)
+    wait_until(lambda: ha.breakers()["replica-a"]["state"] == "half_open", timeout=3 * COOLDOWN_S)
     answers = [r.headers["x-gateway-model"] for r in ha.blast(8, concurrency=1)]
     assert answers[0] == "replica-a"  # the first request after the cooldown is the probe, and it passes
     assert ha.breakers()["replica-a"]["state"] == "closed"
@@ -136,8 +128,7 @@ def test_everything_down_is_503_with_retry_after_without_waiting(ha: HA) -> None
     ha.blast(30)  # opens every breaker
     assert {row["state"] for row in ha.breakers().values()} == {"open"}
     response = ha.chat()
-    assert response.status_code == 503
-    assert response.json()["error"]["code"] == "no_healthy_deployment"
+    assert_openai_error(response, 503, "no_healthy_deployment")
     assert 1 <= int(response.headers["retry-after"]) <= COOLDOWN_S + 1
     assert response.headers["x-gateway-attempts"] == "0"
     metrics = httpx.get(f"{ha.gateway.url}/metrics").text
@@ -229,7 +220,7 @@ def test_a_client_leaving_mid_stream_closes_the_upstream(ha: HA) -> None:
     with httpx.stream("POST", f"{ha.gateway.url}/v1/chat/completions", json={**CHAT, "stream": True}) as response:
         next(response.iter_bytes())
         assert ha.a.streams_in_progress + ha.b.streams_in_progress == 1
-    assert wait_for(lambda: ha.a.streams_in_progress + ha.b.streams_in_progress == 0, 2)
+    wait_until(lambda: ha.a.streams_in_progress + ha.b.streams_in_progress == 0, timeout=2)
 
 
 def test_a_client_leaving_a_slow_request_cancels_the_upstream_call(ha: HA) -> None:
@@ -237,7 +228,7 @@ def test_a_client_leaving_a_slow_request_cancels_the_upstream_call(ha: HA) -> No
         up.behavior = Behavior(latency_s=5)
     with pytest.raises(httpx.ReadTimeout):
         ha.chat(timeout=0.3)
-    assert wait_for(lambda: ha.a.open_connections + ha.b.open_connections == 0, 2)
+    wait_until(lambda: ha.a.open_connections + ha.b.open_connections == 0, timeout=2)
 
 
 def test_a_hundred_streams_end_cleanly_when_the_upstreams_die(ha: HA) -> None:
@@ -278,13 +269,12 @@ def test_deadline_ends_every_attempt_and_can_be_set_per_request(ha: HA) -> None:
     response = httpx.post(
         f"{ha.gateway.url}/v1/chat/completions", json=CHAT, headers={"x-gateway-deadline-ms": "300"}, timeout=10
     )
-    assert response.status_code == 504  # the read timeout is 60 s and the client's 10 s: the deadline ended it
-    assert response.json()["error"]["code"] == "deadline_exceeded"
+    assert_openai_error(response, 504, "deadline_exceeded")  # the read timeout is 60 s, the client's 10 s: the deadline ended it
     client = openai.OpenAI(base_url=f"{ha.gateway.url}/v1", api_key="unused", max_retries=0)
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(extra_body={"gateway": {"deadline_ms": 200}}, **CHAT)  # type: ignore[call-overload]
     assert caught.value.status_code == 504
-    assert wait_for(lambda: ha.a.open_connections + ha.b.open_connections + ha.fallback.open_connections == 0, 2)
+    wait_until(lambda: ha.a.open_connections + ha.b.open_connections + ha.fallback.open_connections == 0, timeout=2)
     bad = httpx.post(f"{ha.gateway.url}/v1/chat/completions", json=CHAT, headers={"x-gateway-deadline-ms": "soon"})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "x-gateway-deadline-ms"
 
@@ -312,11 +302,13 @@ pools:
         statuses = sorted(r.status_code for r in asyncio.run(burst("bounded", 3)))
         assert statuses == [200, 200, 429]
         rejected = next(r for r in asyncio.run(burst("bounded", 3)) if r.status_code == 429)
-        assert rejected.json()["error"]["code"] == "pool_saturated" and rejected.headers["retry-after"] == "1"
+        assert_openai_error(rejected, 429, "pool_saturated")
+        assert rejected.headers["retry-after"] == "1"
         responses = asyncio.run(burst("other", 5))
         codes = sorted(r.status_code for r in responses)
         assert codes == [200, 200, 200, 429, 429]
-        assert {r.json()["error"]["code"] for r in responses if r.status_code == 429} == {"gateway_overloaded"}
+        for refused in (r for r in responses if r.status_code == 429):
+            assert_openai_error(refused, 429, "gateway_overloaded")
     finally:
         gateway.stop()
         slow.stop()
@@ -331,7 +323,7 @@ def test_breakers_are_shared_through_redis(tmp_path: Path, redis_server: RedisSe
         first.blast(20)
         assert first.breakers()["replica-a"]["state"] == "open"
         seen = first.a.requests
-        assert wait_for(lambda: second.breakers()["replica-a"]["state"] == "open", 3)
+        wait_until(lambda: second.breakers()["replica-a"]["state"] == "open", timeout=3)
         assert all(r.status_code == 200 for r in second.blast(20))
         assert first.a.requests == seen  # the second gateway never sent to the replica the first one cut off
     finally:

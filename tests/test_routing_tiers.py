@@ -4,7 +4,6 @@ loopback upstreams (one per tier) that say who answered."""
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +12,10 @@ import openai
 import pytest
 
 from gateway import config
-from loadtest.fake_upstream import Behavior, FakeUpstream
-from loadtest.otlp_receiver import OTLPReceiver
-from tests.conftest import GatewayProcess
+from tests.helpers.fake_upstream import Behavior, FakeUpstream
+from tests.helpers.gateway import GatewayProcess
+from tests.helpers.otlp_receiver import OTLPReceiver
+from tests.helpers.polling import wait_until
 
 EASY = "What is the capital of Italy?"
 HARD = (
@@ -197,9 +197,12 @@ def test_the_trace_shows_the_route_and_each_step(tiers: tuple[GatewayProcess, di
         extra_headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
         temperature=0,
     )
-    deadline = time.monotonic() + 15
-    while len(spans := [s for s in receiver.snapshot() if s["trace_id"] == trace_id]) < 6 and time.monotonic() < deadline:
-        time.sleep(0.05)
+
+    def traced() -> list[dict] | None:
+        spans = [s for s in receiver.snapshot() if s["trace_id"] == trace_id]
+        return spans if len(spans) >= 6 else None
+
+    spans = wait_until(traced, what="the routed request's six spans")
     by_name = {s["name"]: s for s in spans}
     server = next(s for s in spans if s["kind"] == "SERVER")
     assert {"embed", "classify", "cache lookup", "cache store"} <= set(by_name)

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from gateway.access.keys import hash_key
-from tests.conftest import ROOT, GatewayProcess
+from tests.helpers.gateway import ROOT, GatewayProcess
 
 load_all_checks()
 KEY = "sk-gw-schemathesis-0123456789"

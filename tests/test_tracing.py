@@ -4,7 +4,6 @@ propagation, for a plain answer, a stream, a cache hit, retries and a fallback; 
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,12 +12,14 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest.fake_upstream import FakeUpstream
-from loadtest.otlp_receiver import OTLPGrpcReceiver, OTLPReceiver
-from loadtest.redis_server import free_port
-from tests.conftest import GatewayProcess
+from tests.helpers.fake_upstream import FakeUpstream
+from tests.helpers.gateway import GatewayProcess
+from tests.helpers.otlp_receiver import OTLPGrpcReceiver, OTLPReceiver
+from tests.helpers.polling import wait_until
+from tests.helpers.redis_server import free_port
 
 PARENT = "00f067aa0ba902b7"
+MARKER = {"role": "user", "content": "the last request so far"}
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +69,24 @@ def new_trace() -> tuple[str, dict[str, str]]:
     return trace_id, {"traceparent": f"00-{trace_id}-{PARENT}-01"}
 
 
-def spans_of(receiver: OTLPReceiver, trace_id: str, count: int, timeout: float = 15) -> list[dict]:
+def spans_of(receiver: OTLPReceiver, trace_id: str, count: int) -> list[dict]:
     """The spans of one trace, once `count` of them have come."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [s for s in receiver.snapshot() if s["trace_id"] == trace_id]
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
+
+    def found() -> list[dict] | None:
+        spans = [s for s in receiver.snapshot() if s["trace_id"] == trace_id]
+        return spans if len(spans) >= count else None
+
+    return wait_until(found, what=f"{count} spans of trace {trace_id}")
+
+
+def all_exported(receiver: OTLPReceiver, url: str) -> list[dict]:
+    """Every span the gateway at `url` has ended so far, once the receiver has them: a request's
+    spans end before its answer leaves, and spans leave in the order they ended, so once a marker
+    request's spans have come, so have those of every request answered before it."""
+    marker_id, marker = new_trace()
+    assert httpx.post(f"{url}/v1/chat/completions", json={"model": "main", "messages": [MARKER]}, headers=marker).status_code == 200
+    spans_of(receiver, marker_id, count=2)
+    return [s for s in receiver.snapshot() if s["trace_id"] != marker_id]
 
 
 def server_and_clients(spans: list[dict]) -> tuple[dict, list[dict]]:
@@ -136,9 +147,8 @@ def test_cache_hit_costs_nothing_and_says_what_it_saved(traced: GatewayProcess, 
     trace_id, headers = new_trace()
     second = httpx.post(f"{traced.url}/v1/chat/completions", json=body, headers=headers)
     assert second.headers["x-gateway-cache"] == "hit-exact"
-    spans = spans_of(receiver, trace_id, count=2)
-    time.sleep(0.3)
-    spans = spans_of(receiver, trace_id, count=2)
+    spans_of(receiver, trace_id, count=2)
+    spans = [s for s in all_exported(receiver, traced.url) if s["trace_id"] == trace_id]
     [server] = [s for s in spans if s["kind"] == "SERVER"]
     assert [s["name"] for s in spans if s["kind"] != "SERVER"] == ["cache lookup"]  # no upstream call, nothing stored
     assert server["attributes"]["gateway.cache.outcome"] == "hit-exact"
@@ -200,11 +210,11 @@ def test_a_dead_collector_never_fails_a_request_and_is_counted(tmp_path: Path, u
     try:
         body = {"model": "main", "messages": [{"role": "user", "content": "hi"}]}
         assert all(httpx.post(f"{gateway.url}/v1/chat/completions", json=body).status_code == 200 for _ in range(5))
-        deadline = time.monotonic() + 30
-        dropped = 0.0
-        while time.monotonic() < deadline and not dropped:
-            dropped = sample(httpx.get(f"{gateway.url}/metrics").text, "gateway_trace_spans_dropped_total")
-            time.sleep(0.2)
+        dropped = wait_until(
+            lambda: sample(httpx.get(f"{gateway.url}/metrics").text, "gateway_trace_spans_dropped_total"),
+            timeout=30,
+            what="spans counted as dropped",
+        )
         assert dropped > 0 and dead.requests > 0
     finally:
         gateway.stop()
@@ -242,8 +252,7 @@ def test_sampling_new_traces_at_the_ratio_and_following_the_callers_decision(
             for _ in range(400):
                 assert client.post(url, json=body, headers=bad_parent).status_code == 200
         assert len(spans_of(receiver, sampled_id, count=2)) == 2  # the caller's decision wins over the ratio
-        time.sleep(1.0)  # the batch processor exports every 50 ms
-        new = {s["trace_id"] for s in receiver.snapshot() if s["kind"] == "SERVER"} - before - {sampled_id}
+        new = {s["trace_id"] for s in all_exported(receiver, gateway.url) if s["kind"] == "SERVER"} - before - {sampled_id}
         assert unsampled_id not in new
         assert 50 <= len(new) <= 150  # about a quarter of 400 new traces (a malformed parent starts one)
     finally:
@@ -265,8 +274,7 @@ def test_new_traces_beyond_max_traces_per_s_are_counted_not_recorded_and_callers
             sampled_id, sampled = new_trace()  # the bucket is empty now; the caller's decision still wins
             assert client.post(url, json=body, headers=sampled).status_code == 200
             metrics = client.get(f"{gateway.url}/metrics").text
-        assert len(spans_of(receiver, sampled_id, count=2)) == 2
-        time.sleep(0.5)  # the batch processor exports every 50 ms
+        assert len(spans_of(receiver, sampled_id, count=2)) == 2  # sent last: every earlier span has come too
         recorded = {s["trace_id"] for s in receiver.snapshot() if s["kind"] == "SERVER"} - before - {sampled_id}
         assert len(recorded) == 1 and sample(metrics, "gateway_traces_capped_total") == 59
     finally:

@@ -129,8 +129,11 @@ class RedisStore:
         self._delete = self._client.register_script(_DELETE)
 
     async def get(self, entry_id: int) -> Entry | None:
+        """The entry, while it lives: Redis drops it at its TTL, and until then an entry past its
+        `expires_at` by this worker's clock (a replica whose clock runs ahead of Redis's) is dead too."""
         with _Unavailable():
-            return _entry(await self._get(args=[self._p, entry_id]))
+            found = _entry(await self._get(args=[self._p, entry_id]))
+        return found if found is not None and found.expires_at > self._clock() else None
 
     async def put(self, entry: Entry) -> list[Change]:
         now = self._clock()

@@ -11,8 +11,8 @@ from backends.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnav
 from backends.openai_http import HTTPBackend
 from backends.transport import PooledTransport
 from backends.types import Timeouts
-from loadtest.fake_upstream import Behavior, FakeUpstream
-from tests.conftest import free_port
+from tests.helpers.fake_upstream import Behavior, FakeUpstream
+from tests.helpers.gateway import free_port
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -9,8 +9,8 @@ import msgspec
 import openai
 import pytest
 
-from loadtest.fake_upstream import FakeUpstream
-from tests.conftest import GatewayProcess
+from tests.helpers.fake_upstream import FakeUpstream
+from tests.helpers.gateway import GatewayProcess
 
 
 @pytest.fixture(scope="module")

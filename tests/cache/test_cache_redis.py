@@ -6,17 +6,18 @@ upstream, the official openai client.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from loadtest.fake_upstream import FakeUpstream
-from loadtest.redis_server import RedisServer
-from tests.conftest import GatewayProcess
+from tests.helpers.errors import assert_openai_error
+from tests.helpers.fake_upstream import FakeUpstream
+from tests.helpers.gateway import GatewayProcess
+from tests.helpers.polling import wait_until
+from tests.helpers.redis_server import RedisServer
 
 MODEL = "gpt-4o-mini"
 
@@ -49,14 +50,6 @@ def ask(gateway: GatewayProcess, text: str) -> httpx.Response:
     return httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=30)
 
 
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Hang guard for what another process does in the background (not a speed check)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "did not happen in time"
-        time.sleep(0.05)
-
-
 def metric(gateway: GatewayProcess, name: str) -> float:
     for line in httpx.get(f"{gateway.url}/metrics").text.splitlines():
         if line.startswith(name + " "):
@@ -86,7 +79,7 @@ def test_two_gateways_share_one_cache(shared: tuple[Path, FakeUpstream]) -> None
             # Stored through the second while the first runs: the first hears of it from the feed.
             assert ask(two, "What is the boiling point of water at sea level?").headers["x-gateway-cache"] == "miss"
             before = upstream.requests
-            eventually(
+            wait_until(
                 lambda: ask(one, "What's the boiling point of water at sea level?").headers["x-gateway-cache"] == "hit-semantic"
             )
             assert upstream.requests == before
@@ -120,10 +113,10 @@ def test_requests_are_served_while_redis_is_down(shared: tuple[Path, FakeUpstrea
         stats = httpx.get(f"{gateway.url}/admin/cache").json()
         assert stats["store_up"] is False and stats["entries"] is None
         flush = httpx.post(f"{gateway.url}/admin/cache/flush", json={})
-        assert flush.status_code == 503 and flush.json()["error"]["code"] == "cache_store_unavailable"
+        assert_openai_error(flush, 503, "cache_store_unavailable")
 
         redis_server.start()  # back, empty
-        eventually(lambda: ask(gateway, "Name three primary colours.").headers["x-gateway-cache"] == "miss")
+        wait_until(lambda: ask(gateway, "Name three primary colours.").headers["x-gateway-cache"] == "miss")
         assert ask(gateway, "Name three primary colours.").headers["x-gateway-cache"] == "hit-exact"
         assert metric(gateway, "gateway_cache_store_up") == 1
         assert redis_server.url not in gateway.logs()

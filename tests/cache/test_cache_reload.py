@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtest.fake_upstream import FakeUpstream
-from tests.conftest import GatewayProcess
+from tests.helpers.fake_upstream import FakeUpstream
+from tests.helpers.gateway import GatewayProcess
 
 CONFIG = """
 reload: {{watch: false}}

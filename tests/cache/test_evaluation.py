@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from gateway.offline.cache_eval import Pair, read_pairs, score
-from tests.conftest import ROOT
+from tests.helpers.gateway import ROOT
 
 PAIRS = ROOT / "config" / "cache-eval" / "pairs.jsonl"
 

@@ -1,6 +1,7 @@
 """One contract for both cache stores: the in-process one and Redis (a real `redis-server` per test).
 
-Time is real: Redis keeps TTLs on its own clock, so entries here live for fractions of a second.
+Time is the test's own clock, given to both stores: an entry past its `expires_at` by the store's
+clock is dead for both (Redis's own TTL, on its own clock, only frees the memory later).
 """
 
 from __future__ import annotations
@@ -16,19 +17,37 @@ import pytest
 
 from gateway.cache.redis_store import RedisStore
 from gateway.cache.store import Change, Entry, MemoryStore, Store, StoreUnavailable
-from loadtest.redis_server import RedisServer
+from tests.helpers.polling import await_until
+from tests.helpers.redis_server import RedisServer
 
 StoreFactory = Callable[[int], Store]
 
 
+class Clock:
+    """The stores' clock; tests move it on."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
 @pytest.fixture(params=["memory", "redis"])
-async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> AsyncIterator[StoreFactory]:
     """Builds stores of one kind; Redis ones built by one test share one server, like two workers."""
     made: list[Store] = []
     server = RedisServer(tmp_path) if request.param == "redis" else None
 
     def make(max_entries: int = 100) -> Store:
-        store: Store = MemoryStore(max_entries) if server is None else RedisStore(server.url, max_entries=max_entries)
+        store: Store = (
+            MemoryStore(max_entries, clock) if server is None else RedisStore(server.url, max_entries=max_entries, clock=clock)
+        )
         made.append(store)
         return store
 
@@ -44,10 +63,11 @@ def vector(seed: int) -> bytes:
     return (v / np.linalg.norm(v)).tobytes()
 
 
-def entry(name: str, ttl: float = 60, ns: str = "small:ns1", *, text: str | None = "text", with_vector: bool = True) -> Entry:
-    return Entry(
-        f"key-{name}", ns, text, f'{{"answer": "{name}"}}'.encode(), time.time() + ttl, vector(len(name)) if with_vector else None
-    )
+def entry(
+    name: str, ttl: float = 60, ns: str = "small:ns1", *, text: str | None = "text", with_vector: bool = True, now: float | None = None
+) -> Entry:
+    expires = (time.time() if now is None else now) + ttl
+    return Entry(f"key-{name}", ns, text, f'{{"answer": "{name}"}}'.encode(), expires, vector(len(name)) if with_vector else None)
 
 
 async def test_an_entry_comes_back_as_stored(make_store: StoreFactory) -> None:
@@ -78,14 +98,14 @@ async def test_delete_returns_what_it_removed(make_store: StoreFactory) -> None:
     assert await store.delete(kept.id) is None
 
 
-async def test_an_entry_ends_at_its_ttl_and_a_hit_does_not_extend_it(make_store: StoreFactory) -> None:
+async def test_an_entry_ends_at_its_ttl_and_a_hit_does_not_extend_it(make_store: StoreFactory, clock: Clock) -> None:
     store = make_store(100)
-    short, long = entry("short", ttl=0.6), entry("long", ttl=60)
+    short, long = entry("short", ttl=0.6, now=clock.now), entry("long", ttl=60, now=clock.now)
     await store.put(short)
     await store.put(long)
-    await asyncio.sleep(0.3)
+    clock.now += 0.3
     assert await store.get(short.id) == short  # read half-way...
-    await asyncio.sleep(0.45)
+    clock.now += 0.3
     assert await store.get(short.id) is None  # ...and still gone 0.6 s after it was stored
     assert await store.count() == 1
     assert await store.ids() == [long.id]
@@ -103,12 +123,12 @@ async def test_past_max_entries_the_least_recently_used_goes(make_store: StoreFa
     assert await store.count() == 2
 
 
-async def test_expired_entries_make_room_before_live_ones(make_store: StoreFactory) -> None:
+async def test_expired_entries_make_room_before_live_ones(make_store: StoreFactory, clock: Clock) -> None:
     store = make_store(2)
-    brief, lasting = entry("brief", ttl=0.2), entry("lasting")
+    brief, lasting = entry("brief", ttl=0.2, now=clock.now), entry("lasting", now=clock.now)
     await store.put(brief)
     await store.put(lasting)
-    await asyncio.sleep(0.3)
+    clock.now += 0.3
     assert await store.put(entry("third")) == []  # the expired one made room: nothing live was dropped
     assert await store.get(lasting.id) == lasting
 
@@ -169,16 +189,8 @@ async def test_follow_starts_from_every_live_entry_with_a_vector(make_store: Sto
     await store.put(with_vector)
     await store.put(exact_only)
     async with following(store) as view:
-        await wait_for(lambda: view.held == {with_vector.id: change(with_vector)})
+        await await_until(lambda: view.held == {with_vector.id: change(with_vector)})
         assert view.resets == 1  # once, before the entries
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Hang guard for something that happens in the background (not a speed check)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "did not happen in time"
-        await asyncio.sleep(0.01)
 
 
 # Redis only: what makes it a shared store.
@@ -199,14 +211,14 @@ async def test_a_worker_follows_what_another_adds_and_removes(redis_pair: tuple[
     async with following(two) as view:
         first = entry("first")
         await one.put(first)
-        await wait_for(lambda: view.held == {first.id: change(first)})
+        await await_until(lambda: view.held == {first.id: change(first)})
         assert await two.get(first.id) == first  # and the entry itself is shared
         await one.delete(first.id)
-        await wait_for(lambda: view.held == {})
+        await await_until(lambda: view.held == {})
         names = ("a", "bb", "ccc", "dddd")
         for name in names:  # max 3: the fourth evicts "a", and followers hear of it
             await one.put(entry(name))
-        await wait_for(lambda: set(view.held) == {entry(n).id for n in names[1:]})
+        await await_until(lambda: set(view.held) == {entry(n).id for n in names[1:]})
 
 
 async def test_a_worker_rebuilds_after_losing_redis(redis_pair: tuple[RedisServer, RedisStore, RedisStore]) -> None:
@@ -214,12 +226,12 @@ async def test_a_worker_rebuilds_after_losing_redis(redis_pair: tuple[RedisServe
     async with following(two) as view:
         before = entry("before")
         await one.put(before)
-        await wait_for(lambda: set(view.held) == {before.id})
+        await await_until(lambda: set(view.held) == {before.id})
         server.stop()
         with pytest.raises(StoreUnavailable):
             await asyncio.wait_for(one.get(before.id), 5)
         server.start()  # empty: what the worker indexed before is gone
-        await wait_for(lambda: view.resets >= 2 and not view.held)  # the worker rebuilt from the (empty) store...
+        await await_until(lambda: view.resets >= 2 and not view.held)  # the worker rebuilt from the (empty) store...
         after = entry("after")
         await one.put(after)
-        await wait_for(lambda: set(view.held) == {after.id})  # ...and follows again
+        await await_until(lambda: set(view.held) == {after.id})  # ...and follows again

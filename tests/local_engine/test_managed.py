@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +12,10 @@ import httpx
 import openai
 import pytest
 
-from loadtest.redis_server import free_port
-from tests.conftest import GatewayProcess
+from tests.helpers.errors import assert_openai_error
+from tests.helpers.gateway import GatewayProcess
+from tests.helpers.polling import wait_until
+from tests.helpers.redis_server import free_port
 
 
 @pytest.fixture
@@ -43,16 +44,18 @@ def engine_pids(gateway: GatewayProcess) -> list[int]:
     return [int(p) for p in re.findall(r"local engine engine: started pid (\d+)", gateway.logs())]
 
 
-def ask(gateway: GatewayProcess, timeout: float = 60) -> httpx.Response:
+def ask(gateway: GatewayProcess) -> httpx.Response:
     """Ask until the engine answers (it takes a few seconds to start)."""
     body = {"model": "small", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 5, "temperature": 0}
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def answered() -> httpx.Response | None:
         response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=30)
-        if response.status_code == 200 or time.monotonic() > deadline:
+        if response.status_code == 200:
             return response
-        assert response.json()["error"]["code"] == "upstream_unavailable", response.text  # starting: never a crash
-        time.sleep(0.2)
+        assert_openai_error(response, 502, "upstream_unavailable")  # starting: never a crash
+        return None
+
+    return wait_until(answered, timeout=60, interval=0.2, what="the engine's answer")
 
 
 def alive(pid: int) -> bool:
@@ -76,14 +79,18 @@ def test_gateway_starts_the_engine_restarts_it_and_stops_it(managed: GatewayProc
     )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
-    # Priced per GPU-hour over the engine's measured seconds per token (polled every 2 s).
-    time.sleep(2.5)
-    health = httpx.get(f"{managed.engine_url}/health").json()  # type: ignore[attr-defined]
-    priced = ask(managed)
-    usage = priced.json()["usage"]
-    per_token = health["busy_seconds"] / health["computed_tokens"]
-    expected = 3.6 / 3600 * per_token * (usage["prompt_tokens"] + usage["completion_tokens"])
-    assert float(priced.headers["x-gateway-cost-usd"]) == pytest.approx(expected, abs=1e-10)  # the header has 10 decimals
+    # Priced per GPU-hour over the engine's measured seconds per token, which the gateway polls
+    # every 2 s: once a poll has come between two requests, a request is priced at the figures
+    # the engine reports just before it.
+    def priced_at_the_engines_figures() -> bool:
+        health = httpx.get(f"{managed.engine_url}/health").json()  # type: ignore[attr-defined]
+        priced = ask(managed)
+        usage = priced.json()["usage"]
+        per_token = health["busy_seconds"] / health["computed_tokens"]
+        expected = 3.6 / 3600 * per_token * (usage["prompt_tokens"] + usage["completion_tokens"])
+        return abs(float(priced.headers["x-gateway-cost-usd"]) - expected) <= 1e-10  # the header has 10 decimals
+
+    wait_until(priced_at_the_engines_figures, timeout=30, interval=0.5, what="a request priced per GPU-hour")
 
     [pid] = engine_pids(managed)
     os.kill(pid, signal.SIGKILL)
@@ -102,7 +109,4 @@ def test_a_killed_gateway_leaves_no_engine_behind(managed: GatewayProcess) -> No
     [pid] = engine_pids(managed)
     managed.proc.kill()
     managed.proc.wait(10)
-    deadline = time.monotonic() + 15
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not alive(pid)
+    wait_until(lambda: not alive(pid), what="the orphaned engine to exit")

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from backends.local_engine.tokenizer import Detokenizer, Tokenizer
-from loadtest.redis_server import free_port
+from tests.helpers.polling import wait_until
+from tests.helpers.redis_server import free_port
 from tests.local_engine.conftest import hf_greedy, hf_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,15 +31,14 @@ class EngineServer:
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=self.log.open("w"), stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError(self.log.read_text())
+        wait_until(self._ready, timeout=60, interval=0.1, what="the engine server")
+
+    def _ready(self) -> bool:
+        assert self.proc.poll() is None, self.log.read_text()
+        try:
+            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
 
     @property
     def url(self) -> str:
@@ -127,11 +126,12 @@ def test_client_that_goes_away_mid_stream_frees_its_blocks(server: EngineServer)
     with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body) as response:
         for _ in response.iter_lines():
             break
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (server.health()["running"] or server.health()["kv_usage"]):
-        time.sleep(0.05)
-    health = server.health()
-    assert health["running"] == 0 and health["kv_usage"] == 0.0
+
+    def freed() -> dict | None:
+        health = server.health()
+        return health if health["running"] == 0 and health["kv_usage"] == 0.0 else None
+
+    health = wait_until(freed, what="the engine to free the abandoned request's blocks")
     assert health["generation_tokens"] - before < 200  # it did not run to the end
 
 

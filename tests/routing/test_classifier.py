@@ -20,7 +20,7 @@ from gateway.routing.router import Router
 from gateway.routing.validation import breaks_schema
 from gateway.settings import DeploymentSettings, PoolSettings, RouterSettings, RouterTierSettings
 from gateway.text import embedded_text
-from tests.conftest import ROOT
+from tests.helpers.gateway import ROOT
 
 
 def feature(payload: dict[str, object], name: str) -> float:

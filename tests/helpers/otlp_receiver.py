@@ -1,7 +1,7 @@
 """A real OTLP/HTTP trace receiver for tests and benchmarks: decodes the exported protobuf and
 keeps every span as a plain dict. Answers 200 (or, with `refuse`, 503, as a sick collector).
 
-    python -m loadtest.otlp_receiver --port 4318      # on its own; GET /count says how many spans came
+    python -m tests.helpers.otlp_receiver --port 4318      # on its own; GET /count says how many spans came
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Raw asyncio + httptools, HTTP/1.1 keep-alive, so that it costs little CPU when i
 with the load generator. Behaviour (latency, chunk count and pacing, faults) lives in a mutable
 `Behavior` that a test may swap while the server runs.
 
-    python -m loadtest.fake_upstream --port 9001 --latency-ms 0 --chunks 16
+    python -m tests.helpers.fake_upstream --port 9001 --latency-ms 0 --chunks 16
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ class Behavior:
     headers: dict[str, str] = field(default_factory=dict)
     content: str | None = None
     """The answer's text in a non-streamed completion (default: `chunks` times "tok")."""
+    release: threading.Event | None = None
+    """When set, every answer waits for this event first (a test holds requests in flight with it)."""
 
 
 class _Body(msgspec.Struct):
@@ -202,6 +204,8 @@ class _Connection(asyncio.Protocol):
             await asyncio.sleep(3600)
         if b.mode == "disconnect":
             return self.abort()
+        if b.release is not None:
+            await asyncio.get_running_loop().run_in_executor(None, b.release.wait)
         if b.latency_s:
             await asyncio.sleep(b.latency_s)
         if b.mode == "status" or (b.error_ratio and self.up.rng.random() < b.error_ratio):
