@@ -36,9 +36,9 @@ from gateway.cache.index import VectorIndex
 from gateway.cache.redis_store import RedisStore
 from gateway.cache.semantic import SemanticCache
 from gateway.cache.store import Entry, MemoryStore, Store
+from loadtest.report import footer
 from tests.helpers.fake_upstream import Behavior, FakeUpstream
 from tests.helpers.redis_server import RedisServer
-from loadtest.report import footer
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = [

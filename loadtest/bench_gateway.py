@@ -10,6 +10,11 @@ For each gateway variant (HTTP server x upstream transport) it measures:
     python -m loadtest.bench_gateway --variants uvicorn:pooled,uvicorn:httpx,granian:pooled
     python -m loadtest.bench_gateway --variants uvicorn:pooled,uvicorn:pooled:traced   # tracing's cost
     python -m loadtest.bench_gateway --variants uvicorn:pooled,uvicorn:pooled:keys,uvicorn:pooled:keys-redis
+    python -m loadtest.bench_gateway --variants uvicorn:pooled@../base,uvicorn:pooled --rounds 6   # before/after
+
+A variant ending in `@DIR` runs the gateway from another checkout (e.g. `git worktree add ../base
+HEAD~3`), with this checkout's Python environment: a change measured against what it changed, in
+one run.
 
 With `--rounds N` the gateway variants run N times in turn (in reverse order every other round,
 so that a VM slowing down or speeding up through the run favours none) and each row is the round
@@ -50,16 +55,16 @@ import httpx
 
 from gateway.access.keys import hash_key
 from loadtest.loadgen import KEY, Result, chat_body, run
-from tests.helpers.redis_server import RedisServer
 from loadtest.report import footer
+from tests.helpers.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_PORT, GATEWAY_PORT, RECEIVER_PORT = 9301, 9302, 9303
 
 
-def start(cmd: list[str], core: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start(cmd: list[str], core: int, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.Popen[bytes]:
     full = ["taskset", "-c", str(core), *cmd]
-    return subprocess.Popen(full, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(full, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes]) -> None:
@@ -136,9 +141,11 @@ def main() -> None:
         variants = args.variants.split(",")
         for i in range(args.rounds):  # in turn, so that a slow minute of the VM hits every variant alike,
             for variant in variants if i % 2 == 0 else variants[::-1]:  # and first and last by turns: the VM drifts
-                server, transport, *flags = variant.split(":")
-                name = " + ".join([f"gateway {server}", transport, *flags])
-                runs.setdefault(name, []).append(bench_variant(server, transport, direct_base, args, set(flags)))
+                spec, _, tree = variant.partition("@")
+                server, transport, *flags = spec.split(":")
+                name = " + ".join([f"gateway {server}", transport, *flags]) + (f" ({tree})" if tree else "")
+                root = Path(tree).resolve() if tree else ROOT
+                runs.setdefault(name, []).append(bench_variant(server, transport, direct_base, args, set(flags), root))
         for name, results in runs.items():
             ordered = sorted(results, key=lambda r: r["saturation"].rps)
             rows.append((name, ordered[len(ordered) // 2]))
@@ -160,7 +167,7 @@ def main() -> None:
 
 
 def bench_variant(
-    server: str, transport: str, upstream_base: str, args: argparse.Namespace, flags: set[str]
+    server: str, transport: str, upstream_base: str, args: argparse.Namespace, flags: set[str], root: Path = ROOT
 ) -> dict[str, Result]:
     unknown = flags - {"traced", "keys", "keys-redis"}
     if unknown:
@@ -193,7 +200,7 @@ def bench_variant(
     if receiver is not None:
         wait_http(f"http://127.0.0.1:{RECEIVER_PORT}/count", receiver)
     cmd, env = gateway_cmd(server, f.name)
-    gateway = start(cmd, 0, env)
+    gateway = start(cmd, 0, {**env, "PYTHONPATH": str(root)}, cwd=root)
     try:
         wait_http(f"http://127.0.0.1:{GATEWAY_PORT}/health/liveness", gateway)
         base = f"http://127.0.0.1:{GATEWAY_PORT}/v1"

@@ -24,9 +24,9 @@ from pathlib import Path
 import httpx
 
 from gateway.access.keys import hash_key
-from tests.helpers.fake_upstream import Behavior, FakeUpstream
 from loadtest.loadgen import KEY, Result, chat_body, run
 from loadtest.report import footer
+from tests.helpers.fake_upstream import Behavior, FakeUpstream
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "examples" / "high-availability.yaml"
