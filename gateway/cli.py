@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("files", nargs="+")
 
     evaluate = commands.add_parser("cache-eval", help="precision and recall of the semantic cache on labelled pairs")
-    evaluate.add_argument("file", help='JSON lines: {"a": ..., "b": ..., "same": true|false, "kind": ...}')
+    evaluate.add_argument("file", help='JSON lines: {"a": ..., "b": ..., "same": true|false, "kind": ..., "source": ...}')
+    evaluate.add_argument("--source", action="append", default=[], help="only the pairs of this source (repeatable)")
     evaluate.add_argument("--threshold", type=float, default=None, help="default: cache.threshold of --config")
     evaluate.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG))
 
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     router_eval = commands.add_parser("router-eval", help="accuracy, under/over-routing and cost of a router, with baselines")
     router_eval.add_argument("file", help="labelled prompts (the test rows are scored)")
+    router_eval.add_argument("--source", action="append", default=[], help="score only this source's test rows (repeatable)")
     router_eval.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG))
     router_eval.add_argument("--router", default="auto")
     router_eval.add_argument("--bias", type=float, default=None, help="default: the router's")
@@ -102,7 +104,7 @@ def _cache_eval(args: argparse.Namespace) -> int:
     from gateway.offline.cache_eval import run
 
     threshold = args.threshold if args.threshold is not None else config.load(args.config).settings.cache.threshold
-    print(run(Path(args.file), threshold))
+    print(run(Path(args.file), threshold, args.source))
     return 0
 
 
@@ -116,7 +118,8 @@ def _router_eval(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    print(eval_command(Path(args.file), loaded, args.router, args.bias, Path(args.train_file) if args.train_file else None))
+    train_file = Path(args.train_file) if args.train_file else None
+    print(eval_command(Path(args.file), loaded, args.router, args.bias, train_file, args.source))
     return 0
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -34,8 +33,7 @@ class BodyControls(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 _NONE = BodyControls()
 
 
-@dataclass(frozen=True, slots=True)
-class Controls:
+class Controls(msgspec.Struct, frozen=True):
     """What the client asked of the gateway for this request, headers and body together."""
 
     deadline_s: float
@@ -47,18 +45,15 @@ class Controls:
 
 
 def read(headers: Sequence[tuple[bytes, bytes]], payload: dict[str, Any], settings: ResilienceSettings) -> Controls:
-    """The request's controls; its body's `gateway` object is taken out of `payload`."""
+    """The request's controls; its body's `gateway` object is taken out of `payload`. Of a header
+    sent more than once, the last counts."""
     body = _from_body(payload)
-    ms, cache, tier = body.deadline_ms, None, body.tier
-    for name, value in headers:
-        if name == DEADLINE_HEADER:
-            ms = _milliseconds(value)
-        elif name == TIER_HEADER:
-            tier = value.decode("latin-1").strip()
-        elif name == b"cache-control" and cache != "no-store":
-            cache = _cache_directive(value) or cache
-    deadline = settings.deadline_s if ms is None else min(ms / 1000, settings.max_deadline_s)
-    return Controls(deadline, cache or body.cache, tier)
+    named = dict(headers)
+    ms = body.deadline_ms if (deadline := named.get(DEADLINE_HEADER)) is None else _milliseconds(deadline)
+    tier = body.tier if (forced := named.get(TIER_HEADER)) is None else forced.decode("latin-1").strip()
+    cache = body.cache if (control := named.get(b"cache-control")) is None else _cache_directive(control) or body.cache
+    deadline_s = settings.deadline_s if ms is None else min(ms / 1000, settings.max_deadline_s)
+    return Controls(deadline_s, cache, tier)
 
 
 def _from_body(payload: dict[str, Any]) -> BodyControls:

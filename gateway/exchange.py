@@ -14,7 +14,7 @@ from gateway.request import ClientRequest
 from gateway.routing.dispatcher import Progress
 from gateway.routing.pools import Pool
 from gateway.routing.retry import Deadline
-from gateway.routing.router import Route
+from gateway.routing.router import Route, Router
 from gateway.runtime import Runtime
 from gateway.telemetry.stats import Tally
 from gateway.telemetry.tracing import NULL_TRACE, Trace
@@ -44,8 +44,10 @@ class Exchange:
     """The pools to try, in order: the first, its fallbacks, with a router the tiers above."""
     model: str = field(init=False)
     """The model name sent upstream (a deployment's own `model` wins)."""
+    router: Router | None = None
+    """The router of the model asked for (None for a pool asked for by name)."""
     route: Route | None = None
-    """A router's decision (None for a pool asked for by name)."""
+    """The router's decision."""
     embedded: Embedded | None = None
     admission: Admission | None = None
     lookup: Lookup | None = None
@@ -60,5 +62,6 @@ class Exchange:
 
     def reply_headers(self) -> Headers:
         """What every answer of this request carries beyond its own: the route's and the limits'."""
-        route = [] if self.route is None else self.route.headers()
-        return [*route, *self.limit_headers]
+        if self.route is None:
+            return self.limit_headers
+        return [*self.route.headers(), *self.limit_headers]

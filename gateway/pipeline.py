@@ -22,6 +22,7 @@ from backends.sse import DONE_FRAME, frame
 from backends.types import Endpoint, UsagePeek
 from gateway import request as requests
 from gateway.access.control import Access, reservation
+from gateway.access.keys import Principal
 from gateway.access.limits import Limits
 from gateway.cache.assemble import Assembler
 from gateway.cache.replay import replay_events
@@ -76,9 +77,14 @@ class Pipeline:
         self.in_flight += 1
         try:
             await self._admit(ex, body)
-            await self._route(ex)
-            await self._reserve(ex)
-            await self._look_up(ex)
+            if (router := ex.runtime.routers.get(ex.request.model)) is None:
+                self._resolve(ex)
+            else:
+                await self._route(ex, router)
+            if ex.principal is not None and Limits.needed(ex.principal):
+                await self._reserve(ex, ex.principal)
+            if self._cache is not None:
+                await self._look_up(ex, self._cache)
             if ex.lookup is not None and ex.lookup.hit is not None:
                 return self._from_cache(ex)
             if ex.request.stream:
@@ -106,41 +112,38 @@ class Pipeline:
             ex.trace.keyed(ex.principal.alias)
         ex.deadline = Deadline(ex.request.controls.deadline_s)
 
-    async def _route(self, ex: Exchange) -> None:
-        """The pool that answers, and the chain behind it: by name, or by a router's decision."""
-        router = ex.runtime.routers.get(ex.request.model)
-        if router is None:
-            ex.pool, ex.model = ex.runtime.models.resolve(ex.request.model), ex.request.model
-            ex.chain = [ex.pool, *ex.pool.fallbacks] if ex.tiers is None else _allowed_chain(ex.pool, ex.tiers)
-        else:
-            began = time.perf_counter()
-            with ex.trace.step("embed"):
-                ex.embedded = await self._embed(ex.request.payload)
-            embedded_at = time.perf_counter()
-            with ex.trace.step("classify"):
-                vector = None if ex.embedded is None else ex.embedded[1]
-                ex.route = router.route(ex.request.payload, vector, ex.request.controls.tier, allowed=ex.tiers)
-            self.stats.steps(embedded_at - began if ex.embedded is not None else None, time.perf_counter() - embedded_at)
-            ex.trace.routed(ex.route)
-            ex.pool, ex.chain, ex.model = ex.route.pool, ex.route.chain, _upstream_name(ex.route.pool)
-        ex.tally.model = ex.pool.name
-        ex.tally.tier = ex.route.tier if ex.route is not None else ex.pool.settings.tier or ""
+    def _resolve(self, ex: Exchange) -> None:
+        """A pool asked for by name, and the chain behind it."""
+        ex.pool, ex.model = ex.runtime.models.resolve(ex.request.model), ex.request.model
+        ex.chain = [ex.pool, *ex.pool.fallbacks] if ex.tiers is None else _allowed_chain(ex.pool, ex.tiers)
+        ex.tally.model, ex.tally.tier = ex.pool.name, ex.pool.settings.tier or ""
 
-    async def _reserve(self, ex: Exchange) -> None:
+    async def _route(self, ex: Exchange, router: Router) -> None:
+        """A router's decision: embed (shared with the cache), classify, and the tier's chain."""
+        ex.router = router
+        began = time.perf_counter()
+        with ex.trace.step("embed"):
+            ex.embedded = await self._embed(ex.request.payload)
+        embedded_at = time.perf_counter()
+        with ex.trace.step("classify"):
+            vector = None if ex.embedded is None else ex.embedded[1]
+            ex.route = router.route(ex.request.payload, vector, ex.request.controls.tier, allowed=ex.tiers)
+        self.stats.steps(embedded_at - began if ex.embedded is not None else None, time.perf_counter() - embedded_at)
+        ex.trace.routed(ex.route)
+        ex.pool, ex.chain, ex.model = ex.route.pool, ex.route.chain, _upstream_name(ex.route.pool)
+        ex.tally.model, ex.tally.tier = ex.pool.name, ex.route.tier
+
+    async def _reserve(self, ex: Exchange, principal: Principal) -> None:
         """A key with limits or budgets reserves the request's worst case before it goes upstream."""
-        if ex.principal is None or not Limits.needed(ex.principal):
-            return
         reserve = ex.runtime.settings.auth.output_reserve_tokens
         ask = reservation(ex.endpoint, ex.request.payload, ex.chain, reserve)
-        ex.admission = await self._access.limits.admit(ex.principal, ask)
+        ex.admission = await self._access.limits.admit(principal, ask)
         ex.limit_headers = ex.admission.headers()
 
-    async def _look_up(self, ex: Exchange) -> None:
-        if self._cache is None:
-            return
+    async def _look_up(self, ex: Exchange, cache: ResponseCache) -> None:
         tenant = "" if ex.principal is None else ex.principal.tenant
         with ex.trace.step("cache lookup"):
-            ex.lookup = await self._cache.lookup(
+            ex.lookup = await cache.lookup(
                 ex.runtime.settings.cache,
                 ex.endpoint,
                 ex.pool.name,
@@ -174,22 +177,21 @@ class Pipeline:
     async def _stream(self, ex: Exchange) -> StreamReply:
         """Open the upstream stream (retries and fallbacks up to its first event), then relay it."""
         hide_usage = ask_for_usage(ex.request.payload)
-        call = opener(ex.endpoint, ex.request.payload, ex.model, ex.trace, ex.progress)
+        call = ex.trace.stream_openings(opener(ex.endpoint, ex.request.payload, ex.model), ex.progress, ex.model)
         opened = await self._dispatch(ex, call)
         meter = Meter(ex.tally, ex.started, opened.deployment, ex.endpoint, ex.request.payload, hide_usage)
         relay = Relay(opened, ex.deadline, meter, self._keeper(ex), ex.trace, lambda: self._finish(ex))
         ex.relayed = True
-        headers = [*SSE_HEADERS, *_answer_headers(ex.runtime, opened), *self._cache_headers(ex), *ex.reply_headers()]
+        cache = [] if ex.lookup is None else [(b"x-gateway-cache", ex.lookup.outcome.encode())]
+        headers = [*SSE_HEADERS, *_answer_headers(ex.runtime, opened), *cache, *ex.reply_headers()]
         return StreamReply(headers, relay.frames(), relay.close)
 
     async def _complete(self, ex: Exchange) -> Reply:
         """The whole answer: checked against a requested json_schema, stored in the cache, answered."""
-        done = await self._dispatch(ex, self._completer(ex))
+        done = await ex.runtime.dispatcher.run(ex.pool, self._completer(ex), ex.deadline, ex.progress, ex.chain)
         done.lease.succeed()
-        router = ex.runtime.routers.get(ex.request.model)
-        if router is not None and router.settings.validate_json:
-            done = await self._validated(ex, router, done)
-        ex.trace.answered()
+        if ex.router is not None and ex.router.settings.validate_json:
+            done = await self._validated(ex, ex.router, done)
         usage = done.value.usage
         headers = _answer_headers(ex.runtime, done)
         if usage is not None:
@@ -198,23 +200,22 @@ class Pipeline:
         if ex.lookup is not None and ex.lookup.store and self._cache is not None:
             with ex.trace.step("cache store"):
                 await self._cache.store(ex.lookup, done.value.body)
-        return json_reply(done.value.body, [*headers, *self._cache_headers(ex), *ex.reply_headers()])
+        if ex.lookup is not None:
+            headers.append((b"x-gateway-cache", ex.lookup.outcome.encode()))
+        return json_reply(done.value.body, [*headers, *ex.reply_headers()])
 
     async def _dispatch(self, ex: Exchange, call: Call[Any]) -> Outcome[Any]:
         return await ex.runtime.dispatcher.run(ex.pool, call, ex.deadline, ex.progress, ex.chain)
 
     def _completer(self, ex: Exchange) -> Call[Completion]:
-        """One attempt at the whole answer on a deployment."""
-        endpoint, payload, model, trace, progress = ex.endpoint, ex.request.payload, ex.model, ex.trace, ex.progress
+        """One attempt at the whole answer on a deployment (traced, when the request is)."""
+        endpoint, payload, model = ex.endpoint, ex.request.payload, ex.model
 
         async def complete(deployment: Deployment, deadline: Deadline) -> Completion:
             payload["model"] = deployment.upstream_model(model)
-            with trace.attempt(deployment, progress, payload["model"]) as attempt:
-                done = await deployment.backend.complete(endpoint, payload, deadline.remaining())
-            attempt.succeeded(done.body, done.usage)
-            return done
+            return await deployment.backend.complete(endpoint, payload, deadline.remaining())
 
-        return complete
+        return ex.trace.completions(complete, ex.progress, model)
 
     async def _validated(self, ex: Exchange, router: Router, done: Outcome[Completion]) -> Outcome[Completion]:
         """An answer that breaks the request's json_schema is asked again one tier up (once), if
@@ -258,10 +259,6 @@ class Pipeline:
             return None
         store: Callable[[bytes], Awaitable[None]] = lambda body: cache.store(lookup, body)  # noqa: E731
         return Keeper(Assembler(chat=ex.endpoint == "chat/completions"), store)
-
-    @staticmethod
-    def _cache_headers(ex: Exchange) -> Headers:
-        return [] if ex.lookup is None else [(b"x-gateway-cache", ex.lookup.outcome.encode())]
 
     def _failed(self, ex: Exchange, exc: APIError) -> Reply:
         ex.tally.status = exc.status

@@ -32,14 +32,8 @@ class ClientRequest:
     typed: ChatRequest | CompletionRequest | EmbeddingRequest
     """What the payload was validated as."""
     controls: controls.Controls
-
-    @property
-    def model(self) -> str:
-        return self.typed.model
-
-    @property
-    def stream(self) -> bool:
-        return not isinstance(self.typed, EmbeddingRequest) and self.typed.stream
+    model: str
+    stream: bool
 
 
 def parse(
@@ -65,7 +59,8 @@ def parse(
         message, _, where = str(exc).partition(" - at `$")
         param = _param(message, where.rstrip("`"))
         raise InvalidRequest(f"Invalid request: {message}" + (f" (at '{param}')" if param else ""), param=param) from None
-    return ClientRequest(endpoint, payload, typed, controls.read(headers, payload, resilience))
+    stream = not isinstance(typed, EmbeddingRequest) and typed.stream
+    return ClientRequest(endpoint, payload, typed, controls.read(headers, payload, resilience), typed.model, stream)
 
 
 def _param(message: str, where: str) -> str | None:

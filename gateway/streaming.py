@@ -24,11 +24,11 @@ from backends.sse import DONE_FRAME, frame
 from backends.types import Endpoint, Usage
 from gateway.cache.assemble import Assembler
 from gateway.errors import APIError, DeadlineExceeded
-from gateway.routing.dispatcher import Call, Outcome, Progress
+from gateway.routing.dispatcher import Call, Outcome
 from gateway.routing.pools import Deployment
 from gateway.routing.retry import Deadline
 from gateway.telemetry.stats import Tally
-from gateway.telemetry.tracing import Attempt, Trace
+from gateway.telemetry.tracing import Trace
 from gateway.text import estimated_prompt_tokens
 
 
@@ -39,22 +39,20 @@ class Opened:
     events: EventStream
     iterator: AsyncIterator[bytes]
     first: bytes | None
-    attempt: Attempt
 
 
-def opener(endpoint: Endpoint, payload: dict[str, Any], model: str, trace: Trace, progress: Progress) -> Call[Opened]:
+def opener(endpoint: Endpoint, payload: dict[str, Any], model: str) -> Call[Opened]:
     """One attempt at opening the stream on a deployment, under the request's deadline."""
 
     async def open_stream(deployment: Deployment, deadline: Deadline) -> Opened:
         payload["model"] = deployment.upstream_model(model)
-        with trace.attempt(deployment, progress, payload["model"]) as attempt:
-            try:
-                async with asyncio.timeout(deadline.remaining()):
-                    events = await deployment.backend.stream(endpoint, payload)
-                    iterator, first = await _first_event(events)
-            except TimeoutError:
-                raise deadline.error() from None
-        return Opened(events, iterator, first, attempt)
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                events = await deployment.backend.stream(endpoint, payload)
+                iterator, first = await _first_event(events)
+        except TimeoutError:
+            raise deadline.error() from None
+        return Opened(events, iterator, first)
 
     return open_stream
 
@@ -129,6 +127,7 @@ class Relay:
         finish: Callable[[], None],
     ) -> None:
         self._opened = opened.value
+        self._attempt = trace.stream_attempt()
         self._lease = opened.lease
         self._deadline = deadline
         self._meter = meter
@@ -163,7 +162,7 @@ class Relay:
             yield frame(exc.body())
         finally:
             usage = self._meter.ended(error)
-            self._opened.attempt.stream_ended(usage, error, estimated=self._meter.usage is None)
+            self._attempt.stream_ended(usage, error, estimated=self._meter.usage is None)
             await self.close()
         yield DONE_FRAME
 
@@ -174,7 +173,7 @@ class Relay:
                 self._keeper.assembler.feed(data)
             except msgspec.DecodeError:  # not JSON: pass it on, but do not cache this answer
                 self._keeper = None
-        self._opened.attempt.chunk(data)
+        self._attempt.chunk(data)
         return self._meter.saw(data)
 
     async def close(self) -> None:

@@ -77,7 +77,6 @@ def _request(tracing: Tracing) -> None:
         sent = {"content-type": "application/json", **(UPSTREAM_TRACE.get() or {})}
         assert "traceparent" in sent
     attempt.succeeded(BODY, USAGE)
-    request.answered()
     request.end("config-v1")
 
 

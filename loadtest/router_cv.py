@@ -3,7 +3,7 @@ cross-validation, the choice of blend, k, L2 and thresholds) is run on four fift
 and scored on the fifth it never saw, for every fifth. An estimate of how a retrained router does on
 unseen prompts, from prompts that have all been seen; a fresh set measured once is the real test.
 
-    python -m loadtest.router_cv config/router/labelled.jsonl config/router/fresh.jsonl config/router/fresh2.jsonl
+    python -m loadtest.router_cv evals/router-prompts.jsonl
     python -m loadtest.router_cv FILE... --targets 0.035,0.025 --seeds 1,2
 
 Every row of every file is used, train and test alike.

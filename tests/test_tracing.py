@@ -445,7 +445,6 @@ def test_an_ended_request_trace_is_freed_at_once_not_by_the_cycle_collector() ->
     )
     attempt = request.attempt(deployment, SimpleNamespace(attempts=1, fallbacks=0), "m")  # type: ignore[arg-type]
     attempt.succeeded(b'{"id": "x", "choices": [{"finish_reason": "stop"}]}', None)
-    request.answered()
     request.end("v1")
     gone = [weakref.ref(request), weakref.ref(attempt)]
     gc.disable()

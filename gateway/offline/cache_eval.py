@@ -1,7 +1,9 @@
 """`gateway cache-eval FILE.jsonl`: how often the semantic layer would be right on labelled pairs.
 
-Each line is `{"a": "...", "b": "...", "same": true|false}` (optionally `"kind"`: what makes a
-negative hard, reported per kind). A pair is a predicted hit when the cosine of its embeddings
+Each line is `{"a": "...", "b": "...", "same": true|false}`, optionally with `"kind"` (what makes a
+negative hard, reported per kind), `"source"` (the set it came from) and `"split"`; `--source`
+keeps the rows of some sources only (evals/cache-pairs.jsonl holds every set, one source each).
+A pair is a predicted hit when the cosine of its embeddings
 reaches the threshold and the veto lets it through. Printed: precision, recall, false-hit rate
 (false hits / negatives) and hit rate at the threshold, a sweep of thresholds with and without
 the veto (plain cosine is what most semantic caches ship), and false hits per kind.
@@ -26,6 +28,8 @@ class Pair(msgspec.Struct, forbid_unknown_fields=True):
     b: str
     same: bool
     kind: str = ""
+    source: str = ""
+    split: str = ""
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,8 @@ class Scores:
         return f"{self.precision:.3f} | {self.recall:.3f} | {self.false_hit_rate:.3f} | {self.hit_rate:.3f}"
 
 
-def read_pairs(path: Path) -> list[Pair]:
+def read_pairs(path: Path, sources: Sequence[str] = ()) -> list[Pair]:
+    """The pairs of `path` (of `sources` only, when given)."""
     pairs = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
@@ -47,6 +52,10 @@ def read_pairs(path: Path) -> list[Pair]:
                 pairs.append(msgspec.json.decode(line, type=Pair))
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise SystemExit(f"{path}:{number}: {exc}") from None
+    if sources:
+        pairs = [p for p in pairs if p.source in sources]
+        if not pairs:
+            raise SystemExit(f"{path} has no pairs from {', '.join(sources)}")
     return pairs
 
 
@@ -87,10 +96,10 @@ def report(pairs: Sequence[Pair], cosines: np.ndarray, threshold: float) -> str:
     return "\n".join(lines)
 
 
-def run(path: Path, threshold: float) -> str:
+def run(path: Path, threshold: float, sources: Sequence[str] = ()) -> str:
     from gateway.cache.embedder import OnnxEmbedder
 
-    pairs = read_pairs(path)
+    pairs = read_pairs(path, sources)
     embedder = OnnxEmbedder()
     try:
         a = asyncio.run(embedder.embed([p.a for p in pairs]))

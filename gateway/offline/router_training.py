@@ -48,6 +48,7 @@ class Labelled(msgspec.Struct, forbid_unknown_fields=True):
     prompt: str | None = None
     messages: list[dict[str, Any]] | None = None
     split: str = ""
+    source: str = ""
 
     def payload(self) -> dict[str, Any]:
         return {"messages": self.messages} if self.messages is not None else {"prompt": self.prompt or ""}
@@ -57,7 +58,8 @@ class Labelled(msgspec.Struct, forbid_unknown_fields=True):
         return embedded_text(self.payload()) or ""
 
 
-def read_labelled(path: Path) -> list[Labelled]:
+def read_labelled(path: Path, sources: Sequence[str] = ()) -> list[Labelled]:
+    """The labelled rows of `path` (of `sources` only, when given)."""
     rows = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
@@ -68,6 +70,10 @@ def read_labelled(path: Path) -> list[Labelled]:
             if row.prompt is None and row.messages is None:
                 raise SystemExit(f"{path}:{number}: needs `prompt` or `messages`")
             rows.append(row)
+    if sources:
+        rows = [r for r in rows if r.source in sources]
+        if not rows:
+            raise SystemExit(f"{path} has no rows from {', '.join(sources)}")
     return rows
 
 
@@ -333,9 +339,12 @@ def train_command(paths: Sequence[Path], out: Path, tiers: Sequence[str] | None)
     return f"{out}: trained on {len(rows)} prompts; {describe(model, chosen)}"
 
 
-def eval_command(path: Path, loaded: Any, router: str, bias: float | None, train_file: Path | None = None) -> str:
-    """What `gateway router-eval` prints: the router against its baselines, on the test rows
-    (baselines that need fitting are fitted on the train rows of `train_file`, default `path`)."""
+def eval_command(
+    path: Path, loaded: Any, router: str, bias: float | None, train_file: Path | None = None, sources: Sequence[str] = ()
+) -> str:
+    """What `gateway router-eval` prints: the router against its baselines, on the test rows (of
+    `sources` only, when given); baselines that need fitting are fitted on the train rows of
+    `train_file` (default `path`, every source)."""
     from gateway.cache.embedder import OnnxEmbedder
 
     settings = loaded.settings
@@ -343,8 +352,8 @@ def eval_command(path: Path, loaded: Any, router: str, bias: float | None, train
         raise SystemExit(f"{loaded.source} has no router {router!r} (routers: {sorted(settings.routers) or 'none'})")
     spec, model = settings.routers[router], loaded.classifiers[router]
     thresholds = [t.threshold if t.threshold is not None else model.thresholds[i] for i, t in enumerate(spec.tiers.values())]
-    rows = read_labelled(path)
-    train_rows, test_rows = split(read_labelled(train_file) if train_file else rows, "train"), split(rows, "test")
+    train_rows = split(read_labelled(train_file or path), "train")
+    test_rows = split(read_labelled(path, sources), "test")
     if not train_rows:
         raise SystemExit(f"{train_file or path} has no train rows to fit the baselines on (use --train-file)")
     if not test_rows:

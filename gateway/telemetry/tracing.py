@@ -5,7 +5,8 @@ The one place the SDK is configured. Each sampled request gets a SERVER span (`c
 classify, cache lookup, cache store), and a CLIENT span per upstream attempt, whose context goes
 upstream in `traceparent`. A request that is not traced (telemetry off, not sampled, over
 `max_traces_per_s`) gets `NULL_TRACE`, whose every method does nothing: the request path calls
-the same methods either way and has no tracing branches of its own. Spans are plain data until
+the same methods either way and has no tracing branches of its own; an untraced request's backend
+calls are not wrapped at all. Spans are plain data until
 they end (`spans.Span`), then leave through a bounded queue to the exporter (`export.SpanQueue`).
 """
 
@@ -18,7 +19,7 @@ import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
 from opentelemetry import trace
@@ -40,11 +41,14 @@ from gateway.telemetry.spans import Span
 if TYPE_CHECKING:
     from contextvars import Token
 
+    from backends.protocol import Completion
     from gateway.cache.service import Lookup
-    from gateway.routing.dispatcher import Progress
+    from gateway.routing.dispatcher import Call, Progress
     from gateway.routing.pools import Deployment
+    from gateway.routing.retry import Deadline
     from gateway.routing.router import Route
 
+T = TypeVar("T")
 OPERATIONS = {"chat/completions": "chat", "completions": "text_completion", "embeddings": "embeddings"}
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -62,26 +66,29 @@ class Trace(Protocol):
 
     def looked_up(self, lookup: Lookup, first: Deployment) -> None: ...
 
-    def attempt(self, deployment: Deployment, progress: Progress, model: str) -> Attempt:
-        """The span of one upstream attempt: `with trace.attempt(...) as attempt:` around the backend
-        call sends its trace context upstream, and a failure inside ends it as failed."""
+    def completions(self, call: Call[Completion], progress: Progress, model: str) -> Call[Completion]:
+        """`call` (one attempt at a whole answer) with a CLIENT span around each attempt, whose trace
+        context goes upstream; an untraced request gets `call` back as it is."""
         ...
 
-    def answered(self) -> None:
-        """The last attempt's answer is the one the client gets."""
+    def stream_openings(self, call: Call[T], progress: Progress, model: str) -> Call[T]:
+        """The same for opening a stream; the span of the attempt that opened it stays open
+        (`stream_attempt`) until the stream has ended."""
+        ...
+
+    def stream_attempt(self) -> Attempt:
+        """The attempt whose stream reaches the client."""
         ...
 
     def failed(self, exc: APIError) -> None: ...
 
-    def end(self, config_version: str) -> None: ...
+    def end(self, config_version: str) -> None:
+        """The request has ended; unless it failed, its last attempt's answer was the client's."""
+        ...
 
 
 class Attempt(Protocol):
-    def __enter__(self) -> Attempt: ...
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None: ...
-
-    def succeeded(self, body: bytes, usage: Usage | None) -> None: ...
+    """A streamed attempt's span, as the relay sees it."""
 
     def chunk(self, data: bytes) -> None:
         """A streamed event went by."""
@@ -201,6 +208,7 @@ class RequestTrace:
         self.operation = operation
         self.started = time.perf_counter()
         self.last_attempt: AttemptTrace | None = None
+        self._failed = False
 
     def keyed(self, alias: str) -> None:
         self.span.set_attribute("gateway.key.alias", alias)
@@ -243,15 +251,33 @@ class RequestTrace:
         self.last_attempt = AttemptTrace(self, span, deployment)
         return self.last_attempt
 
-    def answered(self) -> None:
-        """The last attempt's answer reaches the client: its answer attributes go on the request span too."""
-        if self.last_attempt is not None:
-            self.span.extend({"gateway.deployment.id": self.last_attempt.deployment.id, **self.last_attempt.answer})
+    def completions(self, call: Call[Completion], progress: Progress, model: str) -> Call[Completion]:
+        async def traced(deployment: Deployment, deadline: Deadline) -> Completion:
+            with self.attempt(deployment, progress, deployment.upstream_model(model)) as attempt:
+                done = await call(deployment, deadline)
+            attempt.succeeded(done.body, done.usage)
+            return done
+
+        return traced
+
+    def stream_openings(self, call: Call[T], progress: Progress, model: str) -> Call[T]:
+        async def traced(deployment: Deployment, deadline: Deadline) -> T:
+            with self.attempt(deployment, progress, deployment.upstream_model(model)):
+                return await call(deployment, deadline)
+
+        return traced
+
+    def stream_attempt(self) -> Attempt:
+        return NULL_ATTEMPT if self.last_attempt is None else self.last_attempt
 
     def failed(self, exc: APIError) -> None:
+        self._failed = True
         fail(self.span, exc)
 
     def end(self, config_version: str) -> None:
+        attempt = self.last_attempt
+        if attempt is not None and not self._failed:  # its answer is the one the client got
+            self.span.extend({"gateway.deployment.id": attempt.deployment.id, **attempt.answer})
         self.span.set_attribute("gateway.config_version", config_version)
         self.span.end()
         # An attempt points back at its request: without this, every traced request's objects
@@ -316,7 +342,7 @@ class AttemptTrace:
         """The whole stream went by (or broke): its usage and finish reasons on both spans."""
         if error is not None:
             fail(self.span, error)
-            fail(self.request.span, error)
+            self.request.failed(error)
         attributes: dict[str, Any] = {"gen_ai.response.finish_reasons": self.finish_reasons} if self.finish_reasons else {}
         attributes.update(usage_attributes(usage, self.deployment, self.request.tracing.cost_key))
         if estimated:
@@ -351,11 +377,14 @@ class _NullTrace:
     def looked_up(self, lookup: Lookup, first: Deployment) -> None:
         return None
 
-    def attempt(self, deployment: Deployment, progress: Progress, model: str) -> Attempt:
-        return NULL_ATTEMPT
+    def completions(self, call: Call[Completion], progress: Progress, model: str) -> Call[Completion]:
+        return call
 
-    def answered(self) -> None:
-        return None
+    def stream_openings(self, call: Call[T], progress: Progress, model: str) -> Call[T]:
+        return call
+
+    def stream_attempt(self) -> Attempt:
+        return NULL_ATTEMPT
 
     def failed(self, exc: APIError) -> None:
         return None
@@ -366,15 +395,6 @@ class _NullTrace:
 
 class _NullAttempt:
     __slots__ = ()
-
-    def __enter__(self) -> _NullAttempt:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        return None
-
-    def succeeded(self, body: bytes, usage: Usage | None) -> None:
-        return None
 
     def chunk(self, data: bytes) -> None:
         return None
