@@ -109,6 +109,15 @@ def test_the_router_and_the_cache_share_one_embedding(tiers: tuple[GatewayProces
     headers, _ = ask(gateway, "How many moons does Mars have?", temperature=0)
     assert headers["x-gateway-cache"] == "hit-exact" and headers["x-gateway-tier"] == "small"  # routed, then cached
 
+    # Content parts: the router and the cache read a message's text by the same rule (text parts
+    # only), so they embed the same string once.
+    parts = [{"type": "text", "text": "How many moons does Jupiter have?"}, {"text": "a part with no type"}]
+    body = {"model": "auto", "temperature": 0, "messages": [{"role": "user", "content": parts}]}
+    before = embedded()
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 200 and response.headers["x-gateway-cache"] == "miss"
+    assert embedded() == before + 1
+
 
 def test_a_tier_can_be_forced_by_header_or_body(tiers: tuple[GatewayProcess, dict[str, FakeUpstream]]) -> None:
     gateway, _ = tiers
