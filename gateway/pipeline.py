@@ -10,9 +10,9 @@ It knows nothing of HTTP framing: it turns a request body into a `Reply` (JSON) 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -182,13 +182,12 @@ class Pipeline:
         meter = Meter(ex.tally, ex.started, opened.deployment, ex.endpoint, ex.request.payload, hide_usage)
         relay = Relay(opened, ex.deadline, meter, self._keeper(ex), ex.trace, lambda: self._finish(ex))
         ex.relayed = True
-        cache = [] if ex.lookup is None else [(b"x-gateway-cache", ex.lookup.outcome.encode())]
-        headers = [*SSE_HEADERS, *_answer_headers(ex.runtime, opened), *cache, *ex.reply_headers()]
+        headers = [*SSE_HEADERS, *_answer_headers(ex.runtime, opened), *_cache_outcome(ex), *ex.reply_headers()]
         return StreamReply(headers, relay.frames(), relay.close)
 
     async def _complete(self, ex: Exchange) -> Reply:
         """The whole answer: checked against a requested json_schema, stored in the cache, answered."""
-        done = await ex.runtime.dispatcher.run(ex.pool, self._completer(ex), ex.deadline, ex.progress, ex.chain)
+        done = await self._dispatch(ex, self._completer(ex))
         done.lease.succeed()
         if ex.router is not None and ex.router.settings.validate_json:
             done = await self._validated(ex, ex.router, done)
@@ -200,9 +199,7 @@ class Pipeline:
         if ex.lookup is not None and ex.lookup.store and self._cache is not None:
             with ex.trace.step("cache store"):
                 await self._cache.store(ex.lookup, done.value.body)
-        if ex.lookup is not None:
-            headers.append((b"x-gateway-cache", ex.lookup.outcome.encode()))
-        return json_reply(done.value.body, [*headers, *ex.reply_headers()])
+        return json_reply(done.value.body, [*headers, *_cache_outcome(ex), *ex.reply_headers()])
 
     async def _dispatch(self, ex: Exchange, call: Call[Any]) -> Outcome[Any]:
         return await ex.runtime.dispatcher.run(ex.pool, call, ex.deadline, ex.progress, ex.chain)
@@ -257,8 +254,7 @@ class Pipeline:
         cache, lookup = self._cache, ex.lookup
         if cache is None or lookup is None or not lookup.store:
             return None
-        store: Callable[[bytes], Awaitable[None]] = lambda body: cache.store(lookup, body)  # noqa: E731
-        return Keeper(Assembler(chat=ex.endpoint == "chat/completions"), store)
+        return Keeper(Assembler(chat=ex.endpoint == "chat/completions"), functools.partial(cache.store, lookup))
 
     def _failed(self, ex: Exchange, exc: APIError) -> Reply:
         ex.tally.status = exc.status
@@ -301,6 +297,10 @@ def _saved(stored: bytes, pool: Pool) -> float:
     except msgspec.DecodeError:
         return 0.0
     return 0.0 if usage is None else pool.deployments[0].cost(usage)
+
+
+def _cache_outcome(ex: Exchange) -> Headers:
+    return [] if ex.lookup is None else [(b"x-gateway-cache", ex.lookup.outcome.encode())]
 
 
 def _answer_headers(runtime: Runtime, outcome: Outcome[Any]) -> Headers:

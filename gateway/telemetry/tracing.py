@@ -5,9 +5,9 @@ The one place the SDK is configured. Each sampled request gets a SERVER span (`c
 classify, cache lookup, cache store), and a CLIENT span per upstream attempt, whose context goes
 upstream in `traceparent`. A request that is not traced (telemetry off, not sampled, over
 `max_traces_per_s`) gets `NULL_TRACE`, whose every method does nothing: the request path calls
-the same methods either way and has no tracing branches of its own; an untraced request's backend
-calls are not wrapped at all. Spans are plain data until
-they end (`spans.Span`), then leave through a bounded queue to the exporter (`export.SpanQueue`).
+the same methods either way and has no tracing branches of its own, and an untraced request's
+backend calls are not wrapped at all. Spans are plain data until they end (`spans.Span`), then
+leave through a bounded queue to the exporter (`export.SpanQueue`).
 """
 
 from __future__ import annotations
