@@ -16,13 +16,15 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from backends.protocol import Completion
-from backends.types import Endpoint, PromptTokensDetails, Usage, content_text
+from backends.types import ENDPOINTS, Endpoint, PromptTokensDetails, Usage, content_text
 
 _ids = itertools.count()
 
 
 class EchoBackend:
     """Answers chat, completions and embeddings deterministically from the request itself."""
+
+    endpoints = ENDPOINTS
 
     def __init__(self, name: str = "echo") -> None:
         self.name = name

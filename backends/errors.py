@@ -132,7 +132,7 @@ class UpstreamStatusError(APIError):
         self, deployment: str, status: int, message: str, code: str | None = None, retry_after: float | None = None
     ) -> None:
         if status in (401, 403, 407):
-            message = f"upstream {deployment} rejected the gateway's credentials (HTTP {status})"
+            message = f"upstream '{deployment}' rejected the gateway's credentials (HTTP {status})"
             status, code = 502, "upstream_auth_failed"
         super().__init__(message, status=status, code=code, retry_after=retry_after)
         self.type = _TYPES.get(status, "api_error")

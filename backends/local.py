@@ -50,6 +50,9 @@ class EngineProcess:
 
 
 class LocalBackend:
+    endpoints: frozenset[Endpoint] = frozenset(("chat/completions", "completions"))
+    """The bundled engine generates; it does not embed."""
+
     def __init__(self, name: str, process: EngineProcess, timeouts: Timeouts, max_connections: int) -> None:
         self.name = name
         self.process = process

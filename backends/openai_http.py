@@ -33,11 +33,13 @@ from backends.propagation import UPSTREAM_TRACE
 from backends.protocol import Completion
 from backends.sse import DONE, SSEParser
 from backends.transport import PooledTransport
-from backends.types import Endpoint, Timeouts, UpstreamErrorEnvelope, UsagePeek
+from backends.types import ENDPOINTS, Endpoint, Timeouts, UpstreamErrorEnvelope, UsagePeek
 
 
 class HTTPBackend:
     """Talks to one OpenAI-compatible upstream at `base_url` (ending before `/chat/completions`)."""
+
+    endpoints = ENDPOINTS
 
     def __init__(
         self,
@@ -75,13 +77,13 @@ class HTTPBackend:
             except TimeoutError:
                 if budget < total:
                     raise DeadlineExceeded(f"The request did not complete within its deadline ({timeout:g}s left).") from None
-                raise UpstreamTimeout(f"upstream {self.name} did not answer within {total:g}s") from None
+                raise UpstreamTimeout(f"upstream '{self.name}' did not answer within {total:g}s") from None
         if response.status_code != 200:
             raise _status_error(self.name, response, body, self._api_key)
         try:
             peek = msgspec.json.decode(body, type=UsagePeek)
         except msgspec.DecodeError:
-            raise UpstreamProtocolError(f"upstream {self.name} sent a response that is not a JSON object") from None
+            raise UpstreamProtocolError(f"upstream '{self.name}' sent a response that is not a JSON object") from None
         return Completion(body, peek.usage)
 
     async def stream(self, endpoint: Endpoint, payload: dict[str, object]) -> HTTPEventStream:
@@ -114,13 +116,13 @@ class HTTPBackend:
             yield
         except httpx.TimeoutException as exc:
             kind = "connect to" if isinstance(exc, httpx.ConnectTimeout) else "get an answer from"
-            raise UpstreamTimeout(f"timed out trying to {kind} upstream {self.name}") from None
+            raise UpstreamTimeout(f"timed out trying to {kind} upstream '{self.name}'") from None
         except httpx.ConnectError:
-            raise UpstreamUnavailable(f"could not connect to upstream {self.name}") from None
+            raise UpstreamUnavailable(f"could not connect to upstream '{self.name}'") from None
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise UpstreamProtocolError(f"upstream {self.name} broke the connection: {exc}") from None
+            raise UpstreamProtocolError(f"upstream '{self.name}' broke the connection: {exc}") from None
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"upstream {self.name} failed: {type(exc).__name__}") from None
+            raise UpstreamError(f"upstream '{self.name}' failed: {type(exc).__name__}") from None
 
 
 class HTTPEventStream:
@@ -140,7 +142,7 @@ class HTTPEventStream:
                     if data.startswith(b'{"error"'):
                         raise _event_error(self._backend.name, data, self._backend._api_key)
                     yield data
-        raise UpstreamProtocolError(f"upstream {self._backend.name} ended the stream without [DONE]")
+        raise UpstreamProtocolError(f"upstream '{self._backend.name}' ended the stream without [DONE]")
 
     async def aclose(self) -> None:
         await self._response.aclose()
@@ -148,7 +150,7 @@ class HTTPEventStream:
 
 def _status_error(name: str, response: httpx.Response, body: bytes, secret: str | None) -> APIError:
     message, code = _error_message(body, secret)
-    message = message or f"upstream {name} answered HTTP {response.status_code}"
+    message = message or f"upstream '{name}' answered HTTP {response.status_code}"
     if is_context_overflow(response.status_code, message, code):
         return ContextWindowExceeded(message)
     return UpstreamStatusError(name, response.status_code, message, code, _retry_after(response.headers))
@@ -157,7 +159,7 @@ def _status_error(name: str, response: httpx.Response, body: bytes, secret: str 
 def _event_error(name: str, data: bytes, secret: str | None) -> APIError:
     """An upstream's in-band `{"error": ...}` event, as the error it reports."""
     message, code = _error_message(data, secret)
-    message = message or f"upstream {name} sent an error event"
+    message = message or f"upstream '{name}' sent an error event"
     if is_context_overflow(400, message, code):
         return ContextWindowExceeded(message)
     return StreamErrorEvent(message)

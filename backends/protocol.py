@@ -33,6 +33,9 @@ class Backend(Protocol):
     fields must be passed on unchanged. Every failure is raised as a `backends.errors.APIError`.
     """
 
+    endpoints: frozenset[Endpoint]
+    """What it answers (an OpenAI-compatible server is taken to answer all three)."""
+
     async def complete(self, endpoint: Endpoint, payload: dict[str, object], timeout: float | None = None) -> Completion:
         """The whole answer. `timeout`: the caller's remaining time budget; when it runs out first,
         raise `DeadlineExceeded` (the backend's own time limits raise `UpstreamTimeout`)."""

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 import msgspec
 
 Endpoint = Literal["chat/completions", "completions", "embeddings"]
+ENDPOINTS: frozenset[Endpoint] = frozenset(("chat/completions", "completions", "embeddings"))
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]

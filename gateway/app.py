@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
 from collections.abc import AsyncIterator, Callable
 
 from litestar import Litestar
 
-from gateway.config import DEFAULT_CONFIG
+from gateway.config import default_path
 from gateway.http.handlers import routes
 from gateway.http.middleware import RequestContext
 from gateway.http.responses import EXCEPTION_HANDLERS
@@ -19,12 +18,13 @@ from gateway.services import Services
 
 
 def create_app(config_path: str | None = None) -> RequestContext:
-    """Build the ASGI app for a config file (default: $GATEWAY_CONFIG, else config/gateway.yaml).
+    """Build the ASGI app for a config file (default: $GATEWAY_CONFIG, else config/gateway.yaml in
+    the working directory or the checkout).
 
     Raises `gateway.config.ConfigError` when the file is invalid: the gateway never starts on a
     bad config.
     """
-    services = Services(Reloader(config_path or os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG)))
+    services = Services(Reloader(config_path or default_path()))
     app = Litestar(
         route_handlers=routes(services),
         lifespan=[_lifespan(services)],

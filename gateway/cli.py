@@ -8,7 +8,6 @@ import os
 import sys
 
 from gateway import config
-from gateway.config import DEFAULT_CONFIG
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG), help="YAML config file")
+    serve.add_argument("--config", default=None, help="YAML config file (default: $GATEWAY_CONFIG, else config/gateway.yaml)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="worker processes (each loads the config)")
@@ -29,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("file", help='JSON lines: {"a": ..., "b": ..., "same": true|false, "kind": ..., "source": ...}')
     evaluate.add_argument("--source", action="append", default=[], help="only the pairs of this source (repeatable)")
     evaluate.add_argument("--threshold", type=float, default=None, help="default: cache.threshold of --config")
-    evaluate.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG))
+    evaluate.add_argument("--config", default=None, help="default: as for serve")
 
     router_train = commands.add_parser("router-train", help="fit the complexity classifier on labelled prompts")
     router_train.add_argument(
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     router_eval = commands.add_parser("router-eval", help="accuracy, under/over-routing and cost of a router, with baselines")
     router_eval.add_argument("file", help="labelled prompts (the test rows are scored)")
     router_eval.add_argument("--source", action="append", default=[], help="score only this source's test rows (repeatable)")
-    router_eval.add_argument("--config", default=os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG))
+    router_eval.add_argument("--config", default=None, help="default: as for serve")
     router_eval.add_argument("--router", default="auto")
     router_eval.add_argument("--bias", type=float, default=None, help="default: the router's")
     router_eval.add_argument("--train-file", default=None, help="fit the baselines on this file's train rows (default: FILE's)")
@@ -50,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     key.add_argument("action", choices=["new", "hash"], help="new: a fresh key and its hash; hash: hash a key from stdin")
 
     args = parser.parse_args(argv)
+    if getattr(args, "config", "") is None:
+        try:
+            args.config = config.default_path()
+        except config.ConfigError as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
     if args.command == "key":
         return _key(args.action)
     if args.command == "validate":
@@ -133,6 +138,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # never log request URLs per call
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it tells of every CPU build it did not find
     os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
     uvicorn.run(
         "gateway.app:create_app",

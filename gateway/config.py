@@ -27,8 +27,9 @@ import yaml
 from gateway.routing.classifier import DEFAULT_MODEL, ComplexityModel
 from gateway.settings import LocalEngineSettings, RouterSettings, Secret, Settings
 
-DEFAULT_CONFIG = "config/gateway.yaml"
-"""The embedded default, used when neither `--config` nor `$GATEWAY_CONFIG` names a file."""
+DEFAULT_CONFIG = Path("config") / "gateway.yaml"
+"""The embedded default, looked for in the working directory, then in the checkout the gateway
+runs from, when neither `--config` nor `$GATEWAY_CONFIG` names a file."""
 PathKey = tuple[str | int, ...]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -63,6 +64,21 @@ class LoadedConfig:
     source: str
     classifiers: dict[str, ComplexityModel] = dataclasses.field(default_factory=dict)
     """Each router's classifier, loaded with the file."""
+
+
+def default_path(env: Mapping[str, str] | None = None) -> str:
+    """`$GATEWAY_CONFIG`, else the first embedded default found (see `DEFAULT_CONFIG`); a
+    `ConfigError` naming the places looked in when there is none."""
+    env = os.environ if env is None else env
+    if env.get("GATEWAY_CONFIG"):
+        return env["GATEWAY_CONFIG"]
+    places = [Path.cwd() / DEFAULT_CONFIG, Path(__file__).resolve().parents[1] / DEFAULT_CONFIG]
+    for place in places:
+        if place.is_file():
+            return str(place)
+    tried = " or ".join(str(p) for p in places)
+    problem = Problem((), f"no config file: give --config FILE or $GATEWAY_CONFIG (there is none at {tried})")
+    raise ConfigError("gateway", [problem])
 
 
 def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> LoadedConfig:
@@ -371,8 +387,18 @@ def _leaf_problems(value: Any, tp: Any, path: PathKey, what: str = "") -> list[P
     try:
         msgspec.convert(value, tp, strict=False, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
-        return [Problem(path, what + str(exc).split(" - at `")[0])]
+        message = str(exc).split(" - at `")[0]
+        if message.startswith("Invalid enum value") and (choices := _choices(tp)):
+            message += f" (expected one of: {', '.join(map(str, choices))})"
+        return [Problem(path, what + message)]
     return []
+
+
+def _choices(tp: Any) -> list[object]:
+    """The values a `Literal` type allows, looking through `Optional` and `Annotated`."""
+    if typing.get_origin(tp) is typing.Literal:
+        return list(typing.get_args(tp))
+    return [c for arg in typing.get_args(tp) for c in _choices(arg)]
 
 
 def _dec_hook(tp: type, value: Any) -> Any:

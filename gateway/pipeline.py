@@ -114,7 +114,7 @@ class Pipeline:
 
     def _resolve(self, ex: Exchange) -> None:
         """A pool asked for by name, and the chain behind it."""
-        ex.pool, ex.model = ex.runtime.models.resolve(ex.request.model), ex.request.model
+        ex.pool, ex.model = ex.runtime.models.resolve(ex.request.model, ex.endpoint), ex.request.model
         ex.chain = [ex.pool, *ex.pool.fallbacks] if ex.tiers is None else _allowed_chain(ex.pool, ex.tiers)
         ex.tally.model, ex.tally.tier = ex.pool.name, ex.pool.settings.tier or ""
 

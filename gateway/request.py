@@ -10,13 +10,14 @@ brackets than the bound, text is summed only when the body is longer than its bo
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from backends.types import REQUEST_TYPES, ChatRequest, CompletionRequest, EmbeddingRequest, Endpoint
+from backends.types import REQUEST_TYPES, ChatRequest, CompletionRequest, EmbeddingRequest, Endpoint, Role
 from gateway import controls
 from gateway.errors import InvalidRequest, UnsupportedMediaType
 from gateway.settings import ResilienceSettings, ServerSettings
@@ -58,6 +59,8 @@ def parse(
     except msgspec.ValidationError as exc:
         message, _, where = str(exc).partition(" - at `$")
         param = _param(message, where.rstrip("`"))
+        if message.startswith("Invalid enum value") and param is not None and param.endswith("role"):
+            message += f", expected one of: {', '.join(typing.get_args(Role))}"
         raise InvalidRequest(f"Invalid request: {message}" + (f" (at '{param}')" if param else ""), param=param) from None
     stream = not isinstance(typed, EmbeddingRequest) and typed.stream
     return ClientRequest(endpoint, payload, typed, controls.read(headers, payload, resilience), typed.model, stream)

@@ -57,7 +57,7 @@ class Runtime:
         backend = self._reused_engine(settings, old) or make_backend(settings, Path(self.config.source).resolve().parent)
         if old is not None and old.settings.base_url == settings.base_url and old.breaker.settings == pool.breaker:
             return Deployment(settings, backend, old.breaker, old.latency)
-        return Deployment(settings, backend, Breaker(pool.breaker))
+        return Deployment(settings, backend, Breaker(pool.breaker, name=settings.id))
 
     @staticmethod
     def _reused_engine(settings: DeploymentSettings, old: Deployment | None) -> Backend | None:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from gateway.routing.retry import Deadline
 from gateway.telemetry.stats import Tally
 from gateway.telemetry.tracing import Trace
 from gateway.text import estimated_prompt_tokens
+
+log = logging.getLogger("gateway.upstreams")
 
 
 @dataclass(slots=True)
@@ -159,6 +162,8 @@ class Relay:
         except APIError as exc:
             error = exc
             self._lease.fail(exc)
+            log.warning("stream from %s broke after its first event: %d %s: %s", self._lease.deployment.id, exc.status,
+                        exc.code or exc.type, exc.message[:300])  # fmt: skip
             yield frame(exc.body())
         finally:
             usage = self._meter.ended(error)

@@ -42,6 +42,12 @@ def test_malformed_requests_are_400(gateway: GatewayProcess, body: object, param
     assert error["type"] == "invalid_request_error"
 
 
+def test_an_unknown_role_is_named_with_the_roles_there_are(gateway: GatewayProcess) -> None:
+    body = {"model": "gpt-4o", "messages": [{"role": "robot", "content": "hi"}]}
+    error = assert_openai_error(post(gateway, body), 400, param="messages[0].role")
+    assert "'robot'" in error["message"] and "system, developer, user, assistant, tool, function" in error["message"]
+
+
 def test_completions_and_embeddings_validate_their_own_fields(gateway: GatewayProcess) -> None:
     assert_openai_error(post(gateway, {"model": "gpt-4o"}, "/v1/completions"), 400, param="prompt")
     assert_openai_error(post(gateway, {"model": "gpt-4o", "input": {"a": 1}}, "/v1/embeddings"), 400, param="input")

@@ -43,14 +43,16 @@ def test_every_problem_is_reported_with_line_and_key_path() -> None:
             deployments:
               - id: x
                 weight: heavy
+                backend: echoo
                 timeouts: {connect: 0}
         """
     )
     assert "test.yaml:3: server.max_body_bytes: Expected `int` >= 1" in found
     assert any(p.startswith("test.yaml:4: server.colour: unknown key") for p in found)
     assert "test.yaml:9: pools.a.deployments[0].weight: Expected `int`, got `str`" in found
-    assert any(p.startswith("test.yaml:10: pools.a.deployments[0].timeouts.connect") for p in found)
-    assert len(found) == 4
+    assert "test.yaml:10: pools.a.deployments[0].backend: Invalid enum value 'echoo' (expected one of: openai, echo, local)" in found
+    assert any(p.startswith("test.yaml:11: pools.a.deployments[0].timeouts.connect") for p in found)
+    assert len(found) == 5
 
 
 def test_cross_field_rules() -> None:
@@ -124,7 +126,7 @@ def test_resilience_rules() -> None:
     assert typed == [
         "test.yaml:9: pools.a.breaker.failure_ratio: Expected `float` <= 1.0",
         "test.yaml:9: pools.a.breaker.half_open_probes: Expected `int` >= 1",
-        "test.yaml:12: pools.b.strategy: Invalid enum value 'fastest'",
+        "test.yaml:12: pools.b.strategy: Invalid enum value 'fastest' (expected one of: weighted_round_robin, least_in_flight, peak_ewma)",
     ]  # cross-field rules wait until the types are right
     fixed = problems(RESILIENCE % ("", ""))
     assert "test.yaml:7: pools.a.fallbacks[0]: a pool cannot fall back to itself" in fixed
@@ -133,6 +135,21 @@ def test_resilience_rules() -> None:
     assert "test.yaml:4: redis.url: must start with redis://, rediss:// or unix://" in fixed
     assert len(fixed) == 4
     assert parse("redis: {url: ''}\npools: {a: {deployments: [{id: x, backend: echo}]}}").settings.redis.address() is None
+
+
+def test_without_config_the_embedded_default_is_found_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert config.default_path({}) == str(ROOT / "config" / "gateway.yaml")  # the checkout's, from elsewhere
+    assert config.default_path({"GATEWAY_CONFIG": "mine.yaml"}) == "mine.yaml"
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "gateway.yaml").write_text("pools: {}")
+    assert config.default_path({}) == str(tmp_path / "config" / "gateway.yaml")  # the working directory's first
+    monkeypatch.setattr(config, "DEFAULT_CONFIG", Path("nowhere") / "gateway.yaml")
+    with pytest.raises(config.ConfigError) as none:
+        config.default_path({})
+    assert "--config" in str(none.value) and str(tmp_path / "nowhere" / "gateway.yaml") in str(none.value)
 
 
 def test_shipped_configs_are_valid() -> None:

@@ -120,6 +120,12 @@ def test_a_recovered_replica_gets_traffic_again_within_a_cooldown(ha: HA) -> Non
     answers = [r.headers["x-gateway-model"] for r in ha.blast(8, concurrency=1)]
     assert answers[0] == "replica-a"  # the first request after the cooldown is the probe, and it passes
     assert ha.breakers()["replica-a"]["state"] == "closed"
+    # Each change of state is one line in the log, and each failed attempt a warning naming it.
+    logs = ha.gateway.logs()
+    assert "WARNING gateway.breakers: circuit breaker of replica-a opened for 1.0 s" in logs
+    assert "INFO gateway.breakers: circuit breaker of replica-a is half-open" in logs
+    assert "INFO gateway.breakers: circuit breaker of replica-a closed" in logs
+    assert "WARNING gateway.upstreams: attempt 1 (pool chat) failed on replica-a: 502 upstream_unavailable" in logs
 
 
 def test_everything_down_is_503_with_retry_after_without_waiting(ha: HA) -> None:

@@ -72,6 +72,7 @@ class OnnxEmbedder:
         self._tokenizer.no_padding()  # each group of like lengths is padded on its own (embed_now)
         self._pad_id = self._tokenizer.token_to_id("[PAD]") or 0  # padded positions are masked: any id would do
         options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: its warnings (thread affinity in containers, ...) need no action
         if settings.threads:
             options.intra_op_num_threads = settings.threads
         self._session = ort.InferenceSession(str(self.model_path), options, providers=providers())

@@ -13,6 +13,7 @@ nothing and only frees its probe slot.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import Literal
 
 from gateway.settings import BreakerSettings
 
+log = logging.getLogger("gateway.breakers")
 Clock = Callable[[], float]
 State = Literal["closed", "open", "half_open"]
 Outcome = Literal["success", "failure", "neutral"]
@@ -67,8 +69,10 @@ class Window:
 
 
 class Breaker:
-    def __init__(self, settings: BreakerSettings, clock: Clock = time.monotonic) -> None:
+    def __init__(self, settings: BreakerSettings, clock: Clock = time.monotonic, name: str = "") -> None:
+        """`name`: the deployment's, for the log line each change of state writes."""
         self.settings = settings
+        self.name = name
         self._clock = clock
         self._window = Window(settings.window_s, clock)
         self._state: State = "closed"
@@ -82,6 +86,7 @@ class Breaker:
     def state(self) -> State:
         if self._state == "open" and self._clock() >= self.open_until:
             self._state, self._probes, self._passed = "half_open", 0, 0
+            log.info("circuit breaker of %s is half-open: %d probe(s) may go through", self.name, self.settings.half_open_probes)
         return self._state
 
     def admits(self) -> bool:
@@ -111,13 +116,16 @@ class Breaker:
         if self._state != "closed" or outcome == "neutral" or not self.settings.enabled:
             return None  # a late answer to a request sent before the breaker opened
         if outcome == "failure" and retry_after:
-            return self.open(min(retry_after, self.settings.max_open_s))
+            return self.open(min(retry_after, self.settings.max_open_s), "the upstream asked to wait (Retry-After)")
         self._window.add(outcome == "failure")
         if self._tripped():
-            self.open(self.settings.cooldown_s)
+            total, failures = self._window.counts()
+            self.open(self.settings.cooldown_s, f"{failures} failures in the last {total} requests")
         return None
 
-    def open(self, seconds: float) -> None:
+    def open(self, seconds: float, why: str = "") -> None:
+        if self._state != "open":
+            log.warning("circuit breaker of %s opened for %.1f s: %s", self.name, seconds, why or "opened")
         self._state = "open"
         self.open_until = max(self.open_until, self._clock() + seconds)
         self.times_opened += 1
@@ -125,7 +133,7 @@ class Breaker:
     def open_until_at_least(self, until: float) -> None:
         """Open until clock time `until` unless already open longer (state shared by other workers)."""
         if until > self._clock() and (self._state != "open" or until > self.open_until):
-            self.open(until - self._clock())
+            self.open(until - self._clock(), "opened by another worker or replica")
 
     def counts(self) -> tuple[int, int]:
         """(outcomes, failures) in the current window."""
@@ -136,12 +144,13 @@ class Breaker:
         if self._state != "half_open":
             return
         if outcome == "failure":
-            self.open(min(retry_after, self.settings.max_open_s) if retry_after else self.settings.cooldown_s)
+            self.open(min(retry_after, self.settings.max_open_s) if retry_after else self.settings.cooldown_s, "a probe failed")
         elif outcome == "success":
             self._passed += 1
             if self._passed >= self.settings.half_open_probes:
                 self._state = "closed"
                 self._window.clear()
+                log.info("circuit breaker of %s closed: its probes succeeded", self.name)
 
     def _tripped(self) -> bool:
         total, failures = self._window.counts()

@@ -10,6 +10,7 @@ all under the request's deadline. Knows nothing of HTTP: an attempt is any `call
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from gateway.errors import PoolSaturated, PoolUnavailable
 from gateway.routing.pools import Deployment, Lease, Pool
 from gateway.routing.retry import Deadline, retryable
 
+log = logging.getLogger("gateway.upstreams")
 T = TypeVar("T")
 Call = Callable[[Deployment, Deadline], Awaitable[T]]
 """One attempt on a deployment; it must end by the deadline (raising `DeadlineExceeded`)."""
@@ -134,12 +136,20 @@ class Dispatcher:
             raise
         except APIError as exc:
             lease.fail(exc)
+            _log_failure(pool, deployment, progress.attempts, exc)
             raise
         except BaseException:
             lease.abandon()
             raise
         lease.observe_latency()
         return Outcome(value, deployment, lease, progress)
+
+
+def _log_failure(pool: Pool, deployment: Deployment, attempt: int, exc: APIError) -> None:
+    """One line per failed attempt: a warning when the upstream is at fault, info when the request is."""
+    level = logging.WARNING if exc.retryable else logging.INFO
+    log.log(level, "attempt %d (pool %s) failed on %s: %d %s: %s", attempt, pool.name, deployment.id, exc.status,
+            exc.code or exc.type, exc.message[:300])  # fmt: skip
 
 
 def _falls_back(exc: APIError) -> bool:

@@ -13,8 +13,8 @@ from typing import Literal
 
 from backends.errors import APIError
 from backends.protocol import Backend
-from backends.types import Usage
-from gateway.errors import ModelNotFound, PoolSaturated, PoolUnavailable
+from backends.types import Endpoint, Usage
+from gateway.errors import InvalidRequest, ModelNotFound, PoolSaturated, PoolUnavailable
 from gateway.routing.balancer import Balancer, LatencyEWMA, balancer
 from gateway.routing.breaker import Breaker
 from gateway.routing.retry import RetryPolicy
@@ -114,6 +114,9 @@ class Pool:
     def build(cls, name: str, settings: PoolSettings, deployments: list[Deployment]) -> Pool:
         return cls(name, settings, deployments, balancer(settings.strategy), RetryPolicy(settings.retry))
 
+    def serves(self, endpoint: Endpoint) -> bool:
+        return any(endpoint in d.backend.endpoints for d in self.deployments)
+
     def pick(self, tried: Collection[Deployment] = ()) -> Deployment:
         """A deployment for the next attempt, preferring ones this request has not tried."""
         ready = [d for d in self.deployments if d.breaker.admits()]
@@ -151,13 +154,25 @@ class ModelTable:
                 table.names[alias] = pool
         return table
 
-    def resolve(self, model: str) -> Pool:
+    def resolve(self, model: str, endpoint: Endpoint | None = None) -> Pool:
+        """The pool of `model`: 404 when there is none, 400 when it does not answer `endpoint`."""
         pool = self.names.get(model)
         if pool is None:
-            known = sorted(self.names)
-            listed = ", ".join(known[:50]) + (", ..." if len(known) > 50 else "")
+            listed = _listed(self.names)
             raise ModelNotFound(f"The model `{model[:200]}` does not exist. Available models: {listed}.", param="model")
+        if endpoint is not None and not pool.serves(endpoint):
+            serving = [name for name, p in self.names.items() if p.serves(endpoint)]
+            raise InvalidRequest(
+                f"The model `{model[:200]}` does not serve {endpoint}; models that do: {_listed(serving) or 'none'}.",
+                param="model",
+                code="model_not_supported",
+            )
         return pool
+
+
+def _listed(names: Iterable[str]) -> str:
+    known = sorted(names)
+    return ", ".join(known[:50]) + (", ..." if len(known) > 50 else "")
 
 
 def link_fallbacks(pools: dict[str, Pool]) -> None:

@@ -64,6 +64,15 @@ def test_exact_and_semantic_hits_skip_the_upstream(cached: tuple[GatewayProcess,
     assert raw.parse().choices[0].message.content == first.json()["choices"][0]["message"]["content"]
 
 
+def test_a_cache_starts_without_noise_in_the_log(cached: tuple[GatewayProcess, FakeUpstream]) -> None:
+    """faiss tells of every CPU build it did not find, ONNX Runtime of thread affinity it could not
+    set: nothing an operator can act on, so neither reaches the log."""
+    gateway, _ = cached
+    assert ask(gateway, "Is the log quiet?").status_code == 200  # the index and the embedder have run
+    logs = gateway.logs()
+    assert "faiss" not in logs and "onnxruntime" not in logs.lower() and "Could not load" not in logs
+
+
 def test_a_hard_negative_is_not_served_from_the_cache(cached: tuple[GatewayProcess, FakeUpstream]) -> None:
     gateway, upstream = cached
     assert ask(gateway, "Book a flight from Paris to Berlin on Friday.").headers["x-gateway-cache"] == "miss"

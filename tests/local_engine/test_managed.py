@@ -33,6 +33,8 @@ pools:
         backend: local
         engine: {{model: {llama_dir}, port: {port}, num_kv_blocks: 64, startup_timeout_s: 60}}
         price: {{gpu_hour_usd: 3.6}}
+  vectors:
+    deployments: [{{id: echo, backend: echo}}]
 """)
     gateway = GatewayProcess(path)
     gateway.engine_url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
@@ -102,6 +104,13 @@ def test_gateway_starts_the_engine_restarts_it_and_stops_it(managed: GatewayProc
 
     managed.stop()
     assert not alive(pids[1])
+
+
+def test_embeddings_asked_of_the_engine_name_the_models_that_serve_them(managed: GatewayProcess) -> None:
+    response = httpx.post(f"{managed.url}/v1/embeddings", json={"model": "auto-small", "input": "hello"})
+    error = assert_openai_error(response, 400, "model_not_supported", param="model")
+    assert "does not serve embeddings; models that do: vectors." in error["message"]
+    assert httpx.post(f"{managed.url}/v1/embeddings", json={"model": "vectors", "input": "hello"}).status_code == 200
 
 
 def test_a_killed_gateway_leaves_no_engine_behind(managed: GatewayProcess) -> None:
