@@ -275,9 +275,9 @@ class CacheSettings(_Settings, frozen=True):
     """A namespace with this many entries moves from an exact (flat) index to an IVF one."""
     nprobe: PositiveInt = 16
     """IVF cells searched per lookup: more is slower and misses fewer near neighbours."""
-    max_temperature: NonNegative = 0.0
-    """Answers are cached when the request's temperature is at most this (absent counts as 1, as
-    upstreams default it) or when it sets a `seed`."""
+    max_temperature: NonNegative = 1.0
+    """A request that sets its `temperature` above this is not cached (it asks for variety); one
+    that sets none, or sets a `seed`, always is. 0: only deterministic requests are cached."""
     embedder: EmbedderSettings = EmbedderSettings()
 
 

@@ -133,9 +133,9 @@ class ResponseCache:
     ) -> Lookup:
         ttl = pool_settings.cache.ttl_s or settings.ttl_s
         found = Lookup("miss", key=exact_key(endpoint, pool, payload, tenant), namespace=f"{pool}:", store=True, ttl_s=ttl)
-        if directive == "no-cache":
-            return found
-        found.hit = await self.layers.lookup_exact(found.key)
+        looking = directive != "no-cache"  # no-cache: answer from upstream, and still store a complete entry
+        if looking:
+            found.hit = await self.layers.lookup_exact(found.key)
         if found.hit is None and settings.semantic and (text := semantic_text(endpoint, payload)) is not None:
             try:
                 vector = embedded[1] if embedded is not None and embedded[0] == text else (await self.embedder.embed([text]))[0]
@@ -144,8 +144,9 @@ class ResponseCache:
             else:
                 found.namespace = f"{pool}:{semantic_namespace(endpoint, pool, payload, tenant)}{context_digest(payload)}"
                 found.text, found.vector = text, vector
-                threshold = pool_settings.cache.threshold or settings.threshold
-                found.hit = await self.layers.lookup_semantic(found.namespace, text, vector, threshold, settings.top_k)
+                if looking:
+                    threshold = pool_settings.cache.threshold or settings.threshold
+                    found.hit = await self.layers.lookup_semantic(found.namespace, text, vector, threshold, settings.top_k)
         if found.hit is not None:
             found.outcome = found.hit.layer
         self._store_answered()
@@ -230,9 +231,10 @@ class ResponseCache:
 def _cacheable(settings: CacheSettings, endpoint: Endpoint, pool: PoolSettings, payload: dict[str, Any]) -> bool:
     if not pool.cache.enabled or endpoint == "embeddings" or payload.get("n", 1) != 1:
         return False
-    temperature = payload.get("temperature", 1.0)
-    seeded = payload.get("seed") is not None
-    return seeded or (isinstance(temperature, int | float) and temperature <= settings.max_temperature)
+    temperature = payload.get("temperature")
+    if temperature is None or payload.get("seed") is not None:
+        return True  # the pool's cache is on: a request that asks for no particular sampling is cached
+    return isinstance(temperature, int | float) and temperature <= settings.max_temperature
 
 
 def _store(settings: CacheSettings, redis: RedisSettings | None) -> Store:

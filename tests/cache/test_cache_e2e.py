@@ -64,6 +64,31 @@ def test_exact_and_semantic_hits_skip_the_upstream(cached: tuple[GatewayProcess,
     assert raw.parse().choices[0].message.content == first.json()["choices"][0]["message"]["content"]
 
 
+def test_a_plain_openai_call_is_cached_when_the_pool_has_its_cache_on(cached: tuple[GatewayProcess, FakeUpstream]) -> None:
+    gateway, upstream = cached
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+
+    def ask_plainly(text: str) -> str:  # no temperature, no seed: what most applications send
+        raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=[{"role": "user", "content": text}])
+        return raw.headers["x-gateway-cache"]
+
+    assert ask_plainly("What is the boiling point of water at sea level?") == "miss"
+    before = upstream.requests
+    assert ask_plainly("What is the boiling point of water at sea level?") == "hit-exact"
+    assert ask_plainly("At sea level, what's the boiling point of water?") == "hit-semantic"
+    assert upstream.requests == before
+
+
+def test_a_no_cache_request_stores_an_entry_the_semantic_layer_still_finds(cached: tuple[GatewayProcess, FakeUpstream]) -> None:
+    gateway, _ = cached
+    assert ask(gateway, "How do I remove a stripped screw?").headers["x-gateway-cache"] == "miss"
+    url = f"{gateway.url}/v1/chat/completions"
+    body = {"model": "gpt-4o-mini", "temperature": 0, "messages": [{"role": "user", "content": "How do I remove a stripped screw?"}]}
+    assert httpx.post(url, json=body, headers={"cache-control": "no-cache"}).headers["x-gateway-cache"] == "miss"
+    # The no-cache answer replaced the entry; a paraphrase must still find it by meaning.
+    assert ask(gateway, "How can I remove a stripped screw?").headers["x-gateway-cache"] == "hit-semantic"
+
+
 def test_a_cache_starts_without_noise_in_the_log(cached: tuple[GatewayProcess, FakeUpstream]) -> None:
     """faiss tells of every CPU build it did not find, ONNX Runtime of thread affinity it could not
     set: nothing an operator can act on, so neither reaches the log."""
@@ -90,11 +115,11 @@ def test_controls_and_policy(cached: tuple[GatewayProcess, FakeUpstream]) -> Non
     assert no_cache.headers["x-gateway-cache"] == "miss"  # looked past the cache, and stored again
     no_store = httpx.post(url, json={**body, "gateway": {"cache": "no-store"}})
     assert no_store.headers["x-gateway-cache"] == "bypass"
-    warm = ask(gateway, "Name three primary colours.", temperature=0.7)
-    assert warm.headers["x-gateway-cache"] == "bypass"  # above max_temperature (0) and no seed
-    seeded = ask(gateway, "Name three primary colours.", temperature=0.7, seed=7)
+    warm = ask(gateway, "Name three primary colours.", temperature=1.5)
+    assert warm.headers["x-gateway-cache"] == "bypass"  # above max_temperature (1.0) and no seed
+    seeded = ask(gateway, "Name three primary colours.", temperature=1.5, seed=7)
     assert seeded.headers["x-gateway-cache"] == "miss"  # a seed makes it cacheable, under its own key
-    assert ask(gateway, "Name three primary colours.", temperature=0.7, seed=7).headers["x-gateway-cache"] == "hit-exact"
+    assert ask(gateway, "Name three primary colours.", temperature=1.5, seed=7).headers["x-gateway-cache"] == "hit-exact"
     off = httpx.post(url, json={**body, "model": "nocache"})
     assert off.headers["x-gateway-cache"] == "bypass"  # the pool has its cache turned off
 
