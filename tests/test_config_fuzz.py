@@ -8,11 +8,14 @@ import copy
 import os
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway import config
+
+pytestmark = pytest.mark.slow  # thousands of generated configs
 
 FUZZ = settings(
     max_examples=int(os.environ.get("GATEWAY_FUZZ_EXAMPLES", "300")),

@@ -51,7 +51,7 @@ def tiers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayPro
     path.write_text(f"""
 reload: {{watch: false}}
 telemetry: {{enabled: true, endpoint: "{receiver.endpoint}"}}
-cache: {{enabled: true, embedder: {{onnx_dir: "{root / "onnx"}"}}}}
+cache: {{enabled: true}}
 auth: {{enabled: false}}
 pools:{pools}
 routers:

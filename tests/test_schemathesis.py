@@ -104,6 +104,7 @@ def test_invalid_requests_from_the_gateways_own_document_are_refused(target: Gat
     assert statuses and all(400 <= s < 500 for s in statuses if s != 200)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SPEC.exists(), reason="../shared/contracts/openai-openapi.yaml is absent")
 def test_requests_from_openais_document_never_get_a_server_error(target: GatewayProcess) -> None:
     import yaml

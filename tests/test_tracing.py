@@ -182,7 +182,7 @@ def counter(text: str, sample: str) -> float:
     return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(sample + " ")), 0.0)
 
 
-def one_pool_gateway(tmp_path: Path, upstream: FakeUpstream, telemetry: str) -> GatewayProcess:
+def one_pool_gateway(tmp_path: Path, upstream: FakeUpstream, telemetry: str, **env: str) -> GatewayProcess:
     """A gateway with one pool on `upstream`, tracing on with `telemetry` (the rest of its YAML
     mapping), exporting every 50 ms."""
     path = tmp_path / "gateway.yaml"
@@ -194,7 +194,7 @@ pools:
   main:
     deployments: [{{id: main-dep, base_url: {upstream.base_url}}}]
 """)
-    return GatewayProcess(path, env={"OTEL_BSP_SCHEDULE_DELAY": "50"})
+    return GatewayProcess(path, env={"OTEL_BSP_SCHEDULE_DELAY": "50", **env})
 
 
 def sample(metrics: str, name: str) -> float:
@@ -206,7 +206,8 @@ def sample(metrics: str, name: str) -> float:
 def test_a_dead_collector_never_fails_a_request_and_is_counted(tmp_path: Path, upstream: FakeUpstream) -> None:
     dead = OTLPReceiver().start()
     dead.refuse = True
-    gateway = one_pool_gateway(tmp_path, upstream, f'endpoint: "{dead.endpoint}"')
+    # A 1 s export budget (the standard variable): the exporter gives up on the collector soon.
+    gateway = one_pool_gateway(tmp_path, upstream, f'endpoint: "{dead.endpoint}"', OTEL_EXPORTER_OTLP_TIMEOUT="1")
     try:
         body = {"model": "main", "messages": [{"role": "user", "content": "hi"}]}
         assert all(httpx.post(f"{gateway.url}/v1/chat/completions", json=body).status_code == 200 for _ in range(5))

@@ -116,6 +116,14 @@ class SpanQueue:
             self._thread.join(timeout_s)
         self.exporter.shutdown()
 
+def _seconds(value: str | None, default: float) -> float:
+    try:
+        seconds = float(value) if value else default
+    except ValueError:
+        return default
+    return seconds if seconds > 0 else default
+
+
 def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     try:
         value = int(env.get(name, default))
@@ -137,4 +145,6 @@ def otlp_exporter(settings: TelemetrySettings, env: Mapping[str, str]) -> SpanEx
         return GrpcExporter(endpoint=settings.endpoint, headers=headers)
     from gateway.telemetry.otlp import HttpExporter
 
-    return HttpExporter(endpoint=settings.endpoint, headers=headers, timeout=5)
+    # The export's whole time budget, retries included: the standard variables when set, else 5 s.
+    timeout = env.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or env.get("OTEL_EXPORTER_OTLP_TIMEOUT")
+    return HttpExporter(endpoint=settings.endpoint, headers=headers, timeout=_seconds(timeout, 5.0))

@@ -23,7 +23,6 @@ reload: {{watch: false}}
 cache:
   enabled: true
   threshold: 0.85
-  embedder: {{onnx_dir: "{root / "onnx"}"}}
 auth: {{enabled: false}}
 pools:
   small:

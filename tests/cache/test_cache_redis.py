@@ -34,7 +34,6 @@ cache:
   store: redis
   threshold: 0.85
   store_retry_s: 0.2
-  embedder: {{onnx_dir: "{tmp_path / "onnx"}"}}
 auth: {{enabled: false}}
 pools:
   small:

@@ -4,7 +4,6 @@ for a restart instead of keeping them silently."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,7 +15,6 @@ CONFIG = """
 reload: {{watch: false}}
 cache:
   enabled: true
-  embedder: {{onnx_dir: "{onnx}"}}
 {cache}
 auth: {{enabled: false}}
 pools:
@@ -36,18 +34,18 @@ def upstream() -> Iterator[FakeUpstream]:
 def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[GatewayProcess]:
     root = tmp_path_factory.mktemp("cache-reload")
     path = root / "gateway.yaml"
-    path.write_text(config(root, upstream, "  threshold: 0.999\n  max_temperature: 0"))
+    path.write_text(config(upstream, "  threshold: 0.999\n  max_temperature: 0"))
     proc = GatewayProcess(path)
     yield proc
     proc.stop()
 
 
-def config(root: Path, upstream: FakeUpstream, cache: str) -> str:
-    return CONFIG.format(onnx=root / "onnx", upstream=upstream.base_url, cache=cache)
+def config(upstream: FakeUpstream, cache: str) -> str:
+    return CONFIG.format(upstream=upstream.base_url, cache=cache)
 
 
 def reload(gateway: GatewayProcess, upstream: FakeUpstream, cache: str) -> dict[str, object]:
-    gateway.write_config(config(gateway.config_path.parent, upstream, cache))
+    gateway.write_config(config(upstream, cache))
     answer = httpx.post(f"{gateway.url}/admin/config/reload", timeout=10)
     assert answer.status_code == 200, answer.text
     result: dict[str, object] = answer.json()

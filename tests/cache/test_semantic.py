@@ -26,8 +26,8 @@ class Clock:
 
 
 @pytest.fixture(scope="module")
-def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnnxEmbedder]:
-    e = OnnxEmbedder(EmbedderSettings(onnx_dir=str(tmp_path_factory.mktemp("onnx"))))
+def embedder() -> Iterator[OnnxEmbedder]:
+    e = OnnxEmbedder(EmbedderSettings())  # the export in the user's cache folder, made once per machine
     yield e
     e.close()
 

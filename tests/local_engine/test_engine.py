@@ -148,6 +148,7 @@ def test_requests_that_can_never_fit_are_refused_clearly(llama_dir: Path) -> Non
     assert not eng.has_unfinished()
 
 
+@pytest.mark.slow
 def test_thousand_random_requests_with_cancellations_free_every_block(llama_dir: Path) -> None:
     rng = random.Random(0)
     eng = engine(llama_dir, num_kv_blocks=40, max_num_batched_tokens=96, max_num_seqs=16)

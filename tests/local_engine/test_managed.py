@@ -17,6 +17,8 @@ from tests.helpers.gateway import GatewayProcess
 from tests.helpers.polling import wait_until
 from tests.helpers.redis_server import free_port
 
+pytestmark = pytest.mark.slow  # the engine as a child process: starts, restarts, dies with the gateway
+
 
 @pytest.fixture
 def managed(tmp_path: Path, llama_dir: Path) -> Iterator[GatewayProcess]:

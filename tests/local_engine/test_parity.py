@@ -121,6 +121,7 @@ def test_unknown_architecture_and_missing_weights_are_clear_errors(tmp_path: Pat
         engine(folder)
 
 
+@pytest.mark.slow
 def test_a_wide_decode_batch_attends_in_length_groups_and_each_request_gets_what_it_gets_alone(
     llama_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
