@@ -32,6 +32,8 @@ class Embedder(Protocol):
     dim: int
     texts: int
     """Texts embedded so far (through `embed`)."""
+    batches: int
+    """Model runs those took: requests that arrive while one runs share the next."""
 
     async def embed(self, texts: Sequence[str]) -> Vectors: ...
 
@@ -82,6 +84,7 @@ class OnnxEmbedder:
         self._queue: list[_Pending] = []
         self._running = False
         self.texts = 0
+        self.batches = 0
 
     def embed_now(self, texts: Sequence[str]) -> Vectors:
         """Embed in this thread (blocking). Texts of like length run together, each group padded to
@@ -119,6 +122,7 @@ class OnnxEmbedder:
             while self._queue:
                 batch = self._take_batch()
                 texts = [t for p in batch for t in p.texts]
+                self.batches += 1
                 try:
                     vectors = await loop.run_in_executor(self._executor, self.embed_now, texts)
                 except Exception as exc:  # every waiter hears of it; the next batch tries again

@@ -70,6 +70,8 @@ class HealthCollector(Collector):
         if self._embedder is not None:
             help_text = "Texts embedded (the router and the cache share one per request)."
             yield CounterMetricFamily("gateway_embedder_texts", help_text, value=self._embedder.texts)
+            batches = "Embedding batches run (texts that arrive together share one)."
+            yield CounterMetricFamily("gateway_embedder_batches", batches, value=self._embedder.batches)
         if self._cache is not None:
             yield from _cache_metrics(self._cache)
         if self._limits is not None:

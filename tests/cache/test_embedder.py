@@ -51,11 +51,13 @@ def test_vectors_match_sentence_transformers(embedder: OnnxEmbedder) -> None:
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_vectors(embedder: OnnxEmbedder) -> None:
     alone = embedder.embed_now(SENTENCES)
+    batches = embedder.batches
 
     async def together() -> list[np.ndarray]:
         return await asyncio.gather(*(embedder.embed([s]) for s in SENTENCES * 3))
 
     vectors = asyncio.run(together())
+    assert embedder.batches - batches == 5  # 36 requests at once, at most 8 texts a run (max_batch)
     for i, v in enumerate(vectors):
         assert v.shape == (1, 384)
         assert float(v[0] @ alone[i % len(SENTENCES)]) >= 0.9999

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 from gateway.offline.cache_eval import Pair, read_pairs, score
 from tests.helpers.gateway import ROOT
@@ -26,9 +28,19 @@ def test_the_shipped_set_is_large_and_half_hard_negatives() -> None:
     assert {p.kind for p in negatives} >= {"entity", "number", "negation", "direction", "format"}
 
 
-def test_the_command_reports_precision_recall_and_a_sweep() -> None:
+def test_the_command_reports_the_figures_of_pairs_whose_outcome_is_known(tmp_path: Path) -> None:
+    """Identical prompts always hit and unrelated ones never do, so the figures are known: two
+    true hits, one false hit (an identical pair labelled different) and one true miss."""
+    rows = [
+        {"a": "How do I bake bread?", "b": "How do I bake bread?", "same": True},
+        {"a": "What is the capital of Peru?", "b": "What is the capital of Peru?", "same": True},
+        {"a": "Tell me a joke about cats.", "b": "Tell me a joke about cats.", "same": False, "kind": "mislabelled"},
+        {"a": "How do I bake bread?", "b": "What is the tallest mountain on Mars?", "same": False, "kind": "unrelated"},
+    ]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = subprocess.run(
-        [sys.executable, "-m", "gateway", "cache-eval", str(PAIRS), "--source", "pairs", "--threshold", "0.9"],
+        [sys.executable, "-m", "gateway", "cache-eval", str(path), "--threshold", "0.9"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -36,7 +48,7 @@ def test_the_command_reports_precision_recall_and_a_sweep() -> None:
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith(f"{len(read_pairs(PAIRS, ['pairs']))} pairs")
-    precision, recall, false_hits, hit_rate = (float(x) for x in lines[4].split(" | "))
-    assert 0 <= false_hits <= 1 and 0 <= hit_rate <= 1 and 0 <= precision <= 1 and 0 <= recall <= 1
-    assert sum(line[:4] in ("0.70", "0.90", "0.98") for line in lines) == 3
+    assert lines[0] == "4 pairs: 2 same, 2 different"
+    assert lines[4] == "0.667 | 1.000 | 0.500 | 0.750"  # precision | recall | false-hit rate | hit rate
+    assert "  mislabelled: 1 of 1" in lines and "  unrelated: 0 of 1" in lines
+    assert sum(line[:4] in ("0.70", "0.90", "0.98") for line in lines) == 3  # the sweep

@@ -137,9 +137,10 @@ def test_client_that_goes_away_mid_stream_frees_its_blocks(server: EngineServer)
 
 def test_concurrent_requests_are_batched_and_metrics_show_them(client: openai.OpenAI, server: EngineServer) -> None:
     results: list[str] = []
+    steps_before = server.health()["steps"]
 
     def ask(i: int) -> None:
-        r = client.completions.create(model="tiny", prompt=f"question number {i}", max_tokens=16, temperature=0)
+        r = client.completions.create(model="tiny", prompt=f"question number {i}", max_tokens=64, temperature=0)
         results.append(r.choices[0].finish_reason)
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
@@ -148,6 +149,9 @@ def test_concurrent_requests_are_batched_and_metrics_show_them(client: openai.Op
     for t in threads:
         t.join()
     assert results == ["length"] * 8
+    # One at a time, 8 requests of 64 tokens take at least 8 x 64 engine steps; run together, a step
+    # computes a token of every running request.
+    assert server.health()["steps"] - steps_before < 8 * 64 / 2
     families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text)}
     for name in ("engine_requests_running", "engine_kv_cache_usage_ratio", "engine_prefix_cache_hit_ratio",
                  "engine_time_to_first_token_seconds", "engine_inter_token_latency_seconds"):  # fmt: skip

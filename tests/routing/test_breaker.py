@@ -36,6 +36,18 @@ def test_opens_when_the_failure_ratio_reaches_the_threshold_with_enough_requests
     assert b.ready_in() == 5.0
 
 
+def test_it_opens_at_exactly_the_failure_ratio_and_not_below_it() -> None:
+    clock = Clock()
+    at = breaker(clock)
+    for outcome in ("failure", "success", "failure", "success"):
+        call(at, outcome)
+    assert at.state == "open"  # 2 of 4 is exactly 50%: "reach" includes the threshold
+    below = breaker(clock, min_requests=5)
+    for outcome in ("failure", "success", "failure", "success", "success"):
+        call(below, outcome)
+    assert below.state == "closed"  # 2 of 5 is under it
+
+
 def test_a_healthy_ratio_keeps_it_closed() -> None:
     clock = Clock()
     b = breaker(clock)

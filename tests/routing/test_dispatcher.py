@@ -199,15 +199,23 @@ async def test_no_attempt_starts_once_the_deadline_has_passed() -> None:
 
 
 async def test_retries_do_not_sleep_past_the_deadline() -> None:
-    sleeps = Sleeps()
+    now = [0.0]
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # a backoff spends the request's time
+        waits.append(seconds)
+        now[0] += seconds
+
     p = pools("""
     auth: {enabled: false}
     pools:
       solo:
-        retry: {max_attempts: 5, backoff_initial_s: 10, backoff_max_s: 10}
+        retry: {max_attempts: 50, backoff_initial_s: 0.3, backoff_max_s: 0.3}
+        breaker: {enabled: false}
         deployments: [{id: a, backend: echo}]
     """)
     script = Script(a=down)
     with pytest.raises(UpstreamUnavailable):
-        await Dispatcher(sleeps).run(p["solo"], script, Deadline(0.5), Progress())
-    assert all(w < 0.5 for w in sleeps.waits)
+        await Dispatcher(sleep).run(p["solo"], script, Deadline(0.5, clock=lambda: now[0]), Progress())
+    # Backoffs of up to 0.3 s each: at least one fits the 0.5 s budget, and together they never pass it.
+    assert waits and sum(waits) < 0.5 and len(script.calls) == len(waits) + 1
