@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--config", default=None, help="YAML config file (default: $GATEWAY_CONFIG, else config/gateway.yaml)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--fd", type=int, default=None, help="serve on this inherited listening socket (socket activation)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (each loads the config)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -145,6 +146,7 @@ def _serve(args: argparse.Namespace) -> int:
         factory=True,
         host=args.host,
         port=args.port,
+        fd=args.fd,
         workers=args.workers,
         loop="uvloop",
         http="httptools",

@@ -100,11 +100,11 @@ def test_upstream_that_hangs_is_504_after_the_read_timeout(gateway: GatewayProce
 def test_unreachable_upstream_is_502(tmp_path: object, gateway: GatewayProcess) -> None:
     from pathlib import Path
 
-    from tests.helpers.gateway import free_port
+    from tests.helpers.ports import refused_port
 
     path = Path(str(tmp_path)) / "dead.yaml"
     path.write_text(
-        f"reload: {{watch: false}}\nauth: {{enabled: false}}\npools:\n  dead:\n    deployments: [{{id: d, base_url: 'http://127.0.0.1:{free_port()}/v1'}}]\n"
+        f"reload: {{watch: false}}\nauth: {{enabled: false}}\npools:\n  dead:\n    deployments: [{{id: d, base_url: 'http://127.0.0.1:{refused_port()}/v1'}}]\n"
     )
     proc = GatewayProcess(path)
     try:

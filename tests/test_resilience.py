@@ -74,11 +74,21 @@ def ha_gateway(tmp_path: Path, ups: list[FakeUpstream], name: str = "ha", **env:
 
 @pytest.fixture
 def ha(tmp_path: Path) -> Iterator[HA]:
+    yield from _ha(tmp_path, COOLDOWN_S)
+
+
+@pytest.fixture
+def ha_held(tmp_path: Path) -> Iterator[HA]:
+    """Breakers that stay open for the whole test: a 1 s cooldown can pass on a busy machine."""
+    yield from _ha(tmp_path, 30.0)
+
+
+def _ha(tmp_path: Path, cooldown_s: float) -> Iterator[HA]:
     ups = upstreams()
-    setup = HA(ha_gateway(tmp_path, ups), *ups)
+    setup = HA(ha_gateway(tmp_path, ups, BREAKER_COOLDOWN_S=str(cooldown_s)), *ups)
     yield setup
     setup.gateway.stop()
-    for up in (setup.a, setup.b, setup.fallback):
+    for up in ups:
         up.stop()
 
 
@@ -113,7 +123,7 @@ def test_thirty_percent_errors_are_retried_away(ha: HA) -> None:
 def test_a_recovered_replica_gets_traffic_again_within_a_cooldown(ha: HA) -> None:
     ha.a.kill()
     ha.blast(50)
-    assert ha.breakers()["replica-a"]["state"] == "open"
+    assert int(ha.breakers()["replica-a"]["times_opened"]) >= 1  # type: ignore[call-overload]
     assert float(ha.breakers()["replica-a"]["open_for_s"]) <= COOLDOWN_S  # type: ignore[arg-type]
     ha.a.revive()
     wait_until(lambda: ha.breakers()["replica-a"]["state"] == "half_open", timeout=3 * COOLDOWN_S)
@@ -128,14 +138,15 @@ def test_a_recovered_replica_gets_traffic_again_within_a_cooldown(ha: HA) -> Non
     assert "WARNING gateway.upstreams: attempt 1 (pool chat) failed on replica-a: 502 upstream_unavailable" in logs
 
 
-def test_everything_down_is_503_with_retry_after_without_waiting(ha: HA) -> None:
+def test_everything_down_is_503_with_retry_after_without_waiting(ha_held: HA) -> None:
+    ha = ha_held
     for up in (ha.a, ha.b, ha.fallback):
         up.kill()
     ha.blast(30)  # opens every breaker
     assert {row["state"] for row in ha.breakers().values()} == {"open"}
     response = ha.chat()
     assert_openai_error(response, 503, "no_healthy_deployment")
-    assert 1 <= int(response.headers["retry-after"]) <= COOLDOWN_S + 1
+    assert 1 <= int(response.headers["retry-after"]) <= 31
     assert response.headers["x-gateway-attempts"] == "0"
     metrics = httpx.get(f"{ha.gateway.url}/metrics").text
     assert 'gateway_breaker_state{deployment="replica-a",pool="chat"} 2.0' in metrics
@@ -224,9 +235,11 @@ def test_a_client_leaving_mid_stream_closes_the_upstream(ha: HA) -> None:
     for up in (ha.a, ha.b):
         up.behavior = Behavior(chunks=200, chunk_interval_s=0.05)
     with httpx.stream("POST", f"{ha.gateway.url}/v1/chat/completions", json={**CHAT, "stream": True}) as response:
-        next(response.iter_bytes())
-        assert ha.a.streams_in_progress + ha.b.streams_in_progress == 1
-    wait_until(lambda: ha.a.streams_in_progress + ha.b.streams_in_progress == 0, timeout=2)
+        first = next(response.iter_bytes())
+        assert first.startswith(b"data: {") and b'"error"' not in first, first
+        wait_until(lambda: ha.a.streams_in_progress + ha.b.streams_in_progress == 1, timeout=3)
+    # 200 chunks 50 ms apart would take 10 s; the gateway must stop the upstream well before.
+    wait_until(lambda: ha.a.streams_in_progress + ha.b.streams_in_progress == 0, timeout=3)
 
 
 def test_a_client_leaving_a_slow_request_cancels_the_upstream_call(ha: HA) -> None:

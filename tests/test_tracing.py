@@ -16,7 +16,7 @@ from tests.helpers.fake_upstream import FakeUpstream
 from tests.helpers.gateway import GatewayProcess
 from tests.helpers.otlp_receiver import OTLPGrpcReceiver, OTLPReceiver
 from tests.helpers.polling import wait_until
-from tests.helpers.redis_server import free_port
+from tests.helpers.ports import refused_port
 
 PARENT = "00f067aa0ba902b7"
 MARKER = {"role": "user", "content": "the last request so far"}
@@ -56,7 +56,7 @@ pools:
     breaker: {{enabled: false}}
     deployments:
       - id: dead-dep
-        base_url: http://127.0.0.1:{free_port()}/v1
+        base_url: http://127.0.0.1:{refused_port()}/v1
 """)
     gateway = GatewayProcess(path, env={"OTEL_BSP_SCHEDULE_DELAY": "50"})
     yield gateway

@@ -12,7 +12,7 @@ from backends.openai_http import HTTPBackend
 from backends.transport import PooledTransport
 from backends.types import Timeouts
 from tests.helpers.fake_upstream import Behavior, FakeUpstream
-from tests.helpers.gateway import free_port
+from tests.helpers.ports import refused_port
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -52,7 +52,7 @@ async def test_timeouts_and_refused_connections(server: FakeUpstream) -> None:
     with pytest.raises(UpstreamTimeout):
         await backend.complete("chat/completions", BODY)
     await backend.aclose()
-    dead = HTTPBackend("dead", f"http://127.0.0.1:{free_port()}/v1")
+    dead = HTTPBackend("dead", f"http://127.0.0.1:{refused_port()}/v1")
     with pytest.raises(UpstreamUnavailable):
         await dead.complete("chat/completions", BODY)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -12,21 +13,27 @@ import httpx
 
 from tests.helpers.fake_upstream import FakeUpstream
 from tests.helpers.polling import wait_until
-from tests.helpers.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 class GatewayProcess:
-    """`gateway serve` on a free loopback port, with a config file the test may rewrite."""
+    """`gateway serve` on a loopback port, with a config file the test may rewrite. The test binds
+    the port and hands the listening socket to the gateway (`--fd`), so no other process can take
+    the port between its choice and the gateway's start."""
 
     def __init__(self, config_path: Path, env: dict[str, str] | None = None) -> None:
         self.config_path = config_path
-        self.port = free_port()
         self.log = config_path.with_suffix(".log")
-        cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--port", str(self.port)]
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.port = listener.getsockname()[1]
+        fd = listener.fileno()
+        cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--fd", str(fd)]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        with listener:  # the child has its own copy of the socket; this one closes
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=full_env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, pass_fds=(fd,)
+            )
         self._wait_ready()
 
     @property

@@ -15,7 +15,7 @@ import pytest
 from tests.helpers.errors import assert_openai_error
 from tests.helpers.gateway import GatewayProcess
 from tests.helpers.polling import wait_until
-from tests.helpers.redis_server import free_port
+from tests.helpers.ports import free_port
 
 pytestmark = pytest.mark.slow  # the engine as a child process: starts, restarts, dies with the gateway
 

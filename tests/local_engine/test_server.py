@@ -16,29 +16,37 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from backends.local_engine.tokenizer import Detokenizer, Tokenizer
 from tests.helpers.polling import wait_until
-from tests.helpers.redis_server import free_port
+from tests.helpers.ports import free_port
 from tests.local_engine.conftest import hf_greedy, hf_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 class EngineServer:
-    def __init__(self, model: Path, *flags: str) -> None:
-        self.port = free_port()
-        self.log = model.parent / f"engine-{self.port}.log"
-        cmd = [sys.executable, "-m", "backends.local_engine", "serve", "--model", str(model), "--served-model-name", "tiny",
-               "--port", str(self.port), "--num-kv-blocks", "64", *flags]  # fmt: skip
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=self.log.open("w"), stderr=subprocess.STDOUT
-        )
-        wait_until(self._ready, timeout=60, interval=0.1, what="the engine server")
+    """`python -m backends.local_engine serve` on a free port; a port taken between its choice and
+    the engine's bind makes the engine exit, and the next free port is tried."""
 
-    def _ready(self) -> bool:
-        assert self.proc.poll() is None, self.log.read_text()
+    def __init__(self, model: Path, *flags: str) -> None:
+        for _ in range(5):
+            self.port = free_port()
+            self.log = model.parent / f"engine-{self.port}.log"
+            cmd = [sys.executable, "-m", "backends.local_engine", "serve", "--model", str(model), "--served-model-name",
+                   "tiny", "--port", str(self.port), "--num-kv-blocks", "64", *flags]  # fmt: skip
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=self.log.open("w"), stderr=subprocess.STDOUT
+            )
+            if wait_until(self._outcome, timeout=60, interval=0.1, what="the engine server") == "ready":
+                return
+            assert "address already in use" in self.log.read_text().lower(), self.log.read_text()
+        raise RuntimeError("the engine server found no free port in five tries")
+
+    def _outcome(self) -> str | None:
+        if self.proc.poll() is not None:
+            return "exited"
         try:
-            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+            return "ready" if httpx.get(f"{self.url}/health", timeout=1).status_code == 200 else None
         except httpx.TransportError:
-            return False
+            return None
 
     @property
     def url(self) -> str:
