@@ -120,7 +120,8 @@ class _Connection(asyncio.Protocol):
             async with asyncio.timeout(timeout):
                 await self.head_ready
         except TimeoutError:
-            raise httpx.ReadTimeout("timed out waiting for the upstream's response headers") from None
+            if not self.head_ready.done():  # else the headers came in time and only this task was late
+                raise httpx.ReadTimeout("timed out waiting for the upstream's response headers") from None
         if self.error is not None and not self.headers:
             raise self.error
 
@@ -136,7 +137,11 @@ class _Connection(asyncio.Protocol):
                 async with asyncio.timeout(timeout):
                     await self.data_ready.wait()
             except TimeoutError:
-                raise httpx.ReadTimeout("timed out waiting for data from the upstream") from None
+                # A process starved of CPU for longer than the timeout runs the timer before it reads
+                # what the upstream sent meanwhile (uvloop runs timers before polling sockets): data
+                # that is here was on time, and the stream goes on.
+                if not self.data_ready.is_set():
+                    raise httpx.ReadTimeout("timed out waiting for data from the upstream") from None
         chunk = self.chunks.popleft()
         self.buffered -= len(chunk)
         if self.buffered <= _HIGH_WATER // 4 and self.transport is not None:

@@ -70,3 +70,36 @@ async def test_streamed_body_arrives_in_pieces(server: FakeUpstream) -> None:
 def test_base_url_must_be_http() -> None:
     with pytest.raises(ValueError, match="http"):
         HTTPBackend("x", "ftp://nope")
+
+
+def test_data_that_came_while_the_process_was_starved_is_not_a_read_timeout() -> None:
+    """A gateway starved of CPU for longer than the read timeout wakes with the timer due and the
+    upstream's next chunk waiting in the socket: uvloop runs due timers before it reads sockets, so
+    the timer fires first. The chunk was on time, and the stream goes on."""
+    import socket
+    import time
+
+    import uvloop
+
+    from backends.transport import _Connection
+
+    async def starved() -> bytes | None:
+        ours, upstream = socket.socketpair()
+        loop = asyncio.get_running_loop()
+        conn = _Connection()
+        await loop.create_connection(lambda: conn, sock=ours)
+        upstream.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        await conn.read_head(timeout=1)
+
+        def late_but_delivered() -> None:
+            upstream.sendall(b"5\r\nhello\r\n")  # the upstream answers in time...
+            time.sleep(0.3)  # ...while the loop is blocked past the 0.1 s timeout
+
+        loop.call_later(0.05, late_but_delivered)
+        try:
+            return await conn.read_chunk(timeout=0.1)
+        finally:
+            conn.close()
+            upstream.close()
+
+    assert uvloop.run(starved()) == b"hello"
