@@ -109,13 +109,18 @@ class Pool:
     fallbacks: list[Pool] = field(default_factory=list)
     """This pool's whole chain after itself: its `fallbacks`, then the pools of the tiers above."""
     context_fallbacks: list[Pool] = field(default_factory=list)
+    endpoints: frozenset[Endpoint] = field(init=False)
+    """What its deployments serve between them (an attempt picks among all of them)."""
+
+    def __post_init__(self) -> None:
+        self.endpoints = frozenset(e for d in self.deployments for e in d.backend.endpoints)
 
     @classmethod
     def build(cls, name: str, settings: PoolSettings, deployments: list[Deployment]) -> Pool:
         return cls(name, settings, deployments, balancer(settings.strategy), RetryPolicy(settings.retry))
 
     def serves(self, endpoint: Endpoint) -> bool:
-        return any(endpoint in d.backend.endpoints for d in self.deployments)
+        return endpoint in self.endpoints
 
     def pick(self, tried: Collection[Deployment] = ()) -> Deployment:
         """A deployment for the next attempt, preferring ones this request has not tried."""
