@@ -1,6 +1,6 @@
 """Schemathesis against a running gateway: requests generated from the gateway's own OpenAPI
 document (valid ones, and ones that break it on purpose), and from OpenAI's published document
-when ../shared/contracts has it. No request may get a server error; with the gateway's own
+when it is found (tests.helpers.openai_spec). No request may get a server error; with the gateway's own
 document, every answer must also match what the document says (status, content type, body).
 `GATEWAY_FUZZ_EXAMPLES=1000 pytest tests/test_schemathesis.py` hunts longer."""
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,12 +25,12 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from gateway.access.keys import hash_key
-from tests.helpers.gateway import ROOT, GatewayProcess
+from tests.helpers.gateway import GatewayProcess
+from tests.helpers.openai_spec import require_spec
 
 load_all_checks()
 KEY = "sk-gw-schemathesis-0123456789"
 AUTH = {"authorization": f"Bearer {KEY}"}
-SPEC = ROOT.parent / "shared" / "contracts" / "openai-openapi.yaml"
 MODELS = ["gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo-instruct", "text-embedding-3-small", "auto-echo"]
 EXAMPLES = int(os.environ.get("GATEWAY_FUZZ_EXAMPLES", "60"))
 """Examples per test; CI runs 60, a longer hunt sets more."""
@@ -105,11 +104,10 @@ def test_invalid_requests_from_the_gateways_own_document_are_refused(target: Gat
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SPEC.exists(), reason="../shared/contracts/openai-openapi.yaml is absent")
 def test_requests_from_openais_document_never_get_a_server_error(target: GatewayProcess) -> None:
     import yaml
 
-    document = yaml.safe_load(Path(SPEC).read_text())
+    document = yaml.safe_load(require_spec().read_text())
     kept = {"/chat/completions": "post", "/completions": "post", "/embeddings": "post", "/models": "get"}
     document["paths"] = {p: {m: document["paths"][p][m]} for p, m in kept.items()}
     schema = schemathesis.openapi.from_dict(document)
