@@ -161,7 +161,8 @@ def test_client_disconnect_mid_stream_closes_the_upstream_connection(gateway: Ga
     fault.behavior = Behavior(chunks=100, chunk_interval_s=0.05)  # a 5 s stream if nobody stops it
     body = {"model": "faulty", "messages": MESSAGES, "stream": True}
     with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=10) as response:
-        first = next(response.iter_bytes())
+        chunks = response.iter_bytes()  # kept: a dropped iterator closes the connection (a disconnect)
+        first = next(chunks)
         assert first.startswith(b"data: {") and b'"error"' not in first, first  # the stream is under way
         wait_until(lambda: fault.streams_in_progress == 1, timeout=3, what="the upstream to count its stream")
     # Left alone, the upstream would stream for 5 s; the gateway must stop it well before.

@@ -235,7 +235,8 @@ def test_a_client_leaving_mid_stream_closes_the_upstream(ha: HA) -> None:
     for up in (ha.a, ha.b):
         up.behavior = Behavior(chunks=200, chunk_interval_s=0.05)
     with httpx.stream("POST", f"{ha.gateway.url}/v1/chat/completions", json={**CHAT, "stream": True}) as response:
-        first = next(response.iter_bytes())
+        chunks = response.iter_bytes()  # kept: a dropped iterator closes the connection (a disconnect)
+        first = next(chunks)
         assert first.startswith(b"data: {") and b'"error"' not in first, first
         wait_until(lambda: ha.a.streams_in_progress + ha.b.streams_in_progress == 1, timeout=3)
     # 200 chunks 50 ms apart would take 10 s; the gateway must stop the upstream well before.
