@@ -15,7 +15,7 @@ import pytest
 from tests.helpers.errors import assert_openai_error
 from tests.helpers.gateway import GatewayProcess
 from tests.helpers.polling import wait_until
-from tests.helpers.ports import free_port
+from tests.helpers.ports import outside_ephemeral_port
 
 pytestmark = pytest.mark.slow  # the engine as a child process: starts, restarts, dies with the gateway
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow  # the engine as a child process: starts, restarts
 @pytest.fixture
 def managed(tmp_path: Path, llama_dir: Path) -> Iterator[GatewayProcess]:
     path = tmp_path / "gateway.yaml"
-    port = free_port()
+    port = outside_ephemeral_port()  # the gateway starts the engine on this port
     path.write_text(f"""
 reload: {{watch: false}}
 auth: {{enabled: false}}
