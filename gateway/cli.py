@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--source", action="append", default=[], help="only the pairs of this source (repeatable)")
     evaluate.add_argument("--threshold", type=float, default=None, help="default: cache.threshold of --config")
     evaluate.add_argument("--config", default=None, help="default: as for serve")
+    evaluate.add_argument("--json", action="store_true", help="the figures at the threshold as one JSON object")
 
     router_train = commands.add_parser("router-train", help="fit the complexity classifier on labelled prompts")
     router_train.add_argument(
@@ -110,7 +111,7 @@ def _cache_eval(args: argparse.Namespace) -> int:
     from gateway.offline.cache_eval import run
 
     threshold = args.threshold if args.threshold is not None else config.load(args.config).settings.cache.threshold
-    print(run(Path(args.file), threshold, args.source))
+    print(run(Path(args.file), threshold, args.source, as_json=args.json))
     return 0
 
 

@@ -5,6 +5,10 @@ deny-list, not an allow-list: fields the gateway does not know (a server's own `
 `repetition_penalty`, `min_p`, ...) are part of the key, so an unknown knob can never make two
 different requests share an answer. Only fields that cannot change the answer are left out.
 The model name is replaced by the route that will answer (the resolved pool, or the tier).
+What the user wrote (user turns, a completion's prompt) enters the key in a normal form: case
+folded, runs of whitespace made one space, trailing `.?!` dropped, so "How do I reset my password?"
+and "how do i reset my password" share an entry. Quoted spans ("...", “...”, `...`, fenced blocks)
+and text with indented lines (code) are kept as written: there case and spacing can be the answer.
 
 The semantic namespace hashes the same fields without the conversation itself but with the system
 prompt(s): two requests can only meet in the embedding index when everything but the wording of
@@ -16,6 +20,7 @@ question ("and in 2023?") only meets follow-ups of the same conversation.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,7 +40,49 @@ _encoder = msgspec.json.Encoder(order="sorted")
 def exact_key(endpoint: Endpoint, route: str, payload: Mapping[str, Any], tenant: str = "") -> str:
     """A hex digest over the endpoint, route, tenant and every answer-determining field."""
     fields = {k: v for k, v in payload.items() if k not in NOT_ANSWER_FIELDS}
+    if isinstance(messages := fields.get("messages"), list):
+        fields["messages"] = [_normal_turn(m) for m in messages]
+    if isinstance(prompt := fields.get("prompt"), str):
+        fields["prompt"] = normal_text(prompt)
     return _digest([endpoint, route, tenant, fields])
+
+
+_VERBATIM = re.compile(r"```.*?```|`[^`]*`|\"[^\"]*\"|“[^”]*”", re.DOTALL)
+_SPACE = re.compile(r"\s+")
+_TRAILING = ".?! \u3002\uff1f\uff01"  # and the ideographic full stop, question and exclamation marks
+
+
+def normal_text(text: str) -> str:
+    """What the user wrote, in the exact key's normal form (see the module's docstring)."""
+    if re.search(r"\n[ \t]", text):
+        return text.rstrip()  # indented lines: code, whose spacing is part of it
+    parts, end = [], 0
+    for quoted in _VERBATIM.finditer(text):
+        parts += [_fold(text[end : quoted.start()]), quoted.group()]
+        end = quoted.end()
+    tail = _fold(text[end:]).rstrip(_TRAILING)
+    return ("".join(parts) + tail).strip()
+
+
+def _fold(text: str) -> str:
+    return _SPACE.sub(" ", text.casefold())
+
+
+def _normal_turn(message: object) -> object:
+    if not isinstance(message, dict) or message.get("role") != "user":
+        return message
+    content = message.get("content")
+    if isinstance(content, str):
+        return {**message, "content": normal_text(content)}
+    if isinstance(content, list):
+        return {**message, "content": [_normal_part(p) for p in content]}
+    return message
+
+
+def _normal_part(part: object) -> object:
+    if isinstance(part, dict) and isinstance(text := part.get("text"), str):
+        return {**part, "text": normal_text(text)}
+    return part
 
 
 def semantic_namespace(endpoint: Endpoint, route: str, payload: Mapping[str, Any], tenant: str = "") -> str:

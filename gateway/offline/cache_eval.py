@@ -6,13 +6,16 @@ keeps the rows of some sources only (evals/cache-pairs.jsonl holds every set, on
 A pair is a predicted hit when the cosine of its embeddings
 reaches the threshold and the veto lets it through. Printed: precision, recall, false-hit rate
 (false hits / negatives) and hit rate at the threshold, a sweep of thresholds with and without
-the veto (plain cosine is what most semantic caches ship), and false hits per kind.
+the veto (plain cosine is what most semantic caches ship), and hits per kind (duplicates found,
+false hits). `--json` prints the figures at the threshold as one object instead: `precision`,
+`recall`, `false_hit_rate`, `hit_rate`, `threshold`, `pairs`, and `by_kind`, each kind with its
+`pairs` and `hits` and whichever of `recall` (kinds of duplicates), `false_hit_rate` (kinds of
+negatives) and `precision` (kinds with both) its pairs define.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,9 +75,51 @@ def score(pairs: Sequence[Pair], hits: Sequence[bool]) -> Scores:
     )
 
 
-def report(pairs: Sequence[Pair], cosines: np.ndarray, threshold: float) -> str:
+def by_kind(pairs: Sequence[Pair], hits: Sequence[bool]) -> dict[str, dict[str, float | int]]:
+    """Per kind: pairs, hits, and the scores its pairs define."""
+    kinds: dict[str, tuple[list[Pair], list[bool]]] = {}
+    for p, h in zip(pairs, hits, strict=True):
+        members, their_hits = kinds.setdefault(p.kind or ("unlabelled same" if p.same else "unlabelled"), ([], []))
+        members.append(p)
+        their_hits.append(h)
+    out: dict[str, dict[str, float | int]] = {}
+    for kind, (group, found) in sorted(kinds.items()):
+        s = score(group, found)
+        row: dict[str, float | int] = {"pairs": len(group), "hits": sum(found)}
+        same = sum(p.same for p in group)
+        if same:
+            row["recall"] = round(s.recall, 4)
+        if same < len(group):
+            row["false_hit_rate"] = round(s.false_hit_rate, 4)
+        if 0 < same < len(group):
+            row["precision"] = round(s.precision, 4)
+        out[kind] = row
+    return out
+
+
+def predicted(pairs: Sequence[Pair], cosines: np.ndarray, threshold: float) -> tuple[list[bool], list[bool]]:
+    """Hits at `threshold` with the veto, and which pairs the veto refused."""
     vetoed = [veto(p.a, p.b) is not None for p in pairs]
-    at = [bool(c >= threshold) and not v for c, v in zip(cosines, vetoed, strict=True)]
+    return [bool(c >= threshold) and not v for c, v in zip(cosines, vetoed, strict=True)], vetoed
+
+
+def figures(pairs: Sequence[Pair], cosines: np.ndarray, threshold: float) -> dict[str, object]:
+    """The figures at the threshold, as `--json` prints them."""
+    at, _ = predicted(pairs, cosines, threshold)
+    s = score(pairs, at)
+    return {
+        "pairs": len(pairs),
+        "threshold": threshold,
+        "precision": round(s.precision, 4),
+        "recall": round(s.recall, 4),
+        "false_hit_rate": round(s.false_hit_rate, 4),
+        "hit_rate": round(s.hit_rate, 4),
+        "by_kind": by_kind(pairs, at),
+    }
+
+
+def report(pairs: Sequence[Pair], cosines: np.ndarray, threshold: float) -> str:
+    at, vetoed = predicted(pairs, cosines, threshold)
     lines = [
         f"{len(pairs)} pairs: {sum(p.same for p in pairs)} same, {sum(not p.same for p in pairs)} different",
         "",
@@ -89,14 +134,18 @@ def report(pairs: Sequence[Pair], cosines: np.ndarray, threshold: float) -> str:
         plain = [bool(c >= t) for c in cosines]
         guarded = [h and not v for h, v in zip(plain, vetoed, strict=True)]
         lines.append(f"{t:.2f} | {score(pairs, guarded).row()} || {score(pairs, plain).row()}")
-    false_hits = Counter(p.kind or "unlabelled" for p, h in zip(pairs, at, strict=True) if h and not p.same)
-    negatives = Counter(p.kind or "unlabelled" for p in pairs if not p.same)
+    kinds = by_kind(pairs, at)
+    found = {k: r for k, r in kinds.items() if "recall" in r and "false_hit_rate" not in r}
+    false = {k: r for k, r in kinds.items() if "false_hit_rate" in r}
+    if found:
+        lines += ["", "duplicates found by kind (at the threshold, with the veto):"]
+        lines += [f"  {kind}: {r['hits']} of {r['pairs']}" for kind, r in found.items()]
     lines += ["", "false hits by kind of negative (at the threshold, with the veto):"]
-    lines += [f"  {kind}: {false_hits[kind]} of {n}" for kind, n in sorted(negatives.items())]
+    lines += [f"  {kind}: {r['hits']} of {r['pairs']}" for kind, r in false.items()]
     return "\n".join(lines)
 
 
-def run(path: Path, threshold: float, sources: Sequence[str] = ()) -> str:
+def run(path: Path, threshold: float, sources: Sequence[str] = (), as_json: bool = False) -> str:
     from gateway.cache.embedder import OnnxEmbedder
 
     pairs = read_pairs(path, sources)
@@ -106,4 +155,7 @@ def run(path: Path, threshold: float, sources: Sequence[str] = ()) -> str:
         b = asyncio.run(embedder.embed([p.b for p in pairs]))
     finally:
         embedder.close()
-    return report(pairs, (a * b).sum(axis=1), threshold)
+    cosines = (a * b).sum(axis=1)
+    if as_json:
+        return msgspec.json.encode(figures(pairs, cosines, threshold)).decode()
+    return report(pairs, cosines, threshold)

@@ -50,6 +50,8 @@ def test_exact_and_semantic_hits_skip_the_upstream(cached: tuple[GatewayProcess,
     before = upstream.requests
     again = ask(gateway, "How do I reset my password?")
     assert again.headers["x-gateway-cache"] == "hit-exact" and upstream.requests == before
+    typed = ask(gateway, "how do i  reset my password")  # case, spacing and trailing punctuation
+    assert typed.headers["x-gateway-cache"] == "hit-exact" and upstream.requests == before
     assert again.json()["id"] != first.json()["id"]
     assert again.json()["choices"] == first.json()["choices"]
     assert again.json()["usage"]["prompt_tokens_details"]["cached_tokens"] == first.json()["usage"]["prompt_tokens"]

@@ -28,27 +28,44 @@ def test_the_shipped_set_is_large_and_half_hard_negatives() -> None:
     assert {p.kind for p in negatives} >= {"entity", "number", "negation", "direction", "format"}
 
 
-def test_the_command_reports_the_figures_of_pairs_whose_outcome_is_known(tmp_path: Path) -> None:
-    """Identical prompts always hit and unrelated ones never do, so the figures are known: two
-    true hits, one false hit (an identical pair labelled different) and one true miss."""
-    rows = [
-        {"a": "How do I bake bread?", "b": "How do I bake bread?", "same": True},
-        {"a": "What is the capital of Peru?", "b": "What is the capital of Peru?", "same": True},
-        {"a": "Tell me a joke about cats.", "b": "Tell me a joke about cats.", "same": False, "kind": "mislabelled"},
-        {"a": "How do I bake bread?", "b": "What is the tallest mountain on Mars?", "same": False, "kind": "unrelated"},
-    ]
+KNOWN = [
+    {"a": "How do I bake bread?", "b": "How do I bake bread?", "same": True, "kind": "identical"},
+    {"a": "What is the capital of Peru?", "b": "What is the capital of Peru?", "same": True, "kind": "identical"},
+    {"a": "Tell me a joke about cats.", "b": "Tell me a joke about cats.", "same": False, "kind": "mislabelled"},
+    {"a": "How do I bake bread?", "b": "What is the tallest mountain on Mars?", "same": False, "kind": "unrelated"},
+]
+"""Pairs whose outcome is known: identical prompts always hit and unrelated ones never do, so two
+true hits, one false hit (an identical pair labelled different) and one true miss."""
+
+
+def cache_eval(tmp_path: Path, *flags: str) -> str:
     path = tmp_path / "pairs.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path.write_text("".join(json.dumps(r) + "\n" for r in KNOWN))
     result = subprocess.run(
-        [sys.executable, "-m", "gateway", "cache-eval", str(path), "--threshold", "0.9"],
+        [sys.executable, "-m", "gateway", "cache-eval", str(path), "--threshold", "0.9", *flags],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    return result.stdout
+
+
+def test_the_command_reports_the_figures_of_pairs_whose_outcome_is_known(tmp_path: Path) -> None:
+    lines = cache_eval(tmp_path).splitlines()
     assert lines[0] == "4 pairs: 2 same, 2 different"
     assert lines[4] == "0.667 | 1.000 | 0.500 | 0.750"  # precision | recall | false-hit rate | hit rate
-    assert "  mislabelled: 1 of 1" in lines and "  unrelated: 0 of 1" in lines
+    assert "  identical: 2 of 2" in lines  # duplicates found
+    assert "  mislabelled: 1 of 1" in lines and "  unrelated: 0 of 1" in lines  # false hits
     assert sum(line[:4] in ("0.70", "0.90", "0.98") for line in lines) == 3  # the sweep
+
+
+def test_the_command_prints_the_same_figures_as_json(tmp_path: Path) -> None:
+    figures = json.loads(cache_eval(tmp_path, "--json"))
+    assert (figures["precision"], figures["recall"], figures["false_hit_rate"]) == (0.6667, 1.0, 0.5)
+    assert figures["by_kind"] == {
+        "identical": {"pairs": 2, "hits": 2, "recall": 1.0},
+        "mislabelled": {"pairs": 1, "hits": 1, "false_hit_rate": 1.0},
+        "unrelated": {"pairs": 1, "hits": 0, "false_hit_rate": 0.0},
+    }

@@ -52,3 +52,29 @@ def test_semantic_namespace_ignores_the_user_turn_but_not_the_system_prompt_or_s
     assert semantic_namespace("chat/completions", "small", other_system) != ns
     assert semantic_namespace("chat/completions", "small", {**BASE, "temperature": 1}) != ns
     assert semantic_namespace("chat/completions", "large", BASE) != ns
+
+
+def ask(text: str) -> str:
+    return key(messages=[BASE["messages"][0], {"role": "user", "content": text}])
+
+
+def test_case_spacing_and_trailing_punctuation_of_the_question_share_an_entry() -> None:
+    base = ask("How do I reset my password?")
+    assert ask("how do i reset my password") == base
+    assert ask("  How do I   reset\nmy password ?!") == base
+    assert ask("How do I reset my password.") == base
+    assert ask("How do I reset my email password?") != base  # different words: a different entry
+    assert ask("How do I reset my password? Quickly.") != base  # only trailing punctuation is dropped
+    parts = [{"type": "text", "text": "HOW DO I RESET MY PASSWORD"}]
+    assert ask(parts) == ask([{"type": "text", "text": "how do i reset my password?"}])  # type: ignore[arg-type]
+
+
+def test_quoted_text_code_and_other_roles_are_kept_as_written() -> None:
+    assert ask('Translate "Hello World" to French') != ask('translate "hello world" to french')
+    assert ask("What does `getURL` return?") != ask("what does `geturl` return?")
+    assert ask("```\nX = 1\n```\nwhat is x") != ask("```\nx = 1\n```\nwhat is x")
+    assert ask("Fix this:\nif x:\n    y()") != ask("Fix this:\nif x:\n  y()")  # indentation is code
+    system = [{"role": "system", "content": "Answer in CAPITALS."}, BASE["messages"][1]]
+    assert key(messages=system) != key(messages=[{"role": "system", "content": "answer in capitals"}, BASE["messages"][1]])
+    prompt = exact_key("completions", "small", {"prompt": "Capital of France?"})
+    assert exact_key("completions", "small", {"prompt": "capital of france"}) == prompt
