@@ -3,8 +3,9 @@
 Each line is `{"a": "...", "b": "...", "same": true|false}`, optionally with `"kind"` (what makes a
 negative hard, reported per kind), `"source"` (the set it came from) and `"split"`; `--source`
 keeps the rows of some sources only (evals/cache-pairs.jsonl holds every set, one source each).
-A pair is a predicted hit when the cosine of its embeddings
-reaches the threshold and the veto lets it through. Printed: precision, recall, false-hit rate
+A pair is a predicted hit when the exact layer joins it (the two differ only in case, spacing or
+trailing punctuation), or when the cosine of its embeddings reaches the threshold and the veto lets
+it through. Printed: precision, recall, false-hit rate
 (false hits / negatives) and hit rate at the threshold, a sweep of thresholds with and without
 the veto (plain cosine is what most semantic caches ship), and hits per kind (duplicates found,
 false hits). `--json` prints the figures at the threshold as one object instead: `precision`,
@@ -23,6 +24,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from gateway.cache.keys import normal_text
 from gateway.cache.veto import veto
 
 
@@ -98,9 +100,12 @@ def by_kind(pairs: Sequence[Pair], hits: Sequence[bool]) -> dict[str, dict[str, 
 
 
 def predicted(pairs: Sequence[Pair], cosines: np.ndarray, threshold: float) -> tuple[list[bool], list[bool]]:
-    """Hits at `threshold` with the veto, and which pairs the veto refused."""
+    """Hits at `threshold` with the veto (and pairs the exact layer joins: they differ only in
+    case, spacing or trailing punctuation), and which pairs the veto refused."""
     vetoed = [veto(p.a, p.b) is not None for p in pairs]
-    return [bool(c >= threshold) and not v for c, v in zip(cosines, vetoed, strict=True)], vetoed
+    exact = [normal_text(p.a) == normal_text(p.b) for p in pairs]
+    hits = [e or (bool(c >= threshold) and not v) for c, v, e in zip(cosines, vetoed, exact, strict=True)]
+    return hits, vetoed
 
 
 def figures(pairs: Sequence[Pair], cosines: np.ndarray, threshold: float) -> dict[str, object]:

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway.offline.cache_eval import Pair, read_pairs, score
+import numpy as np
+
+from gateway.offline.cache_eval import Pair, predicted, read_pairs, score
 from tests.helpers.gateway import ROOT
 
 PAIRS = ROOT / "evals" / "cache-pairs.jsonl"
@@ -19,6 +21,12 @@ def test_scores_count_hits_against_labels() -> None:
     assert (s.precision, s.recall, s.false_hit_rate, s.hit_rate) == (0.5, 0.5, 0.5, 0.5)
     none = score(pairs, [False] * 4)
     assert (none.precision, none.recall, none.hit_rate) == (1.0, 0.0, 0.0)
+
+
+def test_pairs_the_exact_layer_joins_are_hits_whatever_their_cosine() -> None:
+    pairs = [Pair("How do I reset my password?", "how do i  reset my password", True), Pair("Reset it?", "Reset that?", True)]
+    hits, _ = predicted(pairs, np.array([0.0, 0.0]), threshold=0.9)
+    assert hits == [True, False]
 
 
 def test_the_shipped_set_is_large_and_half_hard_negatives() -> None:
