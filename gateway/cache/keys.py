@@ -6,7 +6,7 @@ deny-list, not an allow-list: fields the gateway does not know (a server's own `
 different requests share an answer. Only fields that cannot change the answer are left out.
 The model name is replaced by the route that will answer (the resolved pool, or the tier).
 What the user wrote (user turns, a completion's prompt) enters the key in a normal form: case
-folded, runs of whitespace made one space, trailing `.?!` dropped, so "How do I reset my password?"
+folded, runs of whitespace made one space, trailing `.?!` dropped (not after a digit), so "How do I reset my password?"
 and "how do i reset my password" share an entry. Quoted spans ("...", “...”, `...`, fenced blocks)
 and text with indented lines (code) are kept as written: there case and spacing can be the answer.
 
@@ -60,7 +60,9 @@ def normal_text(text: str) -> str:
     for quoted in _VERBATIM.finditer(text):
         parts += [_fold(text[end : quoted.start()]), quoted.group()]
         end = quoted.end()
-    tail = _fold(text[end:]).rstrip(_TRAILING)
+    tail = _fold(text[end:])
+    if not (stripped := tail.rstrip(_TRAILING))[-1:].isdigit():  # "5!" is a factorial: kept
+        tail = stripped
     return ("".join(parts) + tail).strip()
 
 

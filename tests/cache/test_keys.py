@@ -65,6 +65,7 @@ def test_case_spacing_and_trailing_punctuation_of_the_question_share_an_entry() 
     assert ask("How do I reset my password.") == base
     assert ask("How do I reset my email password?") != base  # different words: a different entry
     assert ask("How do I reset my password? Quickly.") != base  # only trailing punctuation is dropped
+    assert ask("What is 5!") != ask("What is 5")  # after a digit it may be the question (a factorial)
     parts = [{"type": "text", "text": "HOW DO I RESET MY PASSWORD"}]
     assert ask(parts) == ask([{"type": "text", "text": "how do i reset my password?"}])  # type: ignore[arg-type]
 
