@@ -7,7 +7,7 @@ different requests share an answer. Only fields that cannot change the answer ar
 The model name is replaced by the route that will answer (the resolved pool, or the tier).
 What the user wrote (user turns, a completion's prompt) enters the key in a normal form: case
 folded, runs of whitespace made one space, trailing `.?!` dropped (not after a digit), so "How do I reset my password?"
-and "how do i reset my password" share an entry. Quoted spans ("...", “...”, `...`, fenced blocks)
+and "how do i reset my password" share an entry. Quoted spans ("...", '...', `...`, fenced blocks)
 and text with indented lines (code) are kept as written: there case and spacing can be the answer.
 
 The semantic namespace hashes the same fields without the conversation itself but with the system
@@ -47,7 +47,9 @@ def exact_key(endpoint: Endpoint, route: str, payload: Mapping[str, Any], tenant
     return _digest([endpoint, route, tenant, fields])
 
 
-_VERBATIM = re.compile(r"```.*?```|`[^`]*`|\"[^\"]*\"|“[^”]*”", re.DOTALL)
+_VERBATIM = re.compile("```.*?```|`[^`]*`|\"[^\"]*\"|'[^']*'|\u201c[^\u201d]*\u201d|\u2018[^\u2019]*\u2019", re.DOTALL)
+"""Spans kept as written (typographic quotes too). Between two apostrophes ("what's ... world's") is taken for a quote too:
+kept as written, which can only cost a hit, never make a wrong one."""
 _SPACE = re.compile(r"\s+")
 _TRAILING = ".?! \u3002\uff1f\uff01"  # and the ideographic full stop, question and exclamation marks
 

@@ -72,6 +72,7 @@ def test_case_spacing_and_trailing_punctuation_of_the_question_share_an_entry() 
 
 def test_quoted_text_code_and_other_roles_are_kept_as_written() -> None:
     assert ask('Translate "Hello World" to French') != ask('translate "hello world" to french')
+    assert ask("Spell 'NASA' backwards") != ask("Spell 'nasa' backwards")
     assert ask("What does `getURL` return?") != ask("what does `geturl` return?")
     assert ask("```\nX = 1\n```\nwhat is x") != ask("```\nx = 1\n```\nwhat is x")
     assert ask("Fix this:\nif x:\n    y()") != ask("Fix this:\nif x:\n  y()")  # indentation is code
