@@ -142,6 +142,8 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # never log request URLs per call
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it tells of every CPU build it did not find
     os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
+    if args.fd is not None:
+        _no_delay(args.fd)
     uvicorn.run(
         "gateway.app:create_app",
         factory=True,
@@ -157,6 +159,20 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=30,
     )
     return 0
+
+
+def _no_delay(fd: int) -> None:
+    """Turn Nagle's algorithm off on an inherited TCP listening socket; its connections inherit that.
+    uvicorn takes an inherited fd for a Unix socket, so its connections would not get TCP_NODELAY,
+    and an answer written in two parts (head, body) would wait ~40 ms for the client's delayed ACK."""
+    import socket
+
+    listener = socket.socket(fileno=os.dup(fd))
+    try:
+        if listener.family in (socket.AF_INET, socket.AF_INET6):
+            listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    finally:
+        listener.close()
 
 
 if __name__ == "__main__":

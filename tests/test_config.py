@@ -286,3 +286,22 @@ def test_in_flight_requests_finish_on_the_config_they_started_with(tmp_path: Pat
     finally:
         release.set()
         held.stop()
+
+
+def test_a_listening_socket_handed_to_serve_gives_its_connections_no_delay() -> None:
+    """`gateway serve --fd N`: uvicorn takes N for a Unix socket, so a TCP listener handed over
+    would give connections without TCP_NODELAY, and an answer written as head then body would wait
+    ~40 ms for the client's delayed ACK. The gateway turns it on at the listener, which
+    connections inherit."""
+    import socket
+
+    from gateway.cli import _no_delay
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        _no_delay(listener.fileno())
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        with socket.create_connection(listener.getsockname()) as client:
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert listener.fileno() != -1  # the gateway's copy is closed, not the socket it was handed
