@@ -300,7 +300,7 @@ def test_a_listening_socket_handed_to_serve_gives_its_connections_no_delay() -> 
     with socket.create_server(("127.0.0.1", 0)) as listener:
         _no_delay(listener.fileno())
         assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-        with socket.create_connection(listener.getsockname()) as client:
+        with socket.create_connection(listener.getsockname()):
             accepted, _ = listener.accept()
             with accepted:
                 assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
