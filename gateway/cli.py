@@ -1,4 +1,4 @@
-"""`gateway serve`, `validate`, `key`, `cache-eval`, `router-train` and `router-eval`."""
+"""`gateway serve`, `validate`, `key`, `cache-eval`, `cache-data`, `cache-train`, `router-train` and `router-eval`."""
 
 from __future__ import annotations
 
@@ -28,9 +28,17 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = commands.add_parser("cache-eval", help="precision and recall of the semantic cache on labelled pairs")
     evaluate.add_argument("file", help='JSON lines: {"a": ..., "b": ..., "same": true|false, "kind": ..., "source": ...}')
     evaluate.add_argument("--source", action="append", default=[], help="only the pairs of this source (repeatable)")
-    evaluate.add_argument("--threshold", type=float, default=None, help="default: cache.threshold of --config")
+    evaluate.add_argument("--threshold", type=float, default=None, help="the cosine floor; default: cache.threshold of --config")
+    evaluate.add_argument("--target", type=float, default=None, help="default: cache.target_false_hit_rate of --config")
+    evaluate.add_argument("--no-verifier", action="store_true", help="cosine and rules only (cache.verifier: false)")
     evaluate.add_argument("--config", default=None, help="default: as for serve")
-    evaluate.add_argument("--json", action="store_true", help="the figures at the threshold as one JSON object")
+    evaluate.add_argument("--json", action="store_true", help="the figures at the operating point as one JSON object")
+    data = commands.add_parser("cache-data", help="write the generated training pairs of the cache verifier")
+    data.add_argument("--out", default="-", help="a JSON lines file (default: standard output)")
+    data.add_argument("--per-family", type=int, default=300)
+    learn = commands.add_parser("cache-train", help="train the cache verifier and calibrate it (minutes on a CPU)")
+    learn.add_argument("--out", default="config/cache", help="where verifier.safetensors and verifier.json go")
+    learn.add_argument("--epochs", type=int, default=2)
 
     router_train = commands.add_parser("router-train", help="fit the complexity classifier on labelled prompts")
     router_train.add_argument(
@@ -63,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         return _validate(args.files)
     if args.command == "cache-eval":
         return _cache_eval(args)
+    if args.command == "cache-data":
+        return _cache_data(args)
+    if args.command == "cache-train":
+        return _cache_train(args)
     if args.command == "router-train":
         from pathlib import Path
 
@@ -110,8 +122,32 @@ def _cache_eval(args: argparse.Namespace) -> int:
 
     from gateway.offline.cache_eval import run
 
-    threshold = args.threshold if args.threshold is not None else config.load(args.config).settings.cache.threshold
-    print(run(Path(args.file), threshold, args.source, as_json=args.json))
+    settings = config.load(args.config).settings.cache
+    floor = args.threshold if args.threshold is not None else settings.threshold
+    target = args.target if args.target is not None else settings.target_false_hit_rate
+    verifier = settings.verifier and not args.no_verifier
+    print(run(Path(args.file), floor, target, args.source, as_json=args.json, verifier=verifier))
+    return 0
+
+
+def _cache_data(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gateway.offline.cache_data import generate, write
+
+    pairs = generate(per_family=args.per_family)
+    write(pairs, Path("/dev/stdout" if args.out == "-" else args.out))
+    if args.out != "-":
+        print(f"{args.out}: {len(pairs)} pairs")
+    return 0
+
+
+def _cache_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gateway.offline.verifier_training import run
+
+    run(Path(args.out), epochs=args.epochs)
     return 0
 
 

@@ -164,6 +164,7 @@ class Pipeline:
             (b"x-gateway-cache", ex.lookup.outcome.encode()),
             (b"x-gateway-cache-similarity", f"{hit.similarity:.4f}".encode()),
             (b"x-gateway-cache-key", hit.entry.key.encode()),
+            *([(b"x-gateway-cache-score", repr(hit.score).encode())] if hit.score is not None else []),
             (b"x-gateway-cost-usd", b"0"),
             *_progress_headers(ex.runtime, Progress()),
             *ex.reply_headers(),

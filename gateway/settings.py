@@ -164,7 +164,9 @@ class PoolCacheSettings(_Settings, frozen=True):
 
     enabled: bool = True
     threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
-    """Cosine similarity a semantic hit needs in this pool (default: `cache.threshold`)."""
+    """Cosine similarity a semantic candidate needs in this pool (default: `cache.threshold`)."""
+    target_false_hit_rate: Annotated[float, msgspec.Meta(gt=0, lt=1)] | None = None
+    """This pool's target (default: `cache.target_false_hit_rate`)."""
     ttl_s: Positive | None = None
     shared: bool = False
     """Share this pool's entries between tenants (client keys). Off: each tenant has its own."""
@@ -250,16 +252,23 @@ class EmbedderSettings(_Settings, frozen=True):
 
 
 class CacheSettings(_Settings, frozen=True):
-    """The response cache: an exact layer, and a semantic layer (embeddings, FAISS, the veto).
+    """The response cache: an exact layer, and a semantic layer (embeddings, FAISS, rules, the verifier).
 
     The embedder is built when the gateway starts; turning `enabled` on takes a restart."""
 
     enabled: bool = False
     semantic: bool = True
-    threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.75
-    """Cosine similarity a semantic hit needs; the veto refuses what passes it and differs in what decides the answer."""
+    threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+    """Cosine similarity a semantic candidate needs (the floor): candidates at or above it go to
+    the rules and the verifier, which decides. Without the verifier, the hit threshold itself."""
     top_k: PositiveInt = 4
-    """Candidates the index returns per lookup, checked in order by the veto."""
+    """Candidates the index returns per lookup; those above the floor are verified in one model call."""
+    verifier: bool = True
+    """Score candidates with the pair verifier (a cross-encoder shipped with the gateway). Off:
+    the nearest candidate above `threshold` that the rules let through is the hit. Taken at start."""
+    target_false_hit_rate: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.01
+    """The verifier's threshold is the lowest whose false-hit rate on the shipped calibration pairs
+    (hard negatives) stays within this, at 95% confidence; `gateway cache-eval` shows it."""
     ttl_s: Positive = 3600.0
     """Lifetime of an entry from when it was stored; hits do not extend it."""
     max_entries: PositiveInt = 10_000

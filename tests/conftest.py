@@ -13,6 +13,19 @@ from tests.helpers.gateway import GatewayProcess, upstream_pool
 from tests.helpers.redis_server import RedisServer
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_exports() -> None:
+    """The embedder's and the verifier's ONNX files, exported once per machine (into the user's
+    cache folder) before any test starts a gateway, whose first start would otherwise spend its
+    readiness wait on them."""
+    from gateway.cache.embedder import bundled_model_dir, default_onnx_dir
+    from gateway.cache.verifier import SHIPPED, ensure_verifier_onnx
+    from gateway.offline.onnx_export import ensure_onnx
+
+    ensure_onnx(bundled_model_dir(), default_onnx_dir())
+    ensure_verifier_onnx(bundled_model_dir(), SHIPPED / "verifier.safetensors", default_onnx_dir())
+
+
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[FakeUpstream]:
     server = FakeUpstream(Behavior(chunks=5), name="primary").start_in_thread()

@@ -41,7 +41,7 @@ def test_the_readme_quickstart_prints_what_its_comments_say(default_gateway: Gat
     assert lines[0] == "echo: Hello there echo-small"
     assert lines[1:3] == ["small echo-small", "large echo-large"]  # the router's decisions
     assert lines[3] == "miss echo: How do I reset my password?"
-    assert lines[4] == "hit-semantic echo: How do I reset my password?"  # the paraphrase, from the cache
+    assert lines[4] == "hit-semantic echo: How do I reset my password?"  # the typo, from the cache
     assert lines[5] == "echo:" and "stream me" in "".join(lines[6:-2])
     assert "CompletionUsage(" in lines[-2] and "completion_tokens=8" in lines[-1]  # the stream's usage; the engine
 

@@ -10,6 +10,7 @@ Keys, under `{redis.key_prefix}cache:`:
     log      stream every entry added with a vector (id, n, v, x) or removed (id, n), capped;
                     record ids are `{seq}-0`, so a reader knows when it missed one
     seq      int    the last record's number
+    thresholds hash namespace -> the verifier threshold feedback raised it to (only ever raised)
 
 Writes are Lua scripts, so a put, its eviction and its log records are one atomic step and one
 round trip; so is a read, which also bumps the entry in `lru`. The scripts name keys they build
@@ -104,6 +105,15 @@ return fields
 """
 )
 
+_RAISE = """
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local wanted = tonumber(ARGV[2])
+if wanted > current then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return ARGV[2]
+end
+return tostring(current)
+"""
 _CHUNK = 500
 
 
@@ -127,6 +137,7 @@ class RedisStore:
         self._put = self._client.register_script(_PUT)
         self._get = self._client.register_script(_GET)
         self._delete = self._client.register_script(_DELETE)
+        self._raise = self._client.register_script(_RAISE)
 
     async def get(self, entry_id: int) -> Entry | None:
         """The entry, while it lives: Redis drops it at its TTL, and until then an entry past its
@@ -147,6 +158,15 @@ class RedisStore:
     async def delete(self, entry_id: int) -> Entry | None:
         with _Unavailable():
             return _entry(await self._delete(args=[self._p, entry_id, self._log_max]))
+
+    async def threshold(self, namespace: str) -> float | None:
+        with _Unavailable():
+            found = await self._client.hget(f"{self._p}thresholds", namespace)
+        return None if found is None else float(found)
+
+    async def raise_threshold(self, namespace: str, value: float) -> float:
+        with _Unavailable():
+            return float(await self._raise(keys=[f"{self._p}thresholds"], args=[namespace, repr(value)]))
 
     async def ids(self, namespace: str | None = None) -> list[int]:
         with _Unavailable():

@@ -1,7 +1,14 @@
 """The two cache layers over a store and this worker's vector index: exact key first, then by meaning.
 
 lookup ─▶ exact key in the store ─▶ hit-exact
-       └▶ namespace's index: top-k above the threshold ─▶ entry still alive? ─▶ veto? ─▶ hit-semantic
+       └▶ namespace's index: top-k at or above the floor ─▶ entry still alive? ─▶ rules ─▶ verifier ─▶ hit-semantic
+
+The index finds candidates by cosine; the rules (rules.py) refuse those that differ in what no
+paraphrase changes (numbers, quoted text, code, text the verifier cannot read); the verifier
+scores the rest together, in one model call, and the best at or above the threshold is the hit.
+The threshold is the operating point's (set by the target false-hit rate) or, if feedback has
+raised it for this namespace, the raised one. With no verifier, the nearest candidate the rules
+let through is the hit (plain cosine, as most semantic caches do).
 
 The store is the truth; the index is this worker's view of it, fed by what this worker stores and
 by the store's change feed (`follow`), and pruned by expiry. An index candidate the store no
@@ -17,11 +24,12 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from gateway.cache.rules import refuse
 from gateway.cache.store import Change, Entry, Store, entry_id
-from gateway.cache.veto import veto
 
 if TYPE_CHECKING:
     from gateway.cache.index import VectorIndex  # faiss: imported only when a cache is built
+    from gateway.cache.verifier import Verifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +37,8 @@ class Hit:
     entry: Entry
     layer: Literal["hit-exact", "hit-semantic"]
     similarity: float
+    score: float | None = None
+    """The verifier's score (semantic hits with a verifier)."""
 
 
 class SemanticCache:
@@ -37,32 +47,63 @@ class SemanticCache:
         store: Store,
         index: VectorIndex,
         *,
+        verifier: Verifier | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.index = index
+        self.verifier = verifier
         self.clock = clock
-        self.vetoed = 0
+        self.refused = 0
+        """Candidates the rules refused."""
+        self.rejected = 0
+        """Candidates the verifier scored below the threshold."""
 
     async def lookup_exact(self, key: str) -> Hit | None:
         entry = await self.store.get(entry_id(key))
         return None if entry is None or entry.key != key else Hit(entry, "hit-exact", 1.0)
 
-    async def lookup_semantic(self, namespace: str, text: str, vector: np.ndarray, threshold: float, top_k: int) -> Hit | None:
-        """The first of the `top_k` nearest entries at or above `threshold` that is alive and not vetoed."""
+    async def lookup_semantic(
+        self, namespace: str, text: str, vector: np.ndarray, floor: float, top_k: int, threshold: float
+    ) -> Hit | None:
+        """Of the `top_k` nearest live entries at or above cosine `floor` that the rules let
+        through, the one the verifier scores highest, if that reaches `threshold` (or the higher
+        threshold feedback has set for this namespace)."""
         self.index.expire(self.clock())
+        candidates: list[tuple[Entry, float]] = []
+        unseen = self.verifier.unseen if self.verifier is not None else None
         for candidate in self.index.search(namespace, vector, top_k):
-            if candidate.similarity < threshold:
+            if candidate.similarity < floor:
                 break
             entry = await self.store.get(candidate.entry_id)
             if entry is None:  # evicted or removed since: the index catches up
                 self.index.remove(candidate.entry_id)
                 continue
-            if entry.text is None or veto(text, entry.text) is not None:
-                self.vetoed += 1
+            if entry.text is None or refuse(text, entry.text, unseen) is not None:
+                self.refused += 1
                 continue
-            return Hit(entry, "hit-semantic", candidate.similarity)
-        return None
+            if self.verifier is None:
+                return Hit(entry, "hit-semantic", candidate.similarity)
+            candidates.append((entry, candidate.similarity))
+        if not candidates or self.verifier is None:
+            return None
+        scores = await self.verifier.verify(text, [e.text or "" for e, _ in candidates])
+        raised = await self.store.threshold(namespace)
+        best = int(np.argmax(scores))
+        if scores[best] < max(threshold, raised or 0.0):
+            self.rejected += len(candidates)
+            return None
+        entry, similarity = candidates[best]
+        return Hit(entry, "hit-semantic", similarity, float(scores[best]))
+
+    async def tighten(self, namespace: str, score: float | None, base: float, step: float = 0.02) -> float:
+        """A semantic hit in `namespace` was wrong: from now on its namespace needs more than the
+        hit's `score` (or, when that is not known, `step` more than it needed: the higher of `base`,
+        the operating threshold, and what feedback has set before). Returns the new threshold,
+        which every process sharing the store reads."""
+        current = max(await self.store.threshold(namespace) or 0.0, base)
+        wanted = float(np.nextafter(np.float32(score), np.float32(2))) if score is not None else current + step
+        return await self.store.raise_threshold(namespace, wanted)  # past 1: no semantic hit there at all
 
     async def remove(self, key: str) -> bool:
         return await self.remove_id(entry_id(key))

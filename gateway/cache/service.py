@@ -2,7 +2,7 @@
 
     request ─▶ cacheable? (pool on, temperature policy, n = 1, no `no-store`)
             ─▶ exact key ─▶ hit-exact
-            ─▶ semantic text ─▶ embed (micro-batched, off the loop) ─▶ namespace index ─▶ veto ─▶ hit-semantic
+            ─▶ semantic text ─▶ embed (micro-batched, off the loop) ─▶ namespace index ─▶ rules ─▶ verifier ─▶ hit-semantic
             ─▶ miss: after the upstream answers, store it if every choice finished (`stop`, `tool_calls`)
 
 A hit is the stored completion with a fresh `id` and `created`, its prompt reported as cached
@@ -29,13 +29,14 @@ import numpy as np
 from backends.types import Endpoint
 from gateway.cache.keys import context_digest, exact_key, semantic_namespace
 from gateway.cache.semantic import Hit, SemanticCache
-from gateway.cache.store import Entry, MemoryStore, Store, StoreUnavailable
+from gateway.cache.store import Entry, MemoryStore, Store, StoreUnavailable, entry_id
 from gateway.controls import CacheDirective
 from gateway.settings import CacheSettings, PoolSettings, RedisSettings
 from gateway.text import semantic_text
 
 if TYPE_CHECKING:
     from gateway.cache.embedder import Embedder  # onnxruntime: imported only when something embeds
+    from gateway.cache.verifier import Calibration, OperatingPoint, Verifier
 
 log = logging.getLogger("gateway.cache")
 Outcome = Literal["hit-exact", "hit-semantic", "miss", "bypass"]
@@ -75,13 +76,32 @@ class ResponseCache:
     `cache` block for the rest (semantic, threshold, top_k, ttl_s, max_temperature, store_retry_s),
     so a reload changes them for the next request."""
 
-    def __init__(self, settings: CacheSettings, embedder: Embedder, redis: RedisSettings | None = None) -> None:
+    def __init__(
+        self,
+        settings: CacheSettings,
+        embedder: Embedder,
+        redis: RedisSettings | None = None,
+        verifier: Verifier | None = None,
+        calibration: Calibration | None = None,
+    ) -> None:
+        """`verifier` and its `calibration`: built from the shipped files when `settings.verifier`
+        is on and none is given."""
         from gateway.cache.index import VectorIndex  # faiss only when the cache is on
 
         self.embedder = embedder
         self.store_kind = settings.store
+        if verifier is None and settings.semantic and settings.verifier:
+            from gateway.cache.verifier import CrossEncoder
+
+            verifier = CrossEncoder(threads=settings.embedder.threads or 0)
+        if verifier is not None and calibration is None:
+            from gateway.cache.verifier import Calibration
+
+            calibration = Calibration.load()
+        self.calibration = calibration
+        self._points: dict[tuple[float, float], OperatingPoint] = {}
         index = VectorIndex(self.embedder.dim, ivf_from=settings.ivf_from, nprobe=settings.nprobe)
-        self.layers = SemanticCache(_store(settings, redis), index)
+        self.layers = SemanticCache(_store(settings, redis), index, verifier=verifier)
         self.counts: dict[str, int] = {"hit-exact": 0, "hit-semantic": 0, "miss": 0, "bypass": 0}
         self.reported_wrong = 0
         self.store_errors = 0
@@ -145,8 +165,10 @@ class ResponseCache:
                 found.namespace = f"{pool}:{semantic_namespace(endpoint, pool, payload, tenant)}{context_digest(payload)}"
                 found.text, found.vector = text, vector
                 if looking:
-                    threshold = pool_settings.cache.threshold or settings.threshold
-                    found.hit = await self.layers.lookup_semantic(found.namespace, text, vector, threshold, settings.top_k)
+                    floor = pool_settings.cache.threshold or settings.threshold
+                    target = pool_settings.cache.target_false_hit_rate or settings.target_false_hit_rate
+                    threshold = self.operating_point(target, floor).threshold if self.calibration is not None else 0.0
+                    found.hit = await self.layers.lookup_semantic(found.namespace, text, vector, floor, settings.top_k, threshold)
         if found.hit is not None:
             found.outcome = found.hit.layer
         self._store_answered()
@@ -172,6 +194,16 @@ class ResponseCache:
         else:
             self._store_answered()
 
+    def operating_point(self, target: float, floor: float) -> OperatingPoint:
+        """The verifier threshold for `target` at cosine `floor`, from the calibration scores (once per pair of values)."""
+        from gateway.cache.verifier import threshold_for
+
+        point = self._points.get((target, floor))
+        if point is None:
+            assert self.calibration is not None
+            point = self._points[(target, floor)] = threshold_for(self.calibration, target, floor)
+        return point
+
     async def stats(self) -> dict[str, object]:
         """Entries in the store (None while it is down), this worker's counts and index size."""
         entries: int | None = None
@@ -183,7 +215,8 @@ class ResponseCache:
             "entries": entries,
             "vectors": self.layers.index.size(),
             **{k.replace("-", "_"): v for k, v in self.counts.items()},
-            "vetoed": self.layers.vetoed,
+            "refused": self.layers.refused,
+            "rejected": self.layers.rejected,
             "reported_wrong": self.reported_wrong,
             "store_errors": self.store_errors,
         }
@@ -191,11 +224,23 @@ class ResponseCache:
     async def flush(self, namespace: str | None) -> int:
         return await self.layers.flush(namespace)
 
-    async def report_wrong(self, key: str) -> bool:
-        """A client says a hit was wrong: the entry goes, and it is counted."""
+    async def report_wrong(
+        self, key: str, score: float | None, settings: CacheSettings, pools: dict[str, PoolSettings]
+    ) -> dict[str, Any]:
+        """A client says a hit was wrong: the entry goes, it is counted, and its namespace needs
+        more than the hit's verifier `score` (its `x-gateway-cache-score`) from now on, in every
+        process that shares the store. Without the score, the namespace's threshold rises a step."""
+        entry = await self.layers.store.get(entry_id(key))
         removed = await self.layers.remove(key)
         self.reported_wrong += removed
-        return removed
+        found: dict[str, Any] = {"removed": removed}
+        if entry is not None and entry.text is not None and self.calibration is not None:
+            pool = pools.get(entry.namespace.split(":", 1)[0])
+            floor = (pool.cache.threshold if pool else None) or settings.threshold
+            target = (pool.cache.target_false_hit_rate if pool else None) or settings.target_false_hit_rate
+            base = self.operating_point(target, floor).threshold
+            found["threshold"] = await self.layers.tighten(entry.namespace, score, base)
+        return found
 
     async def aclose(self) -> None:
         if self._follower is not None:

@@ -77,6 +77,14 @@ class Store(Protocol):
 
     async def count(self) -> int: ...
 
+    async def threshold(self, namespace: str) -> float | None:
+        """The verifier threshold feedback has raised `namespace` to, if it has."""
+        ...
+
+    async def raise_threshold(self, namespace: str, value: float) -> float:
+        """Raise `namespace`'s threshold to `value` (never lower it); returns the threshold now."""
+        ...
+
     async def follow(self, apply: Callable[[Change], None], reset: Callable[[], None]) -> None:
         """Keep the caller's index in step: `reset()`, then `apply` every live entry with a vector,
         then every change any process makes, for as long as it runs. A store no other process
@@ -92,6 +100,7 @@ class MemoryStore:
         self._clock = clock
         self._entries: OrderedDict[int, Entry] = OrderedDict()
         self._expiry: list[tuple[float, int]] = []  # heap, so the expired go before the live make room
+        self._thresholds: dict[str, float] = {}
 
     async def get(self, entry_id: int) -> Entry | None:
         entry = self._entries.get(entry_id)
@@ -131,6 +140,13 @@ class MemoryStore:
     async def count(self) -> int:
         now = self._clock()
         return sum(e.expires_at > now for e in self._entries.values())
+
+    async def threshold(self, namespace: str) -> float | None:
+        return self._thresholds.get(namespace)
+
+    async def raise_threshold(self, namespace: str, value: float) -> float:
+        self._thresholds[namespace] = max(value, self._thresholds.get(namespace, 0.0))
+        return self._thresholds[namespace]
 
     async def follow(self, apply: Callable[[Change], None], reset: Callable[[], None]) -> None:
         reset()

@@ -10,7 +10,7 @@ import hmac
 import ipaddress
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Request, Response, delete, get, post
@@ -59,11 +59,14 @@ def admin_routes(gateway: Services) -> list[Any]:
 
     @post("/admin/cache/feedback", status_code=200)
     async def admin_cache_feedback(request: Request[Any, Any, Any]) -> Response[bytes]:
-        """Body `{"key": "<x-gateway-cache-key of a wrong hit>"}`: the entry is removed and counted."""
+        """Body `{"key": "<x-gateway-cache-key>", "score": <x-gateway-cache-score>}` of a wrong hit:
+        the entry is removed and counted, and its namespace's verifier threshold rises past the
+        score (a step, without one) for every process sharing the store."""
         _authorize_admin(gateway, request)
         body = _admin_body(await request.body(), _Feedback)
+        settings = gateway.reloader.runtime.settings
         with _store_errors():
-            return json_response({"removed": await _cache(gateway).report_wrong(body.key)})
+            return json_response(await _cache(gateway).report_wrong(body.key, body.score, settings.cache, settings.pools))
 
     @post("/admin/config/reload")
     async def admin_reload(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -167,7 +170,7 @@ class _Flush(msgspec.Struct, forbid_unknown_fields=True):
 
 class _Feedback(msgspec.Struct, forbid_unknown_fields=True):
     key: str
-
+    score: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
 
 
 def _admin_body(raw: bytes, kind: type[T]) -> T:
@@ -213,5 +216,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-

@@ -97,7 +97,14 @@ def _cache_metrics(cache: ResponseCache) -> Iterator[Metric]:
     for outcome, count in cache.counts.items():
         lookups.add_metric([outcome], count)
     yield lookups
-    yield CounterMetricFamily("gateway_cache_vetoed", "Semantic candidates refused by the veto.", value=cache.layers.vetoed)
+    yield CounterMetricFamily(
+        "gateway_cache_refused",
+        "Semantic candidates refused by the rules (numbers, quoted text, code, unreadable text).",
+        value=cache.layers.refused,
+    )
+    yield CounterMetricFamily(
+        "gateway_cache_rejected", "Semantic candidates the verifier scored below the threshold.", value=cache.layers.rejected
+    )
     yield CounterMetricFamily("gateway_cache_reported_wrong", "Hits reported wrong through feedback.", value=cache.reported_wrong)
     yield GaugeMetricFamily(
         "gateway_cache_index_vectors", "Vectors in this worker's semantic index.", value=cache.layers.index.size()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.offline.cache_eval import Pair, predicted, read_pairs, score
+from gateway.offline.cache_eval import Judged, Pair, predicted, read_pairs, score
 from tests.helpers.gateway import ROOT
 
 PAIRS = ROOT / "evals" / "cache-pairs.jsonl"
@@ -23,10 +23,15 @@ def test_scores_count_hits_against_labels() -> None:
     assert (none.precision, none.recall, none.hit_rate) == (1.0, 0.0, 0.0)
 
 
-def test_pairs_the_exact_layer_joins_are_hits_whatever_their_cosine() -> None:
-    pairs = [Pair("How do I reset my password?", "how do i  reset my password", True), Pair("Reset it?", "Reset that?", True)]
-    hits, _ = predicted(pairs, np.array([0.0, 0.0]), threshold=0.9)
-    assert hits == [True, False]
+def test_pairs_the_exact_layer_joins_are_hits_whatever_their_cosine_or_score() -> None:
+    judged = Judged(np.array([0.0, 0.0]), [True, False], [None, None], np.array([0.0, 0.0]))
+    assert predicted(judged, floor=0.9, threshold=0.5) == [True, False]
+
+
+def test_a_semantic_hit_needs_the_floor_the_rules_and_the_threshold() -> None:
+    judged = Judged(np.array([0.95, 0.95, 0.7, 0.95]), [False] * 4, [None, "numbers", None, None], np.array([0.9, 0.9, 0.9, 0.4]))
+    assert predicted(judged, floor=0.8, threshold=0.5) == [True, False, False, False]
+    assert predicted(judged, floor=0.8, threshold=None) == [True, False, False, True]  # no verifier: cosine and rules
 
 
 def test_the_shipped_set_is_large_and_half_hard_negatives() -> None:
@@ -63,15 +68,21 @@ def cache_eval(tmp_path: Path, *flags: str) -> str:
 def test_the_command_reports_the_figures_of_pairs_whose_outcome_is_known(tmp_path: Path) -> None:
     lines = cache_eval(tmp_path).splitlines()
     assert lines[0] == "4 pairs: 2 same, 2 different"
-    assert lines[4] == "0.667 | 1.000 | 0.500 | 0.750"  # precision | recall | false-hit rate | hit rate
+    assert lines[2].startswith("operating point: verifier threshold ")
+    figures = lines[lines.index("precision | recall | false-hit rate | hit rate") + 1]
+    assert figures.startswith("0.667 | 1.000 | 0.500 (95% interval ") and figures.endswith(" | 0.750")
     assert "  identical: 2 of 2" in lines  # duplicates found
     assert "  mislabelled: 1 of 1" in lines and "  unrelated: 0 of 1" in lines  # false hits
-    assert sum(line[:4] in ("0.70", "0.90", "0.98") for line in lines) == 3  # the sweep
+    assert sum(line.startswith(("0.7000 |", "0.9000 |", "0.9800 |")) for line in lines) == 3  # the sweep
+    assert any(line.startswith("  en: 4 |") for line in lines)  # by language
 
 
 def test_the_command_prints_the_same_figures_as_json(tmp_path: Path) -> None:
     figures = json.loads(cache_eval(tmp_path, "--json"))
     assert (figures["precision"], figures["recall"], figures["false_hit_rate"]) == (0.6667, 1.0, 0.5)
+    low, high = figures["false_hit_interval"]
+    assert low < 0.5 < high and 0 < figures["threshold"] <= 1 and figures["target_false_hit_rate"] == 0.01
+    assert figures["by_lang"]["en"]["pairs"] == 4
     assert figures["by_kind"] == {
         "identical": {"pairs": 2, "hits": 2, "recall": 1.0},
         "mislabelled": {"pairs": 1, "hits": 1, "false_hit_rate": 1.0},

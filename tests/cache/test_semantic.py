@@ -1,4 +1,4 @@
-"""The two cache layers with the real embedder, a real FAISS index and the memory store."""
+"""The two cache layers with the real embedder, the shipped verifier, a real FAISS index and the memory store."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from gateway.cache.index import VectorIndex
 from gateway.cache.keys import context_digest
 from gateway.cache.semantic import SemanticCache
 from gateway.cache.store import Entry, MemoryStore
-from gateway.settings import EmbedderSettings
+from gateway.cache.verifier import Calibration, CrossEncoder, threshold_for
+from gateway.settings import CacheSettings, EmbedderSettings
 from gateway.text import semantic_text
 
 
@@ -32,8 +33,21 @@ def embedder() -> Iterator[OnnxEmbedder]:
     e.close()
 
 
-def cache_with(embedder: OnnxEmbedder, clock: Clock, max_entries: int = 100) -> SemanticCache:
-    return SemanticCache(MemoryStore(max_entries, clock), VectorIndex(embedder.dim), clock=clock)
+@pytest.fixture(scope="module")
+def verifier() -> Iterator[CrossEncoder]:
+    v = CrossEncoder()
+    yield v
+    v.close()
+
+
+DEFAULTS = CacheSettings()
+THRESHOLD = threshold_for(Calibration.load(), DEFAULTS.target_false_hit_rate, DEFAULTS.threshold).threshold
+
+
+def cache_with(
+    embedder: OnnxEmbedder, clock: Clock, max_entries: int = 100, verifier: CrossEncoder | None = None
+) -> SemanticCache:
+    return SemanticCache(MemoryStore(max_entries, clock), VectorIndex(embedder.dim), verifier=verifier, clock=clock)
 
 
 async def put(cache: SemanticCache, embedder: OnnxEmbedder, clock: Clock, text: str, ns: str = "small", ttl: float = 60) -> Entry:
@@ -44,18 +58,64 @@ async def put(cache: SemanticCache, embedder: OnnxEmbedder, clock: Clock, text: 
 
 
 async def find(cache: SemanticCache, embedder: OnnxEmbedder, text: str, ns: str = "small") -> bytes | None:
-    hit = await cache.lookup_semantic(ns, text, embedder.embed_now([text])[0], threshold=0.8, top_k=4)
+    vector = embedder.embed_now([text])[0]
+    hit = await cache.lookup_semantic(ns, text, vector, DEFAULTS.threshold, DEFAULTS.top_k, THRESHOLD)
     return None if hit is None else hit.entry.body
 
 
-async def test_a_paraphrase_hits_and_a_hard_negative_is_vetoed(embedder: OnnxEmbedder) -> None:
+async def test_the_verifier_lets_duplicates_through_and_rejects_a_swapped_direction(
+    embedder: OnnxEmbedder, verifier: CrossEncoder
+) -> None:
     clock = Clock()
-    cache = cache_with(embedder, clock)
+    cache = cache_with(embedder, clock, verifier=verifier)
     await put(cache, embedder, clock, "Book a flight from Paris to Berlin on Friday.")
     await put(cache, embedder, clock, "How do I reset my password?")
-    assert await find(cache, embedder, "How can I reset my password?") == b"How do I reset my password?"
+    await put(cache, embedder, clock, "What is the boiling point of water at sea level?")
+    assert await find(cache, embedder, "how do i reset my pasword") == b"How do I reset my password?"  # a typo
+    assert await find(cache, embedder, "What's the boiling point of water at sea level?") is not None  # a rewording
     assert await find(cache, embedder, "Book a flight from Berlin to Paris on Friday.") is None
-    assert cache.vetoed >= 1
+    assert cache.rejected >= 1
+
+
+async def test_a_miss_with_no_candidate_never_runs_the_verifier(embedder: OnnxEmbedder, verifier: CrossEncoder) -> None:
+    clock = Clock()
+    cache = cache_with(embedder, clock, verifier=verifier)
+    await put(cache, embedder, clock, "How do I reset my password?")
+    runs = verifier.runs
+    assert await find(cache, embedder, "Write a haiku about autumn rain.") is None
+    assert verifier.runs == runs
+    assert await find(cache, embedder, "How could I reset my password?") is None  # a candidate, scored below the threshold
+    assert verifier.runs == runs + 1  # candidates are scored in one call
+
+
+async def test_the_rules_refuse_before_the_verifier_is_asked(embedder: OnnxEmbedder, verifier: CrossEncoder) -> None:
+    clock = Clock()
+    cache = cache_with(embedder, clock, verifier=verifier)
+    await put(cache, embedder, clock, "How many calories do I burn cycling for 30 minutes?")
+    runs = verifier.runs
+    assert await find(cache, embedder, "How many calories do I burn cycling for 90 minutes?") is None  # cosine 0.74
+    assert (cache.refused, verifier.runs) == (1, runs)
+
+
+async def test_feedback_raises_a_namespace_past_the_wrong_hit(embedder: OnnxEmbedder, verifier: CrossEncoder) -> None:
+    clock = Clock()
+    cache = cache_with(embedder, clock, verifier=verifier)
+    await put(cache, embedder, clock, "What is the boiling point of water at sea level?")
+    text = "What's the boiling point of water at sea level?"
+    hit = await cache.lookup_semantic("small", text, embedder.embed_now([text])[0], DEFAULTS.threshold, 4, THRESHOLD)
+    assert hit is not None and hit.score is not None and hit.score < 1
+    assert await cache.tighten("small", hit.score, THRESHOLD) > hit.score
+    assert await find(cache, embedder, text) is None  # that kind of hit, in that namespace, no more
+    await put(cache, embedder, clock, "What is the boiling point of water at sea level?", ns="large")
+    assert await find(cache, embedder, text, ns="large") is not None  # other namespaces keep their threshold
+    await put(cache, embedder, clock, "How do I reset my password?")
+    typo = "how do i reset my pasword"  # one text once respelt: scored 1 without the model
+    found = await cache.lookup_semantic("small", typo, embedder.embed_now([typo])[0], DEFAULTS.threshold, 4, THRESHOLD)
+    assert found is not None and found.score == 1.0
+    assert await cache.tighten("small", 1.0, THRESHOLD) > 1  # even that can be stopped
+    assert await find(cache, embedder, typo) is None
+    before = await cache.store.threshold("large") or THRESHOLD
+    assert await cache.tighten("large", None, THRESHOLD) > before  # without the score: a step up
 
 
 async def test_namespaces_never_meet(embedder: OnnxEmbedder) -> None:
@@ -137,3 +197,38 @@ def test_a_large_namespace_moves_to_ivf_and_keeps_every_change() -> None:
     assert all(c.entry_id != 7 for c in index.search("big", vectors[7], 5))  # removed during the build
     index.add("small", 1, vectors[0])
     assert index.kind("small") == "flat"
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [
+        ("Wie kehre ich eine Liste in Python um?", "wie kehre ich eine lsite in python um"),
+        ("Comment inverser une liste en Python ?", "comment inverser une litse en python"),
+        ("¿Cómo invierto una lista en Python?", "como invierto una lsita en python"),
+    ],
+)
+async def test_a_typo_hits_in_german_french_and_spanish(
+    embedder: OnnxEmbedder, verifier: CrossEncoder, stored: str, asked: str
+) -> None:
+    clock = Clock()
+    cache = cache_with(embedder, clock, verifier=verifier)
+    await put(cache, embedder, clock, stored)
+    assert await find(cache, embedder, asked) == stored.encode()
+
+
+@pytest.mark.parametrize(
+    ("stored", "asked"),
+    [
+        ("怎么给多肉植物浇水", "多肉植物怎么浇水"),  # Chinese: the model reads almost none of it
+        ("猫は一日何時間寝ますか", "猫は一日に何時間眠りますか"),  # Japanese that differs in kanji it cannot read
+    ],
+)
+async def test_text_the_verifier_cannot_read_gets_no_semantic_hit(
+    embedder: OnnxEmbedder, verifier: CrossEncoder, stored: str, asked: str
+) -> None:
+    clock = Clock()
+    cache = cache_with(embedder, clock, verifier=verifier)
+    await put(cache, embedder, clock, stored)
+    assert await find(cache, embedder, asked) is None
+    assert cache.refused == 1 or cache.index.search("small", embedder.embed_now([asked])[0], 1)[0].similarity < DEFAULTS.threshold
+    assert await cache.lookup_exact(f"key:small:{stored}") is not None  # the exact layer still serves a repeat

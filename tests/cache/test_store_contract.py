@@ -235,3 +235,13 @@ async def test_a_worker_rebuilds_after_losing_redis(redis_pair: tuple[RedisServe
         after = entry("after")
         await one.put(after)
         await await_until(lambda: set(view.held) == {after.id})  # ...and follows again
+
+
+async def test_a_namespace_threshold_only_rises(make_store: StoreFactory) -> None:
+    store = make_store()
+    assert await store.threshold("small:ns") is None
+    assert await store.raise_threshold("small:ns", 0.99) == 0.99
+    assert await store.raise_threshold("small:ns", 0.95) == 0.99  # never lowered
+    assert await store.raise_threshold("small:ns", 1.0000001) == 1.0000001
+    assert await store.threshold("small:ns") == 1.0000001
+    assert await store.threshold("small:other") is None

@@ -1,0 +1,47 @@
+"""Before the verifier reads a pair, a misspelling of the other side's word is written as that word."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.cache.verifier import aligned, respell
+
+VOCABULARY = {"how", "to", "fix", "a", "leaking", "kitchen", "faucet", "desert", "dessert", "plants", "capital", "of", "later"}
+
+
+def known(word: str) -> bool:
+    return word in VOCABULARY
+
+
+@pytest.mark.parametrize(
+    ("query", "candidate", "respelt"),
+    [
+        ("how to fix a leaking kitchen faucit", "how to fix a leaking kitchen faucet", "how to fix a leaking kitchen faucet"),
+        ("How to fix a Leakign faucet", "how to fix a leaking faucet", "How to fix a leaking faucet"),  # swapped letters
+        ("whats the time", "what's the time", "what's the time"),  # a missing apostrophe
+        ("wie wechsle ich die zundkerzen", "wie wechsle ich die zündkerzen", "wie wechsle ich die zündkerzen"),
+    ],
+)
+def test_a_typo_is_read_as_the_word_it_stands_for(query: str, candidate: str, respelt: str) -> None:
+    assert respell(query, candidate, known) == respelt
+
+
+@pytest.mark.parametrize(
+    ("query", "candidate"),
+    [
+        ("desert plants", "dessert plants"),  # both are words: a different question, not a typo
+        ("capital of Austria", "capital of Australia"),  # two edits apart
+        ("capital of Iran", "capital of Iraq"),  # too short to tell a typo from another word
+        ("a colder beer", "a bolder beer"),  # another first letter
+    ],
+)
+def test_other_words_are_left_for_the_model(query: str, candidate: str) -> None:
+    assert respell(query, candidate, known) == query
+
+
+def test_either_side_may_hold_the_typo_and_a_word_with_two_look_alikes_is_left() -> None:
+    assert aligned("how to fix a faucet", "how to fix a faucit", known) == ("how to fix a faucet", "how to fix a faucet")
+    # Neither is a word the vocabulary knows: one side is written as the other, never both swapped.
+    first, second = aligned("delete my LinkedIn account", "delete my LinekdIn account", known)
+    assert first == second
+    assert respell("the bant", "the bank or the band", known) == "the bant"  # one edit from two words: no guess
