@@ -55,7 +55,7 @@ QUERIES = [
 ]
 
 
-FAR = ["Tell me a joke about penguins.", "Translate 'good morning' into Italian.", "Write a haiku about autumn rain."]
+FAR = ["Tell me a joke about penguins.", "List three prime numbers greater than 100.", "Recommend a board game for four players."]
 """Questions near no stored entry: lookups with no candidate above the floor."""
 
 
@@ -88,8 +88,9 @@ async def lookups(
             times.append(time.perf_counter() - start)
         return times, hits
 
+    runs = verifier.runs
     times, hits = await timed([QUERIES[r % len(QUERIES)][1] for r in range(rounds)])  # paraphrases: never exact
-    assert hits >= rounds * 0.8, f"only {hits} of {rounds} lookups hit"
+    assert verifier.runs - runs == rounds, "a paraphrase lookup had no candidate to verify"  # each paid for the model
     runs = verifier.runs
     far, far_hits = await timed([FAR[r % len(FAR)] for r in range(rounds)])
     assert far_hits == 0 and verifier.runs == runs, "a lookup with no candidate ran the verifier"
