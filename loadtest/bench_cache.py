@@ -89,7 +89,7 @@ async def lookups(
         return times, hits
 
     runs = verifier.runs
-    times, hits = await timed([QUERIES[r % len(QUERIES)][1] for r in range(rounds)])  # paraphrases: never exact
+    times, _ = await timed([QUERIES[r % len(QUERIES)][1] for r in range(rounds)])  # paraphrases: never exact
     assert verifier.runs - runs == rounds, "a paraphrase lookup had no candidate to verify"  # each paid for the model
     runs = verifier.runs
     far, far_hits = await timed([FAR[r % len(FAR)] for r in range(rounds)])
