@@ -96,14 +96,11 @@ class SemanticCache:
         entry, similarity = candidates[best]
         return Hit(entry, "hit-semantic", similarity, float(scores[best]))
 
-    async def tighten(self, namespace: str, score: float | None, base: float, step: float = 0.02) -> float:
-        """A semantic hit in `namespace` was wrong: from now on its namespace needs more than the
-        hit's `score` (or, when that is not known, `step` more than it needed: the higher of `base`,
-        the operating threshold, and what feedback has set before). Returns the new threshold,
-        which every process sharing the store reads."""
-        current = max(await self.store.threshold(namespace) or 0.0, base)
-        wanted = float(np.nextafter(np.float32(score), np.float32(2))) if score is not None else current + step
-        return await self.store.raise_threshold(namespace, wanted)  # past 1: no semantic hit there at all
+    async def tighten(self, namespace: str, score: float) -> float:
+        """A semantic hit in `namespace` with verifier `score` was wrong: from now on the namespace
+        needs more than that score. Returns its threshold now, which every process sharing the
+        store reads (above 1: no semantic hit there at all)."""
+        return await self.store.raise_threshold(namespace, float(np.nextafter(np.float32(score), np.float32(2))))
 
     async def remove(self, key: str) -> bool:
         return await self.remove_id(entry_id(key))

@@ -224,22 +224,16 @@ class ResponseCache:
     async def flush(self, namespace: str | None) -> int:
         return await self.layers.flush(namespace)
 
-    async def report_wrong(
-        self, key: str, score: float | None, settings: CacheSettings, pools: dict[str, PoolSettings]
-    ) -> dict[str, Any]:
-        """A client says a hit was wrong: the entry goes, it is counted, and its namespace needs
-        more than the hit's verifier `score` (its `x-gateway-cache-score`) from now on, in every
-        process that shares the store. Without the score, the namespace's threshold rises a step."""
-        entry = await self.layers.store.get(entry_id(key))
+    async def report_wrong(self, key: str, score: float | None) -> dict[str, Any]:
+        """A client says a hit was wrong: the entry goes and it is counted. With the hit's verifier
+        `score` (its `x-gateway-cache-score`: semantic hits), the namespace it was found in needs
+        more than that score from then on, in every process that shares the store."""
+        entry = await self.layers.store.get(entry_id(key)) if score is not None else None
         removed = await self.layers.remove(key)
         self.reported_wrong += removed
         found: dict[str, Any] = {"removed": removed}
-        if entry is not None and entry.text is not None and self.calibration is not None:
-            pool = pools.get(entry.namespace.split(":", 1)[0])
-            floor = (pool.cache.threshold if pool else None) or settings.threshold
-            target = (pool.cache.target_false_hit_rate if pool else None) or settings.target_false_hit_rate
-            base = self.operating_point(target, floor).threshold
-            found["threshold"] = await self.layers.tighten(entry.namespace, score, base)
+        if entry is not None and score is not None:
+            found["threshold"] = await self.layers.tighten(entry.namespace, score)
         return found
 
     async def aclose(self) -> None:

@@ -60,13 +60,12 @@ def admin_routes(gateway: Services) -> list[Any]:
     @post("/admin/cache/feedback", status_code=200)
     async def admin_cache_feedback(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Body `{"key": "<x-gateway-cache-key>", "score": <x-gateway-cache-score>}` of a wrong hit:
-        the entry is removed and counted, and its namespace's verifier threshold rises past the
-        score (a step, without one) for every process sharing the store."""
+        the entry is removed and counted, and (with the score) its namespace's verifier threshold
+        rises past the score for every process sharing the store."""
         _authorize_admin(gateway, request)
         body = _admin_body(await request.body(), _Feedback)
-        settings = gateway.reloader.runtime.settings
         with _store_errors():
-            return json_response(await _cache(gateway).report_wrong(body.key, body.score, settings.cache, settings.pools))
+            return json_response(await _cache(gateway).report_wrong(body.key, body.score))
 
     @post("/admin/config/reload")
     async def admin_reload(request: Request[Any, Any, Any]) -> Response[bytes]:

@@ -104,7 +104,7 @@ async def test_feedback_raises_a_namespace_past_the_wrong_hit(embedder: OnnxEmbe
     text = "What's the boiling point of water at sea level?"
     hit = await cache.lookup_semantic("small", text, embedder.embed_now([text])[0], DEFAULTS.threshold, 4, THRESHOLD)
     assert hit is not None and hit.score is not None and hit.score < 1
-    assert await cache.tighten("small", hit.score, THRESHOLD) > hit.score
+    assert await cache.tighten("small", hit.score) > hit.score
     assert await find(cache, embedder, text) is None  # that kind of hit, in that namespace, no more
     await put(cache, embedder, clock, "What is the boiling point of water at sea level?", ns="large")
     assert await find(cache, embedder, text, ns="large") is not None  # other namespaces keep their threshold
@@ -112,10 +112,8 @@ async def test_feedback_raises_a_namespace_past_the_wrong_hit(embedder: OnnxEmbe
     typo = "how do i reset my pasword"  # one text once respelt: scored 1 without the model
     found = await cache.lookup_semantic("small", typo, embedder.embed_now([typo])[0], DEFAULTS.threshold, 4, THRESHOLD)
     assert found is not None and found.score == 1.0
-    assert await cache.tighten("small", 1.0, THRESHOLD) > 1  # even that can be stopped
+    assert await cache.tighten("small", 1.0) > 1  # even that can be stopped
     assert await find(cache, embedder, typo) is None
-    before = await cache.store.threshold("large") or THRESHOLD
-    assert await cache.tighten("large", None, THRESHOLD) > before  # without the score: a step up
 
 
 async def test_namespaces_never_meet(embedder: OnnxEmbedder) -> None:
