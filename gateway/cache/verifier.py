@@ -268,7 +268,7 @@ def build_torch(model_dir: Path, weights: Path) -> Any:
     state = load_file(str(weights))
     with safe_open(str(weights), "pt") as f:
         meta = f.metadata() or {}
-    scale = float(meta.get("alpha", 1)) / float(meta.get("rank", 1))
+    scale = float(meta.get("lora_scale", 1.0))
     head = torch.nn.Linear(bert.config.hidden_size, 1)
     head.load_state_dict({"weight": state.pop("head.weight").float(), "bias": state.pop("head.bias").float()})
     modules = dict(bert.named_modules())

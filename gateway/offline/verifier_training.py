@@ -148,8 +148,9 @@ def train(
         state[f"{name}.lora_B"] = module.lora_B.detach().to(torch.float16).contiguous()
     state |= {f"head.{k}": v.detach().to(torch.float16).contiguous() for k, v in head.state_dict().items()}
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"base": "all-MiniLM-L6-v2", "version": VERSION, "rank": str(RANK), "alpha": str(ALPHA)}
-    save_file(state, str(out / "verifier.safetensors"), metadata=meta)
+    # One metadata key: safetensors writes the metadata map in no fixed order, and the file must be
+    # the same bytes each time it is rebuilt (base, rank and version are in verifier.json).
+    save_file(state, str(out / "verifier.safetensors"), metadata={"lora_scale": repr(ALPHA / RANK)})
 
 
 def _padded(encodings: Sequence[Any]) -> tuple[Any, Any, Any]:
