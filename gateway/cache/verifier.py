@@ -101,13 +101,7 @@ class CrossEncoder:
         scores = np.empty(len(pairs), dtype=np.float32)
         for start in range(0, len(pairs), batch):
             encodings = self._tokenizer.encode_batch(list(pairs[start : start + batch]))
-            width = max(len(e.ids) for e in encodings)
-            ids = np.zeros((len(encodings), width), dtype=np.int64)
-            mask = np.zeros_like(ids)
-            types = np.zeros_like(ids)
-            for row, e in enumerate(encodings):
-                n = len(e.ids)
-                ids[row, :n], mask[row, :n], types[row, :n] = e.ids, e.attention_mask, e.type_ids
+            ids, mask, types = padded(encodings)
             scores[start : start + len(encodings)] = self._session.run(
                 None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
             )[0]
@@ -124,6 +118,18 @@ class CrossEncoder:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def padded(encodings: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Token ids, attention mask and token types of `encodings`, right-padded to the longest."""
+    width = max(len(e.ids) for e in encodings)
+    ids = np.zeros((len(encodings), width), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    types = np.zeros_like(ids)
+    for row, e in enumerate(encodings):
+        n = len(e.ids)
+        ids[row, :n], mask[row, :n], types[row, :n] = e.ids, e.attention_mask, e.type_ids
+    return ids, mask, types
 
 
 def aligned(a: str, b: str, known: Callable[[str], bool]) -> tuple[str, str]:

@@ -29,8 +29,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from gateway.offline.cache_eval import Pair
 
 RANK = 16
@@ -156,13 +154,9 @@ def train(
 def _padded(encodings: Sequence[Any]) -> tuple[Any, Any, Any]:
     import torch
 
-    width = max(len(e.ids) for e in encodings)
-    ids = np.zeros((len(encodings), width), dtype=np.int64)
-    mask = np.zeros_like(ids)
-    types = np.zeros_like(ids)
-    for row, e in enumerate(encodings):
-        n = len(e.ids)
-        ids[row, :n], mask[row, :n], types[row, :n] = e.ids, e.attention_mask, e.type_ids
+    from gateway.cache.verifier import padded
+
+    ids, mask, types = padded(encodings)
     return torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types)
 
 
