@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--json", action="store_true", help="the figures at the operating point as one JSON object")
     data = commands.add_parser("cache-data", help="write the generated training pairs of the cache verifier")
     data.add_argument("--out", default="-", help="a JSON lines file (default: standard output)")
-    data.add_argument("--per-family", type=int, default=300)
+    data.add_argument("--per-family", type=int, default=200)
     learn = commands.add_parser("cache-train", help="train the cache verifier and calibrate it (minutes on a CPU)")
     learn.add_argument("--out", default="config/cache", help="where verifier.safetensors and verifier.json go")
     learn.add_argument("--epochs", type=int, default=2)
@@ -133,9 +133,11 @@ def _cache_eval(args: argparse.Namespace) -> int:
 def _cache_data(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gateway.offline.cache_data import generate, write
+    from gateway.offline.cache_data import augment, generate, write
+    from gateway.offline.cache_eval import read_pairs
+    from gateway.offline.verifier_training import HANDWRITTEN
 
-    pairs = generate(per_family=args.per_family)
+    pairs = generate(per_family=args.per_family) + augment(read_pairs(HANDWRITTEN))
     write(pairs, Path("/dev/stdout" if args.out == "-" else args.out))
     if args.out != "-":
         print(f"{args.out}: {len(pairs)} pairs")

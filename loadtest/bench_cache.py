@@ -5,9 +5,10 @@ against a slow upstream.
    depend on what they mean) plus the real answers for the query set; each lookup embeds the query
    with the ONNX embedder (through its micro-batching queue), tries the exact key, searches FAISS,
    reads the candidates above the floor from the store, runs the rules and scores them with the
-   verifier (one model call) at the shipped operating point. p50 / p99 over the rounds, once with
-   the memory store and once with Redis (a private redis-server on loopback); and lookups of
-   questions near no entry (no candidate above the floor: the verifier is not run).
+   verifier (one model call, the shipped int8 export) at the shipped operating point. p50 / p99
+   over the rounds, once with the memory store and once with Redis (a private redis-server on
+   loopback), and once more with the float32 export of the same verifier (what int8 saves); and
+   lookups of questions near no entry (no candidate above the floor: the verifier is not run).
 2. The index alone with `--scale` vectors in one namespace: the exact flat scan against the IVF
    index the cache switches to past `ivf_from`; queries are stored vectors moved to cosine ~0.9
    (a paraphrase's distance); recall is how often IVF's best is the flat scan's best.
@@ -98,10 +99,13 @@ async def lookups(
     return times, far
 
 
-async def both_stores(entries: int, rounds: int) -> tuple[list[float], list[float], list[float]]:
+async def both_stores(entries: int, rounds: int) -> tuple[list[float], list[float], list[float], list[float]]:
     embedder = OnnxEmbedder()
     verifier = CrossEncoder()
     memory, far = await lookups(embedder, verifier, MemoryStore(entries + 100), entries, rounds)
+    unquantized = CrossEncoder(quantized=False)
+    fp32, _ = await lookups(embedder, unquantized, MemoryStore(entries + 100), entries, rounds)
+    unquantized.close()
     with tempfile.TemporaryDirectory() as workdir:
         server = RedisServer(Path(workdir))
         try:
@@ -110,7 +114,7 @@ async def both_stores(entries: int, rounds: int) -> tuple[list[float], list[floa
             server.stop()
     embedder.close()
     verifier.close()
-    return memory, redis, far
+    return memory, redis, far, fp32
 
 
 def index_scale(size: int, queries: int, dim: int = 384) -> tuple[list[float], list[float], float]:
@@ -190,7 +194,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--scale", type=int, default=200_000, help="vectors in one namespace for the flat vs IVF rows")
     args = parser.parse_args()
-    memory, redis, far = asyncio.run(both_stores(args.entries, args.rounds))
+    memory, redis, far, fp32 = asyncio.run(both_stores(args.entries, args.rounds))
     flat, ivf, recall = index_scale(args.scale, 500)
     miss, hits = through_gateway(200)
     hit50 = statistics.median(hits)
@@ -198,6 +202,7 @@ def main() -> None:
     rows = [
         (f"{lookup}, memory store", pct(memory, 50), pct(memory, 99)),
         (f"{lookup}, Redis store", pct(redis, 50), pct(redis, 99)),
+        (f"{lookup}, memory store, float32 verifier (not the shipped int8)", pct(fp32, 50), pct(fp32, 99)),
         (
             f"lookup with no candidate above the floor, {args.entries:,} entries, memory store (verifier not run)",
             pct(far, 50),

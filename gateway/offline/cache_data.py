@@ -15,6 +15,13 @@ to ask one question (`forms`) with slots, and ways to ask something else that lo
 Both kinds get the same noise (typos, case, wrappers), so neither can be told by its surface.
 Everything is drawn from one seeded generator: the same seeds make the same pairs. Each family
 belongs to `train` or `calibration` by a hash of its first form, so no question is in both.
+
+The seeds are few questions asked many ways; the hand-written pairs (evals/cache-pairs.jsonl) are
+many questions on many topics, asked once. `augment` carries the variation over to them: each
+hand-written pair again with other surface noise, wrappers or a shared context sentence (its label
+kept), and from each of its two questions a typo, a wordier or contextual restatement (duplicates)
+or the same question with an output format, an audience or an opposite word (hard negatives).
+Augmented pairs keep the source and split of the pair they come from.
 """
 
 from __future__ import annotations
@@ -349,6 +356,58 @@ class _Maker:
                 a, b = b, a
             yield self.noise(a), self.noise(b), False, kind
 
+    def variants(self, pair: Pair) -> Iterator[tuple[str, str, bool, str]]:
+        """A hand-written pair with other noise (its label kept), then a pair made from each side."""
+        rng = self.rng
+        a, b = pair.a, pair.b
+        if rng.random() < 0.3:
+            a, b = (self.wrap(a), b) if rng.random() < 0.5 else (a, self.wrap(b))
+        if self.language.context and rng.random() < 0.25:
+            extra = rng.choice(self.language.context)
+            a, b = self.sentence(a, extra, True), self.sentence(b, extra, rng.random() < 0.5)
+        yield self.noise(a), self.noise(b), pair.same, pair.kind
+        for question in (pair.a, pair.b):
+            made = self.around(question)
+            if made is not None:
+                first, second, same, kind = made
+                if rng.random() < 0.5:
+                    first, second = second, first
+                yield self.noise(first), self.noise(second), same, kind
+
+    def around(self, question: str) -> tuple[str, str, bool, str] | None:
+        """`question` beside a restatement of it, or beside a question that looks alike but asks more."""
+        rng = self.rng
+        how = rng.choice(("typo", "typo", "wordier", "context", "format", "audience", "antonym"))
+        if how == "typo":
+            return question, self.typo(question), True, "typo"
+        if how == "wordier":
+            return question, self.wrap(question), True, "wordier"
+        if how == "context":
+            return question, self.sentence(question, rng.choice(self.language.context), rng.random() < 0.6), True, "context"
+        if how == "antonym":
+            flipped = self.opposite(question)
+            return None if flipped is None else (question, flipped, False, "direction")
+        sentences = self.language.format if how == "format" else self.language.audience
+        return question, self.sentence(question, rng.choice(sentences), False), False, how
+
+
+def augment(pairs: list[Pair], seed: int = 0, seeds: Path = SEEDS) -> list[Pair]:
+    """`variants` of each pair in a language the seeds have (see the module's docstring)."""
+    languages = {language.lang: language for language in load(seeds)}
+    out: list[Pair] = []
+    seen = {(p.a, p.b) for p in pairs}
+    for pair in pairs:
+        language = languages.get(pair.lang or "en")
+        if language is None:
+            continue
+        maker = _Maker(language, random.Random(f"{seed}:{pair.source}:{pair.a}:{pair.b}"))
+        for a, b, same, kind in maker.variants(pair):
+            if a == b or (a, b) in seen or (b, a) in seen:
+                continue
+            seen.add((a, b))
+            out.append(Pair(a, b, same, kind, pair.source, pair.split, pair.lang))
+    return out
+
 
 def _words(text: str) -> Iterator[Any]:
     import re
@@ -356,7 +415,7 @@ def _words(text: str) -> Iterator[Any]:
     return re.finditer(r"[^\W\d_]+(?:'[^\W\d_]+)?", text)
 
 
-def generate(seeds: Path = SEEDS, per_family: int = 300, seed: int = 0) -> list[Pair]:
+def generate(seeds: Path = SEEDS, per_family: int = 200, seed: int = 0) -> list[Pair]:
     """Pairs from every family, `per_family` drawn (duplicates dropped), in a fixed order."""
     pairs: list[Pair] = []
     seen: set[tuple[str, str]] = set()

@@ -8,8 +8,8 @@ transformer layers, and the head. What ships is only that: the updates and the h
 (`config/cache/verifier.safetensors`, about 1.3 MB), merged into the bundled weights when the
 gateway exports the ONNX file on first use.
 
-Training data: the generated pairs (cache_data.py) and the hand-written sets in
-evals/cache-pairs.jsonl, `train` split only. Then the shipped verifier, run through ONNX Runtime
+Training data: the generated pairs (cache_data.py: from the seeds, and the hand-written sets in
+evals/cache-pairs.jsonl with their augmented variants), `train` split only. Then the shipped verifier, run through ONNX Runtime
 as the gateway runs it, scores the `calibration` split, and those scores are kept in
 `config/cache/verifier.json`: the gateway picks its threshold from them for the configured
 `cache.target_false_hit_rate`. The frozen test split (evals/cache-frozen.jsonl) is never read.
@@ -37,6 +37,7 @@ LEARNING_RATE = 1e-3
 MAX_TOKENS = 128
 """Both prompts together, in tokens; the longer one is cut first."""
 VERSION = "1"
+HANDWRITTEN = Path(__file__).resolve().parents[2] / "evals" / "cache-pairs.jsonl"
 
 
 class LoRA:
@@ -191,11 +192,11 @@ def write_calibration(out: Path, rows: list[dict[str, Any]]) -> None:
 def training_pairs(readable: Any) -> tuple[list[Pair], list[Pair]]:
     """(train, calibration): the generated pairs and the hand-written sets, split by their `split`;
     pairs the model cannot read (`readable(a, b)` false) are left out, as the gateway never asks it."""
-    from gateway.offline.cache_data import generate
+    from gateway.offline.cache_data import augment, generate
     from gateway.offline.cache_eval import read_pairs
 
-    handwritten = read_pairs(Path(__file__).resolve().parents[2] / "evals" / "cache-pairs.jsonl")
-    everything = [p for p in [*generate(), *handwritten] if readable(p.a, p.b)]
+    handwritten = read_pairs(HANDWRITTEN)
+    everything = [p for p in [*generate(), *handwritten, *augment(handwritten)] if readable(p.a, p.b)]
     return [p for p in everything if p.split == "train"], [p for p in everything if p.split == "calibration"]
 
 

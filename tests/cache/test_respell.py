@@ -20,6 +20,10 @@ def known(word: str) -> bool:
         ("How to fix a Leakign faucet", "how to fix a leaking faucet", "How to fix a leaking faucet"),  # swapped letters
         ("whats the time", "what's the time", "what's the time"),  # a missing apostrophe
         ("wie wechsle ich die zundkerzen", "wie wechsle ich die zündkerzen", "wie wechsle ich die zündkerzen"),
+        ("a good begginer telescope", "a good beginner telescope", "a good beginner telescope"),  # two edits, a long word
+        ("how does it wrok", "how does it work", "how does it work"),  # a short word: neighbours swapped
+        ("how do i kep gulls away", "how do i keep gulls away", "how do i keep gulls away"),  # a short word: a letter dropped
+        ("my sour dough starter", "my sourdough starter", "my sourdough starter"),  # one word written as two
     ],
 )
 def test_a_typo_is_read_as_the_word_it_stands_for(query: str, candidate: str, respelt: str) -> None:
@@ -33,6 +37,8 @@ def test_a_typo_is_read_as_the_word_it_stands_for(query: str, candidate: str, re
         ("capital of Austria", "capital of Australia"),  # two edits apart
         ("capital of Iran", "capital of Iraq"),  # too short to tell a typo from another word
         ("a colder beer", "a bolder beer"),  # another first letter
+        ("the lyon train", "the lion train"),  # a short word with a letter changed: may be another word
+        ("a sunrise photo", "a sunset photo"),  # eight letters, but more than two edits
     ],
 )
 def test_other_words_are_left_for_the_model(query: str, candidate: str) -> None:

@@ -84,7 +84,7 @@ async def test_a_miss_with_no_candidate_never_runs_the_verifier(embedder: OnnxEm
     runs = verifier.runs
     assert await find(cache, embedder, "Write a haiku about autumn rain.") is None
     assert verifier.runs == runs
-    assert await find(cache, embedder, "How could I reset my password?") is None  # a candidate, scored below the threshold
+    await find(cache, embedder, "How could I reset my password?")  # a candidate: hit or not, the verifier decides
     assert verifier.runs == runs + 1  # candidates are scored in one call
 
 
