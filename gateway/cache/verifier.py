@@ -69,6 +69,10 @@ class CrossEncoder:
         model_dir = bundled_model_dir()
         weights = weights or SHIPPED / "verifier.safetensors"
         self.model_path = ensure_verifier_onnx(model_dir, weights, onnx_dir or default_onnx_dir(), quantized=quantized)
+        # Dynamic int8 quantizes each call's activations with one scale for the whole batch, so a
+        # pair's score would depend on the pairs beside it (by up to 0.16 in a batch of 64): each
+        # pair is scored alone, at run time as in calibration and evaluation.
+        self._batch = 1 if quantized else 64
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(MAX_TOKENS)
@@ -84,7 +88,7 @@ class CrossEncoder:
         self._session = ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="verifier")
         self.runs = 0
-        """Model calls so far (one per lookup that had candidates to verify)."""
+        """Lookups (or `score_pairs` calls) that ran the model so far."""
 
     def scores(self, query: str, candidates: Sequence[str]) -> np.ndarray:
         if not candidates:
@@ -95,7 +99,7 @@ class CrossEncoder:
         """Whether the vocabulary has `word` whole (a word it must split may be misspelt)."""
         return self._single.token_to_id(word.lower()) is not None
 
-    def score_pairs(self, pairs: Sequence[tuple[str, str]], batch: int = 64) -> np.ndarray:
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """The score of each (query, candidate), each side's misspellings of the other's words
         respelt first (`respell`). A pair that is then one text in the exact layer's normal form
         (case, spacing, trailing punctuation) scores 1 without a model call."""
@@ -105,13 +109,13 @@ class CrossEncoder:
         asked = [i for i, (q, c) in enumerate(pairs) if normal_text(q) != normal_text(c)]
         pairs = [pairs[i] for i in asked]
         scores = np.empty(len(pairs), dtype=np.float32)
-        for start in range(0, len(pairs), batch):
-            encodings = self._tokenizer.encode_batch(list(pairs[start : start + batch]))
+        for start in range(0, len(pairs), self._batch):
+            encodings = self._tokenizer.encode_batch(list(pairs[start : start + self._batch]))
             ids, mask, types = padded(encodings)
             scores[start : start + len(encodings)] = self._session.run(
                 None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
             )[0]
-            self.runs += 1
+        self.runs += bool(pairs)
         out[asked] = scores
         return out
 

@@ -44,3 +44,22 @@ def test_the_floor_and_the_rules_count_as_at_run_time() -> None:
     assert threshold_for(ruled, 0.01, floor=0.5).false_hit_rate == 0.0  # every pair refused: nothing gets through
     assert threshold_for(ruled, 0.01, floor=0.5).recall == 0.0
     assert threshold_for(c, 0.01, floor=0.99).threshold < threshold_for(c, 0.01, floor=0.0).threshold
+
+
+def test_the_shipped_calibration_scores_are_the_running_verifiers() -> None:
+    """The threshold is picked from scores the gateway's own verifier file gives (the int8 export,
+    on the CPU): re-exported or re-quantized differently without recalibrating, this fails."""
+    from gateway.cache.verifier import CrossEncoder
+    from gateway.offline.verifier_training import readable_with_bundled_tokenizer, training_pairs
+
+    _, calibration = training_pairs(readable_with_bundled_tokenizer())
+    shipped = Calibration.load()
+    assert len(calibration) == len(shipped.score)  # the calibration split is the one the scores are for
+    picked = list(range(0, len(calibration), len(calibration) // 60))
+    verifier = CrossEncoder()
+    try:
+        scores = verifier.score_pairs([(calibration[i].b, calibration[i].a) for i in picked])
+    finally:
+        verifier.close()
+    assert [calibration[i].same for i in picked] == [bool(shipped.same[i]) for i in picked]
+    assert np.abs(scores - shipped.score[picked]).max() < 2e-3

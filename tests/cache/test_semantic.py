@@ -85,7 +85,7 @@ async def test_a_miss_with_no_candidate_never_runs_the_verifier(embedder: OnnxEm
     assert await find(cache, embedder, "Write a haiku about autumn rain.") is None
     assert verifier.runs == runs
     await find(cache, embedder, "How could I reset my password?")  # a candidate: hit or not, the verifier decides
-    assert verifier.runs == runs + 1  # candidates are scored in one call
+    assert verifier.runs == runs + 1  # one lookup scored
 
 
 async def test_the_rules_refuse_before_the_verifier_is_asked(embedder: OnnxEmbedder, verifier: CrossEncoder) -> None:
