@@ -5,9 +5,10 @@ against a slow upstream.
    depend on what they mean) plus the real answers for the query set; each lookup embeds the query
    with the ONNX embedder (through its micro-batching queue), tries the exact key, searches FAISS,
    reads the candidates above the floor from the store, runs the rules and scores them with the
-   verifier (one model call, the shipped int8 export) at the shipped operating point. p50 / p99
-   over the rounds, once with the memory store and once with Redis (a private redis-server on
-   loopback), and once more with the float32 export of the same verifier (what int8 saves); and
+   verifier (the shipped int8 export, one run per candidate) at the shipped operating point. p50 /
+   p99 over the rounds, once with the memory store and once with Redis (a private redis-server on
+   loopback), and once more with the float32 export of the same verifier (all candidates in one
+   run); and
    lookups of questions near no entry (no candidate above the floor: the verifier is not run).
 2. The index alone with `--scale` vectors in one namespace: the exact flat scan against the IVF
    index the cache switches to past `ivf_from`; queries are stored vectors moved to cosine ~0.9

@@ -5,7 +5,7 @@ lookup ─▶ exact key in the store ─▶ hit-exact
 
 The index finds candidates by cosine; the rules (rules.py) refuse those that differ in what no
 paraphrase changes (numbers, quoted text, code, text the verifier cannot read); the verifier
-scores the rest together, in one model call, and the best at or above the threshold is the hit.
+scores the rest in one call off the event loop, and the best at or above the threshold is the hit.
 The threshold is the operating point's (set by the target false-hit rate) or, if feedback has
 raised it for this namespace, the raised one. With no verifier, the nearest candidate the rules
 let through is the hit (plain cosine, as most semantic caches do).

@@ -9,10 +9,10 @@ transformer layers, and the head. What ships is only that: the updates and the h
 gateway exports the ONNX file on first use.
 
 Training data: the generated pairs (cache_data.py: from the seeds, and the hand-written sets in
-evals/cache-pairs.jsonl with their augmented variants), `train` split only. Then the shipped verifier, run through ONNX Runtime
-as the gateway runs it, scores the `calibration` split, and those scores are kept in
-`config/cache/verifier.json`: the gateway picks its threshold from them for the configured
-`cache.target_false_hit_rate`. The frozen test split (evals/cache-frozen.jsonl) is never read.
+evals/cache-pairs.jsonl with their augmented variants), `train` split only. Then the shipped
+verifier, run through ONNX Runtime as the gateway runs it, scores the `calibration` split, and
+those scores are kept in `config/cache/verifier.json`: the gateway picks its threshold from them
+for the configured `cache.target_false_hit_rate`. The frozen test split (evals/cache-frozen.jsonl) is never read.
 
 Deterministic for a given torch build and CPU: one seeded generator orders the batches and
 initialises the head, and torch runs on a fixed number of threads.
