@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     router_eval.add_argument("--router", default="auto")
     router_eval.add_argument("--bias", type=float, default=None, help="default: the router's")
     router_eval.add_argument("--train-file", default=None, help="fit the baselines on this file's train rows (default: FILE's)")
+    router_eval.add_argument("--label", default="tier", help="the column with the tier each row needs (e.g. tier_b)")
+    router_eval.add_argument("--by", default="kind", help="also report by this column (default: kind)")
+    router_eval.add_argument("--json", action="store_true", help="the figures as one JSON object")
+    router_eval.add_argument("--sweep", action="store_true", help="cost against under-routing across the bias knob")
+    router_eval.add_argument("--scores", default=None, help="write each row's score and chosen tier to this file")
 
     key = commands.add_parser("key", help="make a client key for auth.keys, or hash one")
     key.add_argument("action", choices=["new", "hash"], help="new: a fresh key and its hash; hash: hash a key from stdin")
@@ -156,15 +161,24 @@ def _cache_train(args: argparse.Namespace) -> int:
 def _router_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gateway.offline.router_training import eval_command
+    from gateway.offline.router_training import EvalOptions, eval_command
 
     try:
         loaded = config.load(args.config)
     except config.ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    train_file = Path(args.train_file) if args.train_file else None
-    print(eval_command(Path(args.file), loaded, args.router, args.bias, train_file, args.source))
+    options = EvalOptions(
+        bias=args.bias,
+        train_file=Path(args.train_file) if args.train_file else None,
+        sources=args.source,
+        label=args.label,
+        by=args.by,
+        as_json=args.json,
+        sweep=args.sweep,
+        scores_out=Path(args.scores) if args.scores else None,
+    )
+    print(eval_command(Path(args.file), loaded, args.router, options))
     return 0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,28 +44,56 @@ at 1.5-1.7% under-routing for 91-92% accuracy and 1.05-1.09x the oracle's cost; 
 sets measured since had no under-routing at all, and cost 1.22x and 1.03x the oracle's."""
 
 
-class Labelled(msgspec.Struct, forbid_unknown_fields=True):
+class Labelled(msgspec.Struct):
+    """One labelled request. Fields other than these (`kind`, `lang`, a second reader's `tier_b`,
+    any column of one's own) are kept in `extra`, for reports by that column."""
+
     tier: str
     prompt: str | None = None
     messages: list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = None
+    response_format: dict[str, Any] | None = None
     split: str = ""
     source: str = ""
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def payload(self) -> dict[str, Any]:
-        return {"messages": self.messages} if self.messages is not None else {"prompt": self.prompt or ""}
+        payload: dict[str, Any] = {"messages": self.messages} if self.messages is not None else {"prompt": self.prompt or ""}
+        if self.tools:
+            payload["tools"] = self.tools
+        if self.response_format:
+            payload["response_format"] = self.response_format
+        return payload
 
     def text(self) -> str:
         """What is embedded, as in the gateway."""
         return embedded_text(self.payload()) or ""
 
+    def column(self, name: str) -> str:
+        """The row's value of a column (a field or an extra one), as text; "" when absent."""
+        value = getattr(self, name, None) if name in self.__struct_fields__ else self.extra.get(name)
+        return "" if value is None else str(value)
 
-def read_labelled(path: Path, sources: Sequence[str] = ()) -> list[Labelled]:
-    """The labelled rows of `path` (of `sources` only, when given)."""
+
+_FIELDS = frozenset(Labelled.__struct_fields__) - {"extra"}
+
+
+def read_labelled(path: Path, sources: Sequence[str] = (), label: str = "tier") -> list[Labelled]:
+    """The labelled rows of `path` (of `sources` only, when given), labelled by the column `label`
+    (`tier`, or another reader's column such as `tier_b`)."""
     rows = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
             try:
-                row = msgspec.json.decode(line, type=Labelled)
+                raw = msgspec.json.decode(line)
+                if not isinstance(raw, dict):
+                    raise msgspec.ValidationError("a row is a JSON object")
+                if label != "tier":
+                    if label not in raw:
+                        raise msgspec.ValidationError(f"no `{label}` column")
+                    raw = raw | {"tier": raw[label], "tier_a": raw.get("tier")}
+                known = {k: v for k, v in raw.items() if k in _FIELDS}
+                row = msgspec.convert(known | {"extra": {k: v for k, v in raw.items() if k not in _FIELDS}}, Labelled)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise SystemExit(f"{path}:{number}: {exc}") from None
             if row.prompt is None and row.messages is None:
@@ -252,6 +281,11 @@ def length_thresholds(train: Data, tiers: int) -> list[float]:
     return [t * top for t in fit_thresholds(scale / top, train.labels, tiers)]
 
 
+def scores_of(model: ComplexityModel, data: Data) -> np.ndarray:
+    """The classifier's score (0 smallest .. 1 largest) for each row."""
+    return np.array([model.score(model.probabilities(f, v)) for f, v in zip(data.feats, data.vectors, strict=True)])
+
+
 def evaluate(
     model: ComplexityModel,
     train: Data,
@@ -261,13 +295,13 @@ def evaluate(
     *,
     bias: float = 0.0,
     thresholds: Sequence[float] | None = None,
+    scores: np.ndarray | None = None,
     seed: int = 0,
 ) -> list[Report]:
     tiers = len(model.tiers)
     cuts = thresholds or model.thresholds
-    ours = np.array(
-        [pick(model.score(model.probabilities(f, v)) + bias, cuts) for f, v in zip(test.feats, test.vectors, strict=True)]
-    )
+    scores = scores_of(model, test) if scores is None else scores
+    ours = np.array([pick(float(s) + bias, cuts) for s in scores])
     lengths = length_thresholds(train, tiers)
     by_length = np.array([pick(float(np.log1p(n)), lengths) for n in test.tokens])
     by_keywords = np.array([keyword_rules(t, tiers) for t in texts])
@@ -287,16 +321,100 @@ def evaluate(
     return [Report(name, routed, test.labels, relative_cost(routed, test.tokens, prices)) for name, routed in rows]
 
 
+def concordance(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Of the pairs of rows labelled with different tiers, the share the score orders rightly (the
+    larger tier scored higher; a tie counts half). 1 means some thresholds route every row right."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
+    above = labels[:, None] > labels[None, :]
+    if not above.any():
+        return float("nan")
+    diff = scores[:, None] - scores[None, :]
+    right = np.sum(above & (diff > 0)) + 0.5 * np.sum(above & (diff == 0))
+    return float(right / above.sum())
+
+
+def figures(routed: np.ndarray, labels: np.ndarray, tokens: np.ndarray, prices: Sequence[tuple[float, float]]) -> dict[str, Any]:
+    """Accuracy, under/over-routing, cost against the oracle's and the tiers sent to, for some rows."""
+    oracle = relative_cost(labels, tokens, prices)
+    cost = relative_cost(routed, tokens, prices)
+    return {
+        "rows": len(labels),
+        "accuracy": round(float(np.mean(routed == labels)), 4),
+        "under_routed": round(float(np.mean(routed < labels)), 4),
+        "over_routed": round(float(np.mean(routed > labels)), 4),
+        "cost_vs_largest": round(cost, 4),
+        "cost_vs_oracle": round(cost / oracle, 4) if oracle else None,
+        "routed": [int(np.sum(routed == t)) for t in range(len(prices))],
+        "labelled": [int(np.sum(labels == t)) for t in range(len(prices))],
+    }
+
+
+def by_column(
+    rows: Sequence[Labelled], column: str, routed: np.ndarray, data: Data, prices: Sequence[tuple[float, float]]
+) -> dict[str, dict[str, Any]]:
+    """`figures` for each value of a column (rows without it grouped under "")."""
+    values = np.array([r.column(column) for r in rows])
+    return {
+        value: figures(routed[values == value], data.labels[values == value], data.tokens[values == value], prices)
+        for value in sorted(set(values.tolist()))
+    }
+
+
+SWEEP = tuple(round(b, 2) + 0.0 for b in np.arange(-0.30, 0.301, 0.05))
+"""The router's bias values `router-eval --sweep` tries."""
+
+
+def sweep(
+    scores: np.ndarray, data: Data, prices: Sequence[tuple[float, float]], thresholds: Sequence[float]
+) -> list[dict[str, Any]]:
+    """Cost against under-routing across the bias knob: one row per bias."""
+    return [
+        {"bias": bias} | figures(np.array([pick(float(s) + bias, thresholds) for s in scores]), data.labels, data.tokens, prices)
+        for bias in SWEEP
+    ]
+
+
 def render(reports: Sequence[Report], tiers: Sequence[str]) -> list[str]:
-    lines = ["| router | accuracy | under-routed | over-routed | cost vs always-largest |", "|---|---|---|---|---|"]
+    oracle = next((r.cost for r in reports if r.name.startswith("oracle")), float("nan"))
+    lines = [
+        "| router | accuracy | under-routed | over-routed | cost vs always-largest | cost vs oracle |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in reports:
-        lines.append(f"| {r.name} | {r.accuracy:.3f} | {r.under:.3f} | {r.over:.3f} | {r.cost:.3f} |")
+        lines.append(f"| {r.name} | {r.accuracy:.3f} | {r.under:.3f} | {r.over:.3f} | {r.cost:.3f} | {r.cost / oracle:.2f}x |")
     ours = reports[0]
     lines += ["", "confusion (rows: labelled tier, columns: routed tier):", "", "| | " + " | ".join(tiers) + " |"]
     lines.append("|---" * (len(tiers) + 1) + "|")
     for i, name in enumerate(tiers):
         counts = [int(np.sum((ours.labels == i) & (ours.routed == j))) for j in range(len(tiers))]
         lines.append(f"| {name} | " + " | ".join(str(c) for c in counts) + " |")
+    return lines
+
+
+def render_groups(column: str, groups: Mapping[str, Mapping[str, Any]], tiers: Sequence[str]) -> list[str]:
+    head = f"| {column} | rows | accuracy | under-routed | over-routed | cost vs oracle | routed ({' / '.join(tiers)}) |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for value, g in groups.items():
+        oracle = "-" if g["cost_vs_oracle"] is None else f"{g['cost_vs_oracle']:.2f}x"
+        routed = " / ".join(str(n) for n in g["routed"])
+        lines.append(
+            f"| {value or '(none)'} | {g['rows']} | {g['accuracy']:.3f} | {g['under_routed']:.3f} | "
+            f"{g['over_routed']:.3f} | {oracle} | {routed} |"
+        )
+    return lines
+
+
+def render_sweep(rows: Sequence[Mapping[str, Any]], default: float) -> list[str]:
+    lines = [
+        "| bias | accuracy | under-routed | over-routed | cost vs oracle | cost vs always-largest |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        mark = " (the router's)" if abs(r["bias"] - default) < 1e-9 else ""
+        lines.append(
+            f"| {r['bias']:+.2f}{mark} | {r['accuracy']:.3f} | {r['under_routed']:.3f} | {r['over_routed']:.3f} | "
+            f"{r['cost_vs_oracle']:.2f}x | {r['cost_vs_largest']:.3f} |"
+        )
     return lines
 
 
@@ -339,23 +457,37 @@ def train_command(paths: Sequence[Path], out: Path, tiers: Sequence[str] | None)
     return f"{out}: trained on {len(rows)} prompts; {describe(model, chosen)}"
 
 
-def eval_command(
-    path: Path, loaded: Any, router: str, bias: float | None, train_file: Path | None = None, sources: Sequence[str] = ()
-) -> str:
+@dataclass
+class EvalOptions:
+    bias: float | None = None
+    train_file: Path | None = None
+    sources: Sequence[str] = ()
+    label: str = "tier"
+    """The column holding the tier each row needs (another reader's: `tier_b`)."""
+    by: str = "kind"
+    """Report by this column too."""
+    as_json: bool = False
+    sweep: bool = False
+    scores_out: Path | None = None
+    """Write each row's score and chosen tier here (JSON lines)."""
+
+
+def eval_command(path: Path, loaded: Any, router: str, options: EvalOptions | None = None) -> str:
     """What `gateway router-eval` prints: the router against its baselines, on the test rows (of
-    `sources` only, when given); baselines that need fitting are fitted on the train rows of
-    `train_file` (default `path`, every source)."""
+    `sources` only, when given), overall and by a column; baselines that need fitting are fitted on
+    the train rows of `train_file` (default `path`, every source)."""
     from gateway.cache.embedder import OnnxEmbedder
 
+    o = options or EvalOptions()
     settings = loaded.settings
     if router not in settings.routers:
         raise SystemExit(f"{loaded.source} has no router {router!r} (routers: {sorted(settings.routers) or 'none'})")
     spec, model = settings.routers[router], loaded.classifiers[router]
     thresholds = [t.threshold if t.threshold is not None else model.thresholds[i] for i, t in enumerate(spec.tiers.values())]
-    train_rows = split(read_labelled(train_file or path), "train")
-    test_rows = split(read_labelled(path, sources), "test")
+    train_rows = split(read_labelled(o.train_file or path), "train")
+    test_rows = split(read_labelled(path, o.sources, o.label), "test")
     if not train_rows:
-        raise SystemExit(f"{train_file or path} has no train rows to fit the baselines on (use --train-file)")
+        raise SystemExit(f"{o.train_file or path} has no train rows to fit the baselines on (use --train-file)")
     if not test_rows:
         raise SystemExit(f'{path} has no test rows to score: every row is marked "split": "train"')
     embedder = OnnxEmbedder()
@@ -366,22 +498,62 @@ def eval_command(
         embedded = classify_latency(model, test_rows, test_data, embed=embedder.embed_now, rounds=2)
     finally:
         embedder.close()
-    chosen_bias = spec.bias if bias is None else bias
+    chosen_bias = spec.bias if o.bias is None else o.bias
+    prices = tier_prices(settings, router)
+    scores = scores_of(model, test_data)
     reports = evaluate(
         model,
         train_data,
         test_data,
         [r.text() for r in test_rows],
-        tier_prices(settings, router),
+        prices,
         bias=chosen_bias,
         thresholds=thresholds,
+        scores=scores,
     )
+    ours = reports[0].routed
+    if o.scores_out is not None:
+        with o.scores_out.open("w") as out:
+            for row, score, tier in zip(test_rows, scores, ours, strict=True):
+                line = {"score": round(float(score), 4), "routed": model.tiers[int(tier)], "tier": row.tier}
+                out.write(json.dumps(line | {k: row.column(k) for k in ("source", o.by) if row.column(k)}) + "\n")
+    groups = by_column(test_rows, o.by, ours, test_data, prices)
+    swept = sweep(scores, test_data, prices, thresholds) if o.sweep else []
+    if o.as_json:
+        result = figures(ours, test_data.labels, test_data.tokens, prices) | {
+            "router": router,
+            "label": o.label,
+            "bias": chosen_bias,
+            "thresholds": [round(t, 4) for t in thresholds],
+            "tiers": list(model.tiers),
+            "concordance": round(concordance(scores, test_data.labels), 4),
+            f"by_{o.by}": groups,
+            "baselines": {r.name: figures(r.routed, r.labels, test_data.tokens, prices) for r in reports[1:]},
+            "latency_ms": {"p50": round(latency[0] * 1e3, 4), "p99": round(latency[1] * 1e3, 4)},
+        }
+        if o.by != "kind":
+            result["by_kind"] = by_column(test_rows, "kind", ours, test_data, prices)
+        if swept:
+            result["sweep"] = swept
+        return json.dumps(result, indent=2, ensure_ascii=False)
+    lines = [
+        f"{len(test_rows)} test prompts labelled by `{o.label}` ({len(train_rows)} for the baselines' fitting); "
+        f"router {router!r}, bias {chosen_bias}, thresholds {[round(t, 3) for t in thresholds]}",
+        "",
+        *render(reports, model.tiers),
+        "",
+        f"concordance (pairs from different tiers the score orders rightly): {concordance(scores, test_data.labels):.3f}",
+        "",
+        f"by {o.by}:",
+        "",
+        *render_groups(o.by, groups, model.tiers),
+    ]
+    if swept:
+        lines += ["", "cost against under-routing across the bias (`routers.<name>.bias`):", ""]
+        lines += render_sweep(swept, chosen_bias)
     return "\n".join(
         [
-            f"{len(test_rows)} test prompts ({len(train_rows)} for the baselines' fitting); router {router!r}, "
-            f"bias {chosen_bias}, thresholds {[round(t, 3) for t in thresholds]}",
-            "",
-            *render(reports, model.tiers),
+            *lines,
             "",
             f"classifier time per request, embedding excluded: p50 {latency[0] * 1e3:.3f} ms, p99 {latency[1] * 1e3:.3f} ms",
             f"the same with the embedding (one text, in this thread): p50 {embedded[0] * 1e3:.3f} ms, "

@@ -176,3 +176,56 @@ def test_router_eval_says_when_a_file_has_nothing_to_score(tmp_path: Path) -> No
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert f"{seen} has no test rows" in result.stderr
+
+
+def test_labelled_rows_keep_columns_of_their_own_and_the_request_fields(tmp_path: Path) -> None:
+    from gateway.offline.router_training import read_labelled
+
+    path = tmp_path / "rows.jsonl"
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    rows = [
+        {"prompt": "Prove it.", "tier": "large", "tier_b": "large", "category": "maths", "kind": "proof"},
+        {"messages": [{"role": "user", "content": "Weather?"}], "tools": tools, "tier": "medium", "tier_b": "small"},
+    ]
+    path.write_text("".join(msgspec.json.encode(r).decode() + "\n" for r in rows))
+    first, second = read_labelled(path)
+    assert first.column("category") == "maths" and first.column("kind") == "proof" and first.tier == "large"
+    assert second.payload()["tools"] == tools and second.column("kind") == ""
+    by_b = read_labelled(path, label="tier_b")
+    assert [r.tier for r in by_b] == ["large", "small"] and by_b[1].column("tier_a") == "medium"
+    with pytest.raises(SystemExit, match="no `tier_c` column"):
+        read_labelled(path, label="tier_c")
+
+
+def test_concordance_counts_pairs_of_different_tiers_ordered_by_the_score() -> None:
+    from gateway.offline.router_training import concordance
+
+    labels = np.array([0, 0, 1, 2])
+    assert concordance(np.array([0.1, 0.2, 0.5, 0.9]), labels) == 1.0
+    assert concordance(np.array([0.9, 0.8, 0.5, 0.1]), labels) == 0.0
+    # the two small rows tie with the medium one: 2 of 5 pairs are ties, counted half
+    assert concordance(np.array([0.5, 0.5, 0.5, 0.9]), labels) == pytest.approx((3 + 0.5 * 2) / 5)
+
+
+def test_router_eval_reports_by_a_column_and_as_json(tmp_path: Path) -> None:
+    test = tmp_path / "test.jsonl"
+    rows = [
+        {"prompt": "hi", "tier": "small", "kind": "chat", "category": "x"},
+        {"prompt": "Prove that there are infinitely many primes.", "tier": "large", "kind": "proof", "category": "y"},
+        {"prompt": "Write an email to my landlord about the heating.", "tier": "medium", "kind": "writing", "category": "y"},
+    ]
+    test.write_text("".join(msgspec.json.encode(r | {"split": "test"}).decode() + "\n" for r in rows))
+    scores = tmp_path / "scores.jsonl"
+    command = [
+        *(sys.executable, "-m", "gateway", "router-eval", str(test), "--config", "config/examples/tiered.yaml"),
+        *("--train-file", "evals/router-prompts.jsonl", "--json", "--by", "category", "--sweep", "--scores", str(scores)),
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    report = msgspec.json.decode(result.stdout)
+    assert {"accuracy", "under_routed", "over_routed", "cost_vs_oracle", "by_kind", "by_category", "concordance"} <= set(report)
+    assert set(report["by_kind"]) == {"chat", "proof", "writing"} and report["by_category"]["y"]["rows"] == 2
+    assert report["accuracy"] == pytest.approx(sum(g["accuracy"] * g["rows"] for g in report["by_kind"].values()) / 3)
+    assert [row["bias"] for row in report["sweep"]][:2] == [-0.3, -0.25]
+    written = [msgspec.json.decode(line) for line in scores.read_text().splitlines()]
+    assert [w["tier"] for w in written] == ["small", "large", "medium"] and all(0 <= w["score"] <= 1 for w in written)
