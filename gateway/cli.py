@@ -1,4 +1,5 @@
-"""`gateway serve`, `validate`, `key`, `cache-eval`, `cache-data`, `cache-train`, `router-train` and `router-eval`."""
+"""`gateway serve`, `validate`, `key`, `cache-eval`, `cache-data`, `cache-train`, `router-data`, `router-train`,
+`router-calibrate` and `router-eval`."""
 
 from __future__ import annotations
 
@@ -46,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     router_train.add_argument("--out", default="config/router/model.json", help="where the classifier is written")
     router_train.add_argument("--tiers", default=None, help="tier names, smallest first, comma-separated")
+    router_train.add_argument(
+        "--no-generated", action="store_true", help="leave out the rows generated from evals/router-seeds/ (`router-data`)"
+    )
+    router_data = commands.add_parser("router-data", help="write the router's generated training rows (from evals/router-seeds/)")
+    router_data.add_argument("--out", default="-", help="a JSON lines file (default: standard output)")
+    router_data.add_argument("--seed", type=int, default=0)
 
     router_eval = commands.add_parser("router-eval", help="accuracy, under/over-routing and cost of a router, with baselines")
     router_eval.add_argument("file", help="labelled prompts (the test rows are scored)")
@@ -59,6 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     router_eval.add_argument("--json", action="store_true", help="the figures as one JSON object")
     router_eval.add_argument("--sweep", action="store_true", help="cost against under-routing across the bias knob")
     router_eval.add_argument("--scores", default=None, help="write each row's score and chosen tier to this file")
+
+    router_calibrate = commands.add_parser(
+        "router-calibrate", help="place a router's tier boundaries from your own labelled prompts (a few dozen)"
+    )
+    router_calibrate.add_argument("file", help='JSON lines: {"prompt" or "messages", "tier"}; every row is used')
+    router_calibrate.add_argument("--config", default=None, help="default: as for serve")
+    router_calibrate.add_argument("--router", default="auto")
+    router_calibrate.add_argument("--under", type=float, default=0.05, help="the most under-routing allowed (default 0.05)")
+    router_calibrate.add_argument("--label", default="tier", help="the column with the tier each row needs")
+    router_calibrate.add_argument("--out", default=None, help="where the calibrated classifier goes (default: beside the config)")
 
     key = commands.add_parser("key", help="make a client key for auth.keys, or hash one")
     key.add_argument("action", choices=["new", "hash"], help="new: a fresh key and its hash; hash: hash a key from stdin")
@@ -85,8 +102,18 @@ def main(argv: list[str] | None = None) -> int:
 
         from gateway.offline.router_training import train_command
 
-        print(train_command([Path(f) for f in args.files], Path(args.out), args.tiers.split(",") if args.tiers else None))
+        tiers = args.tiers.split(",") if args.tiers else None
+        print(train_command([Path(f) for f in args.files], Path(args.out), tiers, generated=not args.no_generated))
         return 0
+    if args.command == "router-data":
+        from pathlib import Path
+
+        from gateway.offline.router_data import generate, write
+
+        write(generate(seed=args.seed), None if args.out == "-" else Path(args.out))
+        return 0
+    if args.command == "router-calibrate":
+        return _router_calibrate(args)
     if args.command == "router-eval":
         return _router_eval(args)
     return _serve(args)
@@ -155,6 +182,22 @@ def _cache_train(args: argparse.Namespace) -> int:
     from gateway.offline.verifier_training import run
 
     run(Path(args.out), epochs=args.epochs)
+    return 0
+
+
+def _router_calibrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gateway.offline.router_training import calibrate_command
+
+    try:
+        loaded = config.load(args.config)
+    except config.ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    folder = Path(loaded.source).parent if loaded.source and Path(loaded.source).exists() else Path.cwd()
+    out = Path(args.out) if args.out else folder / f"router-{args.router}-calibrated.json"
+    print(calibrate_command(Path(args.file), loaded, args.router, out, args.under, args.label))
     return 0
 
 

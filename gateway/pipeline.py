@@ -34,12 +34,12 @@ from gateway.routing.dispatcher import Call, Outcome, Progress
 from gateway.routing.pools import Deployment, Pool
 from gateway.routing.retry import Deadline
 from gateway.routing.router import Router
+from gateway.routing.task import routed_text
 from gateway.routing.validation import breaks_schema
 from gateway.runtime import Runtime
 from gateway.streaming import Keeper, Meter, Relay, ask_for_usage, opener
 from gateway.telemetry.stats import RequestStats
 from gateway.telemetry.tracing import Tracing
-from gateway.text import embedded_text
 
 if TYPE_CHECKING:
     from gateway.cache.embedder import Embedder  # onnxruntime: imported only when something embeds
@@ -119,11 +119,12 @@ class Pipeline:
         ex.tally.model, ex.tally.tier = ex.pool.name, ex.pool.settings.tier or ""
 
     async def _route(self, ex: Exchange, router: Router) -> None:
-        """A router's decision: embed (shared with the cache), classify, and the tier's chain."""
+        """A router's decision: embed the instruction (shared with the cache when it is the whole
+        last turn), classify, and the tier's chain."""
         ex.router = router
         began = time.perf_counter()
         with ex.trace.step("embed"):
-            ex.embedded = await self._embed(ex.request.payload)
+            ex.embedded = await self._embed(routed_text(ex.request.payload))
         embedded_at = time.perf_counter()
         with ex.trace.step("classify"):
             vector = None if ex.embedded is None else ex.embedded[1]
@@ -232,15 +233,15 @@ class Pipeline:
         again.lease.succeed()
         return again
 
-    async def _embed(self, payload: dict[str, Any]) -> Embedded | None:
-        """The request's text and its embedding, made once and shared by the router and the cache
-        (None without an embedder, or when it fails: the classifier then uses its features alone)."""
+    async def _embed(self, text: str | None) -> Embedded | None:
+        """A text the router reads and its embedding; the cache reuses it when it compares the same
+        text (None without an embedder, or when it fails: the classifier then uses its features alone)."""
         if self._embedder is None:
             if not self._embedding_failed:
                 log.warning("routers classify on features alone: the embedder is built at start (restart to add it)")
             self._embedding_failed = True
             return None
-        if (text := embedded_text(payload)) is None:
+        if text is None:
             return None
         try:
             return text, (await self._embedder.embed([text]))[0]

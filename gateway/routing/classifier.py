@@ -1,13 +1,14 @@
 """The complexity classifier: which tier a request needs. Pure and synchronous, no I/O once loaded.
 
-    request ─▶ features (features.py) ─┐
-    embedding (shared with the cache) ─┴▶ logistic head ─┐
-                                    kNN over exemplars ─┴▶ blend ─▶ P(tier) ─▶ score ─▶ tier
+    request ─▶ task apart from material (task.py) ─▶ features (features.py) ─┐
+    embedding of the instruction (shared with the cache when it is the turn) ─┴▶ MLP head
+                                                                  ─▶ P(tier) ─▶ score ─▶ tier
 
+The head is a one-hidden-layer network (ReLU) over the standardised features and the embedding.
 The score is the expected tier on a 0 (smallest) to 1 (largest) scale; a request goes to the largest
 tier whose threshold the score (plus the router's bias) reaches. `gateway router-train` fits the
-head, picks the blend, k and the thresholds by cross-validation on labelled prompts, and writes
-everything, exemplars included, to one JSON file under config/.
+head, picks its L2 strength by cross-validation and the thresholds on the cross-validated scores,
+and writes everything to one JSON file under config/.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from gateway.routing.features import FEATURE_NAMES, features
 
 _POINTS: dict[int, np.ndarray] = {}
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "config" / "router" / "model.json"
+FORMAT = "mlp-1"
+"""The model file's format; a file in another one is refused with the command that rebuilds it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,30 +44,22 @@ class ComplexityModel:
     tiers: tuple[str, ...]
     mean: np.ndarray
     scale: np.ndarray
+    hidden_weights: np.ndarray
+    """(features + embedding dim, hidden)"""
+    hidden_bias: np.ndarray
     weights: np.ndarray
-    """(tiers, features + embedding dim)"""
+    """(hidden, tiers)"""
     bias: np.ndarray
-    exemplars: np.ndarray
-    """(n, dim), unit rows"""
-    exemplar_tiers: np.ndarray
-    k: int
-    blend: float
-    """Weight of the logistic head; the rest is kNN."""
+    dim: int
+    """The embedding's size."""
+    gain: float
+    """The embedding's scale in the head's input, against the standardised features'."""
     thresholds: tuple[float, ...]
     """Per tier, ascending; the first is 0."""
 
-    @property
-    def gain(self) -> float:
-        """The embedding's weight in the head: √dim gives its coordinates the unit variance the
-        standardised features have, so one L2 penalty treats both alike."""
-        return float(np.sqrt(self.dim))
-
-    @property
-    def dim(self) -> int:
-        return int(self.exemplars.shape[1])
-
     def probabilities(self, feats: Sequence[float], vector: np.ndarray) -> np.ndarray:
-        return self._blend(self._head(feats, vector), self._knn(vector))
+        probs: np.ndarray = self._head(self._input(feats, vector))[0]
+        return probs
 
     def decide(
         self,
@@ -77,16 +72,15 @@ class ComplexityModel:
         """The tier for `payload`. Without a vector (no text to embed) the features decide alone."""
         feats = features(payload)
         vector = np.zeros(self.dim, dtype=np.float32) if vector is None else vector
-        head = self._head(feats, vector)
-        near = self._knn(vector)
-        probs = self._blend(head, near)
+        x = self._input(feats, vector)
+        probs = self._head(x)[0]
         score = self.score(probs)
         index = pick(score + bias, thresholds or self.thresholds)
         return Decision(
             self.tiers[index],
             score,
             dict(zip(self.tiers, probs.round(4).tolist(), strict=True)),
-            self._reasons(feats, index, near),
+            self._reasons(x, index),
         )
 
     def score(self, probs: np.ndarray) -> float:
@@ -100,60 +94,57 @@ class ComplexityModel:
             points = _POINTS[len(self.tiers)] = np.linspace(0.0, 1.0, len(self.tiers))
         return points
 
-    def _head(self, feats: Sequence[float], vector: np.ndarray) -> np.ndarray:
-        x = np.concatenate([(np.asarray(feats, dtype=np.float32) - self.mean) / self.scale, vector * self.gain])
-        return softmax(self.weights @ x + self.bias)
-
-    def _knn(self, vector: np.ndarray) -> np.ndarray:
-        sims = self.exemplars @ vector
-        top = np.argpartition(-sims, min(self.k, len(sims) - 1))[: self.k]
-        votes = np.zeros(len(self.tiers), dtype=np.float64)
-        np.add.at(votes, self.exemplar_tiers[top], np.exp(8.0 * sims[top]))
-        share: np.ndarray = votes / votes.sum()
-        return share
-
-    def _blend(self, head: np.ndarray, near: np.ndarray) -> np.ndarray:
-        return self.blend * head + (1.0 - self.blend) * near
-
-    def _reasons(self, feats: Sequence[float], index: int, near: np.ndarray) -> tuple[str, ...]:
+    def _input(self, feats: Sequence[float], vector: np.ndarray) -> np.ndarray:
         standard = (np.asarray(feats, dtype=np.float32) - self.mean) / self.scale
-        pull = self.weights[index, : len(FEATURE_NAMES)] * standard
+        return np.concatenate([standard, np.asarray(vector, dtype=np.float32) * self.gain])[None, :]
+
+    def _head(self, x: np.ndarray) -> np.ndarray:
+        hidden = np.maximum(x @ self.hidden_weights + self.hidden_bias, 0.0)
+        return softmax(hidden @ self.weights + self.bias)
+
+    def _reasons(self, x: np.ndarray, index: int) -> tuple[str, ...]:
+        """The features that pull most toward the chosen tier: its probability, less the same with
+        the feature at its mean (one batched pass, one row per feature)."""
+        n = len(FEATURE_NAMES)
+        without = np.repeat(x, n, axis=0)
+        without[np.arange(n), np.arange(n)] = 0.0
+        pull = self._head(x)[0, index] - self._head(without)[:, index]
         top = np.argsort(-pull)[:3]
-        named = tuple(f"{FEATURE_NAMES[i]} {pull[i]:+.2f}" for i in top if pull[i] > 0.05)
-        return (*named, f"neighbours {self.tiers[int(np.argmax(near))]} {near.max():.2f}")
+        named = tuple(f"{FEATURE_NAMES[i]} {pull[i]:+.2f}" for i in top if pull[i] > 0.02)
+        return named or ("the instruction's embedding",)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "format": FORMAT,
             "tiers": list(self.tiers),
             "features": list(FEATURE_NAMES),
+            "dim": self.dim,
+            "gain": self.gain,
             "mean": self.mean.tolist(),
             "scale": self.scale.tolist(),
+            "hidden_weights": _pack(self.hidden_weights),
+            "hidden_bias": self.hidden_bias.round(6).tolist(),
             "weights": self.weights.round(6).tolist(),
-            "bias": self.bias.tolist(),
-            "exemplars": base64.b64encode(self.exemplars.astype(np.float16).tobytes()).decode(),
-            "exemplar_tiers": self.exemplar_tiers.tolist(),
-            "k": self.k,
-            "blend": self.blend,
+            "bias": self.bias.round(6).tolist(),
             "thresholds": list(self.thresholds),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ComplexityModel:
-        if list(data["features"]) != list(FEATURE_NAMES):
-            raise ValueError("the model was trained on other features; run `gateway router-train` again")
-        weights = np.asarray(data["weights"], dtype=np.float32)
-        dim = weights.shape[1] - len(FEATURE_NAMES)
-        exemplars = np.frombuffer(base64.b64decode(data["exemplars"]), dtype=np.float16).astype(np.float32).reshape(-1, dim)
+        if data.get("format") != FORMAT or list(data["features"]) != list(FEATURE_NAMES):
+            raise ValueError("the model was trained on other features or in another format; run `gateway router-train` again")
+        dim = int(data["dim"])
+        hidden = np.asarray(data["hidden_bias"], dtype=np.float32)
         return cls(
             tiers=tuple(data["tiers"]),
             mean=np.asarray(data["mean"], dtype=np.float32),
             scale=np.asarray(data["scale"], dtype=np.float32),
-            weights=weights,
+            hidden_weights=_unpack(data["hidden_weights"]).reshape(len(FEATURE_NAMES) + dim, len(hidden)),
+            hidden_bias=hidden,
+            weights=np.asarray(data["weights"], dtype=np.float32),
             bias=np.asarray(data["bias"], dtype=np.float32),
-            exemplars=exemplars,
-            exemplar_tiers=np.asarray(data["exemplar_tiers"], dtype=np.int64),
-            k=int(data["k"]),
-            blend=float(data["blend"]),
+            dim=dim,
+            gain=float(data["gain"]),
             thresholds=tuple(float(t) for t in data["thresholds"]),
         )
 
@@ -163,6 +154,15 @@ class ComplexityModel:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), separators=(",", ":")) + "\n")
+
+
+def _pack(array: np.ndarray) -> str:
+    """float32, little-endian, base64 (a large matrix as text without losing precision)."""
+    return base64.b64encode(np.ascontiguousarray(array, dtype="<f4").tobytes()).decode()
+
+
+def _unpack(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f4").astype(np.float32)
 
 
 def pick(score: float, thresholds: Sequence[float]) -> int:

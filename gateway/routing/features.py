@@ -1,10 +1,15 @@
 """What the complexity classifier reads from a request besides its embedding. Pure and cheap.
 
-The word lists carry Spanish, French, German, Portuguese and Italian stems beside the English ones:
-MiniLM reads English, so in other languages these cues do more of the work.
+The task apart from the material (`gateway.routing.task`): the cues of the work asked for (extract,
+classify, summarise, translate, explain, write, code, debug, prove, design, reason) are read in the
+instruction only, the material counts by its size and kind (prose, data, code), and a short
+follow-up carries the cues of the turn it continues. The system prompt's cues count when it is
+short (an instruction, not a pasted document).
 
-The conversation (read by `gateway.text`), not only its last turn: depth, the length of what came before, the system prompt,
-tools and response_format count too. Each feature is a float; `FEATURE_NAMES` says which is which.
+Cue words in English, German, French, Spanish, Portuguese and Italian (whole words) and in
+Chinese, Japanese and Hindi (substrings, since those scripts have no word boundaries that `\\b`
+sees). MiniLM reads English best, so in other languages these cues do more of the work.
+Each feature is a float; `FEATURE_NAMES` says which is which.
 """
 
 from __future__ import annotations
@@ -14,109 +19,219 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.routing.task import LONG_WORDS, Task, task, words
 from gateway.text import conversation, text_tokens
 
 FEATURE_NAMES = (
-    "log_tokens_last",
+    "log_words_instruction",
+    "log_tokens_material",
     "log_tokens_all",
-    "code_blocks",
-    "code_tokens",
+    "material_code",
+    "material_data",
+    "code_in_instruction",
     "math",
     "questions",
     "constraints",
     "multi_step",
-    "reasoning_verbs",
-    "design_words",
+    "reasoning",
+    "design",
     "proof",
     "compose",
     "lookup",
+    "extract",
+    "classify",
+    "summarise",
+    "translate",
+    "explain",
+    "code_task",
+    "debug",
+    "answer_from_material",
+    "format",
+    "light_over_material",
+    "hard",
+    "short_instruction",
+    "earlier_hard",
+    "follow_up",
     "non_ascii",
     "turns",
     "system_len",
     "tools",
-    "json_schema",
-    "lines",
+    "tool_result",
+    "json_mode",
+    "instruction_lines",
 )
 
-
-def _words(alternatives: str) -> re.Pattern[str]:
-    """Any of `alternatives` (a regex alternation) as whole words, in any case."""
-    return re.compile(rf"\b({alternatives})\b", re.IGNORECASE)
+CUE_CHARS = 4000
+"""The cues are read in this much of the instruction (and of the turn a follow-up continues)."""
 
 
-_CODE_FENCE = re.compile(r"```")
+def _cues(latin: str, other: str = "") -> re.Pattern[str]:
+    """Whole words from `latin` (a regex alternation), or substrings from `other`, in any case."""
+    pattern = rf"\b(?:{latin})\b"
+    return re.compile(f"{pattern}|(?:{other})" if other else pattern, re.IGNORECASE)
+
+
 _CODE_TOKEN = re.compile(
     r"\b(def|class|return|import|function|const|let|var|async|await|fn|impl|struct|public|private|void|#include|SELECT|FROM|WHERE)\b"
     r"|[{};]|==|=>|->|::|\w+\(\)"
 )
-_MATH = re.compile(
-    r"[=^√∑∫≤≥≠±∞π]|\b(mod|prove|proof|theorem|lemma|derive|integral|derivative|equation|eigen\w*|matrix|"
-    r"probability|recurrence|induction|irrational|prime|modular|inequality|converg\w*|lim|eigenvalues?|"
-    r"demuestr\w*|démontr\w*|beweis\w*|dimostr\w*|irracional|irrationnel\w*|irrazional\w*|primzahl\w*|"
-    r"primos?|premiers?|probabilidad|probabilité|wahrscheinlichkeit|ecuaci[oó]n|équation|gleichung)\b",
-    re.IGNORECASE,
+_MATH = _cues(
+    r"mod|integral|derivative|equation|eigen\w*|matrix|probability|recurrence|induction|irrational|prime|primes|modular|"
+    r"inequality|converg\w*|lim|expected value|variance|optimi[sz]e|maximi[sz]e|minimi[sz]e|combinatori\w*|"
+    r"permutations?|irracional|irrationnel\w*|irrazional\w*|primzahl\w*|primos?|premiers?|probabilidad|probabilité|"
+    r"wahrscheinlichkeit|ecuaci[oó]n|équation|gleichung|integral\w*|ableitung|dérivée|derivada",
+    r"[=^√∑∫≤≥≠±∞π]|概率|方程|证明|素数|积分|導関数|確率|方程式|素数|積分|प्रायिकता|समीकरण|अभाज्य|अपरिमेय",
 )
-_CONSTRAINT = _words(
+_CONSTRAINT = _cues(
     r"must|exactly|at least|at most|no more than|without|only|ensure|guarantee|constraint\w*|requirement\w*|"
-    r"while|handle|edge cases?|trade-?offs?",
+    r"while|handle|edge cases?|trade-?offs?|under \d+|within|budget|deadline|muss|müssen|sans|doit|debe|sin|"
+    r"mindestens|höchstens|au moins|al menos",
+    r"必须|至少|不超过|要求|条件|必ず|以内|以下の条件|ज़रूर|कम से कम",
 )
-_MULTI_STEP = _words(
-    r"step[- ]by[- ]step|first|then|finally|plan|strategy|walk through|in depth|detailed|rigorous\w*|"
-    r"systematic\w*|end[- ]to[- ]end|each|all|paso a paso|étape par étape|schritt für schritt|passo a passo",
+_MULTI_STEP = _cues(
+    r"step[- ]by[- ]step|then|finally|plan|strategy|walk through|in depth|detailed|rigorous\w*|systematic\w*|"
+    r"end[- ]to[- ]end|each|every|all|paso a paso|étape par étape|schritt für schritt|passo a passo|"
+    r"dann|puis|luego|después|jede[rsn]?|chaque|cada",
+    r"步骤|然后|每一步|详细|ステップ|詳しく|それぞれ|चरण|विस्तार",
 )
-_REASONING = _words(
-    r"prove|derive|analy[sz]e|evaluate|justify|formali[sz]e|critique|reason\w*|why|optimi[sz]e|debug|"
-    r"compare|assess|estimate|analiz\w*|analys\w*|justifi\w*|begründ\w*|optimiz\w*|optimis\w*|vergleich\w*|"
-    r"compar[ae]\w*|pourquoi|warum|por qué|por que|perché",
+_REASONING = _cues(
+    r"derive|analy[sz]e|analysis|evaluate|justify|formali[sz]e|critique|critically|reason\w*|optimi[sz]e|"
+    r"assess|estimate|quantify|investigat\w*|root[- ]cause|diagnos\w*|differential|implications?|argue|"
+    r"trade-?offs?|sensitivity|model of|analiz\w*|analys\w*|analysier\w*|justifi\w*|begründ\w*|optimiz\w*|"
+    r"optimis\w*|bewert\w*|évalu\w*|evalú\w*|quantifi\w*",
+    r"分析|论证|推导|权衡|評価|分析し|論じ|検討|विश्लेषण|तर्क",
 )
-_DESIGN = _words(
-    r"design|architect\w*|implement|distributed|scal\w+|concurren\w+|fault[- ]tolerant|consisten\w+|"
-    r"algorithm\w*|complexity|protocol|system|lock-free|thread-safe|migrat\w+|"
+_DESIGN = _cues(
+    r"design|architect\w*|distributed|scal\w+|concurren\w+|fault[- ]tolerant|consisten\w+|lock-free|thread-safe|"
+    r"replicat\w*|sharding|partition\w*|throughput|latency|failover|migrat\w+|microservices?|"
     r"diseñ\w*|concev\w*|conçoi\w*|entwirf|entwerfen|entwurf|projet[ae]\w*|progett\w*|arquitectura|architektur|"
-    r"algoritm\w*|algorithme\w*|algorithmus|distribuid\w*|distribué\w*|verteilt\w*|implement[ae]\w*|"
-    r"implément\w*|implementier\w*|complejidad|complexité|komplexität|complessità|sistema|système",
+    r"distribuid\w*|distribué\w*|verteilt\w*",
+    r"设计|架构|分布式|高并发|一致性|設計|アーキテクチャ|分散|整合性|डिज़ाइन|डिजाइन|प्रणाली",
 )
-_PROOF = _words(
-    r"prove|proof|disprove|show that|demonstrate that|justify|demuestr\w*|demostr\w*|démontr\w*|prouve[rz]?|"
-    r"beweis\w*|dimostr\w*|prove que|mostre que|muestra que|montrez que|zeigen sie",
+_PROOF = _cues(
+    r"prove|proof|disprove|show that|demonstrate that|theorem|lemma|derive|demuestr\w*|demostr\w*|démontr\w*|"
+    r"prouve[rz]?|beweis\w*|dimostr\w*|prove que|mostre que|muestra que|montrez que|zeigen sie",
+    r"证明|推导|証明|導出|सिद्ध",
 )
-_COMPOSE = _words(
-    r"write|draft|compose|rewrite|create|generate|outline|poem|story|haiku|sonnet|essay|email|letter|caption|"
-    r"escrib\w*|redact\w*|écri\w*|rédige\w*|schreib\w*|verfass\w*|escrev\w*|scriv\w*",
+_COMPOSE = _cues(
+    r"write|draft|compose|rewrite|create|generate|outline|poem|story|haiku|limerick|sonnet|essay|email|e-mail|"
+    r"letter|message|caption|bio|description|speech|escrib\w*|redact\w*|écri\w*|rédige\w*|schreib\w*|verfass\w*|"
+    r"escrev\w*|scriv\w*|poème|poema|gedicht|carta|lettre|brief|correo|mensaje",
+    r"写一|写封|邮件|诗|作文|書いて|メール|詩|作成|लिखिए|लिखें|कविता|पत्र",
 )
 _LOOKUP = re.compile(
-    r"^\W*(what|who|whom|when|where|which|how many|how much|is|are|was|were|does|did|name|translate|convert|"
-    r"spell|define|round|sort|list|qu[ei]\w*|quién|cuál\w*|cuánt\w*|dónde|cuándo|wer|wie viele|wann|wo|"
-    r"welche\w*|quel\w*|combien|où|quand)\b",
+    r"^\W*(what|who|whom|when|where|which|how many|how much|how far|how long|how tall|is|are|was|were|does|did|name|"
+    r"spell|define|qu[ei]\w*|quién|cuál\w*|cuánt\w*|dónde|cuándo|cómo se dice|wer|wie viele|wie lange|wann|wo|"
+    r"welche\w*|quel\w*|combien|où|quand)\b|(什么|多少|几|哪|誰|何|いくら|いつ|どこ|क्या|कितन|कौन|कब|कहाँ)",
     re.IGNORECASE,
 )
+_EXTRACT = _cues(
+    r"extract|pull out|list (?:every|all|the)|find (?:every|all|the)|count|how many|which \w+ (?:had|has|was|is)|"
+    r"what (?:time|date|was the|is the)|names? of|only the|just the|one word|extrahier\w*|extrai[st]\w*|extrae\w*|"
+    r"liste|nur die|seulement|solo la|solo el|combien|cuántos?|wie viele",
+    r"提取|找出|列出|多少|抽出|いくら|何人|निकाल|कितन|केवल संख्या",
+)
+_CLASSIFY = _cues(
+    r"classify|classification|categori[sz]e|label|sentiment|tone|positive|negative|neutral|spam|which language|"
+    r"what language|topic of|choose one|one of|klassifizier\w*|clasific\w*|classe[rz]|positi[fv]\w*|négati\w*|"
+    r"negati\w*|stimmung|tono",
+    r"分类|情感|正面|负面|分類|感情|肯定的|否定的|वर्गीकृत|भावना|सकारात्मक|नकारात्मक",
+)
+_SUMMARISE = _cues(
+    r"summar\w*|sum up|tl;?dr|gist|recap|key points|main points|in \w+ bullet|bullet points|condense|"
+    r"zusammenfass\w*|fasse|résum\w*|resum\w*|riassum\w*|sintetiz\w*",
+    r"总结|概括|摘要|要約|まとめ|सारांश|सार ",
+)
+_TRANSLATE = _cues(
+    r"translat\w*|in (?:english|german|french|spanish|italian|japanese|chinese|hindi|portuguese)|"
+    r"into (?:english|german|french|spanish|italian|japanese|chinese|hindi|portuguese)|how do you say|"
+    r"übersetz\w*|tradu\w*|cómo se dice|comment dit-on",
+    r"翻译|翻訳|英語で|英文|अनुवाद",
+)
+_EXPLAIN = _cues(
+    r"explain|what is the difference|difference between|how does|how do|why (?:is|do|does|are)|what's the difference|"
+    r"pros and cons|compare|versus|vs|describe|erkläre?\w*|explique\w*|explica\w*|spiega\w*|unterschied|"
+    r"différence|diferencia",
+    r"解释|说明|区别|説明|違い|とは|समझा|अंतर",
+)
+_CODE_TASK = _cues(
+    r"function|script|program|implement\w*|class|method|regex|regular expression|sql|query|python|javascript|"
+    r"typescript|java|rust|golang|c\+\+|bash|api|algorithm|code|parser|interpreter|compiler|funci[oó]n|fonction|"
+    r"funktion|programm\w*|implementier\w*|implément\w*|implement[ae]\w*",
+    r"函数|代码|程序|算法|関数|コード|プログラム|アルゴリズム|फ़ंक्शन|प्रोग्राम|कोड",
+)
+_DEBUG = _cues(
+    r"bug|bugs|error|exception|traceback|crash\w*|fix|broken|doesn't work|does not work|fails?|failing|leak\w*|"
+    r"wrong|race|deadlock|oomkilled|unboundlocalerror|typeerror|fehler|erreur|error",
+    r"错误|报错|修复|バグ|エラー|修正|त्रुटि|गलती",
+)
+_FORMAT = _cues(
+    r"markdown|json|csv|table|bullet(?:ed)? list|sort|alphabeti[sz]e|uppercase|lowercase|capitali[sz]e|reverse|"
+    r"reformat|convert|one per line|own line|tabelle|tableau|tabla|sortier\w*|trie[rz]?|ordena\w*",
+    r"表格|排序|格式|表に|並べ|तालिका|क्रम",
+)
+_QUESTION = re.compile(r"[?\uff1f]")
 
-_SENTENCE_END = re.compile(r"(?<=[.!?:])\s+")
+
+def _count(pattern: re.Pattern[str], text: str) -> float:
+    return math.log1p(len(pattern.findall(text)))
 
 
-def features(payload: Mapping[str, Any]) -> list[float]:
+def _hardness(text: str) -> float:
+    """The cues of hard work in a text: proof, design, reasoning, code, maths."""
+    return sum(len(p.findall(text)) for p in (_PROOF, _DESIGN, _REASONING, _CODE_TASK, _MATH))
+
+
+def features(payload: Mapping[str, Any], found: Task | None = None) -> list[float]:
+    found = found or task(payload)
     talk = conversation(payload)
-    last, everything = talk.last, talk.everything
+    instruction = found.instruction[:CUE_CHARS]
+    system = talk.system if words(talk.system[: CUE_CHARS * 2]) <= 2 * LONG_WORDS else ""
+    cues = f"{instruction}\n{system[:CUE_CHARS]}"
     response_format = payload.get("response_format")
-    schema = isinstance(response_format, Mapping) and response_format.get("type") in ("json_schema", "json_object")
+    json_mode = isinstance(response_format, Mapping) and response_format.get("type") in ("json_schema", "json_object")
+    messages = payload.get("messages")
+    final = messages[-1] if isinstance(messages, list) and messages else None
+    tool_result = isinstance(final, Mapping) and final.get("role") == "tool"
+    lookup = bool(_LOOKUP.search(instruction)) or bool(_QUESTION.search(instruction[-200:]))
+    light = sum(len(p.findall(cues)) for p in (_EXTRACT, _CLASSIFY, _FORMAT))
+    hard = _hardness(cues)
+    material = found.material_chars > 200
     return [
-        math.log1p(text_tokens(last)),
-        math.log1p(text_tokens(everything)),
-        len(_CODE_FENCE.findall(everything)) / 2,
-        math.log1p(len(_CODE_TOKEN.findall(last))),
-        math.log1p(len(_MATH.findall(last))),
-        float(last.count("?")),
-        math.log1p(len(_CONSTRAINT.findall(last))),
-        math.log1p(len(_MULTI_STEP.findall(last))),
-        math.log1p(len(_REASONING.findall(last))),
-        math.log1p(len(_DESIGN.findall(last))),
-        math.log1p(len(_PROOF.findall(last))),
-        math.log1p(len(_COMPOSE.findall(last))),
-        float(bool(_LOOKUP.search(_SENTENCE_END.split(last.strip())[-1]))),
-        (len(last.encode()) - len(last)) / max(1, len(last)),  # bytes beyond one per character: not ASCII
+        math.log1p(words(instruction)),
+        math.log1p(found.material_chars / 4),
+        math.log1p(text_tokens(talk.everything) + text_tokens(talk.system)),
+        float(found.code),
+        float(found.data),
+        _count(_CODE_TOKEN, instruction),
+        _count(_MATH, cues),
+        float(min(instruction.count("?") + instruction.count("\uff1f"), 5)),
+        _count(_CONSTRAINT, cues),
+        _count(_MULTI_STEP, cues),
+        _count(_REASONING, cues),
+        _count(_DESIGN, cues),
+        _count(_PROOF, cues),
+        _count(_COMPOSE, cues),
+        float(lookup),
+        _count(_EXTRACT, cues),
+        _count(_CLASSIFY, cues),
+        _count(_SUMMARISE, cues),
+        _count(_TRANSLATE, cues),
+        _count(_EXPLAIN, cues),
+        _count(_CODE_TASK, cues),
+        _count(_DEBUG, cues),
+        float(lookup and material),
+        _count(_FORMAT, cues),
+        float(light > 0 and material and hard == 0),
+        math.log1p(hard),
+        float(words(instruction) <= 12),
+        math.log1p(_hardness(found.earlier[:CUE_CHARS])),
+        float(bool(found.earlier)),
+        (len(instruction.encode()) - len(instruction)) / max(1, len(instruction)),  # bytes beyond one per character
         math.log1p(talk.turns),
         math.log1p(text_tokens(talk.system)),
         math.log1p(len(payload.get("tools") or [])),
-        float(schema),
-        math.log1p(last.count("\n")),
+        float(tool_result),
+        float(json_mode),
+        math.log1p(instruction.count("\n")),
     ]

@@ -39,10 +39,10 @@ def test_features_read_the_whole_conversation() -> None:
         "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
     }
     assert embedded_text(chat) == "Prove that x^2 >= 0 for every real x. Why?"
-    assert feature(chat, "code_blocks") == 1  # in an earlier turn: the conversation counts
-    assert feature(chat, "math") > 0 and feature(chat, "questions") == 1
+    assert feature(chat, "math") > 0 and feature(chat, "proof") > 0 and feature(chat, "questions") == 1
     assert feature(chat, "turns") == pytest.approx(np.log1p(3))  # the system prompt is not a turn
-    assert feature(chat, "tools") > 0 and feature(chat, "json_schema") == 1
+    assert feature(chat, "tools") > 0 and feature(chat, "json_mode") == 1
+    assert feature(chat, "log_tokens_all") > feature({"prompt": "Prove that x^2 >= 0 for every real x. Why?"}, "log_tokens_all")
     assert feature({"prompt": "¿Qué hora es?"}, "non_ascii") > 0 and feature({"prompt": "What time?"}, "non_ascii") == 0
 
 
@@ -52,11 +52,13 @@ def test_task_cues_are_read_in_other_languages_and_at_the_end_of_pasted_text() -
     assert feature({"prompt": "What is a proof assistant used for?"}, "lookup") == 1
     for compose in ("Write a haiku about rain.", "Écris un poème sur la mer.", "Schreib eine kurze E-Mail."):
         assert feature({"prompt": compose}, "compose") > 0, compose
-    assert feature({"prompt": "Diseña un algoritmo de rutas."}, "design_words") > 0
-    # The question after a pasted text is what decides: a lookup, whatever came before it.
-    pasted = "Notes: Monday roadmap, Tuesday design review, Friday demo day. Question: which day was the demo?"
-    assert feature({"prompt": pasted}, "lookup") == 1
-    assert feature({"prompt": "Which day was the demo? Then design a plan for the next one."}, "lookup") == 0
+    assert feature({"prompt": "Diseña un algoritmo de rutas."}, "design") > 0
+    # The question after a pasted text is what decides: a lookup over material.
+    notes = "\n".join(f"{day}: {what}" for day, what in [("Mon", "roadmap"), ("Tue", "design review"), ("Fri", "demo day")] * 8)
+    pasted = {"prompt": f"{notes}\n\nWhich day was the demo?"}
+    assert feature(pasted, "lookup") == 1 and feature(pasted, "answer_from_material") == 1
+    assert feature(pasted, "design") == 0  # "design review" is in the material, not the instruction
+    assert feature({"prompt": "Which day was the demo? Then design a plan for the next one."}, "design") > 0
 
 
 def test_the_score_picks_the_largest_tier_whose_threshold_it_reaches() -> None:
@@ -87,7 +89,7 @@ def synthetic(n: int, seed: int) -> Data:
 
 
 def test_training_learns_separable_tiers_and_the_model_survives_its_file(tmp_path: Path) -> None:
-    model, chosen = train(synthetic(150, 0), ["small", "medium", "large"])
+    model, chosen = train(synthetic(300, 0), ["small", "medium", "large"])
     assert chosen["cv_accuracy"] >= 0.9
     test = synthetic(60, 1)
     routed = [

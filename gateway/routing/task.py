@@ -1,0 +1,212 @@
+"""The task apart from the material: what a request asks for, and what it hands over to work on.
+
+A prompt is often an instruction wrapped around material: a pasted report and "which line was
+late most often?", a transcript and "summarise this", code and "what does it print?". The
+material's size sets the price of a request, not the skill it needs, so the router judges the
+instruction and counts the material separately. Pure and cheap (bounded work on any input).
+
+How the last user turn is split:
+- fenced code blocks are material (code);
+- the rest is cut into blocks at blank lines; a block is material when it reads as data (several
+  lines of "Name: ...", CSV rows, numbered or bulleted entries) or, among several blocks, is long
+  (more than `LONG_WORDS` words); when some block is material, only the first or last block can
+  be the instruction: the one with a question or an ending colon, else the one with a task word
+  (up to twice as long), else a short one;
+- within one block, text after a colon that opens a long tail, or a long quotation, is material;
+- with no instruction found, the first sentence is the instruction.
+
+Earlier turns count as well: a short follow-up ("ok, now make it thread-safe") continues the
+task of the user turn before it, whose instruction is kept as `earlier`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from backends.types import content_text
+
+LONG_WORDS = 70
+"""A block of more words than this is material, not the instruction."""
+SCAN_CHARS = 200_000
+"""Only this much of a turn is read for the split (the material's size is still counted whole)."""
+FOLLOW_UP_WORDS = 14
+"""A last instruction this short, after earlier user turns, continues the one before it."""
+
+_FENCE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
+_BLANK = re.compile(r"\n[ \t]*\n+")
+_DATA_LINE = re.compile(
+    r"^\s*(?:[-*•]\s|\d+[.)]\s|\[[^\]]{1,40}\]|[\w .'-]{1,30}(?:\s*\([^)\n]{1,12}\))?:\s|[^,\n]*(?:,[^,\n]*){2,}$|\|.*\|)",
+    re.MULTILINE,
+)
+_QUOTED = re.compile(r"[\"“«「『]([^\"”»」』]{150,})[\"”»」』]")
+_COLON_TAIL = re.compile(r"^(.{5,300}?[:\uff1a])\s*(.+)$", re.DOTALL)
+_SENTENCE = re.compile(r"(?<=[.!?。\uff01\uff1f])\s*")
+_STRONG_CUE = re.compile(
+    r"[?\uff1f]|[:\uff1a]\s*$|^\W*(please|can you|could you|write|list|summar|translate|extract|classify|explain|"
+    r"what|which|why|how|who|when|where|is |are |does|do |give|find|make|tell|rewrite|draft|answer|read|based on|using|from th|"
+    r"fasse|übersetz|erkläre|schreib|résume|traduis|explique|écris|resume|traduce|explica|escribe|"
+    r"请|請|把|这|次の|この|以下|इस|कृपया)",
+    re.IGNORECASE,
+)
+_WEAK_CUE = re.compile(
+    r"\b(summar\w*|translat\w*|extract|classify|explain|analy[sz]e|assess|list|write|draft|rewrite|answer|"
+    r"compare|evaluate|critique|identify|suggest|recommend|find|count|label|tell me|propose|plan|build|design|"
+    r"quantify|justify|prove|fix|review|improve|convert|format|turn|implement|solve|derive|show|"
+    r"fass\w*|übersetz\w*|erklär\w*|schreib\w*|beweis\w*|entw[ie]rf\w*|analysier\w*|nenne|plane|"
+    r"résum\w*|tradu\w*|expli\w*|écri\w*|rédige\w*|démontr\w*|prouve\w*|conçoi\w*|concev\w*|analyse[rz]?|"
+    r"resum\w*|escrib\w*|demuestr\w*|demostr\w*|diseñ\w*|analiz\w*|organiz\w*|dime)\b"
+    r"|请|帮我|证明|设计|分析|总结|翻译|解释|写一|ください|証明|設計|要約|翻訳|説明|書いて|कीजिए|बताइए|लिखिए|समझाइए|बनाइए",
+    re.IGNORECASE,
+)
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    instruction: str
+    """What the last user turn asks for, material removed (capped in length)."""
+    material: str
+    """What it hands over to work on (pasted text, data, code), as far as it was read."""
+    material_chars: int
+    """The size of the material, all of it."""
+    code: bool
+    """Some material is code."""
+    data: bool
+    """Some material reads as data (a table, a transcript, a list of entries)."""
+    earlier: str
+    """The instruction of the user turn before, when the last one is a short follow-up."""
+
+
+def words(text: str) -> int:
+    """About how many words a text has (a CJK character counts as one)."""
+    return len(_WORD.findall(text)) + sum(1 for ch in text if "\u3040" <= ch <= "\u9fff")
+
+
+def _is_data(block: str) -> bool:
+    lines = [line for line in block.splitlines() if line.strip()]
+    return len(lines) >= 4 and len(_DATA_LINE.findall(block)) >= max(3, len(lines) // 2)
+
+
+def _peel(block: str) -> tuple[str, str]:
+    """A data block's leading and trailing lines that are not data ("Tag this list:" above a table)."""
+    lines = block.splitlines()
+    head = 0
+    while head < len(lines) - 1 and head < 3 and not _DATA_LINE.match(lines[head]) and "," not in lines[head]:
+        head += 1
+    tail = len(lines)
+    while tail > head + 1 and len(lines) - tail < 3 and not _DATA_LINE.match(lines[tail - 1]) and "," not in lines[tail - 1]:
+        tail -= 1
+    return "\n".join(lines[:head] + lines[tail:]), "\n".join(lines[head:tail])
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    instruction: str
+    material: str
+    code: bool
+    data: bool
+    found: bool
+    """The instruction was found (a short block, a cue); False when it is the first sentence of
+    what reads as material only."""
+
+
+def split_turn(text: str) -> Split:
+    """One turn's text apart: instruction and material."""
+    read = text[:SCAN_CHARS]
+    code_blocks = _FENCE.findall(read)
+    rest = _FENCE.sub("\n\n", read)
+    blocks = [b.strip() for b in _BLANK.split(rest) if b.strip()]
+    material: list[str] = list(code_blocks)
+    data = False
+    found = True
+    heavy = [_is_data(b) or (words(b) > LONG_WORDS and len(blocks) > 1) for b in blocks]
+    if not any(heavy) and len(blocks) > 1 and sum(words(b) for b in blocks) > LONG_WORDS:
+        cued = [bool(_STRONG_CUE.search(b)) for b in blocks]
+        if any(cued):  # short blocks, some asking: the others are what they ask about
+            heavy = [not c for c in cued]
+    if any(heavy) or code_blocks:
+        data = any(_is_data(b) for b in blocks)
+        instruction: list[str] = []
+        for i in sorted({0, len(blocks) - 1} if blocks else set()):
+            if _is_data(blocks[i]):
+                peeled, rest_of_block = _peel(blocks[i])
+                if peeled.strip():
+                    instruction.append(peeled)
+                    blocks[i] = rest_of_block
+        ends = sorted(i for i in {0, len(blocks) - 1} if blocks and not _is_data(blocks[i]))
+        ends = [i for i in ends if words(blocks[i]) <= 2 * LONG_WORDS]
+        cued_ends = [i for i in ends if _STRONG_CUE.search(blocks[i])] or [
+            i for i in ends if words(blocks[i]) > 4 and _WEAK_CUE.search(blocks[i])
+        ]
+        keep = set(cued_ends or [i for i in ends if not heavy[i]])
+        instruction += [blocks[i] for i in sorted(keep)]
+        material += [b for i, b in enumerate(blocks) if i not in keep]
+        if not instruction and blocks:  # every block is long: the first sentence, then the last
+            found = False
+            first, last = blocks[0], blocks[-1]
+            head = _SENTENCE.split(first, maxsplit=1)[0]
+            tail = _SENTENCE.split(last.rstrip())[-1] if len(blocks) > 1 else ""
+            instruction = [s for s in (head, tail) if s and words(s) <= LONG_WORDS]
+    else:
+        instruction = blocks
+    joined = "\n".join(instruction)
+    if words(joined) > LONG_WORDS:  # one long block: "do this: <material>" or a long quotation
+        inline = _COLON_TAIL.match(joined)
+        if inline and words(inline.group(2)) > LONG_WORDS // 2:
+            joined, tail = inline.group(1), inline.group(2)
+            material.append(tail)
+        else:
+            quoted = _QUOTED.findall(joined)
+            for q in quoted:
+                material.append(q)
+                joined = joined.replace(q, "…")
+    if not joined.strip():
+        found = False
+        joined = _SENTENCE.split(read.strip(), maxsplit=1)[0][:600]
+    return Split(joined.strip()[:2000], "\n\n".join(material), bool(code_blocks), data, found)
+
+
+def task(payload: Mapping[str, Any]) -> Task:
+    """The task of a chat or text completion request.
+
+    A short last turn after earlier user turns is a follow-up: it carries the instruction of the
+    turn before, or, when that turn was material only (a document pasted, then asked about), that
+    turn's material. A last turn that is material only, under a short system prompt, has its
+    instruction there ("Summarise what the user sends. Reply in JSON.")."""
+    messages = payload.get("messages")
+    system = ""
+    if not isinstance(messages, list):
+        prompt = payload.get("prompt")
+        turns = [prompt if isinstance(prompt, str) else ""]
+    else:
+        said = [m for m in messages if isinstance(m, Mapping)]
+        turns = [content_text(m.get("content")) for m in said if m.get("role") == "user"] or [""]
+        system = "\n".join(content_text(m.get("content")) for m in said if m.get("role") in ("system", "developer"))
+    last = split_turn(turns[-1])
+    instruction, material, code, data = last.instruction, last.material, last.code, last.data
+    size = len(turns[-1]) - len(instruction) if material else 0
+    if not last.found and system.strip() and words(system[:SCAN_CHARS]) <= 2 * LONG_WORDS:
+        instruction, material, size = system.strip(), turns[-1][:SCAN_CHARS], len(turns[-1])
+    earlier = ""
+    if len(turns) > 1 and words(instruction) <= FOLLOW_UP_WORDS:
+        before = split_turn(turns[-2])
+        asks = _STRONG_CUE.search(before.instruction) or (
+            words(before.instruction) <= LONG_WORDS and _WEAK_CUE.search(before.instruction)
+        )
+        if before.found and asks:
+            earlier = before.instruction
+        else:
+            material = f"{turns[-2][:SCAN_CHARS]}\n\n{material}".strip()
+            size += len(turns[-2])
+            code, data = code or before.code, data or before.data
+    return Task(instruction, material, max(0, size), code, data, earlier)
+
+
+def routed_text(payload: Mapping[str, Any]) -> str | None:
+    """What the router embeds: the instruction, after the one it continues (None when empty)."""
+    found = task(payload)
+    text = f"{found.earlier}\n{found.instruction}" if found.earlier else found.instruction
+    return text.strip() or None

@@ -1,0 +1,141 @@
+"""The task apart from the material: what the router reads from a request before it judges it."""
+
+from __future__ import annotations
+
+import time
+
+from gateway.routing.features import FEATURE_NAMES, features
+from gateway.routing.task import routed_text, split_turn, task
+
+REPORT = "\n\n".join(
+    [
+        "Quarterly report",
+        "Sales rose 4% in the north and fell 2% in the south, where two stores closed for refits. " * 3,
+        "Costs were flat. Staff turnover fell to 11%, the lowest in five years, after the pay review. " * 3,
+    ]
+)
+TABLE = "month,units,revenue\nJan,10,100\nFeb,12,120\nMar,9,90\nApr,14,140"
+
+
+def feature(payload: dict[str, object], name: str) -> float:
+    return features(payload)[FEATURE_NAMES.index(name)]
+
+
+def test_a_question_after_a_pasted_document_is_the_instruction_wherever_it_is() -> None:
+    question = "Which region fell, and why?"
+    for text in (f"{REPORT}\n\n{question}", f"{question}\n\n{REPORT}"):
+        found = task({"prompt": text})
+        assert found.instruction == question
+        assert found.material_chars >= len(REPORT) - 10
+        assert routed_text({"prompt": text}) == question
+
+
+def test_data_blocks_are_material_and_a_line_above_them_is_the_instruction() -> None:
+    split = split_turn(f"Turn this CSV into a markdown table:\n{TABLE}")
+    assert split.instruction == "Turn this CSV into a markdown table:" and split.data and "Feb,12,120" in split.material
+    transcript = "\n".join(f"{who}: line {i} of the meeting" for i, who in enumerate(["Ana", "Ben", "Cy", "Dee", "Eli"]))
+    split = split_turn(f"{transcript}\n\nWho spoke second?")
+    assert split.instruction == "Who spoke second?" and split.data
+
+
+def test_code_is_material_and_the_request_about_it_is_kept() -> None:
+    split = split_turn("What does this print?\n\n```python\nprint(sum(range(10)))\n```")
+    assert split.instruction == "What does this print?" and split.code and "print(sum" in split.material
+
+
+def test_a_long_request_without_material_stays_whole() -> None:
+    request = (
+        "Design a booking service for 40 clinics with real-time slots, no double bookings, GDPR-compliant storage, "
+        "failover between two data centres, reminders by SMS and email, and an audit trail for every change made by "
+        "staff, and explain the trade-offs of each choice you make along the way."
+    )
+    assert task({"prompt": request}).instruction == request and task({"prompt": request}).material_chars == 0
+
+
+def test_an_inline_instruction_before_a_colon_is_apart_from_what_follows() -> None:
+    long_text = " ".join(["The ferry leaves at nine and returns at five, weather permitting."] * 8)
+    split = split_turn(f"Translate this into French: {long_text}")
+    assert split.instruction == "Translate this into French:" and long_text in split.material
+
+
+def test_a_short_follow_up_carries_the_task_it_continues() -> None:
+    chat = {
+        "messages": [
+            {"role": "user", "content": "Prove that every tree with n nodes has n - 1 edges."},
+            {"role": "assistant", "content": "Sure, by induction on n..."},
+            {"role": "user", "content": "ok go ahead"},
+        ]
+    }
+    found = task(chat)
+    assert found.instruction == "ok go ahead" and found.earlier.startswith("Prove that every tree")
+    assert routed_text(chat) == "Prove that every tree with n nodes has n - 1 edges.\nok go ahead"
+    assert feature(chat, "follow_up") == 1 and feature(chat, "earlier_hard") > 0
+    # A long last turn is a task of its own: the earlier one is not carried.
+    fresh = {"messages": [*chat["messages"][:2], {"role": "user", "content": "Now " + "something else entirely " * 8}]}
+    assert task(fresh).earlier == ""
+
+
+def test_a_document_pasted_in_one_turn_and_asked_about_in_the_next_is_material() -> None:
+    chat = {
+        "messages": [
+            {"role": "user", "content": REPORT},
+            {"role": "assistant", "content": "Got it."},
+            {"role": "user", "content": "What was the turnover rate?"},
+        ]
+    }
+    found = task(chat)
+    assert found.instruction == "What was the turnover rate?" and found.earlier == ""
+    assert found.material_chars >= len(REPORT)
+
+
+def test_a_task_in_the_system_prompt_over_material_in_the_user_turn() -> None:
+    payload = {
+        "messages": [
+            {"role": "system", "content": "Summarise what the user sends in three bullets. Reply with JSON."},
+            {"role": "user", "content": TABLE + "\n" + TABLE},
+        ],
+        "response_format": {"type": "json_object"},
+    }
+    found = task(payload)
+    assert found.instruction.startswith("Summarise what the user sends") and found.data
+    assert feature(payload, "summarise") > 0 and feature(payload, "json_mode") == 1
+
+
+def test_task_cues_are_read_in_the_instruction_not_in_the_material() -> None:
+    essay = "\n\n".join(["We prove the theorem by induction and derive the bound; the proof is rigorous. " * 4] * 3)
+    payload = {"prompt": f"{essay}\n\nHow many sentences are there?"}
+    assert feature(payload, "proof") == 0 and feature(payload, "extract") > 0
+    assert feature(payload, "answer_from_material") == 1 and feature(payload, "log_tokens_material") > 4
+
+
+def test_cues_in_other_languages() -> None:
+    for lang, text, name in (
+        ("de", "Fasse den Artikel in drei Sätzen zusammen.", "summarise"),
+        ("fr", "Traduis ce texte en anglais.", "translate"),
+        ("es", "Demuestra que la raíz de 2 es irracional.", "proof"),
+        ("zh", "请证明素数有无穷多个。", "proof"),
+        ("ja", "このシステムを設計してください。", "design"),
+        ("hi", "इस खबर का सारांश लिखिए।", "summarise"),
+    ):
+        assert feature({"prompt": text}, name) > 0, (lang, text)
+
+
+def test_any_request_gets_features_in_bounded_time() -> None:
+    huge = "word " * 400_000  # ~100k tokens of material, one block
+    payloads = [
+        {"messages": []},
+        {"messages": [{"role": "user", "content": ""}]},
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]},
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "c", "content": "{}"}]},
+        {"prompt": f"{huge}\n\nWhat is this about?"},
+        {"prompt": "```\n" + huge},  # an unclosed fence
+        {"prompt": "Résume ce texte 请总结 this: " + "données, " * 50_000},
+        {"prompt": ["not", "a", "string"]},
+    ]
+    for payload in payloads:
+        started = time.process_time()
+        values = features(payload)
+        assert len(values) == len(FEATURE_NAMES) and all(v == v and abs(v) < 1e6 for v in values)
+        assert time.process_time() - started < 5  # bounded, not a benchmark: catches runaway regexes
+        text = routed_text(payload)
+        assert text is None or len(text) <= 4000
