@@ -1,0 +1,77 @@
+"""A floor under the shipped router's quality: its figures on the frozen test split, and test
+prompts that are not training rows.
+
+The frozen split (evals/router-frozen.jsonl, source frozen2) was committed before the shipped
+classifier's features, data and weights were made, and nothing was fitted on it. Its first-look
+figures (loadtest/RESULTS.md, "Tiered routing") are the floor: a change that routes it worse than
+the margin allows (dropping the head, a feature, the instruction split, a looser threshold) fails.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from gateway.cache.embedder import OnnxEmbedder
+from gateway.offline.router_training import Data, concordance, figures, generated_rows, read_labelled, scores_of, split
+from gateway.routing.classifier import ComplexityModel, pick
+from tests.helpers.gateway import ROOT
+
+REPORTED = {"accuracy": 0.869, "under_routed": 0.0, "cost_vs_oracle": 1.143, "concordance": 0.998}
+"""The first look at the frozen split with the shipped classifier and config/examples/tiered.yaml's prices."""
+MARGIN = 0.03
+"""How far accuracy may fall and under-routing rise (a retrain moves a few prompts); cost may rise 0.05x."""
+PRICES = [(0.15, 0.60), (0.40, 1.60), (2.50, 10.00)]
+"""config/examples/tiered.yaml's small, medium and large pools, per 1M input and output tokens."""
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Iterator[OnnxEmbedder]:
+    found = OnnxEmbedder()
+    yield found
+    found.close()
+
+
+@pytest.fixture(scope="module")
+def frozen(embedder: OnnxEmbedder) -> Data:
+    rows = read_labelled(ROOT / "evals" / "router-frozen.jsonl")
+    return Data.build(rows, ("small", "medium", "large"), embedder.embed_now)
+
+
+def route(model: ComplexityModel, data: Data) -> tuple[np.ndarray, np.ndarray]:
+    scores = scores_of(model, data)
+    return scores, np.array([pick(float(s), model.thresholds) for s in scores])
+
+
+def test_the_shipped_router_holds_its_frozen_split_figures(frozen: Data) -> None:
+    scores, routed = route(ComplexityModel.load(ROOT / "config" / "router" / "model.json"), frozen)
+    found = figures(routed, frozen.labels, frozen.tokens, PRICES)
+    assert found["accuracy"] >= REPORTED["accuracy"] - MARGIN, found
+    assert found["under_routed"] <= REPORTED["under_routed"] + MARGIN, found
+    assert found["cost_vs_oracle"] <= REPORTED["cost_vs_oracle"] + 0.05, found
+    assert concordance(scores, frozen.labels) >= REPORTED["concordance"] - MARGIN
+
+
+def test_the_floor_can_fail_without_the_features(frozen: Data) -> None:
+    """The embedding alone (every feature at its training mean) routes the same split past the margin."""
+    model = ComplexityModel.load(ROOT / "config" / "router" / "model.json")
+    blind = dataclasses.replace(frozen, feats=np.tile(model.mean, (len(frozen.labels), 1)))
+    _, routed = route(model, blind)
+    found = figures(routed, blind.labels, blind.tokens, PRICES)
+    assert found["accuracy"] < REPORTED["accuracy"] - MARGIN or found["under_routed"] > REPORTED["under_routed"] + MARGIN
+
+
+def test_no_prompt_a_test_sends_through_the_router_is_a_training_row(embedder: OnnxEmbedder) -> None:
+    from tests import test_routing_tiers
+
+    asked = [test_routing_tiers.EASY, test_routing_tiers.HARD, "How many moons does Mars have?"]
+    asked += ["How many moons does Jupiter have?", "Prove that there are infinitely many primes, step by step, rigorously."]
+    training = [r.text() for r in split(read_labelled(ROOT / "evals" / "router-prompts.jsonl"), "train")]
+    training += [r.text() for r in generated_rows()]
+    assert not set(asked) & set(training)
+    vectors = np.vstack([embedder.embed_now(training[i : i + 256]) for i in range(0, len(training), 256)])
+    nearest = (embedder.embed_now(asked) @ vectors.T).max(axis=1)
+    assert nearest.max() < 0.95, dict(zip(asked, nearest.round(4).tolist(), strict=True))
