@@ -58,5 +58,7 @@ def _lifespan(services: Services) -> Callable[[Litestar], contextlib.AbstractAsy
             if services.embedder is not None:
                 services.embedder.close()
             services.tracing.shutdown()  # exports what is still queued
+            if services.decisions is not None:
+                services.decisions.close()
 
     return lifespan

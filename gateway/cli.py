@@ -50,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     router_train.add_argument(
         "--no-generated", action="store_true", help="leave out the rows generated from evals/router-seeds/ (`router-data`)"
     )
+    router_train.add_argument(
+        "--log", action="append", default=[], help="a routing log (routing_log.path) whose outcomes label requests; repeatable"
+    )
+    router_train.add_argument(
+        "--escalations", action="store_true", help="also learn from requests a larger tier answered after the pools failed"
+    )
     router_data = commands.add_parser("router-data", help="write the router's generated training rows (from evals/router-seeds/)")
     router_data.add_argument("--out", default="-", help="a JSON lines file (default: standard output)")
     router_data.add_argument("--seed", type=int, default=0)
@@ -103,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.offline.router_training import train_command
 
         tiers = args.tiers.split(",") if args.tiers else None
-        print(train_command([Path(f) for f in args.files], Path(args.out), tiers, generated=not args.no_generated))
+        logs = [Path(f) for f in args.log]
+        print(train_command([Path(f) for f in args.files], Path(args.out), tiers, not args.no_generated, logs, args.escalations))
         return 0
     if args.command == "router-data":
         from pathlib import Path

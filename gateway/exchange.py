@@ -30,6 +30,8 @@ class Exchange:
     """The client's request headers."""
     runtime: Runtime
     """The config the request started on; it holds it until it ends."""
+    request_id: str = ""
+    """The `x-request-id` the answer carries."""
     started: float = field(default_factory=time.perf_counter)
     trace: Trace = NULL_TRACE
     tally: Tally = field(default_factory=Tally)

@@ -31,6 +31,7 @@ from gateway.errors import APIError, GatewayOverloaded, PermissionDenied
 from gateway.exchange import Exchange
 from gateway.http.replies import SSE_HEADERS, Headers, Reply, StreamReply, error_reply, json_reply, replayed, usd
 from gateway.routing.dispatcher import Call, Outcome, Progress
+from gateway.routing.outcomes import DecisionLog
 from gateway.routing.pools import Deployment, Pool
 from gateway.routing.retry import Deadline
 from gateway.routing.router import Router
@@ -62,8 +63,10 @@ class Pipeline:
         access: Access,
         cache: ResponseCache | None = None,
         embedder: Embedder | None = None,
+        decisions: DecisionLog | None = None,
     ) -> None:
         self._source = source
+        self._decisions = decisions
         self._tracing = tracing
         self._access = access
         self._cache = cache
@@ -72,8 +75,8 @@ class Pipeline:
         self.in_flight = 0
         self.stats = RequestStats()
 
-    async def handle(self, endpoint: Endpoint, body: bytes, headers: Headers) -> Reply | StreamReply:
-        ex = Exchange(endpoint, headers, self._source.runtime.acquire())
+    async def handle(self, endpoint: Endpoint, body: bytes, headers: Headers, request_id: str = "") -> Reply | StreamReply:
+        ex = Exchange(endpoint, headers, self._source.runtime.acquire(), request_id)
         self.in_flight += 1
         try:
             await self._admit(ex, body)
@@ -117,6 +120,10 @@ class Pipeline:
         ex.pool, ex.model = ex.runtime.models.resolve(ex.request.model, ex.endpoint), ex.request.model
         ex.chain = [ex.pool, *ex.pool.fallbacks] if ex.tiers is None else _allowed_chain(ex.pool, ex.tiers)
         ex.tally.model, ex.tally.tier = ex.pool.name, ex.pool.settings.tier or ""
+        if self._decisions is not None and (tier := ex.pool.settings.tier):  # maybe a retry on a larger tier
+            for router in ex.runtime.routers.values():
+                if tier in router.tiers and router.pools[router.tiers.index(tier)] is ex.pool:
+                    self._decisions.asked_again(router.name, router.tiers, tier, ex.request.payload)
 
     async def _route(self, ex: Exchange, router: Router) -> None:
         """A router's decision: embed the instruction (shared with the cache when it is the whole
@@ -133,6 +140,10 @@ class Pipeline:
         ex.trace.routed(ex.route)
         ex.pool, ex.chain, ex.model = ex.route.pool, ex.route.chain, _upstream_name(ex.route.pool)
         ex.tally.model, ex.tally.tier = ex.pool.name, ex.route.tier
+        if self._decisions is not None:
+            route = ex.route
+            score = None if route.decision is None else route.decision.score
+            self._decisions.decided(ex.request_id, router.name, router.tiers, route.tier, route.why, score, ex.request.payload)
 
     async def _reserve(self, ex: Exchange, principal: Principal) -> None:
         """A key with limits or budgets reserves the request's worst case before it goes upstream."""
@@ -181,6 +192,7 @@ class Pipeline:
         hide_usage = ask_for_usage(ex.request.payload)
         call = ex.trace.stream_openings(opener(ex.endpoint, ex.request.payload, ex.model), ex.progress, ex.model)
         opened = await self._dispatch(ex, call)
+        self._note_escalation(ex, opened.deployment)
         meter = Meter(ex.tally, ex.started, opened.deployment, ex.endpoint, ex.request.payload, hide_usage)
         relay = Relay(opened, ex.deadline, meter, self._keeper(ex), ex.trace, lambda: self._finish(ex))
         ex.relayed = True
@@ -191,6 +203,7 @@ class Pipeline:
         """The whole answer: checked against a requested json_schema, stored in the cache, answered."""
         done = await self._dispatch(ex, self._completer(ex))
         done.lease.succeed()
+        self._note_escalation(ex, done.deployment)
         if ex.router is not None and ex.router.settings.validate_json:
             done = await self._validated(ex, ex.router, done)
         usage = done.value.usage
@@ -202,6 +215,17 @@ class Pipeline:
             with ex.trace.step("cache store"):
                 await self._cache.store(ex.lookup, done.value.body)
         return json_reply(done.value.body, [*headers, *_cache_outcome(ex), *ex.reply_headers()])
+
+    def _note_escalation(self, ex: Exchange, deployment: Deployment) -> None:
+        """A routed request answered by a tier above its own (its tier's pools failed), for the routing log."""
+        router, route = ex.router, ex.route
+        if self._decisions is None or router is None or route is None or route.shadow:
+            return
+        for index, pool in enumerate(router.pools):
+            if any(deployment in p.deployments for p in (pool, *pool.fallbacks)):
+                if index > router.tiers.index(route.tier):
+                    self._decisions.outcome(ex.request_id, router.name, router.tiers[index], "escalated")
+                return
 
     async def _dispatch(self, ex: Exchange, call: Call[Any]) -> Outcome[Any]:
         return await ex.runtime.dispatcher.run(ex.pool, call, ex.deadline, ex.progress, ex.chain)
@@ -226,6 +250,8 @@ class Pipeline:
         if (broken := breaks_schema(ex.request.payload, done.value.body)) is None:
             return done
         log.info("answer broke the requested json_schema (%s); asking tier %s", broken, above)
+        if self._decisions is not None:
+            self._decisions.outcome(ex.request_id, router.name, above, "json_schema")
         ex.route = router.route(ex.request.payload, None, above, why="json_schema", allowed=ex.tiers)
         ex.trace.routed(ex.route)
         ex.pool, ex.chain, ex.model = ex.route.pool, ex.route.chain, _upstream_name(ex.route.pool)

@@ -4,6 +4,7 @@ breaker sharing. Start-only settings are read here; everything else from the liv
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.access.control import Access
@@ -11,6 +12,7 @@ from gateway.cache.service import ResponseCache
 from gateway.pipeline import Pipeline
 from gateway.reloader import Reloader
 from gateway.routing.breaker_sync import BreakerSync
+from gateway.routing.outcomes import DecisionLog, resolve_path
 from gateway.telemetry import metrics
 from gateway.telemetry.tracing import Tracing
 
@@ -32,7 +34,14 @@ class Services:
         )
         self.tracing = Tracing(settings.telemetry)
         self.access = Access(settings)
-        self.pipeline = Pipeline(reloader, self.tracing, self.access, self.cache, self.embedder)
+        self.decisions = (
+            DecisionLog(
+                resolve_path(settings.routing_log.path, Path(reloader.path).parent), requests=settings.routing_log.requests
+            )
+            if settings.routing_log.path
+            else None
+        )
+        self.pipeline = Pipeline(reloader, self.tracing, self.access, self.cache, self.embedder, self.decisions)
         self.draining = False
         self.metrics = metrics.registry(
             lambda: reloader.runtime,

@@ -407,6 +407,17 @@ class TelemetrySettings(_Settings, frozen=True, kw_only=True):
     """The span attribute that carries a request's cost in USD."""
 
 
+class RoutingLogSettings(_Settings, frozen=True, kw_only=True):
+    """Routers' decisions and their outcomes, appended as JSON lines for `gateway router-train --log`."""
+
+    path: str | None = None
+    """The file (relative paths start at the config file's folder; `{pid}` and `{host}` are
+    replaced, so that replicas write apart). Off when unset. The lines hold the requests' messages."""
+    requests: bool = True
+    """Keep each decision's request (what the router reads); without it the log counts outcomes
+    but cannot be trained on."""
+
+
 class Settings(_Settings, frozen=True, kw_only=True):
     """The whole config file."""
 
@@ -421,6 +432,7 @@ class Settings(_Settings, frozen=True, kw_only=True):
     pools: Annotated[dict[Name, PoolSettings], msgspec.Meta(min_length=1)]
     routers: dict[Name, RouterSettings] = msgspec.field(default_factory=dict)
     """Virtual model names (`auto`, ...) routed by request complexity."""
+    routing_log: RoutingLogSettings = RoutingLogSettings()
 
 
 START_ONLY: tuple[str, ...] = (
@@ -437,6 +449,7 @@ START_ONLY: tuple[str, ...] = (
     "cache.ivf_from",
     "cache.nprobe",
     "cache.embedder",
+    "routing_log",
 )
 """Settings read once, when the gateway starts: what they build (the Redis clients, the exporter,
 the cache's store, index and embedder, the file watch) lives as long as the process. A reload that

@@ -4,6 +4,8 @@ loopback upstreams (one per tier) that say who answered."""
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 
 from gateway import config
 from tests.helpers.fake_upstream import Behavior, FakeUpstream
-from tests.helpers.gateway import GatewayProcess
+from tests.helpers.gateway import ROOT, GatewayProcess
 from tests.helpers.otlp_receiver import OTLPReceiver
 from tests.helpers.polling import wait_until
 
@@ -53,6 +55,7 @@ reload: {{watch: false}}
 telemetry: {{enabled: true, endpoint: "{receiver.endpoint}"}}
 cache: {{enabled: true}}
 auth: {{enabled: false}}
+routing_log: {{path: "decisions-{{pid}}.jsonl"}}
 pools:{pools}
 routers:
   auto:
@@ -66,6 +69,7 @@ routers:
 """)
     gateway = GatewayProcess(path, env={"OTEL_BSP_SCHEDULE_DELAY": "50"})
     gateway.receiver = receiver  # type: ignore[attr-defined]
+    gateway.root = root  # type: ignore[attr-defined]
     yield gateway, ups
     gateway.stop()
     receiver.stop()
@@ -228,3 +232,50 @@ def test_the_trace_shows_the_route_and_each_step(tiers: tuple[GatewayProcess, di
 
 def _sample(text: str, name: str) -> float:
     return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")), 0.0)
+
+
+def test_decisions_and_their_outcomes_are_logged_and_train_the_router(
+    tiers: tuple[GatewayProcess, dict[str, FakeUpstream]], tmp_path: Path
+) -> None:
+    from gateway.routing.outcomes import labelled_rows
+
+    gateway, _ = tiers
+    first, _ = ask(gateway, "Which ocean is the saltiest?")  # routed small; feedback will say it needed medium
+    assert first["x-gateway-tier"] == "small"
+    schema, _ = ask(gateway, "Is Venus hotter than Mercury?", model="auto-json", response_format=SCHEMA)
+    assert schema["x-gateway-route-escalated"] == "json_schema"
+    retried, _ = ask(gateway, "Which river is the longest in Africa?")
+    assert retried["x-gateway-tier"] == "small"
+    again, _ = ask(gateway, "Which river is the longest in Africa?", extra_headers={"x-gateway-tier": "large"})
+    assert again["x-gateway-tier"] == "large"
+
+    feedback = f"{gateway.url}/admin/router/feedback"
+    sent = httpx.post(feedback, json={"request_id": first["x-request-id"], "tier": "medium"}, timeout=10)
+    assert sent.status_code == 200 and sent.json()["logged"] is True
+    for bad in ({"request_id": first["x-request-id"], "tier": "huge"}, {"request_id": "a b", "tier": "large"}, {"tier": "large"}):
+        refused = httpx.post(feedback, json=bad, timeout=10)
+        assert refused.status_code == 400 and refused.json()["error"]["type"] == "invalid_request_error", bad
+
+    def logged() -> list[dict] | None:
+        files = list(gateway.root.glob("decisions-*.jsonl"))  # type: ignore[attr-defined]
+        rows = labelled_rows(files)
+        return rows if len(rows) >= 4 else None
+
+    rows = wait_until(logged, what="four labelled requests in the routing log")
+    text = "".join(p.read_text() for p in gateway.root.glob("decisions-*.jsonl"))  # type: ignore[attr-defined]
+    assert "Bearer" not in text and "unused" not in text  # the client's key never reaches the log
+    by_prompt = {r["messages"][-1]["content"]: r["tier"] for r in rows}
+    assert by_prompt["Which ocean is the saltiest?"] == "medium"  # feedback
+    assert by_prompt["Is Venus hotter than Mercury?"] == "medium"  # json_schema escalation
+    assert by_prompt["Which river is the longest in Africa?"] == "large"  # the retry on a larger tier (and the forced request)
+
+    # `router-train --log` learns from them, beside a small labelled file.
+    seed = [line for line in (ROOT / "evals" / "router-prompts.jsonl").read_text().splitlines() if '"train"' in line][:90]
+    labelled = tmp_path / "seed.jsonl"
+    labelled.write_text("\n".join(seed) + "\n")
+    logs = [a for p in gateway.root.glob("decisions-*.jsonl") for a in ("--log", str(p))]  # type: ignore[attr-defined]
+    out = tmp_path / "model.json"
+    command = [sys.executable, "-m", "gateway", "router-train", str(labelled), "--no-generated", *logs, "--out", str(out)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "from routing logs" in result.stdout and out.exists()

@@ -1,4 +1,4 @@
-"""The admin API: the live config and its reload, breakers, the cache, and client keys.
+"""The admin API: the live config and its reload, breakers, the cache, router feedback, and client keys.
 
 Without `admin.api_key` it answers loopback clients only; with one, a `Bearer` key is required.
 """
@@ -78,8 +78,30 @@ def admin_routes(gateway: Services) -> list[Any]:
             )
         return json_response({"version": result.version, "changed": result.changed, "restart_required": result.restart_required})
 
+    @post("/admin/router/feedback", status_code=200)
+    async def admin_router_feedback(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Body `{"request_id": "<x-request-id of a routed answer>", "tier": "large"}`: the tier
+        that request needed, appended to the routing log for `gateway router-train --log`."""
+        _authorize_admin(gateway, request)
+        body = _admin_body(await request.body(), _RouterFeedback)
+        if gateway.decisions is None:
+            raise InvalidRequest(
+                "The routing log is off: set routing_log.path in the config (and restart) to record feedback.",
+                code="routing_log_disabled",
+                status=409,
+            )
+        routers = gateway.reloader.runtime.routers
+        named = [routers[body.router]] if body.router in routers else [] if body.router else list(routers.values())
+        if body.router and not named:
+            raise InvalidRequest(f"No router named {body.router[:100]!r}.", param="router")
+        if not any(body.tier in r.tiers for r in named):
+            known = sorted({t for r in named for t in r.tiers})
+            raise InvalidRequest(f"No router has a tier {body.tier[:100]!r}; tiers: {', '.join(known) or 'none'}.", param="tier")
+        gateway.decisions.outcome(body.request_id, body.router, body.tier, "feedback")
+        return json_response({"request_id": body.request_id, "tier": body.tier, "logged": True})
+
     cache = [admin_cache, admin_cache_flush, admin_cache_feedback]
-    return [admin_config, admin_breakers, admin_reload, *cache, *key_routes(gateway)]
+    return [admin_config, admin_breakers, admin_reload, *cache, admin_router_feedback, *key_routes(gateway)]
 
 
 def key_routes(gateway: Services) -> list[Any]:
@@ -170,6 +192,12 @@ class _Flush(msgspec.Struct, forbid_unknown_fields=True):
 class _Feedback(msgspec.Struct, forbid_unknown_fields=True):
     key: str
     score: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+
+
+class _RouterFeedback(msgspec.Struct, forbid_unknown_fields=True):
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+    tier: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    router: str | None = None
 
 
 def _admin_body(raw: bytes, kind: type[T]) -> T:

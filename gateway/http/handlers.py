@@ -49,7 +49,8 @@ def openai_route(services: Services, path: str, endpoint: Endpoint) -> ASGIRoute
             return None
         except APIError as exc:
             return await send_reply(send, error_reply(exc))
-        reply = await until_disconnect(receive, services.pipeline.handle(endpoint, body, scope["headers"]))
+        request_id = scope.get("state", {}).get("request_id", "")
+        reply = await until_disconnect(receive, services.pipeline.handle(endpoint, body, scope["headers"], request_id))
         if reply is None:
             return None
         if isinstance(reply, StreamReply):

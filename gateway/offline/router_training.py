@@ -498,13 +498,24 @@ def group_of(row: Labelled, index: int) -> str:
     return row.column("template") or f"row:{index}"
 
 
-def train_command(paths: Sequence[Path], out: Path, tiers: Sequence[str] | None, generated: bool = True) -> str:
-    """Fit on the train rows of `paths` and (with `generated`) the rows generated from the seeds."""
+def train_command(
+    paths: Sequence[Path],
+    out: Path,
+    tiers: Sequence[str] | None,
+    generated: bool = True,
+    logs: Sequence[Path] = (),
+    escalations: bool = False,
+) -> str:
+    """Fit on the train rows of `paths`, (with `generated`) the rows generated from the seeds, and
+    the requests of routing logs labelled by their outcomes."""
     from gateway.cache.embedder import OnnxEmbedder
+    from gateway.routing.outcomes import labelled_rows
 
     rows = [row for path in paths for row in split(read_labelled(path), "train")]
     if generated:
         rows += generated_rows()
+    traffic = [parse_row(row) for row in labelled_rows(list(logs), escalations=escalations)]
+    rows += traffic
     order = list(tiers) if tiers else [t for t in ("small", "medium", "large") if any(r.tier == t for r in rows)]
     if not order or {r.tier for r in rows} - set(order):
         raise SystemExit("name the tiers, smallest first, with --tiers (the labels are not small/medium/large)")
@@ -515,7 +526,8 @@ def train_command(paths: Sequence[Path], out: Path, tiers: Sequence[str] | None,
         embedder.close()
     model, chosen = train(data, order, groups=[group_of(r, i) for i, r in enumerate(rows)])
     model.save(out)
-    return f"{out}: trained on {len(rows)} prompts; {describe(model, chosen)}"
+    from_logs = f" ({len(traffic)} from routing logs)" if logs else ""
+    return f"{out}: trained on {len(rows)} prompts{from_logs}; {describe(model, chosen)}"
 
 
 @dataclass
