@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.routing.task import LONG_WORDS, Task, task, words
+from gateway.routing.task import LONG_WORDS, Task, more_words, task, words
 from gateway.text import conversation, text_tokens
 
 FEATURE_NAMES = (
@@ -65,10 +65,65 @@ CUE_CHARS = 4000
 """The cues are read in this much of the instruction (and of the turn a follow-up continues)."""
 
 
-def _cues(latin: str, other: str = "") -> re.Pattern[str]:
-    """Whole words from `latin` (a regex alternation), or substrings from `other`, in any case."""
-    pattern = rf"\b(?:{latin})\b"
-    return re.compile(f"{pattern}|(?:{other})" if other else pattern, re.IGNORECASE)
+class _Cues:
+    """A family of cue words: whole words from `latin` (a regex alternation) in any case, and
+    substrings from `other` (scripts without word boundaries, symbols), looked for only in text
+    that is not all ASCII. The two never overlap, so their counts add up."""
+
+    def __init__(self, latin: str, other: str = "") -> None:
+        self.latin = re.compile(rf"\b(?:{_by_first_letter(latin)})\b", re.IGNORECASE)
+        self.other = re.compile(other, re.IGNORECASE) if other else None
+        self.matches_ascii = any(ch.isascii() and ch not in "|()" for ch in other)
+        """`other` may match in ASCII text too (symbols such as = and ^)."""
+
+    def count(self, text: str, ascii_only: bool) -> int:
+        found = len(self.latin.findall(text))
+        if self.other is not None and (self.matches_ascii or not ascii_only):
+            found += len(self.other.findall(text))
+        return found
+
+
+def _cues(latin: str, other: str = "") -> _Cues:
+    return _Cues(latin, other)
+
+
+def _alternatives(alternation: str) -> list[str]:
+    """The top-level alternatives of a regex alternation."""
+    found, depth, start, escaped, in_class = [], 0, 0, False, False
+    for i, ch in enumerate(alternation):
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            found.append(alternation[start:i])
+            start = i + 1
+    return [*found, alternation[start:]]
+
+
+def _by_first_letter(alternation: str) -> str:
+    """The same alternation, its alternatives grouped by their first letter: the engine then tries
+    one group at each position instead of every alternative (matches are unchanged, since two
+    alternatives that start with different letters never match at the same place, and the order
+    within a letter is kept). About ten times faster on a long instruction."""
+    groups: dict[str, list[str]] = {}
+    rest: list[str] = []
+    for alternative in _alternatives(alternation):
+        first = alternative[:1].lower()
+        if first.isalpha() and first.isascii() and alternative[1:2] not in ("?", "*", "+", "{"):
+            groups.setdefault(first, []).append(alternative[1:])
+        else:
+            rest.append(alternative)
+    parts = [f"{letter}(?:{'|'.join(tails)})" for letter, tails in groups.items()]
+    return "|".join(parts + rest)
 
 
 _CODE_TOKEN = re.compile(
@@ -177,26 +232,53 @@ def _count(pattern: re.Pattern[str], text: str) -> float:
     return math.log1p(len(pattern.findall(text)))
 
 
-def _hardness(text: str) -> float:
-    """The cues of hard work in a text: proof, design, reasoning, code, maths."""
-    return sum(len(p.findall(text)) for p in (_PROOF, _DESIGN, _REASONING, _CODE_TASK, _MATH))
+_FAMILIES = {
+    "math": _MATH,
+    "constraints": _CONSTRAINT,
+    "multi_step": _MULTI_STEP,
+    "reasoning": _REASONING,
+    "design": _DESIGN,
+    "proof": _PROOF,
+    "compose": _COMPOSE,
+    "extract": _EXTRACT,
+    "classify": _CLASSIFY,
+    "summarise": _SUMMARISE,
+    "translate": _TRANSLATE,
+    "explain": _EXPLAIN,
+    "code_task": _CODE_TASK,
+    "debug": _DEBUG,
+    "format": _FORMAT,
+}
+_HARD = ("proof", "design", "reasoning", "code_task", "math")
+
+
+def _counts(text: str, families: tuple[str, ...] | None = None) -> dict[str, int]:
+    """How many cues of each family (of `families` only, when given) `text` holds."""
+    ascii_only = text.isascii()
+    return {name: cue.count(text, ascii_only) for name, cue in _FAMILIES.items() if families is None or name in families}
 
 
 def features(payload: Mapping[str, Any], found: Task | None = None) -> list[float]:
     found = found or task(payload)
     talk = conversation(payload)
     instruction = found.instruction[:CUE_CHARS]
-    system = talk.system if words(talk.system[: CUE_CHARS * 2]) <= 2 * LONG_WORDS else ""
+    system = talk.system if not more_words(talk.system[: CUE_CHARS * 2], 2 * LONG_WORDS) else ""
     cues = f"{instruction}\n{system[:CUE_CHARS]}"
+    count = _counts(cues)
+    earlier = sum(_counts(found.earlier[:CUE_CHARS], _HARD).values()) if found.earlier else 0
     response_format = payload.get("response_format")
     json_mode = isinstance(response_format, Mapping) and response_format.get("type") in ("json_schema", "json_object")
     messages = payload.get("messages")
     final = messages[-1] if isinstance(messages, list) and messages else None
     tool_result = isinstance(final, Mapping) and final.get("role") == "tool"
     lookup = bool(_LOOKUP.search(instruction)) or bool(_QUESTION.search(instruction[-200:]))
-    light = sum(len(p.findall(cues)) for p in (_EXTRACT, _CLASSIFY, _FORMAT))
-    hard = _hardness(cues)
+    light = count["extract"] + count["classify"] + count["format"]
+    hard = sum(count[name] for name in _HARD)
     material = found.material_chars > 200
+
+    def log(name: str) -> float:
+        return math.log1p(count[name])
+
     return [
         math.log1p(words(instruction)),
         math.log1p(found.material_chars / 4),
@@ -204,28 +286,28 @@ def features(payload: Mapping[str, Any], found: Task | None = None) -> list[floa
         float(found.code),
         float(found.data),
         _count(_CODE_TOKEN, instruction),
-        _count(_MATH, cues),
+        log("math"),
         float(min(instruction.count("?") + instruction.count("\uff1f"), 5)),
-        _count(_CONSTRAINT, cues),
-        _count(_MULTI_STEP, cues),
-        _count(_REASONING, cues),
-        _count(_DESIGN, cues),
-        _count(_PROOF, cues),
-        _count(_COMPOSE, cues),
+        log("constraints"),
+        log("multi_step"),
+        log("reasoning"),
+        log("design"),
+        log("proof"),
+        log("compose"),
         float(lookup),
-        _count(_EXTRACT, cues),
-        _count(_CLASSIFY, cues),
-        _count(_SUMMARISE, cues),
-        _count(_TRANSLATE, cues),
-        _count(_EXPLAIN, cues),
-        _count(_CODE_TASK, cues),
-        _count(_DEBUG, cues),
+        log("extract"),
+        log("classify"),
+        log("summarise"),
+        log("translate"),
+        log("explain"),
+        log("code_task"),
+        log("debug"),
         float(lookup and material),
-        _count(_FORMAT, cues),
+        log("format"),
         float(light > 0 and material and hard == 0),
         math.log1p(hard),
         float(words(instruction) <= 12),
-        math.log1p(_hardness(found.earlier[:CUE_CHARS])),
+        math.log1p(earlier),
         float(bool(found.earlier)),
         (len(instruction.encode()) - len(instruction)) / max(1, len(instruction)),  # bytes beyond one per character
         math.log1p(talk.turns),

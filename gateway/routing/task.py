@@ -30,8 +30,9 @@ from backends.types import content_text
 
 LONG_WORDS = 70
 """A block of more words than this is material, not the instruction."""
-SCAN_CHARS = 200_000
-"""Only this much of a turn is read for the split (the material's size is still counted whole)."""
+SCAN_CHARS = 60_000
+"""Only this much of a turn is read for the split, half from its start and half from its end (an
+instruction sits before or after what it asks about); the material's size still counts whole."""
 FOLLOW_UP_WORDS = 14
 """A last instruction this short, after earlier user turns, continues the one before it."""
 
@@ -62,6 +63,7 @@ _WEAK_CUE = re.compile(
     re.IGNORECASE,
 )
 _WORD = re.compile(r"\w+")
+_CJK = re.compile("[\u3040-\u9fff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,14 @@ class Task:
 
 def words(text: str) -> int:
     """About how many words a text has (a CJK character counts as one)."""
-    return len(_WORD.findall(text)) + sum(1 for ch in text if "\u3040" <= ch <= "\u9fff")
+    return len(_WORD.findall(text)) + len(_CJK.findall(text))
+
+
+def more_words(text: str, n: int) -> bool:
+    """`words(text) > n`, without counting all of a long text: a prefix with more is enough."""
+    if len(text) > 40 * (n + 1) and words(text[: 40 * (n + 1)]) > n:
+        return True
+    return words(text) > n
 
 
 def _is_data(block: str) -> bool:
@@ -115,15 +124,15 @@ class Split:
 
 def split_turn(text: str) -> Split:
     """One turn's text apart: instruction and material."""
-    read = text[:SCAN_CHARS]
+    read = text if len(text) <= SCAN_CHARS else f"{text[: SCAN_CHARS // 2]}\n\n{text[-SCAN_CHARS // 2 :]}"
     code_blocks = _FENCE.findall(read)
     rest = _FENCE.sub("\n\n", read)
     blocks = [b.strip() for b in _BLANK.split(rest) if b.strip()]
     material: list[str] = list(code_blocks)
     data = False
     found = True
-    heavy = [_is_data(b) or (words(b) > LONG_WORDS and len(blocks) > 1) for b in blocks]
-    if not any(heavy) and len(blocks) > 1 and sum(words(b) for b in blocks) > LONG_WORDS:
+    heavy = [_is_data(b) or (more_words(b, LONG_WORDS) and len(blocks) > 1) for b in blocks]
+    if not any(heavy) and len(blocks) > 1 and more_words("\n".join(blocks), LONG_WORDS):
         cued = [bool(_STRONG_CUE.search(b)) for b in blocks]
         if any(cued):  # short blocks, some asking: the others are what they ask about
             heavy = [not c for c in cued]
@@ -137,7 +146,7 @@ def split_turn(text: str) -> Split:
                     instruction.append(peeled)
                     blocks[i] = rest_of_block
         ends = sorted(i for i in {0, len(blocks) - 1} if blocks and not _is_data(blocks[i]))
-        ends = [i for i in ends if words(blocks[i]) <= 2 * LONG_WORDS]
+        ends = [i for i in ends if not more_words(blocks[i], 2 * LONG_WORDS)]
         cued_ends = [i for i in ends if _STRONG_CUE.search(blocks[i])] or [
             i for i in ends if words(blocks[i]) > 4 and _WEAK_CUE.search(blocks[i])
         ]
@@ -153,9 +162,9 @@ def split_turn(text: str) -> Split:
     else:
         instruction = blocks
     joined = "\n".join(instruction)
-    if words(joined) > LONG_WORDS:  # one long block: "do this: <material>" or a long quotation
+    if more_words(joined, LONG_WORDS):  # one long block: "do this: <material>" or a long quotation
         inline = _COLON_TAIL.match(joined)
-        if inline and words(inline.group(2)) > LONG_WORDS // 2:
+        if inline and more_words(inline.group(2), LONG_WORDS // 2):
             joined, tail = inline.group(1), inline.group(2)
             material.append(tail)
         else:
@@ -188,7 +197,7 @@ def task(payload: Mapping[str, Any]) -> Task:
     last = split_turn(turns[-1])
     instruction, material, code, data = last.instruction, last.material, last.code, last.data
     size = len(turns[-1]) - len(instruction) if material else 0
-    if not last.found and system.strip() and words(system[:SCAN_CHARS]) <= 2 * LONG_WORDS:
+    if not last.found and system.strip() and not more_words(system[:SCAN_CHARS], 2 * LONG_WORDS):
         instruction, material, size = system.strip(), turns[-1][:SCAN_CHARS], len(turns[-1])
     earlier = ""
     if len(turns) > 1 and words(instruction) <= FOLLOW_UP_WORDS:
