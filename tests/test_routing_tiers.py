@@ -279,3 +279,29 @@ def test_decisions_and_their_outcomes_are_logged_and_train_the_router(
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "from routing logs" in result.stdout and out.exists()
+
+
+def test_odd_requests_get_a_decision_not_an_error(tiers: tuple[GatewayProcess, dict[str, FakeUpstream]]) -> None:
+    gateway, _ = tiers
+    document = "\n\n".join(["Minutes: the board approved the budget and the hiring plan. " * 10] * 3000)  # ~190k tokens
+    odd = [
+        [{"role": "user", "content": ""}],
+        [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}],
+        [
+            {"role": "user", "content": "What's the weather in Oslo?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": '{"temp": 3}'},
+        ],
+        [{"role": "user", "content": "Résume ce texte, 请总结, summarise: " + "données et 数据. " * 200}],
+        [{"role": "user", "content": f"{document}\n\nWhat did the board approve?"}],
+    ]
+    for messages in odd:
+        response = httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": "auto", "messages": messages}, timeout=60)
+        assert response.status_code == 200, response.text[:300]
+        assert response.headers["x-gateway-tier"] in ("small", "medium", "large")
+    # the question after the long document is what is judged: an easy request with a big prompt
+    assert response.headers["x-gateway-tier"] != "large"

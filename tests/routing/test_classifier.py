@@ -231,3 +231,24 @@ def test_router_eval_reports_by_a_column_and_as_json(tmp_path: Path) -> None:
     assert [row["bias"] for row in report["sweep"]][:2] == [-0.3, -0.25]
     written = [msgspec.json.decode(line) for line in scores.read_text().splitlines()]
     assert [w["tier"] for w in written] == ["small", "large", "medium"] and all(0 <= w["score"] <= 1 for w in written)
+
+
+def test_router_calibrate_places_the_boundaries_from_a_few_labelled_prompts(tmp_path: Path) -> None:
+    labelled = tmp_path / "mine.jsonl"
+    rows = [
+        *({"prompt": p, "tier": "small"} for p in ("hi", "What is 2 + 2?", "Spell 'cat'.", "Capital of Peru?")),
+        *({"prompt": p, "tier": "medium"} for p in ("Write an email asking for a day off.", "Explain how tides work.")),
+        *({"prompt": p, "tier": "large"} for p in ("Prove that sqrt(2) is irrational.", "Design a distributed rate limiter.")),
+    ]
+    labelled.write_text("".join(msgspec.json.encode(r).decode() + "\n" for r in rows))
+    out = tmp_path / "calibrated.json"
+    command = [
+        *(sys.executable, "-m", "gateway", "router-calibrate", str(labelled), "--config", "config/examples/tiered.yaml"),
+        *("--out", str(out), "--under", "0"),
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "under-routed 0.000" in result.stdout and f"routers.auto.model: {out}" in result.stdout
+    calibrated = ComplexityModel.load(out)
+    shipped = ComplexityModel.load(ROOT / "config" / "router" / "model.json")
+    assert calibrated.thresholds != shipped.thresholds and list(calibrated.thresholds) == sorted(calibrated.thresholds)

@@ -139,3 +139,10 @@ def test_any_request_gets_features_in_bounded_time() -> None:
         assert time.process_time() - started < 5  # bounded, not a benchmark: catches runaway regexes
         text = routed_text(payload)
         assert text is None or len(text) <= 4000
+
+
+def test_an_instruction_after_a_document_longer_than_what_is_read_is_found() -> None:
+    document = "\n\n".join(["The committee met on Tuesday and reviewed the budget line by line. " * 12] * 2000)
+    found = task({"prompt": f"{document}\n\nWhich day did the committee meet?"})
+    assert found.instruction == "Which day did the committee meet?"
+    assert found.material_chars >= len(document)  # the size counts whole, though only the ends are read
