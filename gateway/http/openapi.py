@@ -68,11 +68,13 @@ def _request(settings: Settings, kind: str) -> dict[str, Any]:
         fields = {**_generation(settings), "messages": {"type": "array", "items": message, "minItems": 1, "maxItems": items}}
         required = ["model", "messages"]
     elif kind == "completion":
-        prompt = {"anyOf": [text, {"type": "array", "maxItems": items, "items": {"anyOf": [text, {"type": "integer"}, tokens]}}]}
+        batch = {"type": "array", "maxItems": items, "items": {"anyOf": [text, {"type": "integer"}, tokens]}}
+        prompt = {"anyOf": [text, tokens, batch]}  # a list of token ids is one prompt, however long
         fields, required = {**_generation(settings), "prompt": prompt}, ["model", "prompt"]
     else:
         many = {"type": "array", "maxItems": items, "items": {"anyOf": [text, {"type": "integer"}, tokens]}}
-        fields, required = {"model": _generation(settings)["model"], "input": {"anyOf": [text, many]}}, ["model", "input"]
+        inputs = {"anyOf": [text, tokens, many]}  # a list of token ids is one input, however long
+        fields, required = {"model": _generation(settings)["model"], "input": inputs}, ["model", "input"]
     return {"type": "object", "required": required, "properties": fields, "additionalProperties": True}
 
 
