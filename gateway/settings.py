@@ -412,7 +412,8 @@ class RoutingLogSettings(_Settings, frozen=True, kw_only=True):
 
     path: str | None = None
     """The file (relative paths start at the config file's folder; `{pid}` and `{host}` are
-    replaced, so that replicas write apart). Off when unset. The lines hold the requests' messages."""
+    replaced: with several workers or replicas, each process should write its own file). Off when
+    unset. The lines hold the requests' messages."""
     requests: bool = True
     """Keep each decision's request (what the router reads); without it the log counts outcomes
     but cannot be trained on."""
