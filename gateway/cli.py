@@ -192,15 +192,21 @@ def _cache_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(path: str) -> config.LoadedConfig | None:
+    """The config file, or None with its problems printed."""
+    try:
+        return config.load(path)
+    except config.ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+
+
 def _router_calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from gateway.offline.router_training import calibrate_command
 
-    try:
-        loaded = config.load(args.config)
-    except config.ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+    if (loaded := _load(args.config)) is None:
         return 1
     folder = Path(loaded.source).parent if loaded.source and Path(loaded.source).exists() else Path.cwd()
     out = Path(args.out) if args.out else folder / f"router-{args.router}-calibrated.json"
@@ -213,10 +219,7 @@ def _router_eval(args: argparse.Namespace) -> int:
 
     from gateway.offline.router_training import EvalOptions, eval_command
 
-    try:
-        loaded = config.load(args.config)
-    except config.ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+    if (loaded := _load(args.config)) is None:
         return 1
     options = EvalOptions(
         bias=args.bias,
