@@ -639,7 +639,7 @@ def eval_command(path: Path, loaded: Any, router: str, options: EvalOptions | No
 def classify_latency(
     model: ComplexityModel, rows: Sequence[Labelled], data: Data, *, embed: Embed | None = None, rounds: int = 5
 ) -> tuple[float, float]:
-    """p50 and p99 of `decide` (features, head, kNN, reasons) over the rows, with the embedding
+    """p50 and p99 of `decide` (task split, features, network, reasons) over the rows, with the embedding
     given, or made with `embed` inside the timing."""
     times = []
     for _ in range(rounds):
