@@ -35,7 +35,7 @@ from gateway.routing.outcomes import DecisionLog
 from gateway.routing.pools import Deployment, Pool
 from gateway.routing.retry import Deadline
 from gateway.routing.router import Router
-from gateway.routing.task import routed_text
+from gateway.routing.task import routed_text, task
 from gateway.routing.validation import breaks_schema
 from gateway.runtime import Runtime
 from gateway.streaming import Keeper, Meter, Relay, ask_for_usage, opener
@@ -130,12 +130,13 @@ class Pipeline:
         last turn), classify, and the tier's chain."""
         ex.router = router
         began = time.perf_counter()
+        found = task(ex.request.payload)  # read once: for the embedding and for the features
         with ex.trace.step("embed"):
-            ex.embedded = await self._embed(routed_text(ex.request.payload))
+            ex.embedded = await self._embed(routed_text(ex.request.payload, found))
         embedded_at = time.perf_counter()
         with ex.trace.step("classify"):
             vector = None if ex.embedded is None else ex.embedded[1]
-            ex.route = router.route(ex.request.payload, vector, ex.request.controls.tier, allowed=ex.tiers)
+            ex.route = router.route(ex.request.payload, vector, ex.request.controls.tier, allowed=ex.tiers, found=found)
         self.stats.steps(embedded_at - began if ex.embedded is not None else None, time.perf_counter() - embedded_at)
         ex.trace.routed(ex.route)
         ex.pool, ex.chain, ex.model = ex.route.pool, ex.route.chain, _upstream_name(ex.route.pool)

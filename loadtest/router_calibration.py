@@ -12,6 +12,7 @@ routed with them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 
@@ -26,8 +27,6 @@ from loadtest.report import footer
 
 
 def main() -> None:
-    from gateway.cache.embedder import OnnxEmbedder
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("file")
     parser.add_argument("--config", default=None)
@@ -39,40 +38,38 @@ def main() -> None:
     args = parser.parse_args()
 
     model = config.load(args.config).classifiers[args.router]
-    embedder = OnnxEmbedder()
+    columns = args.labels.split(",")
+    texts = training.embedded(training.read_labelled(Path(args.file), label=columns[0]), model.tiers)  # once for every labelling
+    scores = training.scores_of(model, texts)
     print(
         f"{args.file}; thresholds fitted on {args.share:.0%} of the rows (under-routing bound {args.under}), scored on the rest; "
         f"{args.repeats} random splits\n"
     )
     print("| labels | rows | concordance | accuracy (mean, 10th-90th pct) | under-routed (mean, 90th pct) | over-routed (mean) |")
     print("|---|---|---|---|---|---|")
-    try:
-        for label in args.labels.split(","):
-            rows = training.read_labelled(Path(args.file), label=label)
-            data = training.Data.build(rows, model.tiers, embedder.embed_now)
-            scores = training.scores_of(model, data)
-            rng = np.random.default_rng(0)
-            acc, under, over = [], [], []
-            for _ in range(args.repeats):
-                fit = np.zeros(len(rows), dtype=bool)
-                for tier in range(len(model.tiers)):
-                    members = np.flatnonzero(data.labels == tier)
-                    take = round(len(members) * args.share)
-                    fit[rng.choice(members, size=take, replace=False)] = True
-                thresholds = training.calibrate_thresholds(scores[fit], data.labels[fit], len(model.tiers), args.under)
-                routed = np.array([pick(float(s), thresholds) for s in scores[~fit]])
-                labels = data.labels[~fit]
-                acc.append(np.mean(routed == labels))
-                under.append(np.mean(routed < labels))
-                over.append(np.mean(routed > labels))
-            print(
-                f"| {label} | {len(rows)} | {training.concordance(scores, data.labels):.3f} | {np.mean(acc):.3f} "
-                f"({np.percentile(acc, 10):.3f}-{np.percentile(acc, 90):.3f}) | {np.mean(under):.3f} "
-                f"({np.percentile(under, 90):.3f}) | {np.mean(over):.3f} |",
-                flush=True,
-            )
-    finally:
-        embedder.close()
+    for label in columns:
+        rows = training.read_labelled(Path(args.file), label=label)
+        data = dataclasses.replace(texts, labels=np.array([list(model.tiers).index(r.tier) for r in rows]))
+        rng = np.random.default_rng(0)
+        acc, under, over = [], [], []
+        for _ in range(args.repeats):
+            fit = np.zeros(len(rows), dtype=bool)
+            for tier in range(len(model.tiers)):
+                members = np.flatnonzero(data.labels == tier)
+                take = round(len(members) * args.share)
+                fit[rng.choice(members, size=take, replace=False)] = True
+            thresholds = training.calibrate_thresholds(scores[fit], data.labels[fit], len(model.tiers), args.under)
+            routed = np.array([pick(float(s), thresholds) for s in scores[~fit]])
+            held = data.labels[~fit]
+            acc.append(np.mean(routed == held))
+            under.append(np.mean(routed < held))
+            over.append(np.mean(routed > held))
+        print(
+            f"| {label} | {len(rows)} | {training.concordance(scores, data.labels):.3f} | {np.mean(acc):.3f} "
+            f"({np.percentile(acc, 10):.3f}-{np.percentile(acc, 90):.3f}) | {np.mean(under):.3f} "
+            f"({np.percentile(under, 90):.3f}) | {np.mean(over):.3f} |",
+            flush=True,
+        )
     print()
     print("\n".join(footer("loadtest.router_calibration")))
 

@@ -43,19 +43,13 @@ def fold_of(source: str) -> str:
 
 
 def main() -> None:
-    from gateway.cache.embedder import OnnxEmbedder
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fold", action="append", default=[], help="only these folds (repeatable)")
     args = parser.parse_args()
 
     rows = training.read_labelled(HAND_WRITTEN) + training.generated_rows()
     tiers = ["small", "medium", "large"]
-    embedder = OnnxEmbedder()
-    try:
-        data = training.Data.build(rows, tiers, embedder.embed_now)
-    finally:
-        embedder.close()
+    data = training.embedded(rows, tiers)
     folds = np.array([fold_of(r.source) for r in rows])
     kinds = np.array([r.column("kind") or "(hand-written, no kind)" for r in rows])
     print(f"{len(rows)} rows; folds: " + ", ".join(f"{f} {int(np.sum(folds == f))}" for f in sorted(set(folds))) + "\n")

@@ -148,6 +148,17 @@ class Data:
         return Data(self.feats[index], self.vectors[index], self.labels[index], self.tokens[index])
 
 
+def embedded(rows: Sequence[Labelled], tiers: Sequence[str]) -> Data:
+    """`Data.build` with the bundled embedder, opened for the call and closed after it."""
+    from gateway.cache.embedder import OnnxEmbedder
+
+    embedder = OnnxEmbedder()
+    try:
+        return Data.build(rows, tiers, embedder.embed_now)
+    finally:
+        embedder.close()
+
+
 HIDDEN = 64
 """Units in the head's hidden layer."""
 STEPS = 600
@@ -508,7 +519,6 @@ def train_command(
 ) -> str:
     """Fit on the train rows of `paths`, (with `generated`) the rows generated from the seeds, and
     the requests of routing logs labelled by their outcomes."""
-    from gateway.cache.embedder import OnnxEmbedder
     from gateway.routing.outcomes import labelled_rows
 
     rows = [row for path in paths for row in split(read_labelled(path), "train")]
@@ -519,11 +529,7 @@ def train_command(
     order = list(tiers) if tiers else [t for t in ("small", "medium", "large") if any(r.tier == t for r in rows)]
     if not order or {r.tier for r in rows} - set(order):
         raise SystemExit("name the tiers, smallest first, with --tiers (the labels are not small/medium/large)")
-    embedder = OnnxEmbedder()
-    try:
-        data = Data.build(rows, order, embedder.embed_now)
-    finally:
-        embedder.close()
+    data = embedded(rows, order)
     model, chosen = train(data, order, groups=[group_of(r, i) for i, r in enumerate(rows)])
     model.save(out)
     from_logs = f" ({len(traffic)} from routing logs)" if logs else ""
@@ -680,18 +686,13 @@ def calibrate_thresholds(scores: np.ndarray, labels: np.ndarray, tiers: int, und
 def calibrate_command(path: Path, loaded: Any, router: str, out: Path, under_bound: float, label: str = "tier") -> str:
     """`gateway router-calibrate`: fit the router's tier thresholds on every row of `path` and
     write the classifier with them to `out`."""
-    from gateway.cache.embedder import OnnxEmbedder
 
     settings = loaded.settings
     if router not in settings.routers:
         raise SystemExit(f"{loaded.source} has no router {router!r} (routers: {sorted(settings.routers) or 'none'})")
     model = loaded.classifiers[router]
     rows = read_labelled(path, label=label)
-    embedder = OnnxEmbedder()
-    try:
-        data = Data.build(rows, model.tiers, embedder.embed_now)
-    finally:
-        embedder.close()
+    data = embedded(rows, model.tiers)
     missing = [t for i, t in enumerate(model.tiers) if not np.any(data.labels == i)]
     scores = scores_of(model, data)
     thresholds = calibrate_thresholds(scores, data.labels, len(model.tiers), under_bound)

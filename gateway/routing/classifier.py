@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from gateway.routing.features import FEATURE_NAMES, features
+from gateway.routing.task import Task
 
 _POINTS: dict[int, np.ndarray] = {}
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "config" / "router" / "model.json"
@@ -68,9 +69,11 @@ class ComplexityModel:
         *,
         thresholds: Sequence[float] | None = None,
         bias: float = 0.0,
+        found: Task | None = None,
     ) -> Decision:
-        """The tier for `payload`. Without a vector (no text to embed) the features decide alone."""
-        feats = features(payload)
+        """The tier for `payload` (`found`: its `task`, when the caller has it already). Without a
+        vector (no text to embed) the features decide alone."""
+        feats = features(payload, found)
         vector = np.zeros(self.dim, dtype=np.float32) if vector is None else vector
         x = self._input(feats, vector)
         probs = self._head(x)[0]
@@ -80,7 +83,7 @@ class ComplexityModel:
             self.tiers[index],
             score,
             dict(zip(self.tiers, probs.round(4).tolist(), strict=True)),
-            self._reasons(x, index),
+            self._reasons(x, index, float(probs[index])),
         )
 
     def score(self, probs: np.ndarray) -> float:
@@ -102,13 +105,13 @@ class ComplexityModel:
         hidden = np.maximum(x @ self.hidden_weights + self.hidden_bias, 0.0)
         return softmax(hidden @ self.weights + self.bias)
 
-    def _reasons(self, x: np.ndarray, index: int) -> tuple[str, ...]:
+    def _reasons(self, x: np.ndarray, index: int, chosen: float) -> tuple[str, ...]:
         """The features that pull most toward the chosen tier: its probability, less the same with
         the feature at its mean (one batched pass, one row per feature)."""
         n = len(FEATURE_NAMES)
         without = np.repeat(x, n, axis=0)
         without[np.arange(n), np.arange(n)] = 0.0
-        pull = self._head(x)[0, index] - self._head(without)[:, index]
+        pull = chosen - self._head(without)[:, index]
         top = np.argsort(-pull)[:3]
         named = tuple(f"{FEATURE_NAMES[i]} {pull[i]:+.2f}" for i in top if pull[i] > 0.02)
         return named or ("the instruction's embedding",)

@@ -86,10 +86,6 @@ class _Cues:
         return found
 
 
-def _cues(latin: str, other: str = "") -> _Cues:
-    return _Cues(latin, other)
-
-
 def _alternatives(alternation: str) -> list[str]:
     """The top-level alternatives of a regex alternation."""
     found, depth, start, escaped, in_class = [], 0, 0, False, False
@@ -133,45 +129,45 @@ _CODE_TOKEN = re.compile(
     r"\b(def|class|return|import|function|const|let|var|async|await|fn|impl|struct|public|private|void|#include|SELECT|FROM|WHERE)\b"
     r"|[{};]|==|=>|->|::|\w+\(\)"
 )
-_MATH = _cues(
+_MATH = _Cues(
     r"mod|integral|derivative|equation|eigen\w*|matrix|probability|recurrence|induction|irrational|prime|primes|modular|"
     r"inequality|converg\w*|lim|expected value|variance|optimi[sz]e|maximi[sz]e|minimi[sz]e|combinatori\w*|"
     r"permutations?|irracional|irrationnel\w*|irrazional\w*|primzahl\w*|primos?|premiers?|probabilidad|probabilité|"
     r"wahrscheinlichkeit|ecuaci[oó]n|équation|gleichung|integral\w*|ableitung|dérivée|derivada",
     r"[=^√∑∫≤≥≠±∞π]|概率|方程|证明|素数|积分|導関数|確率|方程式|素数|積分|प्रायिकता|समीकरण|अभाज्य|अपरिमेय",
 )
-_CONSTRAINT = _cues(
+_CONSTRAINT = _Cues(
     r"must|exactly|at least|at most|no more than|without|only|ensure|guarantee|constraint\w*|requirement\w*|"
     r"while|handle|edge cases?|trade-?offs?|under \d+|within|budget|deadline|muss|müssen|sans|doit|debe|sin|"
     r"mindestens|höchstens|au moins|al menos",
     r"必须|至少|不超过|要求|条件|必ず|以内|以下の条件|ज़रूर|कम से कम",
 )
-_MULTI_STEP = _cues(
+_MULTI_STEP = _Cues(
     r"step[- ]by[- ]step|then|finally|plan|strategy|walk through|in depth|detailed|rigorous\w*|systematic\w*|"
     r"end[- ]to[- ]end|each|every|all|paso a paso|étape par étape|schritt für schritt|passo a passo|"
     r"dann|puis|luego|después|jede[rsn]?|chaque|cada",
     r"步骤|然后|每一步|详细|ステップ|詳しく|それぞれ|चरण|विस्तार",
 )
-_REASONING = _cues(
+_REASONING = _Cues(
     r"derive|analy[sz]e|analysis|evaluate|justify|formali[sz]e|critique|critically|reason\w*|optimi[sz]e|"
     r"assess|estimate|quantify|investigat\w*|root[- ]cause|diagnos\w*|differential|implications?|argue|"
     r"trade-?offs?|sensitivity|model of|analiz\w*|analys\w*|analysier\w*|justifi\w*|begründ\w*|optimiz\w*|"
     r"optimis\w*|bewert\w*|évalu\w*|evalú\w*|quantifi\w*",
     r"分析|论证|推导|权衡|評価|分析し|論じ|検討|विश्लेषण|तर्क",
 )
-_DESIGN = _cues(
+_DESIGN = _Cues(
     r"design|architect\w*|distributed|scal\w+|concurren\w+|fault[- ]tolerant|consisten\w+|lock-free|thread-safe|"
     r"replicat\w*|sharding|partition\w*|throughput|latency|failover|migrat\w+|microservices?|"
     r"diseñ\w*|concev\w*|conçoi\w*|entwirf|entwerfen|entwurf|projet[ae]\w*|progett\w*|arquitectura|architektur|"
     r"distribuid\w*|distribué\w*|verteilt\w*",
     r"设计|架构|分布式|高并发|一致性|設計|アーキテクチャ|分散|整合性|डिज़ाइन|डिजाइन|प्रणाली",
 )
-_PROOF = _cues(
+_PROOF = _Cues(
     r"prove|proof|disprove|show that|demonstrate that|theorem|lemma|derive|demuestr\w*|demostr\w*|démontr\w*|"
     r"prouve[rz]?|beweis\w*|dimostr\w*|prove que|mostre que|muestra que|montrez que|zeigen sie",
     r"证明|推导|証明|導出|सिद्ध",
 )
-_COMPOSE = _cues(
+_COMPOSE = _Cues(
     r"write|draft|compose|rewrite|create|generate|outline|poem|story|haiku|limerick|sonnet|essay|email|e-mail|"
     r"letter|message|caption|bio|description|speech|escrib\w*|redact\w*|écri\w*|rédige\w*|schreib\w*|verfass\w*|"
     r"escrev\w*|scriv\w*|poème|poema|gedicht|carta|lettre|brief|correo|mensaje",
@@ -183,47 +179,47 @@ _LOOKUP = re.compile(
     r"welche\w*|quel\w*|combien|où|quand)\b|(什么|多少|几|哪|誰|何|いくら|いつ|どこ|क्या|कितन|कौन|कब|कहाँ)",
     re.IGNORECASE,
 )
-_EXTRACT = _cues(
+_EXTRACT = _Cues(
     r"extract|pull out|list (?:every|all|the)|find (?:every|all|the)|count|how many|which \w+ (?:had|has|was|is)|"
     r"what (?:time|date|was the|is the)|names? of|only the|just the|one word|extrahier\w*|extrai[st]\w*|extrae\w*|"
     r"liste|nur die|seulement|solo la|solo el|combien|cuántos?|wie viele",
     r"提取|找出|列出|多少|抽出|いくら|何人|निकाल|कितन|केवल संख्या",
 )
-_CLASSIFY = _cues(
+_CLASSIFY = _Cues(
     r"classify|classification|categori[sz]e|label|sentiment|tone|positive|negative|neutral|spam|which language|"
     r"what language|topic of|choose one|one of|klassifizier\w*|clasific\w*|classe[rz]|positi[fv]\w*|négati\w*|"
     r"negati\w*|stimmung|tono",
     r"分类|情感|正面|负面|分類|感情|肯定的|否定的|वर्गीकृत|भावना|सकारात्मक|नकारात्मक",
 )
-_SUMMARISE = _cues(
+_SUMMARISE = _Cues(
     r"summar\w*|sum up|tl;?dr|gist|recap|key points|main points|in \w+ bullet|bullet points|condense|"
     r"zusammenfass\w*|fasse|résum\w*|resum\w*|riassum\w*|sintetiz\w*",
     r"总结|概括|摘要|要約|まとめ|सारांश|सार ",
 )
-_TRANSLATE = _cues(
+_TRANSLATE = _Cues(
     r"translat\w*|in (?:english|german|french|spanish|italian|japanese|chinese|hindi|portuguese)|"
     r"into (?:english|german|french|spanish|italian|japanese|chinese|hindi|portuguese)|how do you say|"
     r"übersetz\w*|tradu\w*|cómo se dice|comment dit-on",
     r"翻译|翻訳|英語で|英文|अनुवाद",
 )
-_EXPLAIN = _cues(
+_EXPLAIN = _Cues(
     r"explain|what is the difference|difference between|how does|how do|why (?:is|do|does|are)|what's the difference|"
     r"pros and cons|compare|versus|vs|describe|erkläre?\w*|explique\w*|explica\w*|spiega\w*|unterschied|"
     r"différence|diferencia",
     r"解释|说明|区别|説明|違い|とは|समझा|अंतर",
 )
-_CODE_TASK = _cues(
+_CODE_TASK = _Cues(
     r"function|script|program|implement\w*|class|method|regex|regular expression|sql|query|python|javascript|"
     r"typescript|java|rust|golang|c\+\+|bash|api|algorithm|code|parser|interpreter|compiler|funci[oó]n|fonction|"
     r"funktion|programm\w*|implementier\w*|implément\w*|implement[ae]\w*",
     r"函数|代码|程序|算法|関数|コード|プログラム|アルゴリズム|फ़ंक्शन|प्रोग्राम|कोड",
 )
-_DEBUG = _cues(
+_DEBUG = _Cues(
     r"bug|bugs|error|exception|traceback|crash\w*|fix|broken|doesn't work|does not work|fails?|failing|leak\w*|"
     r"wrong|race|deadlock|oomkilled|unboundlocalerror|typeerror|fehler|erreur|error",
     r"错误|报错|修复|バグ|エラー|修正|त्रुटि|गलती",
 )
-_FORMAT = _cues(
+_FORMAT = _Cues(
     r"markdown|json|csv|table|bullet(?:ed)? list|sort|alphabeti[sz]e|uppercase|lowercase|capitali[sz]e|reverse|"
     r"reformat|convert|one per line|own line|tabelle|tableau|tabla|sortier\w*|trie[rz]?|ordena\w*",
     r"表格|排序|格式|表に|並べ|तालिका|क्रम",

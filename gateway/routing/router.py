@@ -16,6 +16,7 @@ import numpy as np
 from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.routing.classifier import ComplexityModel, Decision
 from gateway.routing.pools import Pool
+from gateway.routing.task import Task
 from gateway.settings import RouterSettings
 
 
@@ -81,10 +82,11 @@ class Router:
         forced: str | None,
         why: str = "forced",
         allowed: Collection[str] | None = None,
+        found: Task | None = None,
     ) -> Route:
         """The tier's route: `forced` (by the client, or `why` else) or the classifier's choice.
         With `allowed` (a key's tiers) the choice is capped at the largest allowed tier below it,
-        and the chain keeps only allowed tiers' pools."""
+        and the chain keeps only allowed tiers' pools. `found`: the request's `task`, when known."""
         if forced is not None:
             if forced not in self.tiers:
                 raise InvalidRequest(
@@ -92,7 +94,7 @@ class Router:
                 )
             index, decision = self.tiers.index(forced), None
         else:
-            decision = self.model.decide(payload, vector, thresholds=self.thresholds, bias=self.settings.bias)
+            decision = self.model.decide(payload, vector, thresholds=self.thresholds, bias=self.settings.bias, found=found)
             index = self.tiers.index(decision.tier)
         how = why if decision is None else "routed"
         if allowed is not None and self.tiers[index] not in allowed:

@@ -214,8 +214,9 @@ def task(payload: Mapping[str, Any]) -> Task:
     return Task(instruction, material, max(0, size), code, data, earlier)
 
 
-def routed_text(payload: Mapping[str, Any]) -> str | None:
-    """What the router embeds: the instruction, after the one it continues (None when empty)."""
-    found = task(payload)
+def routed_text(payload: Mapping[str, Any], found: Task | None = None) -> str | None:
+    """What the router embeds: the instruction, after the one it continues (None when empty).
+    `found` is the request's `task`, when the caller has it already."""
+    found = found or task(payload)
     text = f"{found.earlier}\n{found.instruction}" if found.earlier else found.instruction
     return text.strip() or None
