@@ -237,7 +237,7 @@ def _router_eval(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     try:
-        config.load(args.config)
+        server = config.load(args.config).settings.server
     except config.ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
@@ -260,6 +260,8 @@ def _serve(args: argparse.Namespace) -> int:
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=bool(server.forwarded_allow_ips),  # uvicorn's default trusts any loopback peer
+        forwarded_allow_ips=server.forwarded_allow_ips or None,
         log_level=args.log_level,
         timeout_graceful_shutdown=30,
     )

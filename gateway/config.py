@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import os
 import re
 import types
@@ -180,6 +181,11 @@ def check(settings: Settings) -> list[Problem]:
     if settings.cache.enabled and settings.cache.store == "redis" and url is None:
         problems.append(Problem(("cache", "store"), "`redis` needs redis.url"))
     problems += _auth_problems(settings, seen)
+    for i, proxy in enumerate(settings.server.forwarded_allow_ips):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            problems.append(Problem(("server", "forwarded_allow_ips", i), f"{proxy!r} is not an IP address or network"))
     return problems
 
 

@@ -75,11 +75,30 @@ class Pipeline:
         self.in_flight = 0
         self.stats = RequestStats()
 
-    async def handle(self, endpoint: Endpoint, body: bytes, headers: Headers, request_id: str = "") -> Reply | StreamReply:
+    async def authenticate(self, headers: Headers) -> Principal | None:
+        """The caller's key (None with auth off), or the 401 / 503 that refuses it. The HTTP layer
+        asks before it reads or checks the body, so that a caller without a key learns nothing else."""
+        runtime = self._source.runtime
+        if not runtime.settings.auth.enabled:
+            return None
+        return await self._access.authenticate(headers, runtime.keys)
+
+    async def handle(
+        self,
+        endpoint: Endpoint,
+        body: bytes,
+        headers: Headers,
+        request_id: str = "",
+        caller: Principal | APIError | None = None,
+    ) -> Reply | StreamReply:
+        """One request. `caller`: the key `authenticate` found, or the error that refused the
+        request before its body was read (it is answered and counted like any other)."""
         ex = Exchange(endpoint, headers, self._source.runtime.acquire(), request_id)
         self.in_flight += 1
         try:
-            await self._admit(ex, body)
+            if isinstance(caller, APIError):
+                raise caller
+            await self._admit(ex, body, caller)
             if (router := ex.runtime.routers.get(ex.request.model)) is None:
                 self._resolve(ex)
             else:
@@ -99,14 +118,16 @@ class Pipeline:
             if not ex.relayed:
                 self._finish(ex)
 
-    async def _admit(self, ex: Exchange, body: bytes) -> None:
+    async def _admit(self, ex: Exchange, body: bytes, caller: Principal | None) -> None:
         """Room in this process, the client's key, a valid request the key may make, its trace."""
         settings = ex.runtime.settings
         if self.in_flight > settings.resilience.max_in_flight:
             raise GatewayOverloaded("The gateway is at its limit of requests in flight; retry shortly.", retry_after=1)
-        if settings.auth.enabled:
-            ex.principal = await self._access.authenticate(ex.headers, ex.runtime.keys)
-            ex.tally.tenant = ex.principal.alias
+        if caller is None and settings.auth.enabled:
+            caller = await self._access.authenticate(ex.headers, ex.runtime.keys)
+        if caller is not None:
+            ex.principal = caller
+            ex.tally.tenant = caller.alias
         ex.request = requests.parse(ex.endpoint, body, ex.headers, settings.server, settings.resilience)
         if ex.principal is not None:
             ex.principal.check_model(ex.request.model)

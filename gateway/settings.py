@@ -208,6 +208,10 @@ class ServerSettings(_Settings, frozen=True):
     """Characters of text in all the strings of a request's messages, prompt or input, together."""
     max_output_tokens: PositiveInt = 1_000_000
     """The largest `max_tokens` / `max_completion_tokens` a request may ask for."""
+    forwarded_allow_ips: list[str] = msgspec.field(default_factory=list)
+    """Proxies (addresses or CIDR networks) whose `X-Forwarded-For` / `X-Forwarded-Proto` are
+    believed: the client's address is then the forwarded one. Default: none, so a client cannot
+    claim another address (such as loopback, which the admin API trusts without a key). Read at start."""
 
 
 class ResilienceSettings(_Settings, frozen=True):
@@ -438,6 +442,7 @@ class Settings(_Settings, frozen=True, kw_only=True):
 
 START_ONLY: tuple[str, ...] = (
     "reload",
+    "server.forwarded_allow_ips",
     "redis",
     "telemetry",
     "auth.store",

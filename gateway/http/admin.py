@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import msgspec
 from litestar import Request, Response, delete, get, post
 
-from gateway.access.keys import KeyExists, KeyRequest, KeysUnavailable, Principal, RedisKeys
+from gateway.access.keys import KeyExists, KeyRequest, KeysUnavailable, Principal, RedisKeys, bearer
 from gateway.cache.service import ResponseCache
 from gateway.cache.store import StoreUnavailable
 from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable, Unauthorized
@@ -233,7 +233,10 @@ def _authorize_admin(gateway: Services, request: Request[Any, Any, Any]) -> None
         if not _is_loopback(host):
             raise Unauthorized("The admin API is open to loopback clients only unless admin.api_key is set.")
         return
-    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    try:
+        given = bearer(request.scope["headers"]) or ""
+    except Unauthorized:
+        given = ""
     if not hmac.compare_digest(given.encode(), key.reveal().encode()):
         raise Unauthorized("A valid admin key is required (Authorization: Bearer ...).")
 

@@ -42,15 +42,19 @@ def openai_route(services: Services, path: str, endpoint: Endpoint) -> ASGIRoute
         if scope["method"] != "POST":
             return await send_reply(send, error_reply(method_not_allowed(scope["method"], path)))
         limit = services.reloader.runtime.settings.server.max_body_bytes
-        try:
+        caller: Principal | APIError | None = None
+        body = b""
+        try:  # the key first: a caller without one learns nothing about the body
+            caller = await services.pipeline.authenticate(scope["headers"])
             check_content_type(scope["headers"])
             body = await read_body(scope, receive, limit)
         except ClientGone:
             return None
         except APIError as exc:
-            return await send_reply(send, error_reply(exc))
+            caller = exc
         request_id = scope.get("state", {}).get("request_id", "")
-        reply = await until_disconnect(receive, services.pipeline.handle(endpoint, body, scope["headers"], request_id))
+        work = services.pipeline.handle(endpoint, body, scope["headers"], request_id, caller)
+        reply = await until_disconnect(receive, work)
         if reply is None:
             return None
         if isinstance(reply, StreamReply):

@@ -49,3 +49,7 @@ class RedisServer:
     def stop(self) -> None:
         self.proc.kill()
         self.proc.wait(5)
+
+    def client(self) -> redis.Redis:
+        """A plain synchronous client (tests read and reset state with it)."""
+        return redis.Redis(port=self.port, socket_timeout=2)

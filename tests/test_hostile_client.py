@@ -1,0 +1,127 @@
+"""A client with a valid key that tries to get around its limits, and an upstream that misbehaves:
+real `gateway serve` processes, a spying loopback upstream that records what it is sent, real
+redis-server processes, the official openai client where a client would use it. Every test here is
+a row of the table in docs/access.md ("What a key can overspend")."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.access.keys import hash_key
+from tests.helpers.errors import assert_openai_error
+from tests.helpers.gateway import GatewayProcess
+from tests.helpers.redis_server import RedisServer
+from tests.helpers.spy_upstream import Script, SpyUpstream
+
+KEYS = {alias: f"sk-gw-hostile-{alias}-0123456789abcdef" for alias in ("budget", "tokens", "meter", "open")}
+UPSTREAM_KEY = "sk-UPSTREAM-SECRET-0123456789"
+HEADER_SECRET = "HDR-SECRET-777"
+ADMIN_KEY = "admin-hostile-secret-4242"
+# $10 / $30 per 1M tokens, as a hosted model is priced
+PRICE = "{input_per_1m: 10, output_per_1m: 30}"
+
+
+def auth(alias: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {KEYS[alias]}"}
+
+
+def config(spy: SpyUpstream, redis: RedisServer | None, extra: str = "") -> str:
+    return f"""
+reload: {{watch: false}}
+admin: {{api_key: "${{ADMIN_KEY}}"}}
+{f'redis: {{url: "{redis.url}"}}' if redis else ""}
+auth:
+  keys:
+    - {{alias: budget, key_hash: "{hash_key(KEYS["budget"])}", budget: {{day: 1.0}}}}
+    - {{alias: tokens, key_hash: "{hash_key(KEYS["tokens"])}", tpm: 5000}}
+    - {{alias: meter, key_hash: "{hash_key(KEYS["meter"])}", budget: {{day: 1000}}}}
+    - {{alias: open, key_hash: "{hash_key(KEYS["open"])}"}}
+pools:
+  hosted:
+    aliases: [gpt-4o]
+    deployments:
+      - id: hosted-dep
+        base_url: "{spy.base_url}"
+        api_key: "${{UPSTREAM_KEY}}"
+        headers: {{x-key: "xkey=${{HEADER_SECRET}}"}}
+        price: {PRICE}
+{extra}"""
+
+
+ENV = {"UPSTREAM_KEY": UPSTREAM_KEY, "HEADER_SECRET": HEADER_SECRET, "ADMIN_KEY": ADMIN_KEY}
+
+
+@pytest.fixture(scope="module")
+def spy() -> Iterator[SpyUpstream]:
+    upstream = SpyUpstream().start()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, spy: SpyUpstream, redis: RedisServer) -> Iterator[GatewayProcess]:
+    path = tmp_path_factory.mktemp("hostile") / "gateway.yaml"
+    path.write_text(config(spy, redis))
+    process = GatewayProcess(path, env=ENV)
+    yield process
+    process.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh(spy: SpyUpstream, redis: RedisServer) -> None:
+    """Each test starts with a well-behaved upstream and no spend on any key."""
+    spy.script = Script()
+    spy.seen.clear()
+    redis.client().flushall()
+
+
+def chat(content: str = "hi", **fields: object) -> dict[str, object]:
+    return {"model": "gpt-4o", "messages": [{"role": "user", "content": content}], **fields}
+
+
+# --- trusted proxies and authentication order ---------------------------------------------------
+
+
+def test_forwarded_headers_are_not_believed_from_an_unlisted_peer(
+    gateway: GatewayProcess, tmp_path: Path, spy: SpyUpstream
+) -> None:
+    # Without admin.api_key the admin API answers loopback clients only. A loopback peer that
+    # claims to forward for a remote client is believed only when it is a listed proxy.
+    path = tmp_path / "proxied.yaml"
+    path.write_text(config(spy, None).replace('admin: {api_key: "${ADMIN_KEY}"}', ""))
+    plain = GatewayProcess(path, env=ENV)
+    path2 = tmp_path / "listed.yaml"
+    path2.write_text(path.read_text() + "server: {forwarded_allow_ips: [127.0.0.1]}\n")
+    listed = GatewayProcess(path2, env=ENV)
+    try:
+        claim = {"x-forwarded-for": "203.0.113.7"}
+        assert httpx.get(f"{plain.url}/admin/config", headers=claim).status_code == 200  # the peer is loopback
+        assert_openai_error(httpx.get(f"{listed.url}/admin/config", headers=claim), 401)  # the proxy's client is not
+        assert httpx.get(f"{listed.url}/admin/config").status_code == 200
+    finally:
+        plain.stop()
+        listed.stop()
+
+
+def test_the_admin_key_is_accepted_only_as_bearer(gateway: GatewayProcess) -> None:
+    assert_openai_error(httpx.get(f"{gateway.url}/admin/config", headers={"authorization": ADMIN_KEY}), 401)
+    assert_openai_error(httpx.get(f"{gateway.url}/admin/config", headers={"authorization": f"Basic {ADMIN_KEY}"}), 401)
+    assert httpx.get(f"{gateway.url}/admin/config", headers={"authorization": f"Bearer {ADMIN_KEY}"}).status_code == 200
+
+
+def test_a_caller_without_a_key_is_refused_before_the_body_is_judged(gateway: GatewayProcess) -> None:
+    url = f"{gateway.url}/v1/chat/completions"
+    assert_openai_error(httpx.post(url, content=b"<xml/>", headers={"content-type": "text/xml"}), 401, "invalid_api_key")
+    assert_openai_error(httpx.post(url, content=b"x" * (5 * 1024 * 1024)), 401, "invalid_api_key")
+    assert_openai_error(httpx.post(url, content=b"<xml/>", headers={"content-type": "text/xml", **auth("open")}), 415)
