@@ -29,6 +29,8 @@ class APIError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.upstream: tuple[str, int, str] | None = None
+        """For an upstream's error: (deployment, status, its body redacted), for the log."""
         if code is not None:
             self.code = code
         if status is not None:
@@ -129,11 +131,17 @@ class UpstreamStatusError(APIError):
     """
 
     def __init__(
-        self, deployment: str, status: int, message: str, code: str | None = None, retry_after: float | None = None
+        self,
+        deployment: str,
+        status: int,
+        message: str,
+        code: str | None = None,
+        retry_after: float | None = None,
+        param: str | None = None,
     ) -> None:
         if status in (401, 403, 407):
             message = f"upstream '{deployment}' rejected the gateway's credentials (HTTP {status})"
-            status, code = 502, "upstream_auth_failed"
-        super().__init__(message, status=status, code=code, retry_after=retry_after)
+            status, code, param = 502, "upstream_auth_failed", None
+        super().__init__(message, status=status, code=code, retry_after=retry_after, param=param)
         self.type = _TYPES.get(status, "api_error")
         self.retryable = status in _RETRYABLE or status >= 500

@@ -31,6 +31,7 @@ from backends.errors import (
 )
 from backends.propagation import UPSTREAM_TRACE
 from backends.protocol import Completion
+from backends.redact import Redactor, secrets_of
 from backends.sse import DONE, SSEParser
 from backends.transport import PooledTransport
 from backends.types import ENDPOINTS, Endpoint, Timeouts, UpstreamErrorEnvelope, UsagePeek
@@ -62,7 +63,7 @@ class HTTPBackend:
         self._headers = httpx.Headers({"content-type": "application/json", "user-agent": "llm-gateway", **(headers or {})})
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
-        self._api_key = api_key or None
+        self.redactor = Redactor(secrets_of(api_key, headers, base_url))
         t = self.timeouts
         self._extensions = {"timeout": {"connect": t.connect, "read": t.read, "write": t.read, "pool": t.pool}}
 
@@ -79,12 +80,12 @@ class HTTPBackend:
                     raise DeadlineExceeded(f"The request did not complete within its deadline ({timeout:g}s left).") from None
                 raise UpstreamTimeout(f"upstream '{self.name}' did not answer within {total:g}s") from None
         if response.status_code != 200:
-            raise _status_error(self.name, response, body, self._api_key)
+            raise _status_error(self.name, response, body, self.redactor)
         try:
             peek = msgspec.json.decode(body, type=UsagePeek)
         except msgspec.DecodeError:
             raise UpstreamProtocolError(f"upstream '{self.name}' sent a response that is not a JSON object") from None
-        return Completion(body, peek.usage)
+        return Completion(self.redactor.body(body), peek.usage)
 
     async def stream(self, endpoint: Endpoint, payload: dict[str, object]) -> HTTPEventStream:
         with self._translated():
@@ -94,7 +95,7 @@ class HTTPBackend:
                     body = await response.aread()
                 finally:
                     await response.aclose()
-                raise _status_error(self.name, response, body, self._api_key)
+                raise _status_error(self.name, response, body, self.redactor)
         return HTTPEventStream(self, response)
 
     async def aclose(self) -> None:
@@ -120,7 +121,7 @@ class HTTPBackend:
         except httpx.ConnectError:
             raise UpstreamUnavailable(f"could not connect to upstream '{self.name}'") from None
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise UpstreamProtocolError(f"upstream '{self.name}' broke the connection: {exc}") from None
+            raise UpstreamProtocolError(f"upstream '{self.name}' broke the connection: {self.redactor.text(str(exc))}") from None
         except httpx.HTTPError as exc:
             raise UpstreamError(f"upstream '{self.name}' failed: {type(exc).__name__}") from None
 
@@ -134,55 +135,59 @@ class HTTPEventStream:
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         parser = SSEParser()
+        redactor = self._backend.redactor
         with self._backend._translated():
             async for chunk in self._response.aiter_raw():
                 for data in parser.feed(chunk):
                     if data == DONE:
                         return
                     if data.startswith(b'{"error"'):
-                        raise _event_error(self._backend.name, data, self._backend._api_key)
-                    yield data
+                        raise _event_error(self._backend.name, data, redactor)
+                    yield redactor.body(data)
         raise UpstreamProtocolError(f"upstream '{self._backend.name}' ended the stream without [DONE]")
 
     async def aclose(self) -> None:
         await self._response.aclose()
 
 
-def _status_error(name: str, response: httpx.Response, body: bytes, secret: str | None) -> APIError:
-    message, code = _error_message(body, secret)
+def _status_error(name: str, response: httpx.Response, body: bytes, redactor: Redactor) -> APIError:
+    """An upstream's error status, rebuilt: its message, code and param with every secret blanked,
+    the gateway's own type; the whole body (redacted) kept for the log."""
+    message, code, param = _error_fields(body, redactor)
     message = message or f"upstream '{name}' answered HTTP {response.status_code}"
     if is_context_overflow(response.status_code, message, code):
-        return ContextWindowExceeded(message)
-    return UpstreamStatusError(name, response.status_code, message, code, _retry_after(response.headers))
+        error: APIError = ContextWindowExceeded(message, param=param)
+    else:
+        error = UpstreamStatusError(name, response.status_code, message, code, _retry_after(response.headers), param=param)
+    error.upstream = (name, response.status_code, redactor.text(body[:4000].decode("utf-8", "replace")))
+    return error
 
 
-def _event_error(name: str, data: bytes, secret: str | None) -> APIError:
-    """An upstream's in-band `{"error": ...}` event, as the error it reports."""
-    message, code = _error_message(data, secret)
+def _event_error(name: str, data: bytes, redactor: Redactor) -> APIError:
+    """An upstream's in-band `{"error": ...}` event, as the error it reports (rebuilt, redacted)."""
+    message, code, param = _error_fields(data, redactor)
     message = message or f"upstream '{name}' sent an error event"
-    if is_context_overflow(400, message, code):
-        return ContextWindowExceeded(message)
-    return StreamErrorEvent(message)
+    overflow = is_context_overflow(400, message, code)
+    error: APIError = ContextWindowExceeded(message, param=param) if overflow else StreamErrorEvent(message)
+    error.upstream = (name, 200, redactor.text(data[:4000].decode("utf-8", "replace")))
+    return error
 
 
-def _error_message(body: bytes, secret: str | None = None) -> tuple[str | None, str | None]:
-    """The message and code of an OpenAI-style error body, where it is one, with the deployment's
-    own key blanked out should the upstream have quoted it (the message goes to the client)."""
+def _error_fields(body: bytes, redactor: Redactor) -> tuple[str | None, str | None, str | None]:
+    """The message, code and param of an OpenAI-style error body, where it is one, with every
+    secret of the deployment (and any bearer credential) blanked: they go to the client."""
     try:
         envelope = msgspec.json.decode(body, type=UpstreamErrorEnvelope)
     except msgspec.DecodeError:
-        return None, None
+        return None, None, None
     if envelope.error is None:
-        return None, None
+        return None, None, None
     if isinstance(envelope.error, str):
-        message: str | None = envelope.error
-        code = None
-    else:
-        message = envelope.error.message or None
-        code = str(envelope.error.code) if envelope.error.code is not None else None
-    if secret and message and secret in message:
-        message = message.replace(secret, "***")
-    return message, code
+        return redactor.text(envelope.error) or None, None, None
+    error = envelope.error
+    code = redactor.text(str(error.code))[:200] if error.code is not None else None
+    param = redactor.text(error.param)[:200] if error.param else None
+    return redactor.text(error.message) or None, code, param
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:

@@ -99,6 +99,7 @@ class UsagePeek(msgspec.Struct):
 class UpstreamErrorBody(msgspec.Struct):
     message: str = ""
     code: str | int | None = None
+    param: str | None = None
 
 
 class UpstreamErrorEnvelope(msgspec.Struct):

@@ -308,6 +308,9 @@ class Pipeline:
 
     def _failed(self, ex: Exchange, exc: APIError) -> Reply:
         ex.tally.status = exc.status
+        if exc.upstream is not None:  # the client gets the rebuilt error; the log, the upstream's own (redacted)
+            name, status, body = exc.upstream
+            log.warning("request %s: upstream %s answered %d: %s", ex.request_id, name, status, body)
         ex.trace.failed(exc)
         return error_reply(exc, [*_progress_headers(ex.runtime, ex.progress), *getattr(exc, "headers", ex.limit_headers)])
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 from gateway.access.keys import hash_key
@@ -43,6 +44,8 @@ auth:
 pools:
   hosted:
     aliases: [gpt-4o]
+    breaker: {{enabled: false}}  # the tests' upstream errors on purpose
+    retry: {{max_attempts: 1}}
     deployments:
       - id: hosted-dep
         base_url: "{spy.base_url}"
@@ -125,3 +128,54 @@ def test_a_caller_without_a_key_is_refused_before_the_body_is_judged(gateway: Ga
     assert_openai_error(httpx.post(url, content=b"<xml/>", headers={"content-type": "text/xml"}), 401, "invalid_api_key")
     assert_openai_error(httpx.post(url, content=b"x" * (5 * 1024 * 1024)), 401, "invalid_api_key")
     assert_openai_error(httpx.post(url, content=b"<xml/>", headers={"content-type": "text/xml", **auth("open")}), 415)
+
+
+# --- no secret in any reply ----------------------------------------------------------------------
+
+QUOTING = [
+    (400, {"message": "bad request from {authorization}", "type": "x", "code": "{authorization}", "param": "{authorization}"}),
+    (500, {"message": "proxy failed; sent headers: {x-key}", "type": "server_error", "code": None, "nested": {"h": "{x-key}"}}),
+    (429, {"message": "slow down", "code": "{authorization} {x-key}"}),
+]
+
+
+@pytest.mark.parametrize(("status", "error"), QUOTING)
+def test_an_upstream_error_that_quotes_secrets_reaches_the_client_without_them(
+    gateway: GatewayProcess, spy: SpyUpstream, status: int, error: dict[str, object]
+) -> None:
+    spy.script = Script(error=(status, error))
+    url = f"{gateway.url}/v1/chat/completions"
+    plain = httpx.post(url, json=chat(max_tokens=5), headers=auth("open"))
+    streamed = httpx.post(url, json=chat(max_tokens=5, stream=True), headers=auth("open"))
+    assert spy.seen and spy.seen[0].headers["authorization"] == f"Bearer {UPSTREAM_KEY}"  # it was sent, and quoted
+    for reply in (plain, streamed):
+        assert reply.status_code == status
+        body = assert_openai_error(reply, status)
+        assert_no_secret(reply.text + str(reply.headers))
+        assert "***" in str(body), body  # what was quoted is blanked, the rest of the error kept
+    logged = gateway.logs()
+    assert f"request {plain.headers['x-request-id']}: upstream hosted-dep answered {status}" in logged
+    assert_no_secret(logged)
+
+
+def test_a_stream_error_event_and_an_answer_that_quote_secrets_are_blanked(gateway: GatewayProcess, spy: SpyUpstream) -> None:
+    url = f"{gateway.url}/v1/chat/completions"
+    spy.script = Script(stream_error={"message": "died: {authorization}", "code": "{x-key}"})
+    streamed = httpx.post(url, json=chat(max_tokens=5, stream=True), headers=auth("open"))
+    assert streamed.status_code == 200 and '"error"' in streamed.text
+    assert_no_secret(streamed.text)
+    spy.script = Script(stream_text=f"the key is {UPSTREAM_KEY} and {HEADER_SECRET}")
+    for body in (chat(max_tokens=5, stream=True), chat(max_tokens=5)):
+        reply = httpx.post(url, json=body, headers=auth("open"))
+        assert reply.status_code == 200
+        assert_no_secret(reply.text)
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=KEYS["open"], max_retries=0)
+    spy.script = Script(error=(400, {"message": "no: {authorization}", "code": "{authorization}", "param": "{x-key}"}))
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert_no_secret(str(refused.value.body) + str(refused.value.code) + str(refused.value.param))
+
+
+def assert_no_secret(text: str) -> None:
+    for secret in (UPSTREAM_KEY, HEADER_SECRET, *KEYS.values()):
+        assert secret not in text, (secret, text[:500])
