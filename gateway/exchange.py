@@ -52,6 +52,10 @@ class Exchange:
     """The router's decision."""
     embedded: Embedded | None = None
     admission: Admission | None = None
+    output_cap: int | None = None
+    """The output limit the limits granted a request that set none (None: the deployment's own, if any)."""
+    output_limited: bool | None = None
+    """The client set its own output limit (None: not looked at yet)."""
     lookup: Lookup | None = None
     limit_headers: Headers = field(default_factory=list)
     relayed: bool = False

@@ -21,7 +21,7 @@ from backends.protocol import Completion
 from backends.sse import DONE_FRAME, frame
 from backends.types import Endpoint, UsagePeek
 from gateway import request as requests
-from gateway.access.control import Access, reservation
+from gateway.access.control import Access, limit_output, reservation, sets_output_limit
 from gateway.access.keys import Principal
 from gateway.access.limits import Limits
 from gateway.cache.assemble import Assembler
@@ -38,7 +38,7 @@ from gateway.routing.router import Router
 from gateway.routing.task import routed_text, task
 from gateway.routing.validation import breaks_schema
 from gateway.runtime import Runtime
-from gateway.streaming import Keeper, Meter, Relay, ask_for_usage, opener
+from gateway.streaming import Keeper, Meter, Prepare, Relay, ask_for_usage, opener
 from gateway.telemetry.stats import RequestStats
 from gateway.telemetry.tracing import Tracing
 
@@ -168,10 +168,12 @@ class Pipeline:
             self._decisions.decided(ex.request_id, router.name, router.tiers, route.tier, route.why, score, ex.request.payload)
 
     async def _reserve(self, ex: Exchange, principal: Principal) -> None:
-        """A key with limits or budgets reserves the request's worst case before it goes upstream."""
-        reserve = ex.runtime.settings.auth.output_reserve_tokens
-        ask = reservation(ex.endpoint, ex.request.payload, ex.chain, reserve)
-        ex.admission = await self._access.limits.admit(principal, ask)
+        """A key with limits or budgets reserves the request's worst case before it goes upstream;
+        a request that sets no output limit is given the one its key can pay for."""
+        least = ex.runtime.settings.auth.min_output_tokens
+        reserved = reservation(ex.endpoint, ex.request.payload, ex.chain, least)
+        ex.admission = await self._access.limits.admit(principal, reserved.ask)
+        ex.output_cap = reserved.output_cap(ex.admission.extra)
         ex.limit_headers = ex.admission.headers()
 
     async def _look_up(self, ex: Exchange, cache: ResponseCache) -> None:
@@ -212,7 +214,8 @@ class Pipeline:
     async def _stream(self, ex: Exchange) -> StreamReply:
         """Open the upstream stream (retries and fallbacks up to its first event), then relay it."""
         hide_usage = ask_for_usage(ex.request.payload)
-        call = ex.trace.stream_openings(opener(ex.endpoint, ex.request.payload, ex.model), ex.progress, ex.model)
+        attempt = opener(ex.endpoint, ex.request.payload, ex.model, self._prepare(ex))
+        call = ex.trace.stream_openings(attempt, ex.progress, ex.model)
         opened = await self._dispatch(ex, call)
         self._note_escalation(ex, opened.deployment)
         meter = Meter(ex.tally, ex.started, opened.deployment, ex.endpoint, ex.request.payload, hide_usage)
@@ -254,13 +257,24 @@ class Pipeline:
 
     def _completer(self, ex: Exchange) -> Call[Completion]:
         """One attempt at the whole answer on a deployment (traced, when the request is)."""
-        endpoint, payload, model = ex.endpoint, ex.request.payload, ex.model
+        endpoint, payload, model, prepare = ex.endpoint, ex.request.payload, ex.model, self._prepare(ex)
 
         async def complete(deployment: Deployment, deadline: Deadline) -> Completion:
             payload["model"] = deployment.upstream_model(model)
+            if prepare is not None:
+                prepare(deployment)
             return await deployment.backend.complete(endpoint, payload, deadline.remaining())
 
         return ex.trace.completions(complete, ex.progress, model)
+
+    @staticmethod
+    def _prepare(ex: Exchange) -> Prepare | None:
+        """The output limit of each attempt, for a request that sets none (see `limit_output`)."""
+        if ex.output_limited is None:
+            ex.output_limited = sets_output_limit(ex.request.payload)  # before any attempt adds one
+        if ex.output_limited:
+            return None
+        return functools.partial(limit_output, ex.endpoint, ex.request.payload, cap=ex.output_cap)
 
     async def _validated(self, ex: Exchange, router: Router, done: Outcome[Completion]) -> Outcome[Completion]:
         """An answer that breaks the request's json_schema is asked again one tier up (once), if

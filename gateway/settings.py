@@ -124,6 +124,14 @@ class DeploymentSettings(_Settings, frozen=True, kw_only=True):
     """`pooled`: the gateway's lean HTTP/1.1 pool. `httpx`: httpx's default transport (HTTP/1.1, proxies)."""
     timeouts: Timeouts = Timeouts()
     price: Price = Price()
+    max_output_tokens: PositiveInt | None = None
+    """The longest answer this deployment is asked for when a request sets no `max_tokens` /
+    `max_completion_tokens`: the gateway then sends the smaller of this and what the caller's key
+    can still pay for. Unset: 4096 for a key with `tpm` or a budget (`DEFAULT_MAX_OUTPUT_TOKENS`),
+    and nothing is added for other callers."""
+    output_limit_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    """The field that carries that limit to a chat endpoint (OpenAI's reasoning models take only
+    `max_completion_tokens`; vLLM, TGI, llama.cpp and Ollama take `max_tokens`)."""
 
 
 class RetrySettings(_Settings, frozen=True):
@@ -354,8 +362,9 @@ class AuthSettings(_Settings, frozen=True, kw_only=True):
     `closed` answers 503."""
     store_timeout_s: Positive = 0.25
     """Longest wait for Redis on a request."""
-    output_reserve_tokens: PositiveInt = 1024
-    """Output tokens reserved (for `tpm` and budgets) for a request that sets no `max_tokens`."""
+    min_output_tokens: PositiveInt = 16
+    """A request that sets no `max_tokens` is refused (429, the limit named) when its key cannot
+    pay for even this many output tokens."""
 
 
 class RouterTierSettings(_Settings, frozen=True):

@@ -1,12 +1,12 @@
 """A streamed answer on its way from an upstream to the client.
 
-    open ─▶ wait for the upstream's first event (until then a failure is retried, or answered as
-         │  an ordinary error: nothing has reached the client)
-         ▼
-    relay ─▶ each event as it arrives ─▶ meter (usage, cost, time to first token)
-          │                          └─▶ keeper (the cache's copy, stored once the stream ended well)
-          ├─ upstream breaks, or the deadline passes ─▶ one OpenAI-shaped error event
-          └─ exactly one `[DONE]`; then the upstream is released and the request finished
+open ─▶ wait for the upstream's first event (until then a failure is retried, or answered as
+     │  an ordinary error: nothing has reached the client)
+     ▼
+relay ─▶ each event as it arrives ─▶ meter (usage, cost, time to first token)
+      │                          └─▶ keeper (the cache's copy, stored once the stream ended well)
+      ├─ upstream breaks, or the deadline passes ─▶ one OpenAI-shaped error event
+      └─ exactly one `[DONE]`; then the upstream is released and the request finished
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ from gateway.text import estimated_prompt_tokens
 log = logging.getLogger("gateway.upstreams")
 
 
+Prepare = Callable[[Deployment], None]
+"""What changes the payload for an attempt on one deployment (its output limit)."""
+
+
 @dataclass(slots=True)
 class Opened:
     """An upstream stream that has sent its first event (None: it ended at once)."""
@@ -44,11 +48,13 @@ class Opened:
     first: bytes | None
 
 
-def opener(endpoint: Endpoint, payload: dict[str, Any], model: str) -> Call[Opened]:
+def opener(endpoint: Endpoint, payload: dict[str, Any], model: str, prepare: Prepare | None = None) -> Call[Opened]:
     """One attempt at opening the stream on a deployment, under the request's deadline."""
 
     async def open_stream(deployment: Deployment, deadline: Deadline) -> Opened:
         payload["model"] = deployment.upstream_model(model)
+        if prepare is not None:
+            prepare(deployment)
         try:
             async with asyncio.timeout(deadline.remaining()):
                 events = await deployment.backend.stream(endpoint, payload)

@@ -6,10 +6,11 @@
 - the embedded text is the last user turn (a completion's prompt). It is embedded once per
   request; the router and the semantic cache share the vector. The cache uses it only when the
   request ends with it (a request that ends with a tool result is answered from that result);
-- token estimates come from the size of the request before any tokenizer has seen it: one token
-  per 3 bytes of JSON for what a request reserves (above most tokenizers' count, so reservations
-  err high), one per 4 for what a stream without usage is charged, one per 4 characters of text
-  for the router's features.
+- token estimates come from sizes, before any tokenizer has seen the text: one token per 3 bytes
+  of the whole request's JSON for what a request reserves (above most tokenizers' count, so
+  reservations err high; images at a fixed count), one per 4 bytes of the prompt's JSON and one
+  per 3 bytes of the relayed text for what a stream without usage is charged, one per 4
+  characters of text for the router's features.
 """
 
 from __future__ import annotations
@@ -85,9 +86,33 @@ def prompt_of(endpoint: Endpoint, payload: Mapping[str, Any]) -> Any:
     return payload.get("messages", payload.get("prompt", ""))
 
 
-def reserved_prompt_tokens(endpoint: Endpoint, payload: Mapping[str, Any]) -> int:
-    """The prompt's tokens as a reservation counts them (high)."""
-    return math.ceil(len(msgspec.json.encode(prompt_of(endpoint, payload))) / RESERVE_BYTES_PER_TOKEN)
+IMAGE_TOKENS = 1_536
+"""What an image in a message counts for (above OpenAI's high-detail count for any image size,
+765 to 1,105); its URL or base64 bytes are not counted as text."""
+MESSAGE_TOKENS = 4
+"""Each message's role and separators."""
+_IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
+
+
+def request_tokens(endpoint: Endpoint, payload: Mapping[str, Any]) -> int:
+    """Every token a request may make the upstream read, as a reservation counts them (high): the
+    JSON of the whole body at one token per 3 bytes (messages, tools and tool results, functions,
+    `response_format` and its schema, stop sequences, and any other field a client fills), 4 per
+    message, and `IMAGE_TOKENS` per image."""
+    size = len(msgspec.json.encode(payload))
+    overhead = 0
+    messages = payload.get("messages") if endpoint == "chat/completions" else None
+    if isinstance(messages, list):
+        overhead = MESSAGE_TOKENS * len(messages)
+        for message in messages:
+            content = message.get("content") if isinstance(message, Mapping) else None
+            if not isinstance(content, list):
+                continue
+            for part in content:
+                if isinstance(part, Mapping) and part.get("type") in _IMAGE_PARTS:
+                    overhead += IMAGE_TOKENS
+                    size -= len(msgspec.json.encode(part))
+    return math.ceil(max(0, size) / RESERVE_BYTES_PER_TOKEN) + overhead
 
 
 def estimated_prompt_tokens(endpoint: Endpoint, payload: Mapping[str, Any]) -> int:

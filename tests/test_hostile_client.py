@@ -5,6 +5,7 @@ a row of the table in docs/access.md ("What a key can overspend")."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,3 +180,73 @@ def test_a_stream_error_event_and_an_answer_that_quote_secrets_are_blanked(gatew
 def assert_no_secret(text: str) -> None:
     for secret in (UPSTREAM_KEY, HEADER_SECRET, *KEYS.values()):
         assert secret not in text, (secret, text[:500])
+
+
+# --- spend bounded by construction; the whole request counted ------------------------------------
+
+
+def spent(redis: RedisServer, alias: str) -> float:
+    keys = redis.client().keys(f"gw:spend:cfg:{alias}:day:*")
+    return sum(float(redis.client().get(k) or 0) for k in keys)
+
+
+async def burst(
+    url: str, alias: str, bodies: list[dict[str, object]], path: str = "/v1/chat/completions"
+) -> list[httpx.Response]:
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=len(bodies)), headers=auth(alias)) as client:
+        return await asyncio.gather(*(client.post(url + path, json=body) for body in bodies))
+
+
+def test_concurrent_requests_without_max_tokens_cannot_spend_past_the_budget(
+    gateway: GatewayProcess, spy: SpyUpstream, redis: RedisServer
+) -> None:
+    # $1 a day; each request would make the upstream generate 200k tokens ($6) if it were let
+    replies = asyncio.run(burst(gateway.url, "budget", [chat("write a long story")] * 30))
+    statuses = [r.status_code for r in replies]
+    assert statuses.count(200) >= 1 and statuses.count(200) + statuses.count(429) == 30
+    refused = next(r for r in replies if r.status_code == 429)
+    assert_openai_error(refused, 429, "insufficient_quota")
+    assert "budget of $1" in refused.json()["error"]["message"]
+    sent = [s.body for s in spy.seen]
+    assert len(sent) == statuses.count(200)
+    assert all(0 < b["max_tokens"] <= 4096 for b in sent)  # the gateway set what the key can pay for
+    assert sum(b["max_tokens"] for b in sent) * 30 / 1e6 <= 1.0
+    assert 0 < spent(redis, "budget") <= 1.0  # settled to the upstream's bill: never past the budget
+    # the rest of the day's budget buys a shorter answer, then none
+    while (last := httpx.post(f"{gateway.url}/v1/chat/completions", json=chat(), headers=auth("budget"))).status_code == 200:
+        pass
+    assert_openai_error(last, 429, "insufficient_quota")
+    assert spent(redis, "budget") <= 1.0
+
+
+def test_text_outside_messages_counts_against_the_token_limit(gateway: GatewayProcess, spy: SpyUpstream) -> None:
+    description = "look up the weather for a city and report it " * 2700  # ~120 KB
+    tool = {"type": "function", "function": {"name": "weather", "description": description, "parameters": {"type": "object"}}}
+    replies = asyncio.run(burst(gateway.url, "tokens", [chat("hi", max_tokens=1, tools=[tool])] * 10))
+    for reply in replies:
+        assert_openai_error(reply, 429, "rate_limit_exceeded", type="tokens")
+    schema = {"type": "json_schema", "json_schema": {"name": "s", "schema": {"type": "object", "description": description}}}
+    assert_openai_error(
+        httpx.post(
+            f"{gateway.url}/v1/chat/completions", json=chat("hi", max_tokens=1, response_format=schema), headers=auth("tokens")
+        ),
+        429,
+        type="tokens",
+    )
+    assert spy.seen == []  # nothing reached the upstream
+    ok = httpx.post(f"{gateway.url}/v1/chat/completions", json=chat("hi", max_tokens=1), headers=auth("tokens"))
+    assert ok.status_code == 200
+
+
+def test_n_and_best_of_multiply_the_reservation(gateway: GatewayProcess, spy: SpyUpstream) -> None:
+    url = gateway.url
+    wide = {"model": "gpt-4o", "prompt": "hi", "max_tokens": 1000, "best_of": 20}
+    assert_openai_error(httpx.post(f"{url}/v1/completions", json=wide, headers=auth("tokens")), 429, type="tokens")
+    assert_openai_error(
+        httpx.post(f"{url}/v1/chat/completions", json=chat(max_tokens=1000, n=6), headers=auth("tokens")), 429, type="tokens"
+    )
+    assert spy.seen == []
+    fits = httpx.post(f"{url}/v1/chat/completions", json=chat(n=4), headers=auth("tokens"))
+    assert fits.status_code == 200
+    asked = spy.seen[0].body["max_tokens"]
+    assert asked * 4 <= 5000  # the output cap is per answer: n answers share what the limit left

@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from gateway.access.keys import hash_key
+from gateway.text import request_tokens
 from tests.helpers.errors import assert_openai_error, openai_error
 from tests.helpers.fake_upstream import Behavior, FakeUpstream
 from tests.helpers.gateway import GatewayProcess
@@ -145,21 +146,24 @@ def test_tokens_are_reserved_up_front_and_settled_with_actual_usage(keyed: Gatew
     assert too_big.status_code == 429 and openai_error(too_big)["type"] == "tokens"
     assert "max_tokens" in str(openai_error(too_big)["message"])
     first = httpx.post(url, json=CHAT, headers=auth("tokens"))
-    # 11 estimated prompt tokens + 8 asked for are reserved; then the reservation becomes what the answer used
-    assert first.status_code == 200 and first.headers["x-ratelimit-remaining-tokens"] == str(100 - 19)
+    # the whole request's estimated tokens + 8 asked for are reserved; then the reservation becomes what the answer used
+    reserved = request_tokens("chat/completions", CHAT) + 8
+    assert first.status_code == 200 and first.headers["x-ratelimit-remaining-tokens"] == str(100 - reserved)
     used = first.json()["usage"]["total_tokens"]
-    assert used != 19
+    assert used != reserved
     second = httpx.post(url, json=CHAT, headers=auth("tokens"))
-    assert second.headers["x-ratelimit-remaining-tokens"] == str(100 - used - 19)
+    assert second.headers["x-ratelimit-remaining-tokens"] == str(100 - used - reserved)
 
 
 def test_a_budget_stops_spending_within_one_requests_cost_on_every_route(keyed: GatewayProcess) -> None:
     responses = asyncio.run(burst([keyed.url], "budget", 20))
     statuses = [r.status_code for r in responses]
-    # Each request reserves $1.90 (its prompt and max_tokens) until its answer settles at its actual,
-    # smaller, cost: five reservations fit in $10, and a few more when answers settle while the burst arrives.
+    # Each request reserves its whole request's tokens and max_tokens at $0.1 each until its answer
+    # settles at its actual, smaller, cost: that many reservations fit in $10, and a few more when
+    # answers settle while the burst arrives.
+    reserve = (request_tokens("chat/completions", CHAT) + 8) * 0.1
     served = statuses.count(200)
-    assert 5 <= served < 20
+    assert 10 // reserve <= served < 20
     refused = next(r for r in responses if r.status_code == 429)
     assert openai_error(refused)["type"] == "insufficient_quota" and openai_error(refused)["code"] == "insufficient_quota"
     assert int(refused.headers["retry-after"]) <= 86400
@@ -169,7 +173,7 @@ def test_a_budget_stops_spending_within_one_requests_cost_on_every_route(keyed: 
     while httpx.post(f"{keyed.url}/v1/chat/completions", json=CHAT, headers=auth("budget")).status_code == 200:
         served += 1
     spent = httpx.get(f"{keyed.url}/admin/keys/cfg:budget").json()["spent"]["day"]
-    assert spent == pytest.approx(served * cost) and 10 - 1.9 < spent <= 10  # stopped within one request's cost
+    assert spent == pytest.approx(served * cost) and 10 - reserve < spent <= 10  # stopped within one request's cost
 
     client = openai.OpenAI(base_url=f"{keyed.url}/v1", api_key=KEYS["budget"], max_retries=0)
     with pytest.raises(openai.RateLimitError) as quota:
@@ -186,12 +190,13 @@ def test_streams_carry_the_rate_limit_headers_and_settle_their_tokens(keyed: Gat
     client = openai.OpenAI(base_url=f"{keyed.url}/v1", api_key=KEYS["streams"], max_retries=0)
     with client.chat.completions.with_streaming_response.create(**CHAT, stream=True) as response:  # type: ignore[call-overload]
         assert response.headers["x-ratelimit-remaining-requests"] == "999"
-        assert response.headers["x-ratelimit-remaining-tokens"] == str(100000 - 19)
+        reserved = request_tokens("chat/completions", {**CHAT, "stream": True}) + 8
+        assert response.headers["x-ratelimit-remaining-tokens"] == str(100000 - reserved)
         text = "".join(c.choices[0].delta.content or "" for c in response.parse() if c.choices)
     assert text
     used = 10 + len(text.split())  # the fake upstream: 10 prompt tokens, one per word of the answer
     after = httpx.post(f"{keyed.url}/v1/chat/completions", json=CHAT, headers=auth("streams"))
-    assert after.headers["x-ratelimit-remaining-tokens"] == str(100000 - used - 19)
+    assert after.headers["x-ratelimit-remaining-tokens"] == str(100000 - used - request_tokens("chat/completions", CHAT) - 8)
 
 
 def test_keys_are_made_through_the_admin_api_only_with_redis(keyed: GatewayProcess) -> None:
@@ -248,8 +253,9 @@ def test_the_limit_holds_across_two_gateways_sharing_redis(tmp_path: Path, upstr
         served = [r for r in asyncio.run(burst([g.url for g in gateways], "budget", 20)) if r.status_code == 200]
         cost = served[0].json()["usage"]["total_tokens"] * 0.1
         spent = httpx.get(f"{gateways[1].url}/admin/keys/cfg:budget").json()["spent"]["day"]
-        # at least the 5 that fit at once; more only as earlier ones settled below their reservation
-        assert len(served) >= 5 and spent == pytest.approx(len(served) * cost) and spent <= 10
+        # at least those that fit at once; more only as earlier ones settled below their reservation
+        reserve = (request_tokens("chat/completions", CHAT) + 8) * 0.1
+        assert len(served) >= 10 // reserve and spent == pytest.approx(len(served) * cost) and spent <= 10
     finally:
         for g in gateways:
             g.stop()

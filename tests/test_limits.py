@@ -167,3 +167,21 @@ async def test_redis_down_fails_open_to_local_counters_or_closed(redis: RedisSer
         await closed.admit(k, Ask(0, 0.0))
     assert info.value.status == 503 and info.value.code == "limits_unavailable"
     await client.aclose()
+
+
+async def test_extra_output_is_granted_as_far_as_the_token_limit_and_budget_pay(counters: Any) -> None:
+    import time
+
+    k = key(tpm=1000)
+    _, first = await counters.admit(k, Ask(100, 0.0, extra=4000), [])
+    assert first.outcome == OK and first.extra == 900 and first.tokens_left == 0
+    _, second = await counters.admit(k, Ask(100, 0.0, extra=4000), [])
+    assert second.outcome == TOKENS  # the minimal part no longer fits
+
+    spender = key(budget={"day": 1.0})
+    periods = budget(time.time(), day=1.0)
+    _, paid = await counters.admit(spender, Ask(10, 0.1, extra=5000, extra_rate=0.001), periods)
+    assert paid.outcome == OK and paid.extra == 900  # $0.90 left after the fixed $0.10
+    assert await counters.spent(spender, [periods[0][1]]) == [pytest.approx(1.0)]
+    _, broke = await counters.admit(spender, Ask(10, 0.0001, extra=5000, extra_rate=0.001), periods)
+    assert broke.outcome == BUDGET

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway.text import conversation, embedded_text, reserved_prompt_tokens, semantic_text
+from gateway.text import IMAGE_TOKENS, conversation, embedded_text, request_tokens, semantic_text
 
 CHAT: dict[str, Any] = {
     "messages": [
@@ -48,8 +48,25 @@ def test_a_request_that_ends_with_a_tool_result_has_no_semantic_text_but_is_stil
     assert embedded_text(payload) == "weather?"
 
 
-def test_reservations_count_the_whole_prompt_high() -> None:
-    short = reserved_prompt_tokens("chat/completions", {"messages": [{"role": "user", "content": "hi"}]})
-    long = reserved_prompt_tokens("chat/completions", {"messages": [{"role": "user", "content": "hi " * 300}]})
+def test_reservations_count_the_whole_request_high() -> None:
+    hi = [{"role": "user", "content": "hi"}]
+    short = request_tokens("chat/completions", {"messages": hi})
+    long = request_tokens("chat/completions", {"messages": [{"role": "user", "content": "hi " * 300}]})
     assert long >= 900 / 3 and long > short  # one token per 3 bytes of JSON: above most tokenizers' count
-    assert reserved_prompt_tokens("embeddings", {"input": "x" * 30}) >= 10
+    assert request_tokens("embeddings", {"input": "x" * 30}) >= 10
+    # text outside `messages` counts the same as inside it
+    text = "describe the weather in detail " * 1000
+    inside = request_tokens("chat/completions", {"messages": [{"role": "user", "content": text}]})
+    tool = {"type": "function", "function": {"name": "f", "description": text, "parameters": {"type": "object"}}}
+    for outside in (
+        {"tools": [tool]},
+        {"functions": [tool["function"]]},
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {"description": text}}}},
+        {"stop": [text[:8000]] * 4},
+        {"metadata": {"x": text}},
+    ):
+        assert request_tokens("chat/completions", {"messages": hi, **outside}) >= inside * 0.95, list(outside)
+    # an image counts as a fixed number of tokens, not as the bytes of its data URL
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 3_000_000}}
+    with_image = request_tokens("chat/completions", {"messages": [{"role": "user", "content": [image]}]})
+    assert IMAGE_TOKENS <= with_image < IMAGE_TOKENS + 100

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -18,9 +19,9 @@ from gateway.access.counters import Ask
 from gateway.access.keys import KeyTable, Principal, RedisKeys, authenticate
 from gateway.access.limits import Limits
 from gateway.redis_client import client as redis_client
-from gateway.routing.pools import Pool
+from gateway.routing.pools import Deployment, Pool
 from gateway.settings import Settings
-from gateway.text import reserved_prompt_tokens
+from gateway.text import request_tokens
 
 log = logging.getLogger("gateway.access.control")
 
@@ -48,15 +49,67 @@ class Access:
                 await self.client.aclose()
 
 
-def reservation(endpoint: Endpoint, payload: dict[str, Any], chain: Sequence[Pool], output_reserve: int) -> Ask:
-    """What a request reserves: its prompt's tokens (`gateway.text.reserved_prompt_tokens`), plus
-    the output it asks for (`max_completion_tokens` / `max_tokens`, else `output_reserve`, times
-    `n`), priced at the dearest deployment that may answer it."""
-    output = 0
-    if endpoint != "embeddings":
-        asked = payload.get("max_completion_tokens") or payload.get("max_tokens") or output_reserve
-        output = int(asked) * int(payload.get("n") or 1)
-    prompt = reserved_prompt_tokens(endpoint, payload)
-    usage = Usage(prompt_tokens=prompt, completion_tokens=output, total_tokens=prompt + output)
-    cost = max((d.cost(usage) for pool in chain for d in pool.deployments), default=0.0)
-    return Ask(prompt + output, cost)
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+"""The output cap of a deployment without `max_output_tokens`, for a request whose key has limits."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What a request reserves, and for one that sets no output limit, the limit the gateway sets."""
+
+    ask: Ask
+    copies: int
+    """Answers generated: the larger of `n` and `best_of`."""
+    least: int | None
+    """Output tokens per answer at least (None: the request set its own limit)."""
+
+    def output_cap(self, extra: int) -> int | None:
+        """The `max_tokens` to send, given the extra tokens the limits granted (None: the request's own)."""
+        return None if self.least is None else self.least + extra // self.copies
+
+
+def reservation(endpoint: Endpoint, payload: dict[str, Any], chain: Sequence[Pool], least: int) -> Reservation:
+    """What a request reserves: its whole request's tokens (`gateway.text.request_tokens`), plus
+    the output it asks for (`max_completion_tokens` / `max_tokens` times `n` or `best_of`), priced
+    at the dearest deployment that may answer it. A request that sets no output limit reserves
+    `least` tokens per answer and asks for up to its chain's output cap more, granted as far as its
+    key's token limit and budgets pay for them."""
+    prompt = request_tokens(endpoint, payload)
+    deployments = [d for pool in chain for d in pool.deployments]
+    input_rate = max((d.cost(Usage(prompt_tokens=1, total_tokens=1)) for d in deployments), default=0.0)
+    output_rate = max((d.cost(Usage(completion_tokens=1, total_tokens=1)) for d in deployments), default=0.0)
+    if endpoint == "embeddings":
+        return Reservation(Ask(prompt, prompt * input_rate), 1, None)
+    copies = max(_count(payload.get("n")), _count(payload.get("best_of")))
+    asked = payload.get("max_completion_tokens") or payload.get("max_tokens")
+    if isinstance(asked, int) and asked > 0:
+        output = asked * copies
+        return Reservation(Ask(prompt + output, prompt * input_rate + output * output_rate), copies, None)
+    cap = max((d.settings.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS for d in deployments), default=DEFAULT_MAX_OUTPUT_TOKENS)
+    least = min(least, cap)
+    fixed = prompt + least * copies
+    ask = Ask(fixed, prompt * input_rate + least * copies * output_rate, (cap - least) * copies, output_rate)
+    return Reservation(ask, copies, least)
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and value > 1 else 1
+
+
+def limit_output(endpoint: Endpoint, payload: dict[str, Any], deployment: Deployment, cap: int | None) -> None:
+    """Before an attempt on `deployment`: a request that set no output limit is sent the smaller of
+    `cap` (what its key's limits granted) and the deployment's `max_output_tokens` (the default cap
+    when the key has limits); the request's own limit is left as it is."""
+    if endpoint == "embeddings":
+        return
+    field = "max_tokens" if endpoint == "completions" else deployment.settings.output_limit_field
+    own = deployment.settings.max_output_tokens
+    if cap is not None:
+        payload[field] = min(cap, own or DEFAULT_MAX_OUTPUT_TOKENS)
+    elif own is not None:
+        payload[field] = own
+
+
+def sets_output_limit(payload: dict[str, Any]) -> bool:
+    """The request limits its own output."""
+    return bool(payload.get("max_completion_tokens") or payload.get("max_tokens"))

@@ -26,10 +26,19 @@ KINDS = {REQUESTS: "requests", TOKENS: "tokens", BUDGET: "budget"}
 
 @dataclass(slots=True)
 class Ask:
-    """What a request reserves: tokens (prompt estimate + output asked for) and their worst cost."""
+    """What a request reserves: at least `tokens` (the prompt estimate and the output it asks for,
+    or its minimal answer) at their worst `cost`; and up to `extra` more output tokens at
+    `extra_rate` USD each, granted as far as the key's token limit and budgets still pay for them
+    (a request that sets no `max_tokens`)."""
 
     tokens: int
     cost: float
+    extra: int = 0
+    extra_rate: float = 0.0
+
+    def granted(self, extra: int) -> Ask:
+        """The reservation with `extra` of the extra tokens granted."""
+        return Ask(self.tokens + extra, self.cost + extra * self.extra_rate)
 
 
 @dataclass(slots=True)
@@ -44,6 +53,8 @@ class Verdict:
     tokens_reset: float = 0.0
     period: str = ""
     """For BUDGET: the period (`day`, `month`) that is spent."""
+    extra: int = 0
+    """For OK: how many of the ask's extra tokens were granted."""
 
 
 class Counters(Protocol):
@@ -91,25 +102,33 @@ class MemoryCounters:
             if used + 1 > principal.rpm:
                 return bucket, Verdict(REQUESTS, _wait(live, used, 1, principal.rpm, now), 0, _reset(live, now))
             verdict.requests_left, verdict.requests_reset = principal.rpm - used - 1, _reset([*live, (bucket, 1)], now)
+        extra = ask.extra
+        counted: list[tuple[int, int]] = []
         if tokens is not None and principal.tpm:
-            used, live = _window(tokens, bucket)
+            used, counted = _window(tokens, bucket)
             if used + ask.tokens > principal.tpm:
-                wait = -1.0 if ask.tokens > principal.tpm else _wait(live, used, ask.tokens, principal.tpm, now)
+                wait = -1.0 if ask.tokens > principal.tpm else _wait(counted, used, ask.tokens, principal.tpm, now)
                 left = max(0, principal.tpm - used)
-                return bucket, Verdict(TOKENS, wait, verdict.requests_left, verdict.requests_reset, left, _reset(live, now))
-            verdict.tokens_left = principal.tpm - used - ask.tokens
-            verdict.tokens_reset = _reset([*live, (bucket, ask.tokens)], now)
+                return bucket, Verdict(TOKENS, wait, verdict.requests_left, verdict.requests_reset, left, _reset(counted, now))
+            extra = min(extra, principal.tpm - used - ask.tokens)
         for period, pid, limit, ends_in in periods:
             spent, _ = self._spend.get((principal.id, pid), (0.0, 0.0))
             if spent >= limit or spent + ask.cost > limit:
                 return bucket, Verdict(BUDGET, float(ends_in), period=period)
+            if ask.extra_rate > 0:
+                extra = min(extra, math.floor((limit - spent - ask.cost) / ask.extra_rate))
+        reserved = ask.granted(extra)
+        verdict.extra = extra
+        if tokens is not None and principal.tpm:
+            verdict.tokens_left = principal.tpm - sum(v for _, v in counted) - reserved.tokens
+            verdict.tokens_reset = _reset([*counted, (bucket, reserved.tokens)], now)
         if requests is not None:
             requests[bucket] = requests.get(bucket, 0) + 1
         if tokens is not None:
-            tokens[bucket] = tokens.get(bucket, 0) + ask.tokens
+            tokens[bucket] = tokens.get(bucket, 0) + reserved.tokens
         for _, pid, _, ends_in in periods:
             spent, _ = self._spend.get((principal.id, pid), (0.0, 0.0))
-            self._spend[principal.id, pid] = (spent + ask.cost, now + ends_in)
+            self._spend[principal.id, pid] = (spent + reserved.cost, now + ends_in)
         self._drop_expired(now)
         return bucket, verdict
 
@@ -192,36 +211,43 @@ _ADMIT = (
 local p, id = ARGV[1], ARGV[2]
 local rpm, tpm, tokens, cost = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local rkey, tkey = p .. 'rl:' .. id .. ':r', p .. 'rl:' .. id .. ':t'
-local out = {'0', '0', '-1', '0', '-1', '0', '', tostring(bucket)}
+local out = {'0', '0', '-1', '0', '-1', '0', '', tostring(bucket), '0'}
 if rpm > 0 then
   local used, live = window(rkey)
   if used + 1 > rpm then
-    return {'1', tostring(wait(live, used, 1, rpm)), '0', tostring(reset(live, 0)), '-1', '0', '', tostring(bucket)}
+    return {'1', tostring(wait(live, used, 1, rpm)), '0', tostring(reset(live, 0)), '-1', '0', '', tostring(bucket), '0'}
   end
   out[3], out[4] = tostring(rpm - used - 1), tostring(reset(live, 1))
 end
+local extra, rate = tonumber(ARGV[8]), tonumber(ARGV[9])
+local tused, tlive = 0, {}
 if tpm > 0 then
-  local used, live = window(tkey)
-  if used + tokens > tpm then
+  tused, tlive = window(tkey)
+  if tused + tokens > tpm then
     local w = -1
-    if tokens <= tpm then w = wait(live, used, tokens, tpm) end
-    return {'2', tostring(w), out[3], out[4], tostring(math.max(0, tpm - used)), tostring(reset(live, 0)), '', tostring(bucket)}
+    if tokens <= tpm then w = wait(tlive, tused, tokens, tpm) end
+    local left = tostring(math.max(0, tpm - tused))
+    return {'2', tostring(w), out[3], out[4], left, tostring(reset(tlive, 0)), '', tostring(bucket), '0'}
   end
-  out[5], out[6] = tostring(tpm - used - tokens), tostring(reset(live, tokens))
+  extra = math.min(extra, tpm - tused - tokens)
 end
 local n = tonumber(ARGV[7])
 for i = 0, n - 1 do
-  local period, pid, limit, ends = ARGV[8 + 4 * i], ARGV[9 + 4 * i], tonumber(ARGV[10 + 4 * i]), ARGV[11 + 4 * i]
+  local period, pid, limit, ends = ARGV[10 + 4 * i], ARGV[11 + 4 * i], tonumber(ARGV[12 + 4 * i]), ARGV[13 + 4 * i]
   local spent = tonumber(redis.call('GET', p .. 'spend:' .. id .. ':' .. pid) or '0')
-  if spent >= limit or spent + cost > limit then return {'3', ends, '-1', '0', '-1', '0', period, tostring(bucket)} end
+  if spent >= limit or spent + cost > limit then return {'3', ends, '-1', '0', '-1', '0', period, tostring(bucket), '0'} end
+  if rate > 0 then extra = math.min(extra, math.floor((limit - spent - cost) / rate)) end
 end
+tokens, cost = tokens + extra, cost + extra * rate
+if tpm > 0 then out[5], out[6] = tostring(tpm - tused - tokens), tostring(reset(tlive, tokens)) end
 if rpm > 0 then redis.call('HINCRBY', rkey, bucket, 1); redis.call('EXPIRE', rkey, 2 * W) end
 if tpm > 0 then redis.call('HINCRBY', tkey, bucket, tokens); redis.call('EXPIRE', tkey, 2 * W) end
 for i = 0, n - 1 do
-  local key = p .. 'spend:' .. id .. ':' .. ARGV[9 + 4 * i]
-  redis.call('INCRBYFLOAT', key, ARGV[6])
-  redis.call('EXPIRE', key, tonumber(ARGV[11 + 4 * i]) + 86400)
+  local key = p .. 'spend:' .. id .. ':' .. ARGV[11 + 4 * i]
+  redis.call('INCRBYFLOAT', key, string.format('%.17g', cost))
+  redis.call('EXPIRE', key, tonumber(ARGV[13 + 4 * i]) + 86400)
 end
+out[9] = tostring(extra)
 return out
 """
 )
@@ -249,11 +275,12 @@ class RedisCounters:
 
     async def admit(self, principal: Principal, ask: Ask, periods: Sequence[tuple[str, str, float, int]]) -> tuple[int, Verdict]:
         args: list[Any] = [self._p, principal.id, principal.rpm or 0, principal.tpm or 0, ask.tokens, repr(ask.cost)]
-        args.append(len(periods))
+        args += [len(periods), ask.extra, repr(ask.extra_rate)]
         for period, pid, limit, ends_in in periods:
             args += [period, pid, repr(limit), ends_in]
         raw = [r.decode() if isinstance(r, bytes) else str(r) for r in await self._admit(args=args)]
         verdict = Verdict(int(raw[0]), float(raw[1]), int(raw[2]), float(raw[3]), int(raw[4]), float(raw[5]), raw[6])
+        verdict.extra = int(float(raw[8]))
         return int(raw[7]), verdict
 
     async def settle(self, principal: Principal, bucket: int, token_delta: int, cost_delta: float, ids: Sequence[str]) -> None:

@@ -49,6 +49,8 @@ class Admission:
     """(period, its id such as `day:20261201`) for each budget reserved against."""
     verdict: Verdict
     counters: Counters
+    extra: int = 0
+    """The ask's extra output tokens that were granted (and are reserved in `ask`)."""
     settled: bool = False
 
     def headers(self) -> list[tuple[bytes, bytes]]:
@@ -118,7 +120,8 @@ class Limits:
             kind = KINDS[verdict.outcome]
             self.refused[principal.alias, kind] = self.refused.get((principal.alias, kind), 0) + 1
             raise _refusal(principal, ask, verdict)
-        return Admission(principal, bucket, ask, [(p, pid) for p, pid, _, _ in periods], verdict, counters)
+        reserved = ask.granted(verdict.extra)
+        return Admission(principal, bucket, reserved, [(p, pid) for p, pid, _, _ in periods], verdict, counters, verdict.extra)
 
     def settle(self, admission: Admission, tokens: int, cost: float) -> None:
         """Set the reservation to what the request used. In this process: at once. In Redis: in
@@ -205,8 +208,9 @@ def _refusal(principal: Principal, ask: Ask, verdict: Verdict) -> APIError:
     if verdict.outcome == TOKENS:
         if verdict.retry_after < 0:
             return RateLimited(
-                f"Request too large for key {principal.alias!r}: it reserves {ask.tokens} tokens (prompt estimate plus "
-                f"max_tokens) and the key's limit is {principal.tpm} tokens per minute. Lower max_tokens or shorten the prompt.",
+                f"Request too large for key {principal.alias!r}: it reserves {ask.tokens} tokens (the whole "
+                f"request, estimated, plus its output) and the key's limit is {principal.tpm} tokens per minute. "
+                "Lower max_tokens or shorten the prompt.",
                 "tokens",
                 60.0,
                 headers,
