@@ -40,6 +40,7 @@ def _lifespan(services: Services) -> Callable[[Litestar], contextlib.AbstractAsy
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         services.reloader.start_watching()
         services.breaker_sync.start()
+        services.access.start()
         if services.cache is not None:
             services.cache.start()
         # What start-up built lives as long as the process: out of the collector's sight, a full

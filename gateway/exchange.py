@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from backends.types import Endpoint
+from backends.types import Endpoint, Usage
 from gateway.access.keys import Principal
 from gateway.access.limits import Admission
 from gateway.cache.service import Embedded, Lookup
 from gateway.http.replies import Headers
 from gateway.request import ClientRequest
 from gateway.routing.dispatcher import Progress
-from gateway.routing.pools import Pool
+from gateway.routing.pools import Deployment, Pool
 from gateway.routing.retry import Deadline
 from gateway.routing.router import Route, Router
 from gateway.runtime import Runtime
@@ -56,6 +56,10 @@ class Exchange:
     """The output limit the limits granted a request that set none (None: the deployment's own, if any)."""
     output_limited: bool | None = None
     """The client set its own output limit (None: not looked at yet)."""
+    reserved: Usage | None = None
+    """The usage the reservation stands for: charged for an upstream call cut off before it told its own."""
+    abandoned: list[Deployment] = field(default_factory=list)
+    """Upstream calls given up while the upstream may have been generating (the deadline, the client left)."""
     lookup: Lookup | None = None
     limit_headers: Headers = field(default_factory=list)
     relayed: bool = False

@@ -10,16 +10,17 @@ It knows nothing of HTTP framing: it turns a request body into a `Reply` (JSON) 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
 
 from backends.protocol import Completion
 from backends.sse import DONE_FRAME, frame
-from backends.types import Endpoint, UsagePeek
+from backends.types import Endpoint, Usage, UsagePeek
 from gateway import request as requests
 from gateway.access.control import Access, limit_output, reservation, sets_output_limit
 from gateway.access.keys import Principal
@@ -27,7 +28,7 @@ from gateway.access.limits import Limits
 from gateway.cache.assemble import Assembler
 from gateway.cache.replay import replay_events
 from gateway.cache.service import Embedded, ResponseCache, hit_body
-from gateway.errors import APIError, GatewayOverloaded, PermissionDenied
+from gateway.errors import APIError, DeadlineExceeded, GatewayOverloaded, PermissionDenied
 from gateway.exchange import Exchange
 from gateway.http.replies import SSE_HEADERS, Headers, Reply, StreamReply, error_reply, json_reply, replayed, usd
 from gateway.routing.dispatcher import Call, Outcome, Progress
@@ -41,6 +42,7 @@ from gateway.runtime import Runtime
 from gateway.streaming import Keeper, Meter, Prepare, Relay, ask_for_usage, opener
 from gateway.telemetry.stats import RequestStats
 from gateway.telemetry.tracing import Tracing
+from gateway.text import request_tokens
 
 if TYPE_CHECKING:
     from gateway.cache.embedder import Embedder  # onnxruntime: imported only when something embeds
@@ -174,6 +176,7 @@ class Pipeline:
         reserved = reservation(ex.endpoint, ex.request.payload, ex.chain, least)
         ex.admission = await self._access.limits.admit(principal, reserved.ask)
         ex.output_cap = reserved.output_cap(ex.admission.extra)
+        ex.reserved = reserved.usage(ex.admission.extra)
         ex.limit_headers = ex.admission.headers()
 
     async def _look_up(self, ex: Exchange, cache: ResponseCache) -> None:
@@ -214,15 +217,16 @@ class Pipeline:
     async def _stream(self, ex: Exchange) -> StreamReply:
         """Open the upstream stream (retries and fallbacks up to its first event), then relay it."""
         hide_usage = ask_for_usage(ex.request.payload)
-        attempt = opener(ex.endpoint, ex.request.payload, ex.model, self._prepare(ex))
+        attempt = _watched(ex, opener(ex.endpoint, ex.request.payload, ex.model, self._prepare(ex)))
         call = ex.trace.stream_openings(attempt, ex.progress, ex.model)
         opened = await self._dispatch(ex, call)
         self._note_escalation(ex, opened.deployment)
-        meter = Meter(ex.tally, ex.started, opened.deployment, ex.endpoint, ex.request.payload, hide_usage)
+        meter = Meter(ex.tally, ex.started, opened.deployment, ex.endpoint, ex.request.payload, hide_usage, ex.reserved)
         relay = Relay(opened, ex.deadline, meter, self._keeper(ex), ex.trace, lambda: self._finish(ex))
         ex.relayed = True
         headers = [*SSE_HEADERS, *_answer_headers(ex.runtime, opened), *_cache_outcome(ex), *ex.reply_headers()]
-        return StreamReply(headers, relay.frames(), relay.close)
+        read_on = ex.runtime.settings.auth.meter_after_disconnect_s if ex.admission is not None else 0.0
+        return StreamReply(headers, relay.frames(), relay.close, read_on, relay.cut)
 
     async def _complete(self, ex: Exchange) -> Reply:
         """The whole answer: checked against a requested json_schema, stored in the cache, answered."""
@@ -265,7 +269,7 @@ class Pipeline:
                 prepare(deployment)
             return await deployment.backend.complete(endpoint, payload, deadline.remaining())
 
-        return ex.trace.completions(complete, ex.progress, model)
+        return ex.trace.completions(_watched(ex, complete), ex.progress, model)
 
     @staticmethod
     def _prepare(ex: Exchange) -> Prepare | None:
@@ -286,6 +290,8 @@ class Pipeline:
         if (broken := breaks_schema(ex.request.payload, done.value.body)) is None:
             return done
         log.info("answer broke the requested json_schema (%s); asking tier %s", broken, above)
+        if done.value.usage is not None:  # the first answer is paid for too
+            ex.tally.count(done.value.usage, done.deployment)
         if self._decisions is not None:
             self._decisions.outcome(ex.request_id, router.name, above, "json_schema")
         ex.route = router.route(ex.request.payload, None, above, why="json_schema", allowed=ex.tiers)
@@ -331,12 +337,40 @@ class Pipeline:
     def _finish(self, ex: Exchange) -> None:
         """The request has ended: settle its reservation, count it, end its trace, release its config."""
         self.in_flight -= 1
+        for deployment in ex.abandoned:  # calls cut off before they told their usage: what they were asked for
+            ex.tally.count(ex.reserved or _asked(ex), deployment)
         if ex.admission is not None:
             self._access.limits.settle(ex.admission, ex.tally.input_tokens + ex.tally.output_tokens, ex.tally.cost)
         ex.runtime.release()
         ex.tally.attempts, ex.tally.fallbacks = ex.progress.attempts, ex.progress.fallbacks
         self.stats.record(ex.tally, time.perf_counter() - ex.started)
         ex.trace.end(ex.runtime.version)
+
+
+T = TypeVar("T")
+
+
+def _watched(ex: Exchange, call: Call[T]) -> Call[T]:
+    """An attempt that notes when it is given up while the upstream may be generating: the request's
+    deadline passed, or its client left (the task is cancelled)."""
+
+    async def attempt(deployment: Deployment, deadline: Deadline) -> T:
+        try:
+            return await call(deployment, deadline)
+        except (DeadlineExceeded, asyncio.CancelledError):
+            ex.abandoned.append(deployment)
+            raise
+
+    return attempt
+
+
+def _asked(ex: Exchange) -> Usage:
+    """What a request without a reservation asked an upstream for: its estimated tokens and its output limit."""
+    payload = ex.request.payload
+    prompt = request_tokens(ex.endpoint, payload)
+    output = payload.get("max_completion_tokens") or payload.get("max_tokens")
+    output = output if isinstance(output, int) else 0
+    return Usage(prompt_tokens=prompt, completion_tokens=output, total_tokens=prompt + output)
 
 
 def _upstream_name(pool: Pool) -> str:

@@ -51,5 +51,6 @@ class Services:
             self.tracing,
             self.pipeline.stats,
             self.access.limits,
+            self.access.revocations_known if self.access.keys is not None else None,
         )
         self.breaker_sync = BreakerSync(lambda: reloader.runtime)

@@ -347,6 +347,21 @@ class KeySettings(_Settings, frozen=True, kw_only=True):
     """From then on the key is refused (a time with a zone, e.g. `2027-01-01T00:00:00Z`)."""
 
 
+class StoreErrorPolicy(_Settings, frozen=True):
+    """What each kind of check does while Redis (`auth.store: redis`) is unreachable."""
+
+    keys: Literal["open", "closed"] = "open"
+    """Keys made through the admin API: `open` serves a key this process has seen and that is not
+    on its revocation list (kept in step with Redis every `auth.revocation_sync_s`); a key it has
+    not seen gets 503. `closed`: 503 for every API-made key (config keys need no store)."""
+    rate_limits: Literal["open", "closed"] = "open"
+    """`rpm` / `tpm`: `open` counts in this process, starting from each key's last counts seen in
+    Redis; `closed` answers 503."""
+    budgets: Literal["open", "closed"] = "closed"
+    """A key with a budget: `closed` answers 503 (what other replicas spend meanwhile cannot be
+    seen); `open` counts spend in this process, starting from the key's last spend seen in Redis."""
+
+
 class AuthSettings(_Settings, frozen=True, kw_only=True):
     """Client keys, their limits and budgets. On unless the config turns it off (`enabled: false`)."""
 
@@ -357,14 +372,25 @@ class AuthSettings(_Settings, frozen=True, kw_only=True):
     store: Literal["memory", "redis"] | None = None
     """Where rate and spend counters (and keys made through `/admin/keys`) live; default: Redis when
     `redis.url` is set, else this process."""
-    on_store_error: Literal["open", "closed"] = "open"
-    """Redis failing: `open` serves (limits counted in this process meanwhile, a warning, a metric);
-    `closed` answers 503."""
+    on_store_error: Literal["open", "closed"] | StoreErrorPolicy = StoreErrorPolicy()
+    """Redis failing, per kind of check (`keys`, `rate_limits`, `budgets`; default: open, open,
+    closed), or one word for all of them."""
+    revocation_sync_s: Positive = 1.0
+    """How often each process reads the keys revoked anywhere (a revoked key stays refused through a
+    Redis outage once this process has read its revocation)."""
     store_timeout_s: Positive = 0.25
     """Longest wait for Redis on a request."""
+    meter_after_disconnect_s: NonNegative = 30.0
+    """A stream of a key with limits whose client leaves is read on (not relayed) for up to this
+    long, until the upstream's usage arrives and is charged; past it (or at 0) the upstream call
+    is cancelled and the key is charged the request's reservation."""
     min_output_tokens: PositiveInt = 16
     """A request that sets no `max_tokens` is refused (429, the limit named) when its key cannot
     pay for even this many output tokens."""
+
+    def store_policy(self) -> StoreErrorPolicy:
+        policy = self.on_store_error
+        return StoreErrorPolicy(policy, policy, policy) if isinstance(policy, str) else policy
 
 
 class RouterTierSettings(_Settings, frozen=True):
@@ -456,6 +482,7 @@ START_ONLY: tuple[str, ...] = (
     "telemetry",
     "auth.store",
     "auth.on_store_error",
+    "auth.revocation_sync_s",
     "auth.store_timeout_s",
     "cache.enabled",
     "cache.store",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from gateway.routing.pools import Deployment
 from gateway.routing.retry import Deadline
 from gateway.telemetry.stats import Tally
 from gateway.telemetry.tracing import Trace
-from gateway.text import estimated_prompt_tokens
+from gateway.text import RESERVE_BYTES_PER_TOKEN, request_tokens
 
 log = logging.getLogger("gateway.upstreams")
 
@@ -85,17 +86,28 @@ class Keeper:
 
 class Meter:
     """A stream's usage and cost, taken as its events pass. The gateway asks upstreams for the usage
-    chunk even when the client did not (`hide_usage`: that chunk then stops here); an upstream
-    that sends none has its tokens estimated: one per content chunk, and the prompt's JSON
-    length / 4 for the input."""
+    chunk even when the client did not (`hide_usage`: that chunk then stops here). Without one,
+    the stream is charged by the gateway's own count: the whole request's estimate for the input
+    and one token per 3 bytes of the text it relayed (content, reasoning, tool-call arguments);
+    a stream cut before its usage arrived (the deadline, or a client that left while the
+    upstream was still writing) is charged its `reserved` usage, when it has one."""
 
     def __init__(
-        self, tally: Tally, started: float, deployment: Deployment, endpoint: Endpoint, payload: dict[str, Any], hide: bool
+        self,
+        tally: Tally,
+        started: float,
+        deployment: Deployment,
+        endpoint: Endpoint,
+        payload: dict[str, Any],
+        hide: bool,
+        reserved: Usage | None = None,
     ) -> None:
         self.tally, self.started, self.deployment = tally, started, deployment
         self.endpoint, self.payload, self.hide_usage = endpoint, payload, hide
+        self.reserved = reserved
         self.usage: Usage | None = None
-        self.chunks = 0
+        self.text_bytes = 0
+        self.cut = False
 
     def saw(self, data: bytes) -> bool:
         """Note one event; whether the client gets it."""
@@ -107,20 +119,26 @@ class Meter:
                 self.usage = chunk.usage
                 if self.hide_usage and not chunk.choices:
                     return False
-        if b'"delta"' in data or b'"text"' in data:
-            self.chunks += 1
+        if self.usage is None:
+            self.text_bytes += _text_bytes(data)
         return True
 
     def ended(self, error: APIError | None) -> Usage:
         if error is not None:
             self.tally.status = error.status
-        usage = self.usage or self._estimate()
+        if self.usage is not None:
+            usage = self.usage
+        elif self.reserved is not None and (self.cut or isinstance(error, DeadlineExceeded)):
+            usage = self.reserved  # the upstream was cut off before it told what it used
+        else:
+            usage = self._estimate()
         self.tally.count(usage, self.deployment)
         return usage
 
     def _estimate(self) -> Usage:
-        prompt = estimated_prompt_tokens(self.endpoint, self.payload)
-        return Usage(prompt_tokens=prompt, completion_tokens=self.chunks, total_tokens=prompt + self.chunks)
+        prompt = request_tokens(self.endpoint, self.payload)
+        completion = math.ceil(self.text_bytes / RESERVE_BYTES_PER_TOKEN)
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
 class Relay:
@@ -187,6 +205,10 @@ class Relay:
         self._attempt.chunk(data)
         return self._meter.saw(data)
 
+    def cut(self) -> None:
+        """The client left and the upstream's usage did not come in time: charge the reservation."""
+        self._meter.cut = True
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -250,6 +272,54 @@ async def _close(iterator: AsyncIterator[bytes]) -> None:
     aclose = getattr(iterator, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+class _Call(msgspec.Struct):
+    arguments: str | None = None
+
+
+class _ToolCall(msgspec.Struct):
+    function: _Call | None = None
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+    text: str | None = None
+
+
+class _TextChunk(msgspec.Struct):
+    choices: list[_Choice] = msgspec.field(default_factory=list)
+
+
+_text_decoder = msgspec.json.Decoder(_TextChunk)
+
+
+def _text_bytes(data: bytes) -> int:
+    """The UTF-8 bytes of the text a chunk carries (0 for a chunk that is not JSON)."""
+    try:
+        chunk = _text_decoder.decode(data)
+    except msgspec.DecodeError:
+        return 0
+    total = 0
+    for choice in chunk.choices:
+        if choice.text:
+            total += len(choice.text.encode())
+        delta = choice.delta
+        if delta is None:
+            continue
+        for text in (delta.content, delta.reasoning_content):
+            if text:
+                total += len(text.encode())
+        for call in delta.tool_calls or ():
+            if call.function is not None and call.function.arguments:
+                total += len(call.function.arguments.encode())
+    return total
 
 
 class _UsageChunk(msgspec.Struct):

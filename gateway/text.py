@@ -8,9 +8,9 @@
   request ends with it (a request that ends with a tool result is answered from that result);
 - token estimates come from sizes, before any tokenizer has seen the text: one token per 3 bytes
   of the whole request's JSON for what a request reserves (above most tokenizers' count, so
-  reservations err high; images at a fixed count), one per 4 bytes of the prompt's JSON and one
-  per 3 bytes of the relayed text for what a stream without usage is charged, one per 4
-  characters of text for the router's features.
+  reservations err high; images at a fixed count), the same for the input of a stream without
+  usage and one per 3 bytes of the text it relayed for its output, one per 4 characters of
+  text for the router's features.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import msgspec
 from backends.types import Endpoint, content_text
 
 RESERVE_BYTES_PER_TOKEN = 3
-ESTIMATE_BYTES_PER_TOKEN = 4
 CHARS_PER_TOKEN = 4
 
 
@@ -79,13 +78,6 @@ def semantic_text(endpoint: Endpoint, payload: Mapping[str, Any]) -> str | None:
     return (talk.last.strip() or None) if talk.ends_with_user else None
 
 
-def prompt_of(endpoint: Endpoint, payload: Mapping[str, Any]) -> Any:
-    """The part of a request body that is its prompt: messages, prompt or input."""
-    if endpoint == "embeddings":
-        return payload.get("input", "")
-    return payload.get("messages", payload.get("prompt", ""))
-
-
 IMAGE_TOKENS = 1_536
 """What an image in a message counts for (above OpenAI's high-detail count for any image size,
 765 to 1,105); its URL or base64 bytes are not counted as text."""
@@ -113,11 +105,6 @@ def request_tokens(endpoint: Endpoint, payload: Mapping[str, Any]) -> int:
                     overhead += IMAGE_TOKENS
                     size -= len(msgspec.json.encode(part))
     return math.ceil(max(0, size) / RESERVE_BYTES_PER_TOKEN) + overhead
-
-
-def estimated_prompt_tokens(endpoint: Endpoint, payload: Mapping[str, Any]) -> int:
-    """The prompt's tokens as an upstream that reports none is charged for them."""
-    return math.ceil(len(msgspec.json.encode(prompt_of(endpoint, payload))) / ESTIMATE_BYTES_PER_TOKEN)
 
 
 def text_tokens(text: str) -> float:

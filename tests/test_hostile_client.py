@@ -6,6 +6,7 @@ a row of the table in docs/access.md ("What a key can overspend")."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +15,10 @@ import openai
 import pytest
 
 from gateway.access.keys import hash_key
+from gateway.text import request_tokens
 from tests.helpers.errors import assert_openai_error
 from tests.helpers.gateway import GatewayProcess
+from tests.helpers.polling import wait_until
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.spy_upstream import Script, SpyUpstream
 
@@ -31,12 +34,13 @@ def auth(alias: str) -> dict[str, str]:
     return {"authorization": f"Bearer {KEYS[alias]}"}
 
 
-def config(spy: SpyUpstream, redis: RedisServer | None, extra: str = "") -> str:
+def config(spy: SpyUpstream, redis: RedisServer | None, extra: str = "", auth_extra: str = "") -> str:
     return f"""
 reload: {{watch: false}}
 admin: {{api_key: "${{ADMIN_KEY}}"}}
 {f'redis: {{url: "{redis.url}"}}' if redis else ""}
 auth:
+  {auth_extra}
   keys:
     - {{alias: budget, key_hash: "{hash_key(KEYS["budget"])}", budget: {{day: 1.0}}}}
     - {{alias: tokens, key_hash: "{hash_key(KEYS["tokens"])}", tpm: 5000}}
@@ -250,3 +254,138 @@ def test_n_and_best_of_multiply_the_reservation(gateway: GatewayProcess, spy: Sp
     assert fits.status_code == 200
     asked = spy.seen[0].body["max_tokens"]
     assert asked * 4 <= 5000  # the output cap is per answer: n answers share what the limit left
+
+
+# --- billing survives the client -----------------------------------------------------------------
+
+
+def charged(gateway: GatewayProcess, redis: RedisServer, alias: str) -> float:
+    """The key's spend once its requests have ended and settled (settlements reach Redis in the
+    background, just after a request ends)."""
+    wait_until(lambda: "gateway_in_flight 0.0" in httpx.get(f"{gateway.url}/metrics").text, what="requests to end")
+    before = -1.0
+    while (now := spent(redis, alias)) != before:
+        before = now
+        time.sleep(0.1)
+    return now
+
+
+def cost(prompt: int, completion: int) -> float:
+    return prompt * 10 / 1e6 + completion * 30 / 1e6
+
+
+def test_a_client_that_leaves_before_the_usage_chunk_is_charged_the_upstreams_bill(
+    gateway: GatewayProcess, spy: SpyUpstream, redis: RedisServer
+) -> None:
+    spy.script = Script(usage_delay_s=1.0)  # the last token, then a pause, then the usage chunk
+    body = chat("tell me everything", stream=True)
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, headers=auth("meter")) as r,
+    ):
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if '"finish_reason":"length"' in line:
+                break  # the answer is complete: leave before the bill
+    billed = spy.output_tokens(spy.seen[0].body)
+    assert billed == spy.seen[0].body["max_tokens"] == 4096
+    assert charged(gateway, redis, "meter") == pytest.approx(cost(10, billed))
+
+
+def test_a_stream_without_usage_is_charged_by_the_text_it_relayed(
+    gateway: GatewayProcess, spy: SpyUpstream, redis: RedisServer
+) -> None:
+    spy.script = Script(stream_usage=False, stream_text="word " * 50_000)  # one chunk, no usage chunk
+    reply = httpx.post(f"{gateway.url}/v1/chat/completions", json=chat(stream=True), headers=auth("meter"), timeout=30)
+    assert reply.status_code == 200 and reply.text.count("word") == 50_000
+    assert charged(gateway, redis, "meter") >= cost(0, 50_000)  # at least a token a word, not one per chunk
+
+
+def test_requests_cut_by_the_deadline_or_the_client_are_charged_what_was_asked(
+    gateway: GatewayProcess, spy: SpyUpstream, redis: RedisServer
+) -> None:
+    spy.script = Script(latency_s=3.0)
+    url = f"{gateway.url}/v1/chat/completions"
+    cut = httpx.post(url, json=chat(max_tokens=100), headers={**auth("meter"), "x-gateway-deadline-ms": "300"})
+    assert_openai_error(cut, 504, "deadline_exceeded")
+    assert len(spy.seen) == 1  # the upstream got it
+    assert charged(gateway, redis, "meter") >= cost(0, 100)  # what the upstream was asked to produce
+    redis.client().flushall()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(url, json=chat(max_tokens=200), headers=auth("meter"), timeout=1.0)  # the client gives up
+    assert len(spy.seen) == 2
+    assert charged(gateway, redis, "meter") >= cost(0, 200)
+    redis.client().flushall()
+    streamed = httpx.post(url, json=chat(max_tokens=300, stream=True), headers={**auth("meter"), "x-gateway-deadline-ms": "500"})
+    assert streamed.status_code in (200, 504)
+    assert charged(gateway, redis, "meter") >= cost(0, 300)
+
+
+def test_a_stream_whose_usage_never_comes_is_cancelled_and_charged_its_reservation(
+    tmp_path: Path, spy: SpyUpstream, redis: RedisServer
+) -> None:
+    path = tmp_path / "short.yaml"
+    path.write_text(config(spy, redis, auth_extra="meter_after_disconnect_s: 0.5"))
+    gateway = GatewayProcess(path, env=ENV)
+    try:
+        spy.script = Script(usage_delay_s=5.0)
+        body = chat("hi", stream=True)
+        with (
+            httpx.Client(timeout=30) as client,
+            client.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, headers=auth("meter")) as r,
+        ):
+            for line in r.iter_lines():
+                if '"finish_reason"' in line and "null" not in line.split('"finish_reason"')[1][:6]:
+                    break
+        reserved = spy.seen[0].body["max_tokens"]
+        prompt = request_tokens("chat/completions", body)
+        # the reservation, not the upstream's usage (10 prompt tokens), which would have come after 5 s
+        assert charged(gateway, redis, "meter") == pytest.approx(cost(prompt, reserved))
+    finally:
+        gateway.stop()
+
+
+# --- store outages fail safely -------------------------------------------------------------------
+
+
+def test_a_revoked_key_and_a_spent_budget_stay_refused_while_redis_is_down(tmp_path: Path, spy: SpyUpstream) -> None:
+    redis = RedisServer(tmp_path)
+    made: list[GatewayProcess] = []
+    try:
+        for name, policy in (("open", "open"), ("default", "{}")):
+            path = tmp_path / f"{name}.yaml"
+            path.write_text(
+                config(spy, redis, auth_extra=f"on_store_error: {policy}\n  revocation_sync_s: 0.2\n  store_timeout_s: 0.5")
+            )
+            made.append(GatewayProcess(path, env=ENV))
+        opened, default = made
+        admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+        created = httpx.post(f"{opened.url}/admin/keys", json={"alias": "doomed"}, headers=admin).json()
+        doomed = {"authorization": f"Bearer {created['key']}"}
+        url = "/v1/chat/completions"
+        for gateway in made:  # both processes have seen the key
+            assert httpx.post(gateway.url + url, json=chat(max_tokens=5), headers=doomed).status_code == 200
+        assert httpx.delete(f"{default.url}/admin/keys/{created['id']}", headers=admin).status_code == 200
+        # the other process learns of it without being asked about the key
+        wait_until(lambda: "gateway_keys_revoked_known 1.0" in httpx.get(f"{opened.url}/metrics").text, what="the revocation")
+        # the budget key spends its $1 (one answer as long as the budget pays for)
+        while httpx.post(opened.url + url, json=chat(), headers=auth("budget")).status_code == 200:
+            pass
+        redis.stop()
+        assert_openai_error(httpx.post(opened.url + url, json=chat(max_tokens=5), headers=doomed), 401)
+        assert_openai_error(httpx.post(default.url + url, json=chat(max_tokens=5), headers=doomed), 401)
+        # open for budgets: counted on from the last spend Redis showed, not from zero
+        assert_openai_error(
+            httpx.post(opened.url + url, json=chat(max_tokens=5), headers=auth("budget")), 429, "insufficient_quota"
+        )
+        # the default: a key with a budget is refused while its spend cannot be checked
+        assert_openai_error(
+            httpx.post(default.url + url, json=chat(max_tokens=5), headers=auth("budget")), 503, "limits_unavailable"
+        )
+        # rate limits stay open by default, and keys without limits are served
+        assert httpx.post(default.url + url, json=chat(max_tokens=5), headers=auth("tokens")).status_code == 200
+        assert httpx.post(default.url + url, json=chat(max_tokens=5), headers=auth("open")).status_code == 200
+    finally:
+        for gateway in made:
+            gateway.stop()
+        redis.stop()

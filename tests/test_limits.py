@@ -16,6 +16,7 @@ from gateway.access.keys import Principal
 from gateway.access.limits import Limits
 from gateway.errors import InsufficientQuota, RateLimited, ServiceUnavailable
 from gateway.redis_client import client as redis_client
+from gateway.settings import StoreErrorPolicy
 from tests.helpers.redis_server import RedisServer
 
 
@@ -137,7 +138,7 @@ def test_periods_are_utc_calendar_day_and_month() -> None:
 
 
 async def test_rate_limited_and_quota_errors_are_openai_shaped() -> None:
-    limits = Limits(None, "t:", fail_open=True)
+    limits = Limits(None, "t:", StoreErrorPolicy())
     k = key(rpm=1, budget={"day": 0.0})
     with pytest.raises(InsufficientQuota) as quota:
         await limits.admit(k, Ask(1, 0.001))
@@ -154,14 +155,13 @@ async def test_rate_limited_and_quota_errors_are_openai_shaped() -> None:
 
 async def test_redis_down_fails_open_to_local_counters_or_closed(redis: RedisServer) -> None:
     client = redis_client(redis.url, 0.5)
-    opened, closed = Limits(client, "t:", fail_open=True), Limits(client, "t:", fail_open=False)
+    opened, closed = Limits(client, "t:", StoreErrorPolicy()), Limits(client, "t:", StoreErrorPolicy("open", "closed", "closed"))
     k = key(rpm=2)
     assert (await opened.admit(k, Ask(0, 0.0))).counters is opened.shared
     redis.stop()
     first = await opened.admit(k, Ask(0, 0.0))
     assert first.counters is opened.local and opened.outage.down and opened.outage.errors == 1
-    await opened.admit(k, Ask(0, 0.0))
-    with pytest.raises(RateLimited):  # the process still counts while Redis is away
+    with pytest.raises(RateLimited):  # the process counts on from what Redis last said (1 used), not from zero
         await opened.admit(k, Ask(0, 0.0))
     with pytest.raises(ServiceUnavailable) as info:
         await closed.admit(k, Ask(0, 0.0))
@@ -185,3 +185,27 @@ async def test_extra_output_is_granted_as_far_as_the_token_limit_and_budget_pay(
     assert await counters.spent(spender, [periods[0][1]]) == [pytest.approx(1.0)]
     _, broke = await counters.admit(spender, Ask(10, 0.0001, extra=5000, extra_rate=0.001), periods)
     assert broke.outcome == BUDGET
+
+
+async def test_budgets_fail_closed_by_default_and_open_ones_resume_from_the_last_spend(redis: RedisServer) -> None:
+    import time
+
+    client = redis_client(redis.url, 0.5)
+    default, spending = Limits(client, "t1:", StoreErrorPolicy()), Limits(client, "t2:", StoreErrorPolicy(budgets="open"))
+    spender = key(budget={"day": 1.0})
+    counted = Principal(id="key_counted", alias="counted", tenant="counted", source="api", rpm=100)
+    for limits in (default, spending):
+        await limits.admit(spender, Ask(0, 0.6))  # $0.60 of $1 spent, as Redis knows
+        await limits.admit(counted, Ask(0, 0.0))
+    assert await default.usage(spender) == {"day": pytest.approx(0.6)}
+    redis.stop()
+    with pytest.raises(ServiceUnavailable) as closed:
+        await default.admit(spender, Ask(0, 0.1))
+    assert closed.value.code == "limits_unavailable" and "budget" in closed.value.message
+    assert (await default.admit(counted, Ask(0, 0.0))).counters is default.local  # rate limits stay open
+    assert (await spending.admit(spender, Ask(0, 0.3))).counters is spending.local  # open: on from the last $0.60
+    with pytest.raises(InsufficientQuota):
+        await spending.admit(spender, Ask(0, 0.2))
+    ids = period_ids(time.time())
+    assert await spending.local.spent(spender, [ids["day"][0]]) == [pytest.approx(0.9)]
+    await client.aclose()

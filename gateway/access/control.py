@@ -6,6 +6,7 @@ is on are read from the live config on every request, so a reload adds, changes 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
@@ -33,16 +34,40 @@ class Access:
         store = auth.store or ("redis" if url else "memory")
         self.client: Any = redis_client(url, auth.store_timeout_s) if store == "redis" and url else None
         prefix = settings.redis.key_prefix
-        self.fail_open = auth.on_store_error == "open"
+        self.policy = auth.store_policy()
         self.keys = RedisKeys(self.client, prefix) if self.client is not None else None
-        self.limits = Limits(self.client, prefix, self.fail_open)
+        self.limits = Limits(self.client, prefix, self.policy)
+        self._sync_s = auth.revocation_sync_s
+        self._sync: asyncio.Task[None] | None = None
         if not auth.enabled:
             log.warning("auth is off (auth.enabled: false): anyone who can reach this gateway may call it, with no limits")
 
     async def authenticate(self, headers: Iterable[tuple[bytes, bytes]], table: KeyTable) -> Principal:
-        return await authenticate(headers, table, self.keys, self.fail_open)
+        return await authenticate(headers, table, self.keys, self.policy.keys == "open")
+
+    def revocations_known(self) -> int:
+        return 0 if self.keys is None else len(self.keys.revoked)
+
+    def start(self) -> None:
+        """Keep this process's revocation list in step with Redis (needs the event loop)."""
+        if self.keys is not None:
+            self._sync = asyncio.get_running_loop().create_task(self._follow_revocations(self.keys))
+
+    async def _follow_revocations(self, keys: RedisKeys) -> None:
+        while True:
+            try:
+                await keys.sync()
+            except (RedisError, OSError):
+                pass  # an outage: the list read so far stays
+            except Exception:  # the sync must outlive its own bugs
+                log.exception("revocation sync failed")
+            await asyncio.sleep(self._sync_s)
 
     async def aclose(self) -> None:
+        if self._sync is not None:
+            self._sync.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync
         await self.limits.drain()
         if self.client is not None:
             with contextlib.suppress(RedisError, OSError):
@@ -58,6 +83,8 @@ class Reservation:
     """What a request reserves, and for one that sets no output limit, the limit the gateway sets."""
 
     ask: Ask
+    prompt: int
+    """The whole request's estimated tokens."""
     copies: int
     """Answers generated: the larger of `n` and `best_of`."""
     least: int | None
@@ -66,6 +93,11 @@ class Reservation:
     def output_cap(self, extra: int) -> int | None:
         """The `max_tokens` to send, given the extra tokens the limits granted (None: the request's own)."""
         return None if self.least is None else self.least + extra // self.copies
+
+    def usage(self, extra: int) -> Usage:
+        """The usage the reservation stands for (what is charged when the real figure cannot be known)."""
+        output = self.ask.tokens - self.prompt + extra
+        return Usage(prompt_tokens=self.prompt, completion_tokens=output, total_tokens=self.prompt + output)
 
 
 def reservation(endpoint: Endpoint, payload: dict[str, Any], chain: Sequence[Pool], least: int) -> Reservation:
@@ -79,17 +111,17 @@ def reservation(endpoint: Endpoint, payload: dict[str, Any], chain: Sequence[Poo
     input_rate = max((d.cost(Usage(prompt_tokens=1, total_tokens=1)) for d in deployments), default=0.0)
     output_rate = max((d.cost(Usage(completion_tokens=1, total_tokens=1)) for d in deployments), default=0.0)
     if endpoint == "embeddings":
-        return Reservation(Ask(prompt, prompt * input_rate), 1, None)
+        return Reservation(Ask(prompt, prompt * input_rate), prompt, 1, None)
     copies = max(_count(payload.get("n")), _count(payload.get("best_of")))
     asked = payload.get("max_completion_tokens") or payload.get("max_tokens")
     if isinstance(asked, int) and asked > 0:
         output = asked * copies
-        return Reservation(Ask(prompt + output, prompt * input_rate + output * output_rate), copies, None)
+        return Reservation(Ask(prompt + output, prompt * input_rate + output * output_rate), prompt, copies, None)
     cap = max((d.settings.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS for d in deployments), default=DEFAULT_MAX_OUTPUT_TOKENS)
     least = min(least, cap)
     fixed = prompt + least * copies
     ask = Ask(fixed, prompt * input_rate + least * copies * output_rate, (cap - least) * copies, output_rate)
-    return Reservation(ask, copies, least)
+    return Reservation(ask, prompt, copies, least)
 
 
 def _count(value: object) -> int:

@@ -55,6 +55,8 @@ class Verdict:
     """For BUDGET: the period (`day`, `month`) that is spent."""
     extra: int = 0
     """For OK: how many of the ask's extra tokens were granted."""
+    spent: tuple[float, ...] = ()
+    """For OK: each budget period's spend after this reservation, in the order asked."""
 
 
 class Counters(Protocol):
@@ -68,6 +70,17 @@ class Counters(Protocol):
         ...
 
     async def spent(self, principal: Principal, ids: Sequence[str]) -> list[float]: ...
+
+
+@dataclass(slots=True)
+class Known:
+    """A key's counts as the shared counters last reported them: requests and tokens in the window
+    (counted at `bucket`), and the spend of each budget period id."""
+
+    bucket: int
+    requests: int
+    tokens: int
+    spent: dict[str, float]
 
 
 def period_ids(now: float) -> dict[str, tuple[str, int]]:
@@ -126,11 +139,26 @@ class MemoryCounters:
             requests[bucket] = requests.get(bucket, 0) + 1
         if tokens is not None:
             tokens[bucket] = tokens.get(bucket, 0) + reserved.tokens
+        after = []
         for _, pid, _, ends_in in periods:
             spent, _ = self._spend.get((principal.id, pid), (0.0, 0.0))
             self._spend[principal.id, pid] = (spent + reserved.cost, now + ends_in)
+            after.append(spent + reserved.cost)
+        verdict.spent = tuple(after)
         self._drop_expired(now)
         return bucket, verdict
+
+    def resume(self, principal: Principal, known: Known, periods: Sequence[tuple[str, str, float, int]]) -> None:
+        """Start counting a key from what the shared counters last said of it (when Redis has gone
+        away), unless this process counts it already."""
+        now = self._clock()
+        if principal.rpm and principal.id not in self._requests:
+            self._requests[principal.id] = {known.bucket: known.requests}
+        if principal.tpm and principal.id not in self._tokens:
+            self._tokens[principal.id] = {known.bucket: known.tokens}
+        for _, pid, _, ends_in in periods:
+            if (principal.id, pid) not in self._spend and pid in known.spent:
+                self._spend[principal.id, pid] = (known.spent[pid], now + ends_in)
 
     async def settle(self, principal: Principal, bucket: int, token_delta: int, cost_delta: float, ids: Sequence[str]) -> None:
         self.settle_now(principal, bucket, token_delta, cost_delta, ids)
@@ -242,12 +270,12 @@ tokens, cost = tokens + extra, cost + extra * rate
 if tpm > 0 then out[5], out[6] = tostring(tpm - tused - tokens), tostring(reset(tlive, tokens)) end
 if rpm > 0 then redis.call('HINCRBY', rkey, bucket, 1); redis.call('EXPIRE', rkey, 2 * W) end
 if tpm > 0 then redis.call('HINCRBY', tkey, bucket, tokens); redis.call('EXPIRE', tkey, 2 * W) end
+out[9] = tostring(extra)
 for i = 0, n - 1 do
   local key = p .. 'spend:' .. id .. ':' .. ARGV[11 + 4 * i]
-  redis.call('INCRBYFLOAT', key, string.format('%.17g', cost))
+  out[10 + i] = redis.call('INCRBYFLOAT', key, string.format('%.17g', cost))
   redis.call('EXPIRE', key, tonumber(ARGV[13 + 4 * i]) + 86400)
 end
-out[9] = tostring(extra)
 return out
 """
 )
@@ -281,6 +309,7 @@ class RedisCounters:
         raw = [r.decode() if isinstance(r, bytes) else str(r) for r in await self._admit(args=args)]
         verdict = Verdict(int(raw[0]), float(raw[1]), int(raw[2]), float(raw[3]), int(raw[4]), float(raw[5]), raw[6])
         verdict.extra = int(float(raw[8]))
+        verdict.spent = tuple(float(v) for v in raw[9:])
         return int(raw[7]), verdict
 
     async def settle(self, principal: Principal, bucket: int, token_delta: int, cost_delta: float, ids: Sequence[str]) -> None:

@@ -196,9 +196,11 @@ class RedisKeys:
     """API-made keys in Redis, under `{prefix}key:`: `h:<sha256>` -> the record (JSON), `id:<id>` ->
     its hash, `alias:<alias>` -> its id, and the set `ids`. Create and revoke are one Lua script each.
 
-    The last record read for each key is remembered, so that with `on_store_error: open` a key
-    already seen keeps working through a Redis outage (a revocation made meanwhile is seen once
-    Redis is back)."""
+    The last record read for each key is remembered, so that with `on_store_error.keys: open` a
+    key already seen keeps working through a Redis outage. A revocation is also written to the
+    sorted set `revoked` (id -> when, kept a week), which every process reads every
+    `auth.revocation_sync_s` (`sync`): a key revoked anywhere before an outage stays refused
+    through it."""
 
     _CREATE = """
 local p = ARGV[1]
@@ -221,6 +223,10 @@ if not h then return nil end
 local raw = redis.call('GET', p .. 'h:' .. h)
 redis.call('DEL', p .. 'h:' .. h, p .. 'id:' .. ARGV[2])
 redis.call('SREM', p .. 'ids', ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', p .. 'revoked', now, ARGV[2])
+redis.call('ZREMRANGEBYSCORE', p .. 'revoked', '-inf', now - tonumber(ARGV[3]))
 if raw then
   local alias = cjson.decode(raw)['alias']
   if redis.call('GET', p .. 'alias:' .. alias) == ARGV[2] then redis.call('DEL', p .. 'alias:' .. alias) end
@@ -234,13 +240,20 @@ return raw or ''
         self._create = client.register_script(self._CREATE)
         self._revoke = client.register_script(self._REVOKE)
         self._seen: dict[str, Principal] = {}
+        self.revoked: set[str] = set()
+        """Ids of keys revoked anywhere (read from `revoked` in Redis, kept through an outage)."""
+        self._revoked_since = 0.0
+        self._revoked_digests: set[str] = set()
 
     async def find(self, digest: str, *, fail_open: bool) -> Principal | None:
         try:
             raw = await self._client.get(f"{self._p}h:{digest}")
         except (RedisError, OSError) as exc:
-            if fail_open and digest in self._seen:
-                return self._seen[digest]
+            if digest in self._revoked_digests:
+                return None  # known to be revoked: refused as any unknown key, outage or not
+            seen = self._seen.get(digest)
+            if fail_open and seen is not None and seen.id not in self.revoked:
+                return seen
             raise KeysUnavailable(type(exc).__name__) from exc
         if raw is None:
             self._seen.pop(digest, None)
@@ -262,9 +275,21 @@ return raw or ''
 
     async def revoke(self, key_id: str) -> Principal | None:
         with _unavailable():
-            raw = await self._revoke(args=[self._p, key_id])
-        self._seen = {h: p for h, p in self._seen.items() if p.id != key_id}
+            raw = await self._revoke(args=[self._p, key_id, EXPIRED_KEPT_S * 1000])
+        self._forget({key_id})
         return _decode(raw) if raw else None
+
+    async def sync(self) -> None:
+        """Read the revocations made anywhere since the last read (raises RedisError when Redis is away)."""
+        fresh = await self._client.zrangebyscore(f"{self._p}revoked", f"({self._revoked_since}", "+inf", withscores=True)
+        if fresh:
+            self._forget({key_id.decode() for key_id, _ in fresh})
+            self._revoked_since = max(score for _, score in fresh)
+
+    def _forget(self, ids: set[str]) -> None:
+        self.revoked |= ids
+        self._revoked_digests |= {h for h, p in self._seen.items() if p.id in ids}
+        self._seen = {h: p for h, p in self._seen.items() if p.id not in ids}
 
     async def all(self) -> list[Principal]:
         with _unavailable():

@@ -27,6 +27,7 @@ from gateway.access.counters import (
     TOKENS,
     Ask,
     Counters,
+    Known,
     MemoryCounters,
     RedisCounters,
     Verdict,
@@ -34,6 +35,10 @@ from gateway.access.counters import (
 )
 from gateway.access.keys import Principal
 from gateway.errors import APIError, InsufficientQuota, RateLimited, ServiceUnavailable
+from gateway.settings import StoreErrorPolicy
+
+Period = tuple[str, str, float, int]
+"""(period, its id, budget USD, seconds until it ends)."""
 
 log = logging.getLogger("gateway.access.limits")
 
@@ -69,20 +74,23 @@ class _Outage:
 
 class Limits:
     """Admission and settlement for keys with limits. With Redis: shared counters, and on a Redis
-    error the failure policy: `open` counts in this process until Redis answers again (retried
-    after `retry_s`), `closed` answers 503."""
+    error the failure policy of each kind (`StoreErrorPolicy`): `open` counts in this process until
+    Redis answers again (retried after `retry_s`), starting from each key's last counts seen in
+    Redis; `closed` answers 503."""
 
     def __init__(
         self,
         redis_client: Any | None,
         prefix: str,
-        fail_open: bool,
+        policy: StoreErrorPolicy,
         retry_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.local = MemoryCounters(clock)
         self.shared: Counters | None = RedisCounters(redis_client, prefix) if redis_client is not None else None
-        self.fail_open = fail_open
+        self.policy = policy
+        self._known: dict[str, Known] = {}
+        """Each key's counts as Redis last reported them, to resume from in an outage."""
         self._retry_s = retry_s
         self._clock = clock
         self.outage = _Outage()
@@ -107,15 +115,18 @@ class Limits:
                 self._periods = (second, period_ids(now))
             ids = self._periods[1]
             periods = [(p, ids[p][0], limit, ids[p][1]) for p, limit in sorted(principal.budget.items())]
-        counters = self._counters(now)
+        counters = self._counters(now, principal, periods)
         try:
             bucket, verdict = await counters.admit(principal, ask, periods)
         except (RedisError, OSError) as exc:
-            counters = self._failed(exc)
+            counters = self._failed(exc, principal, periods)
             bucket, verdict = await counters.admit(principal, ask, periods)
-        if counters is self.shared and self.outage.down:
-            self.outage.down = False
-            log.warning("limits: Redis answers again; counting there")
+        if counters is self.shared:
+            if self.outage.down:
+                self.outage.down = False
+                log.warning("limits: Redis answers again; counting there")
+            if verdict.outcome == OK:
+                self._remember(principal, bucket, verdict, periods)
         if verdict.outcome != OK:
             kind = KINDS[verdict.outcome]
             self.refused[principal.alias, kind] = self.refused.get((principal.alias, kind), 0) + 1
@@ -168,31 +179,55 @@ class Limits:
         """What the key has spent (settled and reserved) in each of its budget periods."""
         ids = period_ids(self._clock())
         periods = sorted(principal.budget)
-        counters = self._counters(self._clock())
+        counters = self.shared or self.local
         try:
             values = await counters.spent(principal, [ids[p][0] for p in periods])
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable(f"Redis did not answer ({type(exc).__name__}).", code="limits_unavailable") from exc
         return dict(zip(periods, values, strict=True))
 
-    def _counters(self, now: float) -> Counters:
-        if self.shared is None or (self.outage.down and now < self.outage.retry_at):
-            return self.local if self.shared is None or self.fail_open else self._closed()
+    def _counters(self, now: float, principal: Principal, periods: Sequence[Period]) -> Counters:
+        if self.shared is None:
+            return self.local
+        if self.outage.down and now < self.outage.retry_at:
+            return self._fallback(principal, periods)
         return self.shared
 
-    def _closed(self) -> Counters:
-        raise ServiceUnavailable("Rate limits cannot be checked (Redis is down); try again shortly.", code="limits_unavailable")
+    def _fallback(self, principal: Principal, periods: Sequence[Period]) -> Counters:
+        """The counters in this process for a key while Redis is down, or the 503 its policy wants."""
+        if principal.budget and self.policy.budgets == "closed":
+            raise ServiceUnavailable(
+                "This key's budget cannot be checked (the limits store is down); try again shortly.", code="limits_unavailable"
+            )
+        if (principal.rpm or principal.tpm) and self.policy.rate_limits == "closed":
+            raise ServiceUnavailable(
+                "Rate limits cannot be checked (Redis is down); try again shortly.", code="limits_unavailable"
+            )
+        if (known := self._known.get(principal.id)) is not None:
+            self.local.resume(principal, known, periods)
+        return self.local
 
-    def _failed(self, exc: BaseException) -> Counters:
+    def _failed(self, exc: BaseException, principal: Principal, periods: Sequence[Period]) -> Counters:
         self.outage.errors += 1
         self.outage.retry_at = self._clock() + self._retry_s
         if not self.outage.down:
             self.outage.down = True
-            policy = "counting limits in this process meanwhile" if self.fail_open else "refusing requests with 503"
-            log.warning("limits: Redis failed (%s); %s", type(exc).__name__, policy)
-        if not self.fail_open:
-            self._closed()
-        return self.local
+            p = self.policy
+            log.warning(
+                "limits: Redis failed (%s); rate limits %s, budgets %s until it answers",
+                type(exc).__name__,
+                "counted in this process" if p.rate_limits == "open" else "answered with 503",
+                "counted in this process" if p.budgets == "open" else "answered with 503",
+            )
+        return self._fallback(principal, periods)
+
+    def _remember(self, principal: Principal, bucket: int, verdict: Verdict, periods: Sequence[Period]) -> None:
+        requests = principal.rpm - verdict.requests_left if principal.rpm and verdict.requests_left >= 0 else 0
+        tokens = principal.tpm - verdict.tokens_left if principal.tpm and verdict.tokens_left >= 0 else 0
+        spent = {pid: value for (_, pid, _, _), value in zip(periods, verdict.spent, strict=False)}
+        self._known[principal.id] = Known(bucket, requests, tokens, spent)
+        if len(self._known) > 100_000:  # keys seen long ago go first (dicts keep insertion order)
+            self._known.pop(next(iter(self._known)))
 
 
 def _refusal(principal: Principal, ask: Ask, verdict: Verdict) -> APIError:

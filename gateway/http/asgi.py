@@ -57,16 +57,23 @@ async def send_reply(send: Send, reply: Reply) -> None:
 
 
 async def send_stream(receive: Receive, send: Send, reply: StreamReply) -> None:
-    """Relay SSE frames as they come; a client that goes away stops the upstream at once."""
+    """Relay SSE frames as they come. A client that goes away stops the upstream at once, or, for
+    a reply that must learn its cost (`read_on_s`), after the upstream's usage has arrived (the
+    frames are read on, not sent), or at the latest after `read_on_s` (then `cut`)."""
+    gone = False
 
     async def pump() -> None:
         async for chunk in reply.frames:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if not gone:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if not gone:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def watch() -> None:
+        nonlocal gone
         while (await receive())["type"] != "http.disconnect":
             pass
+        gone = True
 
     tasks: list[asyncio.Future[None]] = []
     done: set[asyncio.Future[None]] = set()
@@ -74,6 +81,10 @@ async def send_stream(receive: Receive, send: Send, reply: StreamReply) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": reply.headers})
         tasks = [asyncio.ensure_future(pump()), asyncio.ensure_future(watch())]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if tasks[0] not in done and reply.read_on_s > 0:  # the client left: read on for the bill
+            done, _ = await asyncio.wait(tasks[:1], timeout=reply.read_on_s)
+            if tasks[0] not in done and reply.cut is not None:
+                reply.cut()
     finally:
         for task in tasks:
             task.cancel()

@@ -31,6 +31,11 @@ class StreamReply:
     close: Callable[[], Awaitable[None]]
     """Releases the upstream and the request's hold on its config. The server calls it once the
     frames are sent or abandoned (even if iteration never started); calling it again does nothing."""
+    read_on_s: float = 0.0
+    """When the client leaves: how long the frames are still read (not sent), so that the upstream's
+    usage arrives and is charged."""
+    cut: Callable[[], None] | None = None
+    """Called when the reading on is given up: the request is then charged its reservation."""
 
 
 def json_reply(body: bytes, headers: Sequence[tuple[bytes, bytes]], status: int = 200) -> Reply:

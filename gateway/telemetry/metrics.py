@@ -33,8 +33,10 @@ class HealthCollector(Collector):
         tracing: Tracing | None,
         stats: RequestStats | None,
         limits: Limits | None = None,
+        revoked: Callable[[], int] | None = None,
     ) -> None:
         self._limits = limits
+        self._revoked = revoked
         self._runtime = runtime
         self._in_flight = in_flight
         self._cache = cache
@@ -76,6 +78,9 @@ class HealthCollector(Collector):
             yield from _cache_metrics(self._cache)
         if self._limits is not None:
             yield from _limit_metrics(self._limits)
+        if self._revoked is not None:
+            known = "Keys revoked anywhere that this process knows of (refused even while Redis is down)."
+            yield GaugeMetricFamily("gateway_keys_revoked_known", known, value=self._revoked())
 
 
 def _limit_metrics(limits: Limits) -> Iterator[Metric]:
@@ -125,9 +130,10 @@ def registry(
     tracing: Tracing | None = None,
     stats: RequestStats | None = None,
     limits: Limits | None = None,
+    revoked: Callable[[], int] | None = None,
 ) -> CollectorRegistry:
     reg = CollectorRegistry()
-    reg.register(HealthCollector(runtime, in_flight, cache, embedder, tracing, stats, limits))
+    reg.register(HealthCollector(runtime, in_flight, cache, embedder, tracing, stats, limits, revoked))
     return reg
 
 

@@ -66,9 +66,11 @@ class Tally:
     ttft: float | None = None
 
     def count(self, usage: Usage, deployment: Deployment) -> None:
-        """The answer's usage, priced at the deployment that gave it."""
-        self.input_tokens, self.output_tokens = usage.prompt_tokens, usage.completion_tokens
-        self.cost = deployment.cost(usage)
+        """Add an upstream call's usage, priced at the deployment that gave it (a request may pay
+        for more than one: an answer asked again, an attempt abandoned before it told its usage)."""
+        self.input_tokens += usage.prompt_tokens
+        self.output_tokens += usage.completion_tokens
+        self.cost += deployment.cost(usage)
 
 
 class RequestStats:

@@ -52,8 +52,6 @@ class Script:
 class SpyUpstream:
     script: Script = field(default_factory=Script)
     seen: list[Seen] = field(default_factory=list)
-    finished: int = 0
-    """Answers written to the end (a stream whose reader left early does not count)."""
     port: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
 
@@ -139,7 +137,6 @@ class _Conn(asyncio.Protocol):
                     {"id": "spy-1", "object": "x", "created": 1, "model": "m", "choices": [choice], "usage": usage}
                 ),
             )
-            self.spy.finished += 1
             return
         await self.stream(seen, chat, out, usage)
 
@@ -163,7 +160,6 @@ class _Conn(asyncio.Protocol):
         if t.is_closing():
             return
         t.write(_chunk_raw(b"data: [DONE]\n\n") + b"0\r\n\r\n")
-        self.spy.finished += 1
 
     def send(self, status: int, body: bytes) -> None:
         t = cast(asyncio.Transport, self.transport)
