@@ -241,12 +241,17 @@ def _serve(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    import msgspec
     import uvicorn
+
+    from gateway.http import server as server_bounds
+    from gateway.http.server import GuardedProtocol
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # never log request URLs per call
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it tells of every CPU build it did not find
     os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
+    os.environ[server_bounds.ENV] = msgspec.json.encode(server).decode()  # read by each worker's protocol
     if args.fd is not None:
         _no_delay(args.fd)
     uvicorn.run(
@@ -257,7 +262,8 @@ def _serve(args: argparse.Namespace) -> int:
         fd=args.fd,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        http=GuardedProtocol,
+        timeout_keep_alive=server.keep_alive_timeout_s,
         lifespan="on",
         access_log=False,
         proxy_headers=bool(server.forwarded_allow_ips),  # uvicorn's default trusts any loopback peer

@@ -22,7 +22,7 @@ from backends.protocol import Completion
 from backends.sse import DONE_FRAME, frame
 from backends.types import Endpoint, Usage, UsagePeek
 from gateway import request as requests
-from gateway.access.control import Access, limit_output, reservation, sets_output_limit
+from gateway.access.control import Access, counted, limit_output, reservation, sets_output_limit
 from gateway.access.keys import Principal
 from gateway.access.limits import Limits
 from gateway.cache.assemble import Assembler
@@ -173,7 +173,8 @@ class Pipeline:
         """A key with limits or budgets reserves the request's worst case before it goes upstream;
         a request that sets no output limit is given the one its key can pay for."""
         least = ex.runtime.settings.auth.min_output_tokens
-        reserved = reservation(ex.endpoint, ex.request.payload, ex.chain, least)
+        prompt = await counted(ex.endpoint, ex.request.payload, ex.chain, ex.model)
+        reserved = reservation(ex.endpoint, ex.request.payload, ex.chain, least, prompt)
         ex.admission = await self._access.limits.admit(principal, reserved.ask)
         ex.output_cap = reserved.output_cap(ex.admission.extra)
         ex.reserved = reserved.usage(ex.admission.extra)

@@ -129,6 +129,11 @@ class DeploymentSettings(_Settings, frozen=True, kw_only=True):
     `max_completion_tokens`: the gateway then sends the smaller of this and what the caller's key
     can still pay for. Unset: 4096 for a key with `tpm` or a budget (`DEFAULT_MAX_OUTPUT_TOKENS`),
     and nothing is added for other callers."""
+    tokenizer: Annotated[str, msgspec.Meta(pattern=r"^(auto|estimate|tiktoken:[a-z0-9_]+)$")] = "auto"
+    """How requests to this deployment are counted for `tpm` and budgets: `auto` (tiktoken's encoding
+    for a model name it knows, when the encoding's file is on this machine; else the estimate),
+    `estimate`, or `tiktoken:<encoding>` (e.g. `tiktoken:cl100k_base` for a model with OpenAI's
+    tokenizer under another name). See docs/access.md."""
     output_limit_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     """The field that carries that limit to a chat endpoint (OpenAI's reasoning models take only
     `max_completion_tokens`; vLLM, TGI, llama.cpp and Ollama take `max_tokens`)."""
@@ -216,6 +221,25 @@ class ServerSettings(_Settings, frozen=True):
     """Characters of text in all the strings of a request's messages, prompt or input, together."""
     max_output_tokens: PositiveInt = 1_000_000
     """The largest `max_tokens` / `max_completion_tokens` a request may ask for."""
+    max_header_bytes: PositiveInt = 32 * 1024
+    """The request line and headers together at most; past it, 431 and the connection closes."""
+    max_headers: PositiveInt = 100
+    """Header fields in one request at most (431)."""
+    max_header_line_bytes: PositiveInt = 8 * 1024
+    """One header line (431), or the request line (414), at most."""
+    header_timeout_s: Positive = 10.0
+    """A request's headers must have arrived this long after their first byte (or after the
+    connection opened): else 408 and close."""
+    body_timeout_s: Positive = 60.0
+    """A request's body must have arrived this long after its headers: else 408 and close."""
+    keep_alive_timeout_s: PositiveInt = 5
+    """An idle keep-alive connection is closed after this long."""
+    max_connections: PositiveInt = 10_000
+    """Open client connections per gateway process at most (lowered to what its file limit allows);
+    one more is answered 503 and closed."""
+    max_connections_per_client: PositiveInt = 256
+    """Open connections from one client address at most; one more is answered 429 and closed.
+    Proxies in `forwarded_allow_ips` are not capped."""
     forwarded_allow_ips: list[str] = msgspec.field(default_factory=list)
     """Proxies (addresses or CIDR networks) whose `X-Forwarded-For` / `X-Forwarded-Proto` are
     believed: the client's address is then the forwarded one. Default: none, so a client cannot
@@ -478,6 +502,14 @@ class Settings(_Settings, frozen=True, kw_only=True):
 START_ONLY: tuple[str, ...] = (
     "reload",
     "server.forwarded_allow_ips",
+    "server.max_header_bytes",
+    "server.max_headers",
+    "server.max_header_line_bytes",
+    "server.header_timeout_s",
+    "server.body_timeout_s",
+    "server.keep_alive_timeout_s",
+    "server.max_connections",
+    "server.max_connections_per_client",
     "redis",
     "telemetry",
     "auth.store",

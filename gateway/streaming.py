@@ -24,6 +24,7 @@ import msgspec
 from backends.protocol import EventStream
 from backends.sse import DONE_FRAME, frame
 from backends.types import Endpoint, Usage
+from gateway.access.tokens import counter
 from gateway.cache.assemble import Assembler
 from gateway.errors import APIError, DeadlineExceeded
 from gateway.routing.dispatcher import Call, Outcome
@@ -87,8 +88,9 @@ class Keeper:
 class Meter:
     """A stream's usage and cost, taken as its events pass. The gateway asks upstreams for the usage
     chunk even when the client did not (`hide_usage`: that chunk then stops here). Without one,
-    the stream is charged by the gateway's own count: the whole request's estimate for the input
-    and one token per 3 bytes of the text it relayed (content, reasoning, tool-call arguments);
+    the stream is charged by the gateway's own count: the whole request's tokens for the input
+    (`gateway.access.tokens`) and one token per 3 bytes of the text it relayed (content,
+    reasoning, tool-call arguments);
     a stream cut before its usage arrived (the deadline, or a client that left while the
     upstream was still writing) is charged its `reserved` usage, when it has one."""
 
@@ -136,7 +138,8 @@ class Meter:
         return usage
 
     def _estimate(self) -> Usage:
-        prompt = request_tokens(self.endpoint, self.payload)
+        tokenizer = self.deployment.settings.tokenizer
+        prompt = request_tokens(self.endpoint, self.payload, counter(str(self.payload.get("model", "")), tokenizer))
         completion = math.ceil(self.text_bytes / RESERVE_BYTES_PER_TOKEN)
         return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 

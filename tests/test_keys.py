@@ -179,10 +179,11 @@ def test_a_budget_stops_spending_within_one_requests_cost_on_every_route(keyed: 
     with pytest.raises(openai.RateLimitError) as quota:
         client.chat.completions.create(**CHAT, stream=True)  # type: ignore[call-overload]
     assert quota.value.code == "insufficient_quota"
+    # each reserves more than the ~$6 that can be left, and less than the whole $10
     with pytest.raises(openai.RateLimitError):
-        client.completions.create(model="gpt-4o-mini", prompt="hi", max_tokens=20)
+        client.completions.create(model="gpt-4o-mini", prompt="hi", max_tokens=40)
     with pytest.raises(openai.RateLimitError):
-        client.embeddings.create(model="gpt-4o-mini", input="hi " * 100)
+        client.embeddings.create(model="gpt-4o-mini", input="hi " * 40)
     assert httpx.get(f"{keyed.url}/admin/keys/cfg:budget").json()["spent"]["day"] == pytest.approx(spent)
 
 

@@ -19,10 +19,10 @@ from backends.types import Endpoint, Usage
 from gateway.access.counters import Ask
 from gateway.access.keys import KeyTable, Principal, RedisKeys, authenticate
 from gateway.access.limits import Limits
+from gateway.access.tokens import counter, request_tokens
 from gateway.redis_client import client as redis_client
 from gateway.routing.pools import Deployment, Pool
 from gateway.settings import Settings
-from gateway.text import request_tokens
 
 log = logging.getLogger("gateway.access.control")
 
@@ -100,13 +100,12 @@ class Reservation:
         return Usage(prompt_tokens=self.prompt, completion_tokens=output, total_tokens=self.prompt + output)
 
 
-def reservation(endpoint: Endpoint, payload: dict[str, Any], chain: Sequence[Pool], least: int) -> Reservation:
-    """What a request reserves: its whole request's tokens (`gateway.text.request_tokens`), plus
-    the output it asks for (`max_completion_tokens` / `max_tokens` times `n` or `best_of`), priced
-    at the dearest deployment that may answer it. A request that sets no output limit reserves
-    `least` tokens per answer and asks for up to its chain's output cap more, granted as far as its
-    key's token limit and budgets pay for them."""
-    prompt = request_tokens(endpoint, payload)
+def reservation(endpoint: Endpoint, payload: dict[str, Any], chain: Sequence[Pool], least: int, prompt: int) -> Reservation:
+    """What a request reserves: its whole request's tokens (`prompt`, from `counted`), plus the
+    output it asks for (`max_completion_tokens` / `max_tokens` times `n` or `best_of`), priced at
+    the dearest deployment that may answer it. A request that sets no output limit reserves `least`
+    tokens per answer and asks for up to its chain's output cap more, granted as far as its key's
+    token limit and budgets pay for them."""
     deployments = [d for pool in chain for d in pool.deployments]
     input_rate = max((d.cost(Usage(prompt_tokens=1, total_tokens=1)) for d in deployments), default=0.0)
     output_rate = max((d.cost(Usage(completion_tokens=1, total_tokens=1)) for d in deployments), default=0.0)
@@ -126,6 +125,13 @@ def reservation(endpoint: Endpoint, payload: dict[str, Any], chain: Sequence[Poo
 
 def _count(value: object) -> int:
     return value if isinstance(value, int) and value > 1 else 1
+
+
+async def counted(endpoint: Endpoint, payload: dict[str, Any], chain: Sequence[Pool], model: str) -> int:
+    """The request's tokens by the tokenizer of each deployment of its chain, at most."""
+    deployments = [d for pool in chain for d in pool.deployments]
+    counters = [counter(d.upstream_model(model), d.settings.tokenizer) for d in deployments]
+    return await request_tokens(endpoint, payload, counters)
 
 
 def limit_output(endpoint: Endpoint, payload: dict[str, Any], deployment: Deployment, cap: int | None) -> None:
