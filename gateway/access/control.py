@@ -19,7 +19,7 @@ from backends.types import Endpoint, Usage
 from gateway.access.counters import Ask
 from gateway.access.keys import KeyTable, Principal, RedisKeys, authenticate
 from gateway.access.limits import Limits
-from gateway.access.tokens import counter, request_tokens
+from gateway.access.tokens import for_deployment, request_tokens
 from gateway.redis_client import client as redis_client
 from gateway.routing.pools import Deployment, Pool
 from gateway.settings import Settings
@@ -130,7 +130,7 @@ def _count(value: object) -> int:
 async def counted(endpoint: Endpoint, payload: dict[str, Any], chain: Sequence[Pool], model: str) -> int:
     """The request's tokens by the tokenizer of each deployment of its chain, at most."""
     deployments = [d for pool in chain for d in pool.deployments]
-    counters = [counter(d.upstream_model(model), d.settings.tokenizer) for d in deployments]
+    counters = [for_deployment(d, model) for d in deployments]
     return await request_tokens(endpoint, payload, counters)
 
 

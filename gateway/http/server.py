@@ -8,7 +8,10 @@ uvicorn's httptools protocol, with what it lacks for a server on the open intern
   costs the gateway at most the bound plus one read (64-256 KB), never the line;
 - `header_timeout_s`: a head must be complete this long after its first byte (or after the
   connection opened): 408 and close (slowloris);
-- `body_timeout_s`: a body must be complete this long after its head: 408 and close;
+- `body_timeout_s`: a body must be complete this long after its head: 408 and close. The
+  application sees a request only once its body is complete (buffered here up to
+  `max_body_bytes`; a larger one goes on to the application, which refuses it): a slow client
+  holds a buffer, not a task of the application;
 - `keep_alive_timeout_s`: an idle keep-alive connection is closed (uvicorn's own timer);
 - `max_connections_per_client` per client address: one more is answered 429 at once and
   closed (the peers listed in `forwarded_allow_ips`, a load balancer, are not capped);
@@ -28,6 +31,7 @@ import asyncio
 import ipaddress
 import os
 import resource
+from collections import OrderedDict
 from typing import Any, ClassVar
 
 import httptools
@@ -71,8 +75,9 @@ class GuardedProtocol(HttpToolsProtocol):
     """Open connections per client address, in this process."""
     refused: ClassVar[dict[str, int]] = {}
     """Connections and requests refused by a bound, by reason (for /metrics)."""
-    waiting: ClassVar[dict[GuardedProtocol, None]] = {}
-    """Connections with no request in progress, the longest-waiting first (shed first at the cap)."""
+    waiting: ClassVar[OrderedDict[GuardedProtocol, None]] = OrderedDict()
+    """Connections with no request in progress, the longest-waiting first (shed first at the cap).
+    Ordered: a plain dict's first key costs a scan past every key deleted before it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -89,6 +94,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self._done = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._complete = False
+        """The current request's body has all arrived."""
+        self._held: tuple[Any, Any] | None = None
+        """(cycle, app) of a request whose application task waits for its body."""
 
     # connection
 
@@ -122,6 +131,11 @@ class GuardedProtocol(HttpToolsProtocol):
         self._cancel_timers()
         self.waiting.pop(self, None)
         super().connection_lost(exc)
+        # Break the cycles through this protocol so that reference counting frees a closed
+        # connection: thousands of them churning would otherwise wait for full collections.
+        self.cycle = None  # type: ignore[assignment]
+        self._held = None
+        self.pipeline.clear()
 
     def data_received(self, data: bytes) -> None:
         if self._done:
@@ -147,6 +161,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         self._fields = 0
+        self._complete = False
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -174,14 +189,37 @@ class GuardedProtocol(HttpToolsProtocol):
         self._body_timer = self.loop.call_later(self._b.body_timeout_s, self._late, "body")
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if self._held is None:
+            return super().on_body(body)
+        cycle, app = self._held
+        cycle.body += body  # no flow control: nothing reads it until it is whole, and it is bounded
+        if len(cycle.body) > self._b.max_body_bytes:  # the application answers it (401 without a key, else 413)
+            self._held = None
+            super()._start_asgi_task(cycle, app)
+            cycle.message_event.set()
+
     def on_message_complete(self) -> None:
         self._in_head = True
         self._head_bytes = 0
+        self._complete = True
         self.waiting.pop(self, None)  # a whole request: not shed while it is answered
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
         super().on_message_complete()
+        if self._held is not None:
+            cycle, app = self._held
+            self._held = None
+            super()._start_asgi_task(cycle, app)
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        """A request's application task starts once its body is complete (a client waiting for
+        `100 Continue` is let in at once: the application sends it)."""
+        if cycle is self.cycle and not self._complete and not self.expect_100_continue:
+            self._held = (cycle, app)
+            return
+        super()._start_asgi_task(cycle, app)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
