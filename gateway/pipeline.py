@@ -20,7 +20,7 @@ import msgspec
 
 from backends.protocol import Completion
 from backends.sse import DONE_FRAME, frame
-from backends.types import Endpoint, Usage, UsagePeek
+from backends.types import Endpoint, UsagePeek
 from gateway import request as requests
 from gateway.access.control import Access, counted, limit_output, reservation, sets_output_limit
 from gateway.access.keys import Principal
@@ -42,7 +42,6 @@ from gateway.runtime import Runtime
 from gateway.streaming import Keeper, Meter, Prepare, Relay, ask_for_usage, opener
 from gateway.telemetry.stats import RequestStats
 from gateway.telemetry.tracing import Tracing
-from gateway.text import request_tokens
 
 if TYPE_CHECKING:
     from gateway.cache.embedder import Embedder  # onnxruntime: imported only when something embeds
@@ -275,6 +274,8 @@ class Pipeline:
     @staticmethod
     def _prepare(ex: Exchange) -> Prepare | None:
         """The output limit of each attempt, for a request that sets none (see `limit_output`)."""
+        if ex.output_cap is None and not any(pool.caps_output for pool in ex.chain):
+            return None  # nothing to set
         if ex.output_limited is None:
             ex.output_limited = sets_output_limit(ex.request.payload)  # before any attempt adds one
         if ex.output_limited:
@@ -338,8 +339,9 @@ class Pipeline:
     def _finish(self, ex: Exchange) -> None:
         """The request has ended: settle its reservation, count it, end its trace, release its config."""
         self.in_flight -= 1
-        for deployment in ex.abandoned:  # calls cut off before they told their usage: what they were asked for
-            ex.tally.count(ex.reserved or _asked(ex), deployment)
+        if ex.reserved is not None:
+            for deployment in ex.abandoned:  # calls cut off before they told their usage: what they were asked for
+                ex.tally.count(ex.reserved, deployment)
         if ex.admission is not None:
             self._access.limits.settle(ex.admission, ex.tally.input_tokens + ex.tally.output_tokens, ex.tally.cost)
         ex.runtime.release()
@@ -352,8 +354,11 @@ T = TypeVar("T")
 
 
 def _watched(ex: Exchange, call: Call[T]) -> Call[T]:
-    """An attempt that notes when it is given up while the upstream may be generating: the request's
-    deadline passed, or its client left (the task is cancelled)."""
+    """For a request with a reservation, an attempt that notes when it is given up while the
+    upstream may be generating: the request's deadline passed, or its client left (the task is
+    cancelled)."""
+    if ex.admission is None:
+        return call
 
     async def attempt(deployment: Deployment, deadline: Deadline) -> T:
         try:
@@ -363,15 +368,6 @@ def _watched(ex: Exchange, call: Call[T]) -> Call[T]:
             raise
 
     return attempt
-
-
-def _asked(ex: Exchange) -> Usage:
-    """What a request without a reservation asked an upstream for: its estimated tokens and its output limit."""
-    payload = ex.request.payload
-    prompt = request_tokens(ex.endpoint, payload)
-    output = payload.get("max_completion_tokens") or payload.get("max_tokens")
-    output = output if isinstance(output, int) else 0
-    return Usage(prompt_tokens=prompt, completion_tokens=output, total_tokens=prompt + output)
 
 
 def _upstream_name(pool: Pool) -> str:

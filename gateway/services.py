@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from gateway.access.control import Access
 from gateway.cache.service import ResponseCache
+from gateway.http.server import connection_counts
 from gateway.pipeline import Pipeline
 from gateway.reloader import Reloader
 from gateway.routing.breaker_sync import BreakerSync
@@ -52,5 +53,6 @@ class Services:
             self.pipeline.stats,
             self.access.limits,
             self.access.revocations_known if self.access.keys is not None else None,
+            connection_counts,
         )
         self.breaker_sync = BreakerSync(lambda: reloader.runtime)

@@ -90,7 +90,8 @@ class Meter:
     chunk even when the client did not (`hide_usage`: that chunk then stops here). Without one,
     the stream is charged by the gateway's own count: the whole request's tokens for the input
     (`gateway.access.tokens`) and one token per 3 bytes of the text it relayed (content,
-    reasoning, tool-call arguments);
+    reasoning, tool-call arguments; from a deployment whose last stream did send usage, the text
+    is not read as it passes, and the whole events' bytes are counted instead, an over-count);
     a stream cut before its usage arrived (the deadline, or a client that left while the
     upstream was still writing) is charged its `reserved` usage, when it has one."""
 
@@ -109,6 +110,8 @@ class Meter:
         self.reserved = reserved
         self.usage: Usage | None = None
         self.text_bytes = 0
+        self.raw_bytes = 0
+        self.read_text = not deployment.sends_usage  # decoding each chunk's text costs ~1 µs
         self.cut = False
 
     def saw(self, data: bytes) -> bool:
@@ -121,13 +124,17 @@ class Meter:
                 self.usage = chunk.usage
                 if self.hide_usage and not chunk.choices:
                     return False
-        if self.usage is None:
+        if self.read_text:
             self.text_bytes += _text_bytes(data)
+        else:
+            self.raw_bytes += len(data)
         return True
 
     def ended(self, error: APIError | None) -> Usage:
         if error is not None:
             self.tally.status = error.status
+        if error is None:
+            self.deployment.sends_usage = self.usage is not None
         if self.usage is not None:
             usage = self.usage
         elif self.reserved is not None and (self.cut or isinstance(error, DeadlineExceeded)):
@@ -139,7 +146,8 @@ class Meter:
 
     def _estimate(self) -> Usage:
         prompt = request_tokens(self.endpoint, self.payload, for_deployment(self.deployment, str(self.payload.get("model", ""))))
-        completion = math.ceil(self.text_bytes / RESERVE_BYTES_PER_TOKEN)
+        relayed = self.text_bytes if self.read_text else self.raw_bytes  # the whole events: an over-count
+        completion = math.ceil(relayed / RESERVE_BYTES_PER_TOKEN)
         return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 

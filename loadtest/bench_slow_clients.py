@@ -3,6 +3,7 @@ connections or send endless headers, against one gateway with the default `serve
 
     python -m loadtest.bench_slow_clients
     python -m loadtest.bench_slow_clients --connections 20000 --sources 40 --hold 40
+    python -m loadtest.bench_slow_clients --tree ../base       # the gateway from another checkout
 
 The gateway runs pinned to core 0; the fake upstream, the attackers and the probe share core 1,
 the attackers at the lowest priority (`nice 19`: on another machine they would not slow the probe).
@@ -192,6 +193,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=20_000)
     parser.add_argument("--sources", type=int, default=40, help="loopback addresses the attackers spread over")
     parser.add_argument("--hold", type=float, default=40.0, help="seconds the slow connections are held")
+    parser.add_argument("--tree", help="run the gateway from another checkout (e.g. a git worktree of the code before)")
     parser.add_argument("--attacker", nargs=2, metavar=("N", "FIRST"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     sources = [f"127.0.2.{i + 1}" for i in range(args.sources)]
@@ -205,7 +207,7 @@ def main() -> None:
     (folder / "gateway.yaml").write_text(CONFIG)
     upstream = start([sys.executable, "-m", "tests.helpers.fake_upstream", "--port", str(UPSTREAM_PORT)], 1)
     cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(folder / "gateway.yaml"), "--port", str(GATEWAY_PORT)]
-    gateway = start([*cmd, "--log-level", "warning"], 0)
+    gateway = start([*cmd, "--log-level", "warning"], 0, cwd=Path(args.tree).resolve() if args.tree else ROOT)
     lines = [
         "| scenario | chat p50 ms | chat p99 ms | chat failed | liveness (new connection) p50 ms | liveness p99 ms |"
         " liveness failed | direct to upstream p50 ms | direct p99 ms | direct failed | gateway RSS MB at most |"

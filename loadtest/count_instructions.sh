@@ -25,7 +25,7 @@ pools:
       - {id: fake-1, base_url: 'http://127.0.0.1:$upstream_port/v1', price: {input_per_1m: 1, output_per_1m: 2}}
 EOF
 wait_for() { for _ in $(seq 1 600); do curl -sf "$1" >/dev/null && return 0; sleep 0.2; done; echo "no answer from $1" >&2; return 1; }
-load() { (cd "$here" && "$py" -m loadtest.loadgen --url "http://127.0.0.1:$gateway_port/v1" -c 8 -n "$1" --warmup 0 >/dev/null); }
+load() { (cd "$here" && "$py" -m loadtest.loadgen --url "http://127.0.0.1:$gateway_port/v1/chat/completions" -c 8 -n "$1" --warmup 0 >/dev/null); }
 for dir in "$@"; do
   dir="$(cd "$dir" && pwd)"
   out="$work/callgrind.$(basename "$dir")"

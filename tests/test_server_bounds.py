@@ -168,3 +168,16 @@ def test_forty_endless_header_lines_do_not_grow_the_gateway(gateway: GatewayProc
     assert refused == 40
     assert httpx.get(f"{gateway.url}/health/liveness").status_code == 200
     assert rss_kb(gateway.proc.pid) - before < 20 * 1024  # not 40 x 25 MB: at most the bound and a read each
+
+
+def test_refusals_and_open_connections_are_in_the_metrics(gateway: GatewayProcess) -> None:
+    with connect(gateway) as sock:
+        sock.sendall(b"GET /health/liveness HTTP/1.1\r\n" + b"".join(b"x-%d: 1\r\n" % i for i in range(60)) + b"\r\n")
+        assert answer(sock)[0] == 431
+    with connect(gateway, "127.0.0.9") as held:
+        text = httpx.get(f"{gateway.url}/metrics").text
+        assert 'gateway_connections_refused_total{reason="headers_too_large"}' in text
+        open_now = next(line for line in text.splitlines() if line.startswith("gateway_connections_open "))
+        assert float(open_now.split()[1]) >= 2  # this scrape's own connection and the one held
+        held.sendall(b"GET /health/liveness HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        assert answer(held)[0] == 200

@@ -16,9 +16,10 @@ uvicorn's httptools protocol, with what it lacks for a server on the open intern
 - `max_connections_per_client` per client address: one more is answered 429 at once and
   closed (the peers listed in `forwarded_allow_ips`, a load balancer, are not capped);
 - `max_connections` per process: at the cap, a new connection takes the place of the oldest one
-  that holds no request in progress (one still sending its head or body, or idle between
-  requests), which is answered 503 and closed; when every connection has a request in progress,
-  the new one is answered 503. Slow clients cannot crowd out a client that sends whole requests.
+  that holds no request in progress (one still sending its head or body, or opened and silent),
+  which is answered 503 and closed; when every connection has a request in progress, the new one
+  is answered 503. Slow clients cannot crowd out a client that sends whole requests. (A
+  keep-alive connection idle after an answer is left to `keep_alive_timeout_s`.)
 
 Every refusal is an OpenAI-shaped JSON error with `Connection: close`. The bounds are read from
 `GATEWAY_SERVER_BOUNDS` (JSON of `ServerSettings`), which `gateway serve` sets before uvicorn
@@ -63,6 +64,11 @@ def connection_ceiling(wanted: int) -> int:
     return max(1, min(wanted, soft - FD_HEADROOM))
 
 
+def connection_counts() -> tuple[int, dict[str, int]]:
+    """Client connections open in this process, and those refused by a bound, by reason."""
+    return GuardedProtocol.open, dict(GuardedProtocol.refused)
+
+
 class _Refused(Exception):
     """Raised from a parser callback to stop parsing a request already answered."""
 
@@ -75,6 +81,12 @@ class GuardedProtocol(HttpToolsProtocol):
     """Open connections per client address, in this process."""
     refused: ClassVar[dict[str, int]] = {}
     """Connections and requests refused by a bound, by reason (for /metrics)."""
+    open: ClassVar[int] = 0
+    """Client connections open in this process."""
+    _sweeping: ClassVar[asyncio.TimerHandle | None] = None
+    clock: ClassVar[float] = 0.0
+    """The event loop's time at the last sweep: what the timeouts are measured with (read once a
+    sweep, not for every request; the timeouts are checked at the sweeps anyway)."""
     waiting: ClassVar[OrderedDict[GuardedProtocol, None]] = OrderedDict()
     """Connections with no request in progress, the longest-waiting first (shed first at the cap).
     Ordered: a plain dict's first key costs a scan past every key deleted before it."""
@@ -90,10 +102,9 @@ class GuardedProtocol(HttpToolsProtocol):
         self._peer: str | None = None
         self._in_head = True
         self._head_bytes = 0
-        self._fields = 0
+        self._since: float | None = None
+        """When the current head (or, once it is whole, body) began to arrive; None while idle."""
         self._done = False
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._body_timer: asyncio.TimerHandle | None = None
         self._complete = False
         """The current request's body has all arrived."""
         self._held: tuple[Any, Any] | None = None
@@ -103,6 +114,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        GuardedProtocol.open += 1
         peer = self.client[0] if self.client else ""
         if not self._trusted(peer):
             held = self.by_peer.get(peer, 0)
@@ -118,9 +130,13 @@ class GuardedProtocol(HttpToolsProtocol):
                 return self._refuse(503, "too_many_connections", "The gateway holds all the connections it may; retry shortly.")
             shed._refuse(503, "too_many_connections", "The gateway is at its connection limit and closed this idle connection.")
         self.waiting[self] = None
-        self._head_timer = self.loop.call_later(self._b.header_timeout_s, self._late, "head")
+        if GuardedProtocol._sweeping is None:
+            GuardedProtocol.clock = self.loop.time()
+            GuardedProtocol._sweeping = self.loop.call_later(SWEEP_S, _sweep, self.loop)
+        self._since = GuardedProtocol.clock  # a new connection has header_timeout_s to send its first head
 
     def connection_lost(self, exc: Exception | None) -> None:
+        GuardedProtocol.open -= 1
         if self._peer is not None:
             left = self.by_peer.get(self._peer, 1) - 1
             if left > 0:
@@ -128,7 +144,6 @@ class GuardedProtocol(HttpToolsProtocol):
             else:
                 self.by_peer.pop(self._peer, None)
             self._peer = None
-        self._cancel_timers()
         self.waiting.pop(self, None)
         super().connection_lost(exc)
         # Break the cycles through this protocol so that reference counting frees a closed
@@ -143,8 +158,9 @@ class GuardedProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         if self._in_head:
             self._head_bytes += len(data)
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_later(self._b.header_timeout_s, self._late, "head")
+            if self._since is None:  # a request begins on an idle connection
+                self._since = GuardedProtocol.clock
+                self.waiting[self] = None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -159,39 +175,34 @@ class GuardedProtocol(HttpToolsProtocol):
 
     # parser callbacks
 
-    def on_message_begin(self) -> None:
-        self._fields = 0
-        self._complete = False
-        super().on_message_begin()
-
-    def on_url(self, url: bytes) -> None:
-        super().on_url(url)
-        if len(self.url) > self._b.max_header_line_bytes:
-            self._stop(414, "url_too_long", self._too_large("The request line"))
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._fields += 1
-        if self._fields > self._b.max_headers:
-            self._stop(431, "headers_too_large", f"The request has more than {self._b.max_headers} header fields.")
-        if len(name) + len(value) + 2 > self._b.max_header_line_bytes:
-            self._stop(431, "headers_too_large", self._too_large("A header line"))
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._complete = False
+        self._since = GuardedProtocol.clock  # the body's clock
+        b = self._b
+        if len(self.headers) > b.max_headers:
+            self._stop(431, "headers_too_large", f"The request has more than {b.max_headers} header fields.")
+        if self._head_bytes > b.max_header_line_bytes:  # else no line can be too long (the bytes read so far hold the head)
+            self._check_lines()
         self._head_bytes = 0
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
-        if size > self._b.max_header_bytes:
+        HttpToolsProtocol.on_headers_complete(self)
+
+    def _check_lines(self) -> None:
+        b = self._b
+        if len(self.url) > b.max_header_line_bytes:
+            self._stop(414, "url_too_long", self._too_large("The request line"))
+        size = len(self.url)
+        for name, value in self.headers:
+            line = len(name) + len(value) + 4
+            if line > b.max_header_line_bytes:
+                self._stop(431, "headers_too_large", self._too_large("A header line"))
+            size += line
+        if size > b.max_header_bytes:
             self._stop(431, "headers_too_large", self._too_large("The request's headers"))
-        self._body_timer = self.loop.call_later(self._b.body_timeout_s, self._late, "body")
-        super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         if self._held is None:
-            return super().on_body(body)
+            return HttpToolsProtocol.on_body(self, body)
         cycle, app = self._held
         cycle.body += body  # no flow control: nothing reads it until it is whole, and it is bounded
         if len(cycle.body) > self._b.max_body_bytes:  # the application answers it (401 without a key, else 413)
@@ -203,15 +214,13 @@ class GuardedProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._complete = True
-        self.waiting.pop(self, None)  # a whole request: not shed while it is answered
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
-        super().on_message_complete()
+        self._since = None
+        self.waiting.pop(self, None)  # a whole request: not shed, nor timed, while it is answered
+        HttpToolsProtocol.on_message_complete(self)
         if self._held is not None:
             cycle, app = self._held
             self._held = None
-            super()._start_asgi_task(cycle, app)
+            HttpToolsProtocol._start_asgi_task(self, cycle, app)
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         """A request's application task starts once its body is complete (a client waiting for
@@ -219,12 +228,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if cycle is self.cycle and not self._complete and not self.expect_100_continue:
             self._held = (cycle, app)
             return
-        super()._start_asgi_task(cycle, app)
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self._done and not self.transport.is_closing():
-            self.waiting[self] = None  # idle until its next request: the first to go at the cap
+        HttpToolsProtocol._start_asgi_task(self, cycle, app)
 
     # refusals
 
@@ -244,16 +248,15 @@ class GuardedProtocol(HttpToolsProtocol):
             f"{b.max_header_line_bytes} per line)."
         )
 
-    def _late(self, part: str) -> None:
-        if self._done:
+    def _late(self, now: float) -> None:
+        """The sweep's check: a head or a body that has taken too long."""
+        if self._done or self._since is None:
             return
-        if part == "head":
-            self._head_timer = None
-            if self._in_head:
+        if self._in_head:
+            if now - self._since > self._b.header_timeout_s:
                 late = f"The request's headers did not arrive within {self._b.header_timeout_s:g} s."
                 self._refuse(408, "request_timeout", late)
-        else:
-            self._body_timer = None
+        elif now - self._since > self._b.body_timeout_s:
             if self.cycle is not None and self.cycle.response_started:
                 self._close()
             else:
@@ -267,7 +270,7 @@ class GuardedProtocol(HttpToolsProtocol):
         """Answer `status` and close: the connection reads nothing more."""
         if self._done:
             return
-        self.refused[code] = self.refused.get(code, 0) + 1
+        GuardedProtocol.refused[code] = GuardedProtocol.refused.get(code, 0) + 1
         kind = "rate_limit_error" if status == 429 else ("api_error" if status == 503 else "invalid_request_error")
         body = msgspec.json.encode({"error": {"message": message, "type": kind, "param": None, "code": code}})
         head = (
@@ -283,15 +286,20 @@ class GuardedProtocol(HttpToolsProtocol):
     def _close(self) -> None:
         self._done = True
         self.waiting.pop(self, None)
-        self._cancel_timers()
         if self.transport is not None:
             self.transport.close()
 
-    def _cancel_timers(self) -> None:
-        for timer in (self._head_timer, self._body_timer):
-            if timer is not None:
-                timer.cancel()
-        self._head_timer = self._body_timer = None
+
+SWEEP_S = 0.5
+"""How often the header and body timeouts are checked (one pass over the connections without a
+request in progress, rather than two timers per request)."""
+
+
+def _sweep(loop: asyncio.AbstractEventLoop) -> None:
+    now = GuardedProtocol.clock = loop.time()
+    for protocol in list(GuardedProtocol.waiting):
+        protocol._late(now)
+    GuardedProtocol._sweeping = loop.call_later(SWEEP_S, _sweep, loop)
 
 
 _REASONS = {

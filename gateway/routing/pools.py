@@ -30,6 +30,8 @@ class Deployment:
     breaker: Breaker
     latency: LatencyEWMA = field(default_factory=LatencyEWMA)
     in_flight: int = 0
+    sends_usage: bool = False
+    """Its last stream ended with a usage chunk (the next one's text need not be counted as it passes)."""
 
     def __post_init__(self) -> None:
         self.max_in_flight = self.settings.max_in_flight or self.settings.max_connections
@@ -111,9 +113,12 @@ class Pool:
     context_fallbacks: list[Pool] = field(default_factory=list)
     endpoints: frozenset[Endpoint] = field(init=False)
     """What its deployments serve between them (an attempt picks among all of them)."""
+    caps_output: bool = field(init=False)
+    """A deployment of it sets `max_output_tokens` (sent to requests that set none)."""
 
     def __post_init__(self) -> None:
         self.endpoints = frozenset(e for d in self.deployments for e in d.backend.endpoints)
+        self.caps_output = any(d.settings.max_output_tokens is not None for d in self.deployments)
 
     @classmethod
     def build(cls, name: str, settings: PoolSettings, deployments: list[Deployment]) -> Pool:

@@ -34,9 +34,11 @@ class HealthCollector(Collector):
         stats: RequestStats | None,
         limits: Limits | None = None,
         revoked: Callable[[], int] | None = None,
+        connections: Callable[[], tuple[int, dict[str, int]]] | None = None,
     ) -> None:
         self._limits = limits
         self._revoked = revoked
+        self._connections = connections
         self._runtime = runtime
         self._in_flight = in_flight
         self._cache = cache
@@ -78,6 +80,17 @@ class HealthCollector(Collector):
             yield from _cache_metrics(self._cache)
         if self._limits is not None:
             yield from _limit_metrics(self._limits)
+        if self._connections is not None:
+            held, refused = self._connections()
+            yield GaugeMetricFamily("gateway_connections_open", "Client connections open in this process.", value=held)
+            bounds = CounterMetricFamily(
+                "gateway_connections_refused",
+                "Client connections and requests refused by a server bound (429/503 caps, 408 timeouts, 431/414 heads).",
+                labels=["reason"],
+            )
+            for reason, count in sorted(refused.items()):
+                bounds.add_metric([reason], count)
+            yield bounds
         if self._revoked is not None:
             known = "Keys revoked anywhere that this process knows of (refused even while Redis is down)."
             yield GaugeMetricFamily("gateway_keys_revoked_known", known, value=self._revoked())
@@ -131,9 +144,10 @@ def registry(
     stats: RequestStats | None = None,
     limits: Limits | None = None,
     revoked: Callable[[], int] | None = None,
+    connections: Callable[[], tuple[int, dict[str, int]]] | None = None,
 ) -> CollectorRegistry:
     reg = CollectorRegistry()
-    reg.register(HealthCollector(runtime, in_flight, cache, embedder, tracing, stats, limits, revoked))
+    reg.register(HealthCollector(runtime, in_flight, cache, embedder, tracing, stats, limits, revoked, connections))
     return reg
 
 

@@ -20,9 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 class GatewayProcess:
     """`gateway serve` on a loopback port, with a config file the test may rewrite. The test binds
     the port and hands the listening socket to the gateway (`--fd`), so no other process can take
-    the port between its choice and the gateway's start."""
+    the port between its choice and the gateway's start. `tree`: the checkout whose code it runs
+    (benchmarks compare with another one)."""
 
-    def __init__(self, config_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config_path: Path, env: dict[str, str] | None = None, tree: Path = ROOT) -> None:
         self.config_path = config_path
         self.log = config_path.with_suffix(".log")
         listener = socket.create_server(("127.0.0.1", 0))
@@ -32,7 +33,7 @@ class GatewayProcess:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         with listener:  # the child has its own copy of the socket; this one closes
             self.proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=full_env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, pass_fds=(fd,)
+                cmd, cwd=tree, env=full_env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, pass_fds=(fd,)
             )
         self._wait_ready()
 
