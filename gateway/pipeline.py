@@ -23,6 +23,7 @@ from backends.sse import DONE_FRAME, frame
 from backends.types import Endpoint, UsagePeek
 from gateway import request as requests
 from gateway.access.control import Access, counted, limit_output, reservation, sets_output_limit
+from gateway.access.counters import Ask
 from gateway.access.keys import Principal
 from gateway.access.limits import Limits
 from gateway.cache.assemble import Assembler
@@ -171,6 +172,10 @@ class Pipeline:
     async def _reserve(self, ex: Exchange, principal: Principal) -> None:
         """A key with limits or budgets reserves the request's worst case before it goes upstream;
         a request that sets no output limit is given the one its key can pay for."""
+        if not (principal.tpm or principal.budget):  # requests per minute only: no tokens to count, no output to cap
+            ex.admission = await self._access.limits.admit(principal, Ask(0, 0.0))
+            ex.limit_headers = ex.admission.headers()
+            return
         least = ex.runtime.settings.auth.min_output_tokens
         prompt = await counted(ex.endpoint, ex.request.payload, ex.chain, ex.model)
         reserved = reservation(ex.endpoint, ex.request.payload, ex.chain, least, prompt)

@@ -22,7 +22,7 @@ from tests.helpers.polling import wait_until
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.spy_upstream import Script, SpyUpstream
 
-KEYS = {alias: f"sk-gw-hostile-{alias}-0123456789abcdef" for alias in ("budget", "tokens", "meter", "open")}
+KEYS = {alias: f"sk-gw-hostile-{alias}-0123456789abcdef" for alias in ("budget", "tokens", "meter", "open", "paced")}
 UPSTREAM_KEY = "sk-UPSTREAM-SECRET-0123456789"
 HEADER_SECRET = "HDR-SECRET-777"
 ADMIN_KEY = "admin-hostile-secret-4242"
@@ -46,6 +46,7 @@ auth:
     - {{alias: tokens, key_hash: "{hash_key(KEYS["tokens"])}", tpm: 5000}}
     - {{alias: meter, key_hash: "{hash_key(KEYS["meter"])}", budget: {{day: 1000}}}}
     - {{alias: open, key_hash: "{hash_key(KEYS["open"])}"}}
+    - {{alias: paced, key_hash: "{hash_key(KEYS["paced"])}", rpm: 1000}}
 pools:
   hosted:
     aliases: [gpt-4o]
@@ -240,6 +241,14 @@ def test_text_outside_messages_counts_against_the_token_limit(gateway: GatewayPr
     assert spy.seen == []  # nothing reached the upstream
     ok = httpx.post(f"{gateway.url}/v1/chat/completions", json=chat("hi", max_tokens=1), headers=auth("tokens"))
     assert ok.status_code == 200
+
+
+def test_only_keys_with_a_token_limit_or_a_budget_get_an_output_limit_set(gateway: GatewayProcess, spy: SpyUpstream) -> None:
+    for alias in ("paced", "open", "budget"):
+        assert httpx.post(f"{gateway.url}/v1/chat/completions", json=chat(), headers=auth(alias)).status_code == 200
+    paced, unlimited, budgeted = (seen.body for seen in spy.seen)
+    assert "max_tokens" not in paced and "max_tokens" not in unlimited  # rpm alone says nothing of spend
+    assert 0 < budgeted["max_tokens"] <= 4096
 
 
 def test_n_and_best_of_multiply_the_reservation(gateway: GatewayProcess, spy: SpyUpstream) -> None:

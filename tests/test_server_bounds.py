@@ -181,3 +181,14 @@ def test_refusals_and_open_connections_are_in_the_metrics(gateway: GatewayProces
         assert float(open_now.split()[1]) >= 2  # this scrape's own connection and the one held
         held.sendall(b"GET /health/liveness HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
         assert answer(held)[0] == 200
+
+
+def test_a_pipelined_request_is_held_to_the_same_bounds(gateway: GatewayProcess) -> None:
+    with connect(gateway) as sock:
+        first = b"GET /health/liveness HTTP/1.1\r\nhost: x\r\n\r\n"
+        second = b"GET /health/liveness HTTP/1.1\r\nhost: x\r\nx-long: " + b"a" * 6000 + b"\r\n\r\n"
+        sock.sendall(first + second)  # one chunk: the second head arrives with the first request
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert b"HTTP/1.1 431" in data  # refused, and the connection closed (the first answer may not have been sent yet)

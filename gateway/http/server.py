@@ -182,7 +182,9 @@ class GuardedProtocol(HttpToolsProtocol):
         b = self._b
         if len(self.headers) > b.max_headers:
             self._stop(431, "headers_too_large", f"The request has more than {b.max_headers} header fields.")
-        if self._head_bytes > b.max_header_line_bytes:  # else no line can be too long (the bytes read so far hold the head)
+        # The bytes read since the head began hold it: below a line's bound, no line can be too
+        # long. 0: a pipelined head that came in the chunk of the request before, not counted.
+        if self._head_bytes > b.max_header_line_bytes or self._head_bytes == 0:
             self._check_lines()
         self._head_bytes = 0
         HttpToolsProtocol.on_headers_complete(self)
