@@ -186,7 +186,7 @@ def _error_fields(body: bytes, redactor: Redactor) -> tuple[str | None, str | No
         return redactor.text(envelope.error) or None, None, None
     error = envelope.error
     code = redactor.text(str(error.code))[:200] if error.code is not None else None
-    param = redactor.text(error.param)[:200] if error.param else None
+    param = redactor.text(str(error.param))[:200] if error.param else None
     return redactor.text(error.message) or None, code, param
 
 

@@ -6,7 +6,7 @@ through to the upstream untouched, because the pipeline forwards the client's ow
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -98,8 +98,9 @@ class UsagePeek(msgspec.Struct):
 
 class UpstreamErrorBody(msgspec.Struct):
     message: str = ""
-    code: str | int | None = None
-    param: str | None = None
+    code: Any = None
+    """A string as OpenAI sends it; other servers send numbers (or worse): any JSON is read."""
+    param: Any = None
 
 
 class UpstreamErrorEnvelope(msgspec.Struct):

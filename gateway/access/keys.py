@@ -281,7 +281,8 @@ return raw or ''
 
     async def sync(self) -> None:
         """Read the revocations made anywhere since the last read (raises RedisError when Redis is away)."""
-        fresh = await self._client.zrangebyscore(f"{self._p}revoked", f"({self._revoked_since}", "+inf", withscores=True)
+        # From the last one read, inclusive: another revocation may share its millisecond.
+        fresh = await self._client.zrangebyscore(f"{self._p}revoked", self._revoked_since, "+inf", withscores=True)
         if fresh:
             self._forget({key_id.decode() for key_id, _ in fresh})
             self._revoked_since = max(score for _, score in fresh)
