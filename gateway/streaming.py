@@ -113,9 +113,27 @@ class Meter:
         self.raw_bytes = 0
         self.read_text = not deployment.sends_usage  # decoding each chunk's text costs ~1 µs
         self.cut = False
+        self.last: bytes | None = None
+        self.counted: Usage | None = None
+        """The gateway's own count, once a usage chunk was made from it."""
+
+    def missing_usage_chunk(self) -> bytes | None:
+        """The usage chunk a client asked for (`stream_options.include_usage`) and the upstream did
+        not send (llama.cpp's server never does): made from the gateway's own count, which the
+        request is then charged too. None when none is missing."""
+        if self.hide_usage or self.usage is not None or self.last is None:
+            return None
+        try:
+            envelope = msgspec.json.decode(self.last, type=_Envelope)
+        except msgspec.DecodeError:
+            return None
+        self.counted = usage = self._estimate()
+        body = {"id": envelope.id, "object": envelope.object, "created": envelope.created, "model": envelope.model}
+        return msgspec.json.encode({**body, "choices": [], "usage": usage})
 
     def saw(self, data: bytes) -> bool:
         """Note one event; whether the client gets it."""
+        self.last = data
         if self.tally.ttft is None:
             self.tally.ttft = time.perf_counter() - self.started
         if b'"usage"' in data:
@@ -140,7 +158,7 @@ class Meter:
         elif self.reserved is not None and (self.cut or isinstance(error, DeadlineExceeded)):
             usage = self.reserved  # the upstream was cut off before it told what it used
         else:
-            usage = self._estimate()
+            usage = self.counted or self._estimate()
         self.tally.count(usage, self.deployment)
         return usage
 
@@ -185,6 +203,8 @@ class Relay:
             while (data := await guard.next(self._opened.iterator)) is not None:
                 if self._keep(data):
                     yield frame(data)
+            if (chunk := self._meter.missing_usage_chunk()) is not None:
+                yield frame(chunk)
             self._lease.succeed()
             if self._keeper is not None:
                 with self._trace.step("cache store"):
@@ -330,6 +350,13 @@ def _text_bytes(data: bytes) -> int:
             if call.function is not None and call.function.arguments:
                 total += len(call.function.arguments.encode())
     return total
+
+
+class _Envelope(msgspec.Struct):
+    id: str = ""
+    object: str = "chat.completion.chunk"
+    created: int = 0
+    model: str = ""
 
 
 class _UsageChunk(msgspec.Struct):

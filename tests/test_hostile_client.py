@@ -398,3 +398,22 @@ def test_a_revoked_key_and_a_spent_budget_stay_refused_while_redis_is_down(tmp_p
         for gateway in made:
             gateway.stop()
         redis.stop()
+
+
+def test_a_client_that_asks_for_usage_gets_it_when_the_upstream_sends_none(
+    gateway: GatewayProcess, spy: SpyUpstream, redis: RedisServer
+) -> None:
+    spy.script = Script(stream_usage=False, stream_text="twelve words of answer, no usage chunk from this upstream at all")
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=KEYS["meter"], max_retries=0)
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}
+        )
+    )
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None and last.id == chunks[0].id
+    assert last.usage.completion_tokens > 0 and last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens
+    charged_usd = charged(gateway, redis, "meter")
+    assert charged_usd == pytest.approx(cost(last.usage.prompt_tokens, last.usage.completion_tokens))  # what it was told
+    quiet = list(client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True))
+    assert all(c.usage is None for c in quiet)  # not asked for: not sent
