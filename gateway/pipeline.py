@@ -22,7 +22,7 @@ from backends.protocol import Completion
 from backends.sse import DONE_FRAME, frame
 from backends.types import Endpoint, UsagePeek
 from gateway import request as requests
-from gateway.access.control import Access, counted, limit_output, reservation, sets_output_limit
+from gateway.access.control import Access, counted, limit_output, output_limit, reservation
 from gateway.access.counters import Ask
 from gateway.access.keys import Principal
 from gateway.access.limits import Limits
@@ -282,7 +282,7 @@ class Pipeline:
         if ex.output_cap is None and not any(pool.caps_output for pool in ex.chain):
             return None  # nothing to set
         if ex.output_limited is None:
-            ex.output_limited = sets_output_limit(ex.request.payload)  # before any attempt adds one
+            ex.output_limited = output_limit(ex.request.payload) is not None  # before any attempt adds one
         if ex.output_limited:
             return None
         return functools.partial(limit_output, ex.endpoint, ex.request.payload, cap=ex.output_cap)

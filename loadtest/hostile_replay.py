@@ -12,79 +12,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 import msgspec
 
-from gateway.access.keys import hash_key
 from loadtest.report import footer
 from tests.helpers.gateway import ROOT, GatewayProcess
+from tests.helpers.hostile import ENV, HEADER_SECRET, UPSTREAM_KEY, auth, burst, charged, chat, config, cost
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.spy_upstream import Script, SpyUpstream
 
-KEYS = {a: f"sk-gw-replay-{a}-0123456789abcdef" for a in ("budget", "tokens", "meter", "open")}
-SECRETS = ("sk-UPSTREAM-SECRET-0123456789", "HDR-SECRET-777")
-ENV = {"UPSTREAM_KEY": SECRETS[0], "HEADER_SECRET": SECRETS[1]}
-
-
-def config(spy: SpyUpstream, redis: RedisServer) -> str:
-    return f"""
-reload: {{watch: false}}
-redis: {{url: "{redis.url}"}}
-auth:
-  on_store_error: open
-  keys:
-    - {{alias: budget, key_hash: "{hash_key(KEYS["budget"])}", budget: {{day: 1.0}}}}
-    - {{alias: tokens, key_hash: "{hash_key(KEYS["tokens"])}", tpm: 5000}}
-    - {{alias: meter, key_hash: "{hash_key(KEYS["meter"])}", budget: {{day: 1000}}}}
-    - {{alias: open, key_hash: "{hash_key(KEYS["open"])}"}}
-pools:
-  hosted:
-    aliases: [gpt-4o]
-    breaker: {{enabled: false}}
-    retry: {{max_attempts: 1}}
-    deployments:
-      - id: hosted-dep
-        base_url: "{spy.base_url}"
-        api_key: "${{UPSTREAM_KEY}}"
-        headers: {{x-key: "xkey=${{HEADER_SECRET}}"}}
-        price: {{input_per_1m: 10, output_per_1m: 30}}
-"""
-
-
-def auth(alias: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {KEYS[alias]}"}
-
-
-def chat(content: str = "hi", **fields: object) -> dict[str, object]:
-    return {"model": "gpt-4o", "messages": [{"role": "user", "content": content}], **fields}
-
-
-def spent(redis: RedisServer, alias: str) -> float:
-    client = redis.client()
-    return sum(float(client.get(k) or 0) for k in client.keys(f"gw:spend:cfg:{alias}:day:*"))
-
-
-def settled(gateway: GatewayProcess, redis: RedisServer, alias: str) -> float:
-    for _ in range(300):
-        if "gateway_in_flight 0.0" in httpx.get(f"{gateway.url}/metrics").text:
-            break
-        time.sleep(0.05)
-    time.sleep(0.5)
-    return spent(redis, alias)
+SECRETS = (UPSTREAM_KEY, HEADER_SECRET)
 
 
 def billed(spy: SpyUpstream) -> float:
     """What the upstream billed for what it was sent: its prompt count, and the output it wrote."""
-    return sum((spy.script.prompt_tokens * 10 + spy.output_tokens(s.body) * 30) / 1e6 for s in spy.seen)
-
-
-async def burst(url: str, alias: str, bodies: list[dict[str, object]], path: str = "/v1/chat/completions") -> list[int]:
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=len(bodies)), headers=auth(alias)) as client:
-        replies = await asyncio.gather(*(client.post(url + path, json=b) for b in bodies))
-    return [r.status_code for r in replies]
+    return sum(cost(spy.script.prompt_tokens, spy.output_tokens(s.body)) for s in spy.seen)
 
 
 def fresh(spy: SpyUpstream, redis: RedisServer, script: Script | None = None) -> None:
@@ -97,13 +41,13 @@ def replay(tree: Path) -> list[tuple[str, str]]:
     folder = Path(tempfile.mkdtemp())
     spy = SpyUpstream().start()
     redis = RedisServer(folder)
-    (folder / "gateway.yaml").write_text(config(spy, redis))
+    (folder / "gateway.yaml").write_text(config(spy, redis, auth_extra="on_store_error: open", admin=False))
     gateway = GatewayProcess(folder / "gateway.yaml", env=ENV, tree=tree)
     url, rows = gateway.url, []
     try:
         fresh(spy, redis)
-        statuses = asyncio.run(burst(url, "budget", [chat("write a long story")] * 30))
-        spend = settled(gateway, redis, "budget")
+        statuses = [r.status_code for r in asyncio.run(burst(url, "budget", [chat("write a long story")] * 30))]
+        spend = charged(gateway, redis, "budget")
         rows.append(
             (
                 "budget $1/day, 30 concurrent requests without max_tokens",
@@ -116,7 +60,7 @@ def replay(tree: Path) -> list[tuple[str, str]]:
             "type": "function",
             "function": {"name": "f", "description": "look it up " * 11_000, "parameters": {"type": "object"}},
         }
-        statuses = asyncio.run(burst(url, "tokens", [chat("hi", max_tokens=1, tools=[tool])] * 10))
+        statuses = [r.status_code for r in asyncio.run(burst(url, "tokens", [chat("hi", max_tokens=1, tools=[tool])] * 10))]
         sent = sum(len(msgspec.json.encode(s.body)) for s in spy.seen) // 4
         rows.append(
             (
@@ -133,7 +77,7 @@ def replay(tree: Path) -> list[tuple[str, str]]:
             for line in r.iter_lines():
                 if '"finish_reason":"length"' in line:
                     break
-        charge = settled(gateway, redis, "meter")
+        charge = charged(gateway, redis, "meter")
         rows.append(
             (
                 "stream left after finish_reason, before the usage chunk",
@@ -143,14 +87,14 @@ def replay(tree: Path) -> list[tuple[str, str]]:
 
         fresh(spy, redis, Script(stream_usage=False, stream_text="word " * 50_000))
         httpx.post(f"{url}/v1/chat/completions", json=chat(stream=True), headers=auth("meter"), timeout=60)
-        charge = settled(gateway, redis, "meter")
+        charge = charged(gateway, redis, "meter")
         rows.append(("50,000 words in one chunk, no usage", f"charged ${charge:.4f}; 50,000 words at $30/1M: $1.50"))
 
         fresh(spy, redis, Script(latency_s=3.0))
         httpx.post(
             f"{url}/v1/chat/completions", json=chat(max_tokens=1000), headers={**auth("meter"), "x-gateway-deadline-ms": "300"}
         )
-        charge = settled(gateway, redis, "meter")
+        charge = charged(gateway, redis, "meter")
         rows.append(
             (
                 "request cut by x-gateway-deadline-ms (asked max_tokens 1000)",

@@ -6,7 +6,6 @@ a row of the table in docs/access.md ("What a key can overspend")."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,54 +13,26 @@ import httpx
 import openai
 import pytest
 
-from gateway.access.keys import hash_key
 from gateway.text import request_tokens
 from tests.helpers.errors import assert_openai_error
 from tests.helpers.gateway import GatewayProcess
+from tests.helpers.hostile import (
+    ADMIN_KEY,
+    ENV,
+    HEADER_SECRET,
+    KEYS,
+    UPSTREAM_KEY,
+    auth,
+    burst,
+    charged,
+    chat,
+    config,
+    cost,
+    spent,
+)
 from tests.helpers.polling import wait_until
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.spy_upstream import Script, SpyUpstream
-
-KEYS = {alias: f"sk-gw-hostile-{alias}-0123456789abcdef" for alias in ("budget", "tokens", "meter", "open", "paced")}
-UPSTREAM_KEY = "sk-UPSTREAM-SECRET-0123456789"
-HEADER_SECRET = "HDR-SECRET-777"
-ADMIN_KEY = "admin-hostile-secret-4242"
-# $10 / $30 per 1M tokens, as a hosted model is priced
-PRICE = "{input_per_1m: 10, output_per_1m: 30}"
-
-
-def auth(alias: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {KEYS[alias]}"}
-
-
-def config(spy: SpyUpstream, redis: RedisServer | None, extra: str = "", auth_extra: str = "") -> str:
-    return f"""
-reload: {{watch: false}}
-admin: {{api_key: "${{ADMIN_KEY}}"}}
-{f'redis: {{url: "{redis.url}"}}' if redis else ""}
-auth:
-  {auth_extra}
-  keys:
-    - {{alias: budget, key_hash: "{hash_key(KEYS["budget"])}", budget: {{day: 1.0}}}}
-    - {{alias: tokens, key_hash: "{hash_key(KEYS["tokens"])}", tpm: 5000}}
-    - {{alias: meter, key_hash: "{hash_key(KEYS["meter"])}", budget: {{day: 1000}}}}
-    - {{alias: open, key_hash: "{hash_key(KEYS["open"])}"}}
-    - {{alias: paced, key_hash: "{hash_key(KEYS["paced"])}", rpm: 1000}}
-pools:
-  hosted:
-    aliases: [gpt-4o]
-    breaker: {{enabled: false}}  # the tests' upstream errors on purpose
-    retry: {{max_attempts: 1}}
-    deployments:
-      - id: hosted-dep
-        base_url: "{spy.base_url}"
-        api_key: "${{UPSTREAM_KEY}}"
-        headers: {{x-key: "xkey=${{HEADER_SECRET}}"}}
-        price: {PRICE}
-{extra}"""
-
-
-ENV = {"UPSTREAM_KEY": UPSTREAM_KEY, "HEADER_SECRET": HEADER_SECRET, "ADMIN_KEY": ADMIN_KEY}
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +66,6 @@ def fresh(spy: SpyUpstream, redis: RedisServer) -> None:
     redis.client().flushall()
 
 
-def chat(content: str = "hi", **fields: object) -> dict[str, object]:
-    return {"model": "gpt-4o", "messages": [{"role": "user", "content": content}], **fields}
-
-
 # --- trusted proxies and authentication order ---------------------------------------------------
 
 
@@ -108,7 +75,7 @@ def test_forwarded_headers_are_not_believed_from_an_unlisted_peer(
     # Without admin.api_key the admin API answers loopback clients only. A loopback peer that
     # claims to forward for a remote client is believed only when it is a listed proxy.
     path = tmp_path / "proxied.yaml"
-    path.write_text(config(spy, None).replace('admin: {api_key: "${ADMIN_KEY}"}', ""))
+    path.write_text(config(spy, None, admin=False))
     plain = GatewayProcess(path, env=ENV)
     path2 = tmp_path / "listed.yaml"
     path2.write_text(path.read_text() + "server: {forwarded_allow_ips: [127.0.0.1]}\n")
@@ -190,18 +157,6 @@ def assert_no_secret(text: str) -> None:
 # --- spend bounded by construction; the whole request counted ------------------------------------
 
 
-def spent(redis: RedisServer, alias: str) -> float:
-    keys = redis.client().keys(f"gw:spend:cfg:{alias}:day:*")
-    return sum(float(redis.client().get(k) or 0) for k in keys)
-
-
-async def burst(
-    url: str, alias: str, bodies: list[dict[str, object]], path: str = "/v1/chat/completions"
-) -> list[httpx.Response]:
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=len(bodies)), headers=auth(alias)) as client:
-        return await asyncio.gather(*(client.post(url + path, json=body) for body in bodies))
-
-
 def test_concurrent_requests_without_max_tokens_cannot_spend_past_the_budget(
     gateway: GatewayProcess, spy: SpyUpstream, redis: RedisServer
 ) -> None:
@@ -266,21 +221,6 @@ def test_n_and_best_of_multiply_the_reservation(gateway: GatewayProcess, spy: Sp
 
 
 # --- billing survives the client -----------------------------------------------------------------
-
-
-def charged(gateway: GatewayProcess, redis: RedisServer, alias: str) -> float:
-    """The key's spend once its requests have ended and settled (settlements reach Redis in the
-    background, just after a request ends)."""
-    wait_until(lambda: "gateway_in_flight 0.0" in httpx.get(f"{gateway.url}/metrics").text, what="requests to end")
-    before = -1.0
-    while (now := spent(redis, alias)) != before:
-        before = now
-        time.sleep(0.1)
-    return now
-
-
-def cost(prompt: int, completion: int) -> float:
-    return prompt * 10 / 1e6 + completion * 30 / 1e6
 
 
 def test_a_client_that_leaves_before_the_usage_chunk_is_charged_the_upstreams_bill(

@@ -112,8 +112,7 @@ def reservation(endpoint: Endpoint, payload: dict[str, Any], chain: Sequence[Poo
     if endpoint == "embeddings":
         return Reservation(Ask(prompt, prompt * input_rate), prompt, 1, None)
     copies = max(_count(payload.get("n")), _count(payload.get("best_of")))
-    asked = payload.get("max_completion_tokens") or payload.get("max_tokens")
-    if isinstance(asked, int) and asked > 0:
+    if (asked := output_limit(payload)) is not None:
         output = asked * copies
         return Reservation(Ask(prompt + output, prompt * input_rate + output * output_rate), prompt, copies, None)
     cap = max((d.settings.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS for d in deployments), default=DEFAULT_MAX_OUTPUT_TOKENS)
@@ -148,6 +147,7 @@ def limit_output(endpoint: Endpoint, payload: dict[str, Any], deployment: Deploy
         payload[field] = own
 
 
-def sets_output_limit(payload: dict[str, Any]) -> bool:
-    """The request limits its own output."""
-    return bool(payload.get("max_completion_tokens") or payload.get("max_tokens"))
+def output_limit(payload: dict[str, Any]) -> int | None:
+    """The output limit the request sets itself (None: none)."""
+    asked = payload.get("max_completion_tokens") or payload.get("max_tokens")
+    return asked if isinstance(asked, int) and asked > 0 else None
