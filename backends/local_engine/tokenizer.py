@@ -23,6 +23,10 @@ class Tokenizer:
         if not path.is_file():
             raise LoadError(f"{folder}: no tokenizer.json (only fast tokenizers are supported)")
         self._tok = _HFTokenizer.from_file(str(path))
+        # A tokenizer.json may record padding and truncation (sentence-transformers' pad every input
+        # to 128 and cut it there); transformers turns both off unless a call asks, and so do we.
+        self._tok.no_padding()
+        self._tok.no_truncation()
         meta = _read_json(folder / "tokenizer_config.json")
         self.bos_token = _token_text(meta.get("bos_token"))
         self.eos_token = _token_text(meta.get("eos_token"))

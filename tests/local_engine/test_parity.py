@@ -106,6 +106,32 @@ def test_batched_requests_get_what_they_get_alone(llama_dir: Path) -> None:
         assert_same_or_tied(ours, ref, ref_logprobs)
 
 
+def test_string_prompts_with_a_padding_tokenizer_encode_and_generate_as_transformers(tmp_path: Path, llama_dir: Path) -> None:
+    """A sentence-transformers-style tokenizer.json pads every input to 128 and truncates there;
+    transformers ignores both unless asked, so a 6-word prompt is a handful of tokens and a long one
+    is whole."""
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "padded"
+    shutil.copytree(llama_dir, folder)
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    spec["truncation"] = {"direction": "Right", "max_length": 128, "strategy": "LongestFirst", "stride": 0}
+    spec["padding"] = {"strategy": {"Fixed": 128}, "direction": "Right", "pad_to_multiple_of": None,
+                       "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"}  # fmt: skip
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    eng = engine(folder)
+    reference = AutoTokenizer.from_pretrained(str(folder))
+    model = hf_model(folder)
+    for text in ["tell me a story about cats", "count: " + " ".join(str(i) for i in range(150))]:
+        ids = eng.tokenizer.encode(text)
+        assert ids == reference(text)["input_ids"]
+        assert 0 not in ids and (len(ids) < 10 or len(ids) > 128)
+        assert eng.generate([ids], GREEDY)[0] == hf_greedy(model, ids, GREEDY.max_tokens)[0]
+
+
 def test_unknown_architecture_and_missing_weights_are_clear_errors(tmp_path: Path, llama_dir: Path) -> None:
     import json
     import shutil
