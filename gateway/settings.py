@@ -16,6 +16,7 @@ from backends.types import Timeouts
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")]
 
 
@@ -164,6 +165,10 @@ class BreakerSettings(_Settings, frozen=True):
     """The breaker does not open on fewer outcomes than this in the window."""
     failure_ratio: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
     """Open when failures / outcomes in the window reach this."""
+    consecutive_failures: NonNegativeInt = 5
+    """Open at once after this many failed attempts in a row (connection refused, timeouts, 5xx),
+    however many successes the window holds: a replica that has just died is ejected after a
+    handful of attempts, not after the window's ratio turns. 0: only the ratio rule."""
     cooldown_s: Positive = 10.0
     """How long the breaker stays open before it lets probes through."""
     half_open_probes: PositiveInt = 1

@@ -17,6 +17,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +39,7 @@ AUTH = {"authorization": f"Bearer {KEY}"}
 class Setup:
     """Fresh upstreams and a fresh gateway for one scenario."""
 
-    def __init__(self, cooldown: float) -> None:
+    def __init__(self, cooldown: float, config: Path = EXAMPLE, **env: str) -> None:
         self.cooldown = cooldown
         self.a, self.b, self.fallback = (FakeUpstream(name=n).start_in_thread() for n in ("a", "b", "fallback"))
         with socket.socket() as s:
@@ -51,6 +52,7 @@ class Setup:
             "UPSTREAM_FALLBACK_BASE_URL": self.fallback.base_url,
             "BREAKER_COOLDOWN_S": str(cooldown),
             "GATEWAY_APP_KEY_HASH": hash_key(KEY),
+            **env,
         }
         cmd = [
             sys.executable,
@@ -58,7 +60,7 @@ class Setup:
             "gateway",
             "serve",
             "--config",
-            str(EXAMPLE),
+            str(config),
             "--port",
             str(self.port),
             "--log-level",
@@ -143,6 +145,46 @@ def hard_down(cooldown: float) -> list[Row]:
     finally:
         s.close()
     return rows
+
+
+async def attempts(url: str, n: int, concurrency: int) -> list[tuple[int, int]]:
+    """(status, x-gateway-attempts) for `n` chat requests, `concurrency` at a time."""
+    limit = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=30) as client:
+
+        async def one() -> tuple[int, int]:
+            async with limit:
+                r = await client.post("/v1/chat/completions", json=CHAT)
+                return r.status_code, int(r.headers.get("x-gateway-attempts", 0))
+
+        return await asyncio.gather(*(one() for _ in range(n)))
+
+
+def dies_after_run(cooldown: float) -> list[Row]:
+    """A serves half of 200 requests, then dies: failed attempts on it until its breaker opens,
+    with the consecutive-failure rule (default 5) and with only the ratio rule (0), same run.
+    Round robin (the default strategy), so that A keeps its share until its breaker opens."""
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "round-robin.yaml"
+        config.write_text(EXAMPLE.read_text().replace("strategy: peak_ewma", "strategy: weighted_round_robin"))
+        for streak in ("5", "0"):
+            rows.append(_dies_after_run(config, max(cooldown, 60.0), streak))  # no probe within the run
+    return rows
+
+
+def _dies_after_run(config: Path, cooldown: float, streak: str) -> Row:
+    s = Setup(cooldown, config, BREAKER_CONSECUTIVE_FAILURES=streak)
+    try:
+        asyncio.run(attempts(s.url, 200, 16))
+        s.a.kill()
+        results = asyncio.run(attempts(s.url, 300, 16))
+    finally:
+        s.close()
+    failed = sum(n - 1 for _, n in results)
+    errors = sum(status != 200 for status, _ in results)
+    scenario = f"A dies after ~100 successes, 300 requests at c=16, consecutive_failures: {streak}"
+    return scenario, "failed attempts on A / client-visible errors", f"{failed} / {errors}"
 
 
 def errors_30(cooldown: float) -> list[Row]:
@@ -280,6 +322,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 SCENARIOS: dict[str, Callable[[float], list[Row]]] = {
     "hard_down": hard_down,
+    "dies_after_run": dies_after_run,
     "errors_30": errors_30,
     "recovery": recovery,
     "all_down": all_down,

@@ -58,10 +58,13 @@ def upstreams() -> list[FakeUpstream]:
     return [FakeUpstream(name=n).start_in_thread() for n in ("a", "b", "fallback")]
 
 
-def ha_gateway(tmp_path: Path, ups: list[FakeUpstream], name: str = "ha", **env: str) -> GatewayProcess:
+def ha_gateway(
+    tmp_path: Path, ups: list[FakeUpstream], name: str = "ha", strategy: str = "peak_ewma", **env: str
+) -> GatewayProcess:
     """A gateway on a copy of the example (plus `redis.url` when REDIS_URL is given)."""
     config = tmp_path / f"{name}.yaml"
     text = re.sub(r"(?m)^auth:\n(?:  .*\n)+", "auth: {enabled: false}\n", EXAMPLE.read_text())  # keys are not under test here
+    text = text.replace("strategy: peak_ewma", f"strategy: {strategy}")
     config.write_text(text + ("redis:\n  url: ${REDIS_URL}\n" if "REDIS_URL" in env else ""))
     base = {
         "UPSTREAM_A_BASE_URL": ups[0].base_url,
@@ -109,6 +112,27 @@ def test_a_failing_replica_is_cut_off_within_ten_failures_and_then_only_probed(h
     # Once open, A gets only probes: one per cooldown (half_open_probes: 1), each failing and
     # reopening the breaker for another cooldown. So: at most 10 failures, then one per reopening.
     assert ha.a.requests <= 10 + reopened, (ha.a.requests, reopened)
+
+
+def test_a_replica_that_dies_after_a_good_run_is_ejected_after_five_failed_attempts(tmp_path: Path) -> None:
+    """100 successes fill its window, so the failure ratio alone would need as many failures again;
+    five in a row (breaker.consecutive_failures) open it at once. Round robin, so that A keeps its
+    share until then; one request at a time, so that none is on its way to A when the fifth fails."""
+    ups = upstreams()
+    gateway = ha_gateway(tmp_path, ups, strategy="weighted_round_robin", BREAKER_COOLDOWN_S="60")
+    ha = HA(gateway, *ups)
+    try:
+        assert all(r.status_code == 200 for r in ha.blast(200))
+        ha.a.kill()
+        responses = ha.blast(200, concurrency=1)
+        assert [r.status_code for r in responses].count(200) == 200
+        assert gateway.logs().count("failed on replica-a") == 5
+        assert ha.breakers()["replica-a"]["state"] == "open"
+        assert sum(r.headers["x-gateway-model"] == "replica-b" for r in responses) == 200
+    finally:
+        gateway.stop()
+        for up in ups:
+            up.stop()
 
 
 def test_thirty_percent_errors_are_retried_away(ha: HA) -> None:

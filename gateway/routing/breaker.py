@@ -1,6 +1,7 @@
 """A circuit breaker per deployment. Pure: time comes from an injected clock.
 
     closed ──(failure ratio over the window >= threshold, with >= min_requests outcomes)──▶ open
+    closed ──(consecutive_failures failures in a row, whatever came before)──▶ open
     closed ──(429/503 with Retry-After)──▶ open until then
     open ──(cooldown over)──▶ half-open: `half_open_probes` requests let through at once
     half-open ──(every probe succeeded)──▶ closed, window cleared
@@ -80,6 +81,7 @@ class Breaker:
         """Clock time at which an open breaker turns half-open."""
         self._probes = 0  # probes in flight while half-open
         self._passed = 0  # probes that succeeded in this half-open spell
+        self._streak = 0  # failures in a row while closed (Envoy's consecutive-failure ejection)
         self.times_opened = 0
 
     @property
@@ -118,6 +120,9 @@ class Breaker:
         if outcome == "failure" and retry_after:
             return self.open(min(retry_after, self.settings.max_open_s), "the upstream asked to wait (Retry-After)")
         self._window.add(outcome == "failure")
+        self._streak = self._streak + 1 if outcome == "failure" else 0
+        if 0 < self.settings.consecutive_failures <= self._streak:
+            return self.open(self.settings.cooldown_s, f"{self._streak} failures in a row")
         if self._tripped():
             total, failures = self._window.counts()
             self.open(self.settings.cooldown_s, f"{failures} failures in the last {total} requests")
@@ -127,6 +132,7 @@ class Breaker:
         if self._state != "open":
             log.warning("circuit breaker of %s opened for %.1f s: %s", self.name, seconds, why or "opened")
         self._state = "open"
+        self._streak = 0
         self.open_until = max(self.open_until, self._clock() + seconds)
         self.times_opened += 1
 

@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from backends.errors import APIError, ContextWindowExceeded, DeadlineExceeded
+from backends.errors import APIError, ContextWindowExceeded, DeadlineExceeded, UpstreamUnavailable
 from gateway.errors import PoolSaturated, PoolUnavailable
 from gateway.routing.pools import Deployment, Lease, Pool
 from gateway.routing.retry import Deadline, retryable
@@ -67,7 +67,7 @@ class Dispatcher:
             current = chain[index]
             progress.fallbacks = index
             try:
-                return await self._in_pool(current, call, deadline, progress)
+                return await self._in_pool(current, call, deadline, progress, onward=index + 1 < len(chain))
             except ContextWindowExceeded as exc:
                 if not current.context_fallbacks:
                     raise
@@ -81,7 +81,10 @@ class Dispatcher:
         assert error is not None
         raise error
 
-    async def _in_pool(self, pool: Pool, call: Call[T], deadline: Deadline, progress: Progress) -> Outcome[T]:
+    async def _in_pool(
+        self, pool: Pool, call: Call[T], deadline: Deadline, progress: Progress, onward: bool = False
+    ) -> Outcome[T]:
+        """`onward`: a pool after this one in the chain can take the request."""
         # The first attempt runs outside tenacity: its loop costs about 40 µs per request even
         # when nothing fails, which is a tenth of what the whole gateway adds.
         try:
@@ -90,10 +93,10 @@ class Dispatcher:
             if not exc.retryable or pool.retry.settings.max_attempts == 1:
                 raise
             first_failure = exc
-        return await self._retry(pool, call, deadline, progress, first_failure)
+        return await self._retry(pool, call, deadline, progress, first_failure, onward)
 
     async def _retry(
-        self, pool: Pool, call: Call[T], deadline: Deadline, progress: Progress, first_failure: APIError
+        self, pool: Pool, call: Call[T], deadline: Deadline, progress: Progress, first_failure: APIError, onward: bool
     ) -> Outcome[T]:
         """Attempts 2 and later. Tenacity sees the first failure replayed, so that its counters,
         waits and stop rules cover every attempt alike."""
@@ -101,9 +104,12 @@ class Dispatcher:
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
+            alternative = pool.has_alternative(progress.tried)
+            if onward and not alternative and isinstance(exc, UpstreamUnavailable):
+                return math.inf  # nothing listens there: the next pool at once, not a backoff and the same refusal
             delay = policy.delay(
                 state.attempt_number,
-                alternative=pool.has_alternative(progress.tried),
+                alternative=alternative,
                 ready_in=pool.ready_in(),
                 retry_after=exc.retry_after if isinstance(exc, APIError) else None,
             )

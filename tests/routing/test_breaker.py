@@ -153,3 +153,29 @@ def test_shared_state_opens_it_until_a_given_time() -> None:
     assert b.ready_in() == 7
     b.open_until_at_least(clock.now - 1)  # already past
     assert b.ready_in() == 7
+
+
+def test_failures_in_a_row_open_it_whatever_the_window_holds() -> None:
+    clock = Clock()
+    b = breaker(clock, consecutive_failures=5)
+    for _ in range(100):
+        call(b, "success")
+    for _ in range(4):
+        call(b, "failure")
+    assert b.state == "closed"  # 4 of 104 is far under the ratio, and not yet 5 in a row
+    call(b, "success")  # a success breaks the run
+    for _ in range(4):
+        call(b, "failure")
+    assert b.state == "closed"
+    call(b, "failure")
+    assert b.state == "open" and b.ready_in() == 5.0
+
+
+def test_consecutive_failures_zero_leaves_only_the_ratio_rule() -> None:
+    clock = Clock()
+    b = breaker(clock, consecutive_failures=0)
+    for _ in range(100):
+        call(b, "success")
+    for _ in range(20):
+        call(b, "failure")
+    assert b.state == "closed"

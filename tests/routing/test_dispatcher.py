@@ -97,6 +97,36 @@ async def test_a_retry_moves_to_the_other_deployment_at_once() -> None:
     assert sleeps.waits == [0.0]
 
 
+async def test_a_refused_connection_on_the_only_deployment_goes_to_the_fallback_at_once() -> None:
+    p = pools("""
+    auth: {enabled: false}
+    pools:
+      solo:
+        fallbacks: [backup]
+        retry: {max_attempts: 3, backoff_initial_s: 1, backoff_max_s: 1}
+        deployments: [{id: a, backend: echo}]
+      backup:
+        deployments: [{id: c, backend: echo}]
+    """)
+    script = Script(a=down)
+    answer, _, sleeps = await run(p["solo"], script)
+    assert (answer, script.calls, sleeps.waits) == ("c", ["a", "c"], [])
+    # Without a pool to go on to, the same refusal is retried after its backoff (it may be a restart).
+    alone = Script(a=[down])
+    answer, _, sleeps = await run(_solo(), alone)
+    assert (answer, alone.calls) == ("a", ["a", "a"]) and len(sleeps.waits) == 1 and sleeps.waits[0] > 0
+
+
+def _solo() -> Pool:
+    return pools("""
+    auth: {enabled: false}
+    pools:
+      solo:
+        retry: {max_attempts: 3, backoff_initial_s: 1, backoff_max_s: 1}
+        deployments: [{id: a, backend: echo}]
+    """)["solo"]
+
+
 async def test_client_errors_are_not_retried() -> None:
     script = Script(a=status(400), b=status(400))
     with pytest.raises(APIError) as caught:
