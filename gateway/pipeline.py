@@ -26,6 +26,7 @@ from gateway.access.control import Access, counted, limit_output, output_limit, 
 from gateway.access.counters import Ask
 from gateway.access.keys import Principal
 from gateway.access.limits import Limits
+from gateway.access.tokens import over_window
 from gateway.cache.assemble import Assembler
 from gateway.cache.replay import replay_events
 from gateway.cache.service import Embedded, ResponseCache, hit_body
@@ -272,6 +273,8 @@ class Pipeline:
             payload["model"] = deployment.upstream_model(model)
             if prepare is not None:
                 prepare(deployment)
+            if deployment.settings.context_window is not None:
+                await over_window(deployment, endpoint, payload, model)
             return await deployment.backend.complete(endpoint, payload, deadline.remaining())
 
         return ex.trace.completions(_watched(ex, complete), ex.progress, model)

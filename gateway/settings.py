@@ -130,11 +130,18 @@ class DeploymentSettings(_Settings, frozen=True, kw_only=True):
     `max_completion_tokens`: the gateway then sends the smaller of this and what the caller's key
     can still pay for. Unset: 4096 for a key with `tpm` or a budget (`DEFAULT_MAX_OUTPUT_TOKENS`),
     and nothing is added for other callers."""
-    tokenizer: Annotated[str, msgspec.Meta(pattern=r"^(auto|estimate|tiktoken:[a-z0-9_]+)$")] = "auto"
-    """How requests to this deployment are counted for `tpm` and budgets: `auto` (tiktoken's encoding
-    for a model name it knows, when the encoding's file is on this machine; else the estimate),
-    `estimate`, or `tiktoken:<encoding>` (e.g. `tiktoken:cl100k_base` for a model with OpenAI's
-    tokenizer under another name). See docs/access.md."""
+    tokenizer: Annotated[str, msgspec.Meta(pattern=r"^(auto|estimate|tiktoken:[a-z0-9_]+|hf:.+)$")] = "auto"
+    """How requests to this deployment are counted for `tpm`, budgets and `context_window`: `auto`
+    (tiktoken's encoding for a model name it knows, when the encoding's file is on this machine;
+    else the estimate), `estimate`, `tiktoken:<encoding>` (e.g. `tiktoken:cl100k_base` for a model
+    with OpenAI's tokenizer under another name), or `hf:<path>` (a Hugging Face `tokenizer.json`, or
+    the checkpoint folder holding it: the model a self-hosted server runs). See docs/access.md."""
+    context_window: PositiveInt | None = None
+    """The upstream model's context window in tokens. A request whose counted prompt reaches it is
+    not sent: it is answered 400 `context_length_exceeded`, or goes to the pool's
+    `context_fallbacks`, as when the upstream itself says so (some servers, llama.cpp's Python
+    server among them, answer a streamed prompt that is too long with an empty 200 stream instead).
+    The count is the gateway's (see `tokenizer`), which errs high. Unset: no check."""
     output_limit_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     """The field that carries that limit to a chat endpoint (OpenAI's reasoning models take only
     `max_completion_tokens`; vLLM, TGI, llama.cpp and Ollama take `max_tokens`)."""

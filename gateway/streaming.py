@@ -24,7 +24,7 @@ import msgspec
 from backends.protocol import EventStream
 from backends.sse import DONE_FRAME, frame
 from backends.types import Endpoint, Usage
-from gateway.access.tokens import for_deployment
+from gateway.access.tokens import for_deployment, over_window
 from gateway.cache.assemble import Assembler
 from gateway.errors import APIError, DeadlineExceeded
 from gateway.routing.dispatcher import Call, Outcome
@@ -57,6 +57,8 @@ def opener(endpoint: Endpoint, payload: dict[str, Any], model: str, prepare: Pre
         payload["model"] = deployment.upstream_model(model)
         if prepare is not None:
             prepare(deployment)
+        if deployment.settings.context_window is not None:
+            await over_window(deployment, endpoint, payload, model)
         try:
             async with asyncio.timeout(deadline.remaining()):
                 events = await deployment.backend.stream(endpoint, payload)

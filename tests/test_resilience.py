@@ -234,6 +234,46 @@ pools:
         short.stop()
 
 
+def test_a_prompt_over_a_configured_context_window_is_not_sent_streamed_or_not(tmp_path: Path) -> None:
+    """Some servers answer a streamed prompt that is too long with an empty 200 stream: with the
+    deployment's `context_window` set, the gateway says 400 itself, or goes to the context fallback."""
+    long_ctx = FakeUpstream(name="long").start_in_thread()
+    short = FakeUpstream(name="short").start_in_thread()
+    path = tmp_path / "window.yaml"
+    path.write_text(f"""
+auth: {{enabled: false}}
+pools:
+  small-ctx:
+    context_fallbacks: [long-ctx]
+    deployments: [{{id: short, base_url: "{short.base_url}", context_window: 64}}]
+  alone:
+    deployments: [{{id: alone, base_url: "{short.base_url}", context_window: 64}}]
+  long-ctx:
+    deployments: [{{id: long, base_url: "{long_ctx.base_url}"}}]
+""")
+    gateway = GatewayProcess(path)
+    try:
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+        fits = [{"role": "user", "content": "hello there"}]
+        too_long = [{"role": "user", "content": "word " * 80}]
+        assert client.chat.completions.create(model="alone", messages=fits).choices[0].message.content
+        assert short.requests == 1
+        for stream in (False, True):
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.chat.completions.create(model="alone", messages=too_long, stream=stream)
+            assert caught.value.code == "context_length_exceeded"
+            assert "maximum context length is 64 tokens" in caught.value.message
+            answer = client.chat.completions.with_raw_response.create(model="small-ctx", messages=too_long, stream=stream)
+            assert answer.headers["x-gateway-model"] == "long"
+            chunks = list(answer.parse()) if stream else [answer.parse()]
+            assert chunks
+        assert short.requests == 1  # the long prompt never reached it
+    finally:
+        gateway.stop()
+        long_ctx.stop()
+        short.stop()
+
+
 def test_a_stream_is_retried_until_its_first_byte(ha: HA) -> None:
     ha.a.behavior = Behavior(mode="stream_error")
     ha.b.behavior = Behavior(mode="disconnect")  # hangs up before answering

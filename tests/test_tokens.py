@@ -107,3 +107,6 @@ def test_the_bundled_engine_is_counted_with_its_checkpoints_own_tokenizer(tmp_pa
     assert counter("served-name", "auto", str(tmp_path))(text.encode()) == whole  # the whole text, not 8
     assert counter("served-name", "auto", "tiny:small")(text.encode()) == whole  # the tiny models' tokenizer
     assert counter("served-name", "auto", str(tmp_path / "missing")) is estimate_tokens
+    # A self-hosted server running that checkpoint: `tokenizer: hf:` names the file or its folder.
+    assert counter("served-name", f"hf:{tmp_path}")(text.encode()) == whole
+    assert counter("served-name", f"hf:{tmp_path / 'tokenizer.json'}")(text.encode()) == whole

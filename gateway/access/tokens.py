@@ -8,6 +8,7 @@
   the estimate, and one warning per encoding.
 - A `local` deployment (the bundled engine): its checkpoint's own `tokenizer.json` (for the tiny
   demo models, the MiniLM WordPiece tokenizer they are built with).
+- A deployment with `tokenizer: hf:<path>`: that `tokenizer.json` (or the one in that folder).
 - Everything else, or `tokenizer: estimate`: `gateway.text.estimate_tokens`.
 
 The text counted is the request's JSON (`gateway.text.request_text`), so the quotes and braces
@@ -26,6 +27,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from backends.errors import ContextWindowExceeded
 from backends.types import Endpoint
 from gateway.text import Counter, estimate_tokens, request_text
 
@@ -46,9 +48,26 @@ def counter(model: str, tokenizer: str = "auto", engine_model: str | None = None
         return estimate_tokens
     if tokenizer.startswith("tiktoken:"):
         return _tiktoken(tokenizer.removeprefix("tiktoken:")) or estimate_tokens
+    if tokenizer.startswith("hf:"):
+        return _checkpoint(tokenizer.removeprefix("hf:")) or estimate_tokens
     if engine_model is not None:
         return _checkpoint(engine_model) or estimate_tokens
     return _tiktoken(_encoding_for(model)) or estimate_tokens
+
+
+async def over_window(deployment: Deployment, endpoint: Endpoint, payload: Mapping[str, Any], model: str) -> None:
+    """Raise the upstream's own 400 for a request whose counted prompt reaches the deployment's
+    `context_window` (which the dispatcher sends to the pool's context fallbacks)."""
+    window = deployment.settings.context_window
+    if window is None:
+        return
+    tokens = await request_tokens(endpoint, payload, [for_deployment(deployment, model)])
+    if tokens >= window:
+        raise ContextWindowExceeded(
+            f"This model's maximum context length is {window} tokens. However, your request has about "
+            f"{tokens} tokens (as the gateway counts them). Please reduce the length of the messages or prompt.",
+            param="messages" if endpoint == "chat/completions" else "prompt",
+        )
 
 
 def for_deployment(deployment: Deployment, model: str) -> Counter:
@@ -107,7 +126,8 @@ def _tiktoken(name: str | None) -> Counter | None:
 
 @functools.cache
 def _checkpoint(model: str) -> Counter | None:
-    """The bundled engine's checkpoint's own tokenizer (no truncation: it counts the whole text)."""
+    """A checkpoint's own tokenizer (no truncation: it counts the whole text): the bundled engine's
+    model (a folder, or `tiny[:preset]`), or a `tokenizer.json` / folder named by `tokenizer: hf:`."""
     from tokenizers import Tokenizer
 
     if model == "tiny" or model.startswith("tiny:"):
@@ -115,7 +135,7 @@ def _checkpoint(model: str) -> Counter | None:
 
         path = os.path.join(get_model_path(), "tokenizer.json")  # the tiny models' tokenizer (backends/local_engine/tiny.py)
     else:
-        path = os.path.join(model, "tokenizer.json")
+        path = model if model.endswith(".json") else os.path.join(model, "tokenizer.json")
     try:
         tokenizer = Tokenizer.from_file(path)
     except Exception:  # no file, or one tokenizers cannot read: the engine itself will say so
