@@ -274,7 +274,7 @@ class Pipeline:
             if prepare is not None:
                 prepare(deployment)
             if deployment.settings.context_window is not None:
-                await over_window(deployment, endpoint, payload, model)
+                await over_window(deployment, endpoint, payload, model, prepare is not None)
             return await deployment.backend.complete(endpoint, payload, deadline.remaining())
 
         return ex.trace.completions(_watched(ex, complete), ex.progress, model)

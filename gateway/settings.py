@@ -137,9 +137,10 @@ class DeploymentSettings(_Settings, frozen=True, kw_only=True):
     with OpenAI's tokenizer under another name), or `hf:<path>` (a Hugging Face `tokenizer.json`, or
     the checkpoint folder holding it: the model a self-hosted server runs). See docs/access.md."""
     context_window: PositiveInt | None = None
-    """The upstream model's context window in tokens. A request whose counted prompt reaches it is
-    not sent: it is answered 400 `context_length_exceeded`, or goes to the pool's
-    `context_fallbacks`, as when the upstream itself says so (some servers, llama.cpp's Python
+    """The upstream model's context window in tokens. A request whose counted prompt, with the
+    output limit it sets, does not fit is not sent: it is answered 400 `context_length_exceeded`, or
+    goes to the pool's `context_fallbacks`, as when the upstream itself says so (an output limit the
+    gateway adds is cut to fit instead) (some servers, llama.cpp's Python
     server among them, answer a streamed prompt that is too long with an empty 200 stream instead).
     The count is the gateway's (see `tokenizer`), which errs high. Unset: no check."""
     output_limit_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"

@@ -58,7 +58,7 @@ def opener(endpoint: Endpoint, payload: dict[str, Any], model: str, prepare: Pre
         if prepare is not None:
             prepare(deployment)
         if deployment.settings.context_window is not None:
-            await over_window(deployment, endpoint, payload, model)
+            await over_window(deployment, endpoint, payload, model, prepare is not None)
         try:
             async with asyncio.timeout(deadline.remaining()):
                 events = await deployment.backend.stream(endpoint, payload)

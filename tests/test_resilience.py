@@ -267,7 +267,10 @@ pools:
             assert answer.headers["x-gateway-model"] == "long"
             chunks = list(answer.parse()) if stream else [answer.parse()]
             assert chunks
-        assert short.requests == 1  # the long prompt never reached it
+        with pytest.raises(openai.BadRequestError) as caught:  # it fits, but not with the answer it asks for
+            client.chat.completions.create(model="alone", messages=fits, max_tokens=100, stream=True)
+        assert caught.value.code == "context_length_exceeded"
+        assert short.requests == 1  # neither reached it
     finally:
         gateway.stop()
         long_ctx.stop()

@@ -55,17 +55,29 @@ def counter(model: str, tokenizer: str = "auto", engine_model: str | None = None
     return _tiktoken(_encoding_for(model)) or estimate_tokens
 
 
-async def over_window(deployment: Deployment, endpoint: Endpoint, payload: Mapping[str, Any], model: str) -> None:
-    """Raise the upstream's own 400 for a request whose counted prompt reaches the deployment's
-    `context_window` (which the dispatcher sends to the pool's context fallbacks)."""
+async def over_window(
+    deployment: Deployment, endpoint: Endpoint, payload: dict[str, Any], model: str, limit_is_ours: bool
+) -> None:
+    """Raise the upstream's own 400 for a request whose counted prompt, with the output limit the
+    client set, does not fit the deployment's `context_window` (the dispatcher sends it to the
+    pool's context fallbacks); an output limit the gateway set (`limit_is_ours`) is cut to fit."""
     window = deployment.settings.context_window
     if window is None:
         return
-    tokens = await request_tokens(endpoint, payload, [for_deployment(deployment, model)])
-    if tokens >= window:
+    prompt = await request_tokens(endpoint, payload, [for_deployment(deployment, model)])
+    asked = payload.get("max_completion_tokens") or payload.get("max_tokens")
+    limit = asked if isinstance(asked, int) and asked > 0 else 0
+    if prompt < window and limit_is_ours and prompt + limit > window:
+        for field in ("max_completion_tokens", "max_tokens"):
+            if field in payload:
+                payload[field] = window - prompt
+        return
+    if prompt >= window or prompt + limit > window:
+        what = f"{prompt} in the messages, {limit} in the completion" if limit else f"{prompt} in the prompt"
         raise ContextWindowExceeded(
-            f"This model's maximum context length is {window} tokens. However, your request has about "
-            f"{tokens} tokens (as the gateway counts them). Please reduce the length of the messages or prompt.",
+            f"This model's maximum context length is {window} tokens. However, you requested about "
+            f"{prompt + limit} tokens ({what}, as the gateway counts them). Please reduce the length of "
+            "the messages or completion.",
             param="messages" if endpoint == "chat/completions" else "prompt",
         )
 
