@@ -12,11 +12,10 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers.fake_upstream import FakeUpstream
+from tests.helpers.fake_upstream import Behavior, FakeUpstream
 from tests.helpers.gateway import GatewayProcess
 from tests.helpers.otlp_receiver import OTLPGrpcReceiver, OTLPReceiver
 from tests.helpers.polling import wait_until
-from tests.helpers.ports import refused_port
 
 PARENT = "00f067aa0ba902b7"
 MARKER = {"role": "user", "content": "the last request so far"}
@@ -30,7 +29,17 @@ def receiver() -> Iterator[OTLPReceiver]:
 
 
 @pytest.fixture(scope="module")
-def traced(tmp_path_factory: pytest.TempPathFactory, receiver: OTLPReceiver, upstream: FakeUpstream) -> Iterator[GatewayProcess]:
+def failing() -> Iterator[FakeUpstream]:
+    """An upstream that answers every request 503 (a refused connection would go straight to the fallback)."""
+    server = FakeUpstream(Behavior(mode="status", status=503), name="failing").start_in_thread()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def traced(
+    tmp_path_factory: pytest.TempPathFactory, receiver: OTLPReceiver, upstream: FakeUpstream, failing: FakeUpstream
+) -> Iterator[GatewayProcess]:
     path = tmp_path_factory.mktemp("traced") / "gateway.yaml"
     path.write_text(f"""
 reload: {{watch: false}}
@@ -56,7 +65,7 @@ pools:
     breaker: {{enabled: false}}
     deployments:
       - id: dead-dep
-        base_url: http://127.0.0.1:{refused_port()}/v1
+        base_url: {failing.base_url}
 """)
     gateway = GatewayProcess(path, env={"OTEL_BSP_SCHEDULE_DELAY": "50"})
     yield gateway
@@ -168,7 +177,7 @@ def test_retries_and_fallback_are_one_client_span_each(traced: GatewayProcess, r
     assert [c["attributes"]["gateway.deployment.id"] for c in clients] == ["dead-dep", "dead-dep", "main-dep"]
     assert [c["attributes"]["gateway.fallback_index"] for c in clients] == [0, 0, 1]
     assert [c["status"] for c in clients] == [2, 2, 0]  # ERROR, ERROR, UNSET
-    assert clients[0]["attributes"]["error.type"] == "upstream_unavailable"
+    assert clients[0]["attributes"]["error.type"] == "UpstreamStatusError"  # its 503
     assert server["attributes"]["gateway.deployment.id"] == "main-dep" and server["status"] == 0
     after = httpx.get(f"{traced.url}/metrics").text
     assert counter(after, 'gateway_retries_total{model="broken"}') - counter(before, 'gateway_retries_total{model="broken"}') == 1
