@@ -94,11 +94,15 @@ _CONTEXT_PHRASES = (
     "maximum context",
     "too many tokens",
     "prompt is too long",
+    "`inputs` tokens + `max_new_tokens` must be <=",  # TGI (router/src/validation.rs)
+    "`inputs` must have less than",  # TGI
+    "exceeds the available context size",  # llama.cpp's llama-server
 )
 
 
 def is_context_overflow(status: int, message: str, code: str | None) -> bool:
-    """How OpenAI, vLLM, TGI, SGLang and llama.cpp say that a prompt is too long."""
+    """How OpenAI, vLLM, TGI, SGLang, TensorRT-LLM and llama.cpp say that a prompt is too long
+    (docs/upstreams.md)."""
     if status not in (400, 413, 422):
         return False
     lowered = message.lower()
@@ -142,6 +146,11 @@ class UpstreamStatusError(APIError):
         if status in (401, 403, 407):
             message = f"upstream '{deployment}' rejected the gateway's credentials (HTTP {status})"
             status, code, param = 502, "upstream_auth_failed", None
+        elif status == 402:  # the gateway's account there is out of credits (OpenRouter): not the client's doing
+            message = f"upstream '{deployment}' refused the gateway's account: {message} (HTTP 402)"
+            status, code, param = 502, "upstream_payment_required", None
+        elif status == 424:  # TGI: "Request failed during generation" (its fault, not the request's)
+            status = 502
         super().__init__(message, status=status, code=code, retry_after=retry_after, param=param)
         self.type = _TYPES.get(status, "api_error")
         self.retryable = status in _RETRYABLE or status >= 500

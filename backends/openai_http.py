@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import re
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 
 import httpx
 import msgspec
@@ -34,7 +35,7 @@ from backends.protocol import Completion
 from backends.redact import Redactor, secrets_of
 from backends.sse import DONE, SSEParser
 from backends.transport import PooledTransport
-from backends.types import ENDPOINTS, Endpoint, Timeouts, UpstreamErrorEnvelope, UsagePeek
+from backends.types import ENDPOINTS, Endpoint, Timeouts, UpstreamErrorBody, UpstreamErrorEnvelope, UsagePeek
 
 
 class HTTPBackend:
@@ -52,7 +53,9 @@ class HTTPBackend:
         timeouts: Timeouts | None = None,
         max_connections: int = 256,
         transport: httpx.AsyncBaseTransport | None = None,
+        secrets: Sequence[str] = (),
     ) -> None:
+        """`secrets`: more URLs whose credentials never reach a client or a log (the proxy's)."""
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
         self.name = name
@@ -63,7 +66,7 @@ class HTTPBackend:
         self._headers = httpx.Headers({"content-type": "application/json", "user-agent": "llm-gateway", **(headers or {})})
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
-        self.redactor = Redactor(secrets_of(api_key, headers, base_url))
+        self.redactor = Redactor([s for url in (base_url, *secrets) for s in secrets_of(api_key, headers, url)])
         t = self.timeouts
         self._extensions = {"timeout": {"connect": t.connect, "read": t.read, "write": t.read, "pool": t.pool}}
 
@@ -85,7 +88,9 @@ class HTTPBackend:
             peek = msgspec.json.decode(body, type=UsagePeek)
         except msgspec.DecodeError:
             raise UpstreamProtocolError(f"upstream '{self.name}' sent a response that is not a JSON object") from None
-        return Completion(self.redactor.body(body), peek.usage)
+        if body.startswith(b'{"error"') and peek.usage is None and (error := _answered_error(self.name, body, self.redactor)):
+            raise error
+        return Completion(self.redactor.body(_finish_reasons(body)), peek.usage)
 
     async def stream(self, endpoint: Endpoint, payload: dict[str, object]) -> HTTPEventStream:
         with self._translated():
@@ -141,53 +146,122 @@ class HTTPEventStream:
                 for data in parser.feed(chunk):
                     if data == DONE:
                         return
-                    if data.startswith(b'{"error"'):
-                        raise _event_error(self._backend.name, data, redactor)
-                    yield redactor.body(data)
+                    if b'"error"' in data and (error := _event_error(self._backend.name, data, redactor)) is not None:
+                        raise error
+                    yield redactor.body(_finish_reasons(data))
         raise UpstreamProtocolError(f"upstream '{self._backend.name}' ended the stream without [DONE]")
 
     async def aclose(self) -> None:
         await self._response.aclose()
 
 
+_TGI_REASONS = (
+    (b'"finish_reason":"stop_sequence"', b'"finish_reason":"stop"'),
+    (b'"finish_reason":"eos_token"', b'"finish_reason":"stop"'),
+)
+
+
+def _finish_reasons(data: bytes) -> bytes:
+    """OpenAI's finish reason for TGI's own: its chat API says `stop_sequence` when a stop string
+    ended the answer (router/src/lib.rs, `FinishReason::format`), which OpenAI calls `stop`."""
+    if b'stop_sequence"' in data or b'eos_token"' in data:
+        for theirs, ours in _TGI_REASONS:
+            data = data.replace(theirs, ours)
+    return data
+
+
 def _status_error(name: str, response: httpx.Response, body: bytes, redactor: Redactor) -> APIError:
     """An upstream's error status, rebuilt: its message, code and param with every secret blanked,
     the gateway's own type; the whole body (redacted) kept for the log."""
-    message, code, param = _error_fields(body, redactor)
-    message = message or f"upstream '{name}' answered HTTP {response.status_code}"
-    if is_context_overflow(response.status_code, message, code):
+    message, code, param, _ = _error_fields(body, redactor)
+    message = _without_traceback(message or f"upstream '{name}' answered HTTP {response.status_code}")
+    status = response.status_code
+    if status == 500 and (invalid := _validation_error(message)) is not None:
+        (message, param), status, code = invalid, 400, "invalid_request"  # llama-cpp-python's 500 for a bad field
+    if is_context_overflow(status, message, code):
         error: APIError = ContextWindowExceeded(message, param=param)
     else:
-        error = UpstreamStatusError(name, response.status_code, message, code, _retry_after(response.headers), param=param)
+        error = UpstreamStatusError(name, status, message, code, _retry_after(response.headers), param=param)
     error.upstream = (name, response.status_code, redactor.text(body[:4000].decode("utf-8", "replace")))
     return error
 
 
-def _event_error(name: str, data: bytes, redactor: Redactor) -> APIError:
-    """An upstream's in-band `{"error": ...}` event, as the error it reports (rebuilt, redacted)."""
-    message, code, param = _error_fields(data, redactor)
-    message = message or f"upstream '{name}' sent an error event"
-    overflow = is_context_overflow(400, message, code)
-    error: APIError = ContextWindowExceeded(message, param=param) if overflow else StreamErrorEvent(message)
+def _answered_error(name: str, body: bytes, redactor: Redactor) -> APIError | None:
+    """An error sent with status 200 (LM Studio for a path it does not serve): the upstream's
+    failure, not an answer."""
+    message, _, _, _ = _error_fields(body, redactor)
+    if message is None:
+        return None
+    error = UpstreamError(f"upstream '{name}' answered 200 with an error: {_without_traceback(message)}")
+    error.upstream = (name, 200, redactor.text(body[:4000].decode("utf-8", "replace")))
+    return error
+
+
+def _event_error(name: str, data: bytes, redactor: Redactor) -> APIError | None:
+    """An upstream's in-band error event, as the error it reports (rebuilt, redacted): `{"error":
+    ...}` alone, or beside a chunk's fields (OpenRouter ends a broken stream with a chunk that has
+    `error` and `finish_reason: "error"`). None: an ordinary event that happens to mention "error".
+    An error that names a client's status (4xx but 408, 409, 429) is the client's, as it would be
+    before the stream began; any other is the upstream's fault."""
+    message, code, param, status = _error_fields(data, redactor)
+    if message is None and code is None:
+        return None
+    message = _without_traceback(message or f"upstream '{name}' sent an error event")
+    error: APIError
+    if is_context_overflow(status or 400, message, code):
+        error = ContextWindowExceeded(message, param=param)
+    elif status is not None and status < 500 and status not in (408, 409, 429):
+        error = UpstreamStatusError(name, status, message, code, param=param)
+    else:
+        error = StreamErrorEvent(message)
     error.upstream = (name, 200, redactor.text(data[:4000].decode("utf-8", "replace")))
     return error
 
 
-def _error_fields(body: bytes, redactor: Redactor) -> tuple[str | None, str | None, str | None]:
-    """The message, code and param of an OpenAI-style error body, where it is one, with every
-    secret of the deployment (and any bearer credential) blanked: they go to the client."""
+_TRACEBACK = re.compile(r"\n\s*(?:Traceback \(most recent call last\)|File \"[^\"]*\", line \d+)", re.S)
+_VALIDATION = re.compile(r"^\d+ validation errors?:")
+_FIELD = re.compile(r"'loc': \('body', '([^']{1,100})'[^}]*?'msg': '([^']{1,300})'")
+
+
+def _without_traceback(message: str) -> str:
+    """An upstream's message without the Python traceback some servers append (llama-cpp-python
+    adds the file and line of its handler): their internals are not the client's business."""
+    found = _TRACEBACK.search(message)
+    return message[: found.start()].rstrip() if found else message
+
+
+def _validation_error(message: str) -> tuple[str, str | None] | None:
+    """(message, param) of a pydantic validation report sent as a 500, which llama-cpp-python does
+    for a request field of the wrong type: the client's fault, not the server's."""
+    if not _VALIDATION.match(message):
+        return None
+    fields = _FIELD.findall(message)
+    if not fields:
+        return None
+    return "; ".join(f"{field}: {why}" for field, why in fields), fields[0][0]
+
+
+def _error_fields(body: bytes, redactor: Redactor) -> tuple[str | None, str | None, str | None, int | None]:
+    """The message, code and param of an error body, in any of the shapes the servers send (see
+    `UpstreamErrorEnvelope`), with every secret of the deployment (and any bearer credential)
+    blanked: they go to the client. Last, the HTTP status the error names, if it names one (a
+    numeric `code`, TGI's `http_status_code`), which an in-stream error has no other way to say."""
     try:
         envelope = msgspec.json.decode(body, type=UpstreamErrorEnvelope)
     except msgspec.DecodeError:
-        return None, None, None
-    if envelope.error is None:
-        return None, None, None
-    if isinstance(envelope.error, str):
-        return redactor.text(envelope.error) or None, None, None
+        return None, None, None, None
     error = envelope.error
-    code = redactor.text(str(error.code))[:200] if error.code is not None else None
+    if error is None and envelope.object == "error" and envelope.message:
+        error = UpstreamErrorBody(message=envelope.message, code=envelope.code, param=envelope.param)
+    if error is None:
+        return None, None, None, None
+    if isinstance(error, str):
+        return redactor.text(error) or None, None, None, None
+    named = error.http_status_code if isinstance(error.http_status_code, int) else error.code
+    status = named if isinstance(named, int) and not isinstance(named, bool) and 400 <= named <= 599 else None
+    code = None if error.code is None or error.code == status else redactor.text(str(error.code))[:200]
     param = redactor.text(str(error.param))[:200] if error.param else None
-    return redactor.text(error.message) or None, code, param
+    return redactor.text(str(error.message)) or None, code, param, status
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:

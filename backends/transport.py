@@ -7,7 +7,8 @@ It keeps the httpx API: `httpx.AsyncClient(transport=PooledTransport(...))`, and
 own exceptions (`ConnectError`, `ConnectTimeout`, `ReadTimeout`, `PoolTimeout`, `ReadError`,
 `RemoteProtocolError`), so callers handle one family of errors whatever the transport.
 
-Scope: HTTP/1.1 with keep-alive (plain or TLS), no proxies, no HTTP/2. The body a request sends
+Scope: HTTP/1.1 with keep-alive (plain or TLS), and HTTP/1.0 answers whose body ends with the
+connection; no proxies, no HTTP/2. The body a request sends
 is read in full before it is written (requests to model servers are small); response bodies stream.
 """
 
@@ -50,8 +51,15 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.complete and self.error is None:
-            self.error = httpx.RemoteProtocolError("upstream closed the connection before the response was complete")
+            if exc is None and self.head_ready.done() and self._close_delimited():
+                self.complete = True  # a body with no length ends where the connection does (MLX LM's HTTP/1.0 errors)
+            else:
+                self.error = httpx.RemoteProtocolError("upstream closed the connection before the response was complete")
         self._wake()
+
+    def _close_delimited(self) -> bool:
+        names = {name.lower() for name, _ in self.headers}
+        return b"content-length" not in names and b"transfer-encoding" not in names
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True

@@ -30,6 +30,10 @@ class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A whole non-streamed exchange, from sending to the last byte."""
 
 
+TokenId = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,10}$")]
+"""A token id as a JSON object key (logit_bias)."""
+
+
 class StreamOptions(msgspec.Struct):
     include_usage: bool = False
 
@@ -51,6 +55,9 @@ class _Generation(msgspec.Struct, kw_only=True):
     presence_penalty: Annotated[float, msgspec.Meta(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, msgspec.Meta(ge=-2, le=2)] | None = None
     seed: int | None = None
+    logit_bias: dict[TokenId, Annotated[float, msgspec.Meta(ge=-100, le=100)]] | None = None
+    """Token id (as a string) -> bias, as OpenAI takes it (llama-cpp-python answers another key with a 500)."""
+    user: str | None = None
 
 
 class ChatRequest(_Generation):
@@ -97,14 +104,24 @@ class UsagePeek(msgspec.Struct):
 
 
 class UpstreamErrorBody(msgspec.Struct):
-    message: str = ""
+    message: Any = ""
     code: Any = None
-    """A string as OpenAI sends it; other servers send numbers (or worse): any JSON is read."""
+    """A string as OpenAI sends it; vLLM, SGLang, TensorRT-LLM and OpenRouter send the HTTP status
+    as a number: any JSON is read."""
     param: Any = None
+    http_status_code: Any = None
+    """TGI's in-stream errors carry the status here."""
 
 
 class UpstreamErrorEnvelope(msgspec.Struct):
+    """`{"error": {...}}` (OpenAI), `{"error": "..."}` (TGI, llama.cpp's older servers), or the
+    error at the top level with `"object": "error"` (vLLM before 0.10, SGLang, TensorRT-LLM)."""
+
     error: UpstreamErrorBody | str | None = None
+    object: Any = None
+    message: Any = None
+    code: Any = None
+    param: Any = None
 
 
 def content_text(content: object) -> str:

@@ -15,6 +15,7 @@ import hashlib
 import ipaddress
 import os
 import re
+import ssl
 import types
 import typing
 from collections.abc import Mapping
@@ -105,6 +106,7 @@ def parse(raw: bytes, source: str, env: Mapping[str, str]) -> LoadedConfig:
         problems += check(settings)
     classifiers: dict[str, ComplexityModel] = {}
     if not problems:
+        problems += _ca_bundle_problems(settings, source)
         for name, router in settings.routers.items():
             if (model := _classifier(name, router, source, problems)) is not None:
                 classifiers[name] = model
@@ -134,6 +136,21 @@ def _classifier(name: str, router: RouterSettings, source: str, problems: list[P
             Problem(("routers", name, "tiers"), f"must be the classifier's tiers, smallest first: {list(model.tiers)}")
         )
     return model
+
+
+def _ca_bundle_problems(settings: Settings, source: str) -> list[Problem]:
+    """Each `ca_bundle` (relative to the config file) is a PEM file of certificates."""
+    problems = []
+    for name, pool in settings.pools.items():
+        for j, dep in enumerate(pool.deployments):
+            if dep.ca_bundle is None:
+                continue
+            path = Path(source).resolve().parent / dep.ca_bundle
+            try:
+                ssl.create_default_context(cafile=str(path))
+            except (OSError, ssl.SSLError) as exc:
+                problems.append(Problem(("pools", name, "deployments", j, "ca_bundle"), f"cannot read {str(path)!r}: {exc}"))
+    return problems
 
 
 def check(settings: Settings) -> list[Problem]:
@@ -170,6 +187,8 @@ def check(settings: Settings) -> list[Problem]:
                 engine_ports.setdefault(port, dep.id)
             if dep.base_url and not dep.base_url.startswith(("http://", "https://")):
                 problems.append(Problem((*at, "base_url"), "must start with http:// or https://"))
+            if dep.proxy is not None and dep.proxy.lower() != "none" and not dep.proxy.startswith(("http://", "https://")):
+                problems.append(Problem((*at, "proxy"), "must be an http:// or https:// URL, or none"))
         problems += _chain_problems(settings, name)
     resilience = settings.resilience
     if resilience.deadline_s > resilience.max_deadline_s:

@@ -8,9 +8,15 @@ request that holds it has finished.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
+import os
+import ssl
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -18,6 +24,7 @@ from backends.echo import EchoBackend
 from backends.local import EngineProcess, LocalBackend
 from backends.openai_http import HTTPBackend
 from backends.protocol import Backend
+from backends.transport import PooledTransport
 from gateway.access.keys import KeyTable
 from gateway.config import LoadedConfig
 from gateway.routing.breaker import Breaker
@@ -120,10 +127,16 @@ def make_backend(settings: DeploymentSettings, config_dir: Path) -> Backend:
     if settings.backend == "local":
         return LocalBackend(settings.id, engine_process(settings, config_dir), settings.timeouts, settings.max_connections)
     assert settings.base_url is not None  # gateway.config.check guarantees it
-    transport = None
-    if settings.transport == "httpx":
+    proxy = egress_proxy(settings.base_url, settings.proxy)
+    tls: ssl.SSLContext | bool = True
+    if settings.ca_bundle is not None:
+        tls = ssl.create_default_context(cafile=str(config_dir / settings.ca_bundle))
+    transport: httpx.AsyncBaseTransport
+    if proxy is not None or settings.transport == "httpx":  # the pooled transport does not speak to proxies
         limits = httpx.Limits(max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections)
-        transport = httpx.AsyncHTTPTransport(limits=limits)
+        transport = httpx.AsyncHTTPTransport(limits=limits, proxy=proxy, verify=tls, trust_env=False)
+    else:
+        transport = PooledTransport(max_connections=settings.max_connections, max_keepalive=settings.max_connections, verify=tls)
     return HTTPBackend(
         settings.id,
         settings.base_url,
@@ -132,7 +145,42 @@ def make_backend(settings: DeploymentSettings, config_dir: Path) -> Backend:
         timeouts=settings.timeouts,
         max_connections=settings.max_connections,
         transport=transport,
+        secrets=[proxy or ""],
     )
+
+
+def egress_proxy(base_url: str, configured: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The proxy a deployment's requests go through: its own `proxy` setting (`none`: none), else
+    the environment's HTTPS_PROXY / HTTP_PROXY / ALL_PROXY unless NO_PROXY names the host."""
+    if configured is not None:
+        return None if configured.lower() == "none" else configured
+    found = {k.lower(): v for k, v in (os.environ if environ is None else environ).items() if k.lower().endswith("_proxy") and v}
+    url = urlsplit(base_url)
+    proxy = found.get(f"{url.scheme}_proxy") or found.get("all_proxy")
+    if proxy is None or _bypassed(url.hostname or "", url.port, found.get("no_proxy", "")):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def _bypassed(host: str, port: int | None, no_proxy: str) -> bool:
+    """Whether NO_PROXY names `host`: `*`, the host itself, a domain it is in (`example.com` or
+    `.example.com`), `host:port`, or an IP network (`10.0.0.0/8`)."""
+    host = host.lower().strip("[]")
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        if entry_port and port is not None and entry_port != str(port):
+            continue
+        name = name.lstrip(".").lstrip("*.") if name.startswith(("*.", ".")) else name
+        if host == name or host.endswith("." + name):
+            return True
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(host) in ipaddress.ip_network(name, strict=False):
+                return True
+    return False
 
 
 def engine_process(settings: DeploymentSettings, config_dir: Path) -> EngineProcess:

@@ -122,7 +122,16 @@ class DeploymentSettings(_Settings, frozen=True, kw_only=True):
     """Requests in flight to this deployment at most (default: `max_connections`, so that no request
     waits for a connection). A full deployment is skipped; when all are full the pool answers 429."""
     transport: Literal["pooled", "httpx"] = "pooled"
-    """`pooled`: the gateway's lean HTTP/1.1 pool. `httpx`: httpx's default transport (HTTP/1.1, proxies)."""
+    """`pooled`: the gateway's lean HTTP/1.1 pool. `httpx`: httpx's default transport. A deployment
+    reached through a proxy always uses httpx's (see `proxy`)."""
+    proxy: str | None = None
+    """An HTTP proxy for this upstream (`http://[user:password@]host:port`; HTTPS upstreams go
+    through it with CONNECT), or `none` for no proxy whatever the environment says. Unset: the
+    environment's `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` and `NO_PROXY` (either case), as curl
+    reads them (docs/upstreams.md)."""
+    ca_bundle: str | None = None
+    """A PEM file of certificate authorities to trust for this upstream's TLS (or a TLS-inspecting
+    proxy's), instead of the system's; relative to the config file."""
     timeouts: Timeouts = Timeouts()
     price: Price = Price()
     max_output_tokens: PositiveInt | None = None

@@ -141,7 +141,8 @@ class Meter:
         if b'"usage"' in data:
             chunk = _usage_chunk(data)
             if chunk is not None and chunk.usage is not None:
-                self.usage = chunk.usage
+                if chunk.usage.total_tokens or chunk.usage.prompt_tokens or chunk.usage.completion_tokens:
+                    self.usage = chunk.usage  # not Ollama's zeros on every completions chunk before the last
                 if self.hide_usage and not chunk.choices:
                     return False
         if self.read_text:

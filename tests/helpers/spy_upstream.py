@@ -12,6 +12,7 @@ answers the way a test scripts it, as a real server would be abused or would mis
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -53,18 +54,20 @@ class SpyUpstream:
     script: Script = field(default_factory=Script)
     seen: list[Seen] = field(default_factory=list)
     port: int = 0
+    tls: ssl.SSLContext | None = None
+    """Serve HTTPS with this context (as `localhost`)."""
     _loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"https://localhost:{self.port}/v1" if self.tls else f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> SpyUpstream:
         ready = threading.Event()
 
         def run() -> None:
             self._loop = asyncio.new_event_loop()
-            server = self._loop.run_until_complete(self._loop.create_server(lambda: _Conn(self), "127.0.0.1", 0))
+            server = self._loop.run_until_complete(self._loop.create_server(self._protocol, "127.0.0.1", 0, ssl=self.tls))
             self.port = server.sockets[0].getsockname()[1]
             ready.set()
             self._loop.run_forever()
@@ -72,6 +75,9 @@ class SpyUpstream:
         threading.Thread(target=run, name="spy-upstream", daemon=True).start()
         ready.wait(10)
         return self
+
+    def _protocol(self) -> asyncio.Protocol:
+        return _Conn(self)
 
     def stop(self) -> None:
         if self._loop is not None:
