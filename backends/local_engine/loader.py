@@ -12,7 +12,7 @@ import torch
 from backends.local_engine.config import ModelConfig
 from backends.local_engine.cpu_kernels import pack_linears
 from backends.local_engine.errors import LoadError
-from backends.local_engine.model import CausalLM
+from backends.local_engine.model import CausalLM, fuse_projections
 from backends.local_engine.quant import QuantConfig, QuantLinear, from_awq, from_gptq, quantize_model
 from backends.local_engine.tokenizer import Tokenizer
 
@@ -95,6 +95,7 @@ def load_model(checkpoint: Checkpoint, dtype: torch.dtype, device: torch.device,
     if missing:
         raise LoadError(f"{len(missing)} weights missing from the checkpoint, e.g. {missing[:3]}")
     model.eval().requires_grad_(False)
+    fuse_projections(model)
     if quant is not None:
         if config.quantization is not None:
             raise LoadError(f"the checkpoint is already quantized ({config.quantization.method}); load it without quantization")

@@ -39,14 +39,24 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(h, self.kv_heads * d, bias=config.attention_bias)
         self.o_proj = nn.Linear(self.heads * d, h, bias=config.o_bias)
         self.scale = d**-0.5
+        self.widths = [self.heads * d, self.kv_heads * d, self.kv_heads * d]
+
+        self.qkv_proj: nn.Module | None = None
+        """q, k and v as one layer once the weights are in (`fuse_projections`): one weight read per step."""
 
     def forward(
         self, x: torch.Tensor, positions: torch.Tensor, kv: torch.Tensor, meta: AttentionMetadata, rotary: Rotary
     ) -> torch.Tensor:
         """x: [tokens, hidden]; kv: [2, blocks, block_size, kv_heads, head_dim] for this layer."""
-        q = self.q_proj(x).view(-1, self.heads, self.head_dim)
-        k = self.k_proj(x).view(-1, self.kv_heads, self.head_dim)
-        v = self.v_proj(x).view(-1, self.kv_heads, self.head_dim)
+        if self.qkv_proj is not None:
+            q, k, v = self.qkv_proj(x).split(self.widths, dim=-1)
+            q = q.view(-1, self.heads, self.head_dim)
+            k = k.view(-1, self.kv_heads, self.head_dim)
+            v = v.view(-1, self.kv_heads, self.head_dim)
+        else:
+            q = self.q_proj(x).view(-1, self.heads, self.head_dim)
+            k = self.k_proj(x).view(-1, self.kv_heads, self.head_dim)
+            v = self.v_proj(x).view(-1, self.kv_heads, self.head_dim)
         q, k = rotary.apply(q, k, positions)
         write_kv(kv[0], kv[1], k, v, meta.slot_mapping)
         out = paged_attention(q, kv[0], kv[1], meta, self.scale)
@@ -61,10 +71,54 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(h, i, bias=bias)
         self.up_proj = nn.Linear(h, i, bias=bias)
         self.down_proj = nn.Linear(i, h, bias=bias)
+        self.gate_up_proj: nn.Module | None = None
+        """gate and up as one layer once the weights are in (`fuse_projections`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if self.gate_up_proj is not None:
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+            out: torch.Tensor = self.down_proj(F.silu(gate) * up)
+            return out
+        out = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
         return out
+
+
+def fuse_projections(model: nn.Module) -> int:
+    """Put one layer in place of q/k/v and of gate/up wherever all are plain `nn.Linear` (as vLLM's
+    qkv_proj and gate_up_proj): a decode step then reads each weight in one pass with one call, not
+    three and two. The outputs are the same numbers (the rows of one matrix are those of the parts).
+    Returns how many layers were fused."""
+    fused = 0
+    for module in model.modules():
+        if isinstance(module, Attention) and module.qkv_proj is None:
+            parts: list[nn.Module] = [module.q_proj, module.k_proj, module.v_proj]
+            if _joinable(parts):
+                module.qkv_proj = _joined(parts)
+                del module.q_proj, module.k_proj, module.v_proj
+                fused += 1
+        elif isinstance(module, MLP) and module.gate_up_proj is None:
+            parts = [module.gate_proj, module.up_proj]
+            if _joinable(parts):
+                module.gate_up_proj = _joined(parts)
+                del module.gate_proj, module.up_proj
+                fused += 1
+    return fused
+
+
+def _joinable(parts: list[nn.Module]) -> bool:
+    return all(type(p) is nn.Linear for p in parts) and len({p.bias is None for p in parts}) == 1
+
+
+def _joined(modules: list[nn.Module]) -> nn.Linear:
+    parts = [p for p in modules if isinstance(p, nn.Linear)]
+    first = parts[0]
+    joined = nn.Linear(first.in_features, sum(p.out_features for p in parts), bias=first.bias is not None,
+                       device=first.weight.device, dtype=first.weight.dtype)  # fmt: skip
+    with torch.no_grad():
+        joined.weight.copy_(torch.cat([p.weight for p in parts]))
+        if joined.bias is not None:
+            joined.bias.copy_(torch.cat([p.bias for p in parts if p.bias is not None]))
+    return joined.requires_grad_(False)
 
 
 class DecoderLayer(nn.Module):

@@ -99,7 +99,8 @@ def int8_linear(
 
         y = w8a16_matmul(flat, codes, scale)
     elif x.device.type == "cpu":
-        y = torch._weight_int8pack_mm(flat.to(torch.bfloat16), codes, scale.to(torch.bfloat16)).to(x.dtype)
+        scale = scale if scale.dtype == torch.bfloat16 else scale.to(torch.bfloat16)
+        y = torch._weight_int8pack_mm(flat.to(torch.bfloat16), codes, scale).to(x.dtype)
     else:
         y = flat @ (codes.to(x.dtype) * scale.to(x.dtype)[:, None]).T
     if bias is not None:
@@ -200,6 +201,7 @@ class QuantLinear(nn.Module):
         self.register_buffer("codes", codes)
         self.register_buffer("scale", scale)
         self.int4: Int4Weight | None = None
+        self._scale_bf16: torch.Tensor | None = None  # the CPU kernel's scales, converted once
         if scheme == "int4":
             assert zero is not None and group_size is not None
             self.int4 = Int4Weight.build(codes, scale, zero, group_size)
@@ -216,6 +218,10 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.int4 is not None:
             return int4_linear(x, self.int4, self.bias)
+        if x.device.type == "cpu":
+            if self._scale_bf16 is None:
+                self._scale_bf16 = self.scale.to(torch.bfloat16)
+            return int8_linear(x, self.codes, self._scale_bf16, self.bias)
         return int8_linear(x, self.codes, self.scale, self.bias)
 
     def weight_bytes(self) -> int:

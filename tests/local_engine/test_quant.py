@@ -232,7 +232,7 @@ def test_every_linear_layer_is_quantized_and_smaller(llama_dir: Path) -> None:
     checkpoint = Checkpoint.open(llama_dir)
     model = load_model(checkpoint, torch.float32, torch.device("cpu"), QuantConfig("int4", 64))
     layers = [m for m in model.modules() if isinstance(m, QuantLinear)]
-    assert len(layers) == 7 * checkpoint.config.num_layers  # q, k, v, o, gate, up, down
+    assert len(layers) == 4 * checkpoint.config.num_layers  # qkv (fused), o, gate_up (fused), down
     assert not any(isinstance(m, torch.nn.Linear) for m in model.model.modules())
     assert not isinstance(model.lm_head, QuantLinear)  # kept unless asked
     for layer in layers:
