@@ -1,4 +1,4 @@
-"""The deploy assets in config/observability: dashboards that Grafana can load and that only ask
+"""The deploy assets in deploy/compose: dashboards that Grafana can load and that only ask
 for series that exist, provisioning that names the datasources they use, a compose file whose
 mounts exist, and a gateway config that validates."""
 
@@ -19,7 +19,7 @@ from tests.helpers.gateway import GatewayProcess
 from tests.helpers.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSETS = ROOT / "config" / "observability"
+ASSETS = ROOT / "deploy" / "compose"
 DASHBOARDS = sorted((ASSETS / "grafana" / "dashboards").glob("*.json"))
 
 # Grafana's dashboard JSON model (grafana.com/docs/grafana/latest/dashboards/build-dashboards/view-dashboard-json-model/),
@@ -191,7 +191,16 @@ def test_cost_dashboard_finds_the_most_expensive_traces_by_the_cost_attribute() 
 
 def test_compose_mounts_exist_and_the_stack_gateway_config_is_valid() -> None:
     compose = yaml.safe_load((ASSETS / "docker-compose.yaml").read_text())
-    assert {"gateway", "redis", "otel-collector", "tempo", "prometheus", "grafana"} <= set(compose["services"])
+    stack = {"gateway-1", "gateway-2", "haproxy", "redis", "otel-collector", "tempo", "prometheus", "grafana"}
+    assert stack <= set(compose["services"])
+    for replica in ("gateway-1", "gateway-2"):  # the image of the repository's Dockerfile, on the stack's config
+        service = compose["services"][replica]
+        assert service["build"] == {"context": "../..", "dockerfile": "Dockerfile"}
+        assert service["environment"]["GATEWAY_CONFIG"] == "/etc/gateway/gateway.yaml"
+        assert "./gateway.yaml:/etc/gateway/gateway.yaml:ro" in service["volumes"]
+    haproxy = (ASSETS / "haproxy.cfg").read_text()
+    assert "server gateway-1 gateway-1:8000" in haproxy and "server gateway-2 gateway-2:8000" in haproxy
+    assert "option httpchk GET /health/readiness" in haproxy
     for service in compose["services"].values():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
