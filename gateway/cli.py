@@ -1,5 +1,5 @@
-"""`gateway serve`, `validate`, `key`, `cache-eval`, `cache-data`, `cache-train`, `router-data`, `router-train`,
-`router-calibrate` and `router-eval`."""
+"""`gateway serve`, `validate`, `config-checksum`, `key`, `cache-eval`, `cache-data`, `cache-train`,
+`router-data`, `router-train`, `router-calibrate` and `router-eval`."""
 
 from __future__ import annotations
 
@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
 
     validate = commands.add_parser("validate", help="check config files; print every problem")
     validate.add_argument("files", nargs="+")
+    checksum = commands.add_parser(
+        "config-checksum", help="a hash of a config file's start-only settings (for a pod annotation that rolls the replicas)"
+    )
+    checksum.add_argument("file")
 
     evaluate = commands.add_parser("cache-eval", help="precision and recall of the semantic cache on labelled pairs")
     evaluate.add_argument("file", help='JSON lines: {"a": ..., "b": ..., "same": true|false, "kind": ..., "source": ...}')
@@ -95,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     if args.command == "key":
         return _key(args.action)
+    if args.command == "config-checksum":
+        from pathlib import Path
+
+        print(config.start_only_checksum(Path(args.file).read_bytes()))
+        return 0
     if args.command == "validate":
         return _validate(args.files)
     if args.command == "cache-eval":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import ipaddress
+import json
 import os
 import re
 import ssl
@@ -27,7 +28,7 @@ import msgspec
 import yaml
 
 from gateway.routing.classifier import DEFAULT_MODEL, ComplexityModel
-from gateway.settings import LocalEngineSettings, RouterSettings, Secret, Settings
+from gateway.settings import START_ONLY, LocalEngineSettings, RouterSettings, Secret, Settings
 
 DEFAULT_CONFIG = Path("config") / "gateway.yaml"
 """The embedded default, looked for in the working directory, then in the checkout the gateway
@@ -91,6 +92,22 @@ def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> 
     except OSError as exc:
         raise ConfigError(source, [Problem((), f"cannot read the file: {exc.strerror or exc}")]) from None
     return parse(raw, source, os.environ if env is None else env)
+
+
+def start_only_checksum(raw: bytes) -> str:
+    """A hash of the start-only settings (`gateway.settings.START_ONLY`) as the file writes them:
+    `${VAR}` references are hashed as written, so no secret enters it and it does not depend on the
+    environment. Settings the file leaves out count as their defaults. A replica has to restart to
+    take a change here (everything else reloads in place), so a Deployment carries this hash as a
+    pod annotation: when it changes, the replicas roll."""
+    data = yaml.safe_load(raw) or {}
+    chosen = {}
+    for path in START_ONLY:
+        value: Any = data
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        chosen[path] = value
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def parse(raw: bytes, source: str, env: Mapping[str, str]) -> LoadedConfig:
