@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from litestar import Litestar
 
 from gateway.config import default_path
+from gateway.http.drain import DRAIN
 from gateway.http.handlers import routes
 from gateway.http.middleware import RequestContext
 from gateway.http.responses import EXCEPTION_HANDLERS
@@ -54,10 +55,13 @@ def _lifespan(services: Services) -> Callable[[Litestar], contextlib.AbstractAsy
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
+        bounds = services.reloader.runtime.settings.server
+        DRAIN.install(bounds.drain_delay_s, bounds.drain_timeout_s, lambda: setattr(services, "draining", True))
         try:
             yield
         finally:
             services.draining = True
+            DRAIN.forget_signal()
             await services.breaker_sync.aclose()
             await services.reloader.aclose()
             await services.access.aclose()

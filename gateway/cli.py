@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 
@@ -278,7 +279,7 @@ def _serve(args: argparse.Namespace) -> int:
         proxy_headers=bool(server.forwarded_allow_ips),  # uvicorn's default trusts any loopback peer
         forwarded_allow_ips=server.forwarded_allow_ips or None,
         log_level=args.log_level,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=math.ceil(server.drain_timeout_s) + 2,  # streams end at drain_timeout_s (gateway.http.drain)
     )
     return 0
 

@@ -256,6 +256,12 @@ class ServerSettings(_Settings, frozen=True):
     """A request's body must have arrived this long after its headers: else 408 and close."""
     keep_alive_timeout_s: PositiveInt = 5
     """An idle keep-alive connection is closed after this long."""
+    drain_delay_s: NonNegative = 5.0
+    """On SIGTERM, readiness answers 503 at once and the listener stays open this long, serving, so
+    that a load balancer stops sending first; then new connections are refused (SIGINT: at once)."""
+    drain_timeout_s: NonNegative = 30.0
+    """Then requests and streams in flight have this long to finish; a stream still open ends with
+    an error event (503 `server_shutting_down`), and the process exits 0. See docs/deployment.md."""
     max_connections: PositiveInt = 10_000
     """Open client connections per gateway process at most (lowered to what its file limit allows);
     one more is answered 503 and closed."""
@@ -530,6 +536,8 @@ START_ONLY: tuple[str, ...] = (
     "server.header_timeout_s",
     "server.body_timeout_s",
     "server.keep_alive_timeout_s",
+    "server.drain_delay_s",
+    "server.drain_timeout_s",
     "server.max_connections",
     "server.max_connections_per_client",
     "redis",

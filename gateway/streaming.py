@@ -27,6 +27,7 @@ from backends.types import Endpoint, Usage
 from gateway.access.tokens import for_deployment, over_window
 from gateway.cache.assemble import Assembler
 from gateway.errors import APIError, DeadlineExceeded
+from gateway.http.drain import DRAIN
 from gateway.routing.dispatcher import Call, Outcome
 from gateway.routing.pools import Deployment
 from gateway.routing.retry import Deadline
@@ -265,29 +266,38 @@ class StreamDeadline:
         self._deadline = deadline
         self._task = asyncio.current_task()
         self._waiting = self._expired = False
+        self._error: DeadlineExceeded | None = None
         self._timer = asyncio.get_running_loop().call_later(max(0.0, deadline.remaining()), self._expire)
+        DRAIN.live.add(self)
 
     def _expire(self) -> None:
         self._expired = True
         if self._waiting and self._task is not None:
             self._task.cancel()
 
+    def end(self, error: DeadlineExceeded) -> None:
+        """End the stream now with `error` (the gateway is shutting down: `gateway.http.drain`)."""
+        self._error = error
+        self._timer.cancel()
+        self._expire()
+
     async def next(self, iterator: AsyncIterator[bytes]) -> bytes | None:
         """The next upstream event, None at the end; `DeadlineExceeded` once the deadline passes."""
         if self._expired:
-            raise self._deadline.error()
+            raise self._error or self._deadline.error()
         self._waiting = True
         try:
             return await anext(iterator, None)
         except asyncio.CancelledError:
             if self._expired and self._task is not None and self._task.uncancel() == 0:
-                raise self._deadline.error() from None
+                raise (self._error or self._deadline.error()) from None
             raise
         finally:
             self._waiting = False
 
     def cancel(self) -> None:
         self._timer.cancel()
+        DRAIN.live.discard(self)
 
 
 async def _first_event(events: EventStream) -> tuple[AsyncIterator[bytes], bytes | None]:

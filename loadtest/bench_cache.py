@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -178,7 +179,7 @@ def through_gateway(requests: int) -> tuple[float, list[float]]:
                 assert response.headers["x-gateway-cache"] == "hit-exact"
         return miss, hits
     finally:
-        proc.terminate()
+        proc.send_signal(signal.SIGINT)  # SIGTERM would wait out server.drain_delay_s
         proc.wait(10)
         upstream.stop()
         os.unlink(f.name)

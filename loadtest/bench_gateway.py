@@ -44,6 +44,7 @@ import argparse
 import asyncio
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -206,7 +207,7 @@ def bench_variant(
         base = f"http://127.0.0.1:{GATEWAY_PORT}/v1"
         return asyncio.run(measure(base, args.requests, args.duration, args.concurrency, gateway.pid))
     finally:
-        gateway.terminate()
+        gateway.send_signal(signal.SIGINT)  # SIGTERM would wait out server.drain_delay_s
         gateway.wait(10)
         os.unlink(f.name)
         if redis is not None:

@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -249,7 +250,7 @@ def main() -> None:
         lat = asyncio.run(headers_scenario())
         lines.append(row(f"40 x 25 MB header lines (RSS before {before:.0f} MB)", lat, *sampler.stop()))
     finally:
-        gateway.terminate()
+        gateway.send_signal(signal.SIGINT)  # SIGTERM would wait out server.drain_delay_s
         upstream.terminate()
     print("\n".join([*lines, "", *footer("loadtest.bench_slow_clients")]))
 

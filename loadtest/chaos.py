@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -82,7 +83,7 @@ class Setup:
         return str(next(r["state"] for r in rows if r["deployment"] == deployment))
 
     def close(self) -> None:
-        self.proc.terminate()
+        self.proc.send_signal(signal.SIGINT)  # SIGTERM would wait out server.drain_delay_s
         self.proc.wait(10)
         for up in (self.a, self.b, self.fallback):
             up.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -62,7 +63,7 @@ class GatewayProcess:
         return self.log.read_text()
 
     def stop(self) -> None:
-        self.proc.terminate()
+        self.proc.send_signal(signal.SIGINT)  # SIGTERM would wait out server.drain_delay_s first
         try:
             self.proc.wait(15)
         except subprocess.TimeoutExpired:
