@@ -47,7 +47,7 @@ class Drain:
         self.started: float | None = None
         self.live: weakref.WeakSet[Any] = weakref.WeakSet()
         """The open streams' deadline guards (`streaming.StreamDeadline`): ended at the deadline."""
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -56,10 +56,9 @@ class Drain:
 
     def install(self, delay_s: float, timeout_s: float, on_start: Callable[[], None]) -> None:
         """Take SIGTERM and SIGINT (in the main thread; elsewhere, as in tests, nothing happens)."""
+        self.signal = self.started = None
         try:
-            previous = signal.getsignal(signal.SIGTERM)
-            signal.signal(signal.SIGTERM, self._record)
-            signal.signal(signal.SIGINT, self._record)
+            previous: dict[int, Any] = {int(sig): signal.signal(sig, self._record) for sig in (signal.SIGTERM, signal.SIGINT)}
         except ValueError:  # not the main thread
             return
         self._previous = previous
@@ -69,7 +68,7 @@ class Drain:
         if self.signal is None:
             self.signal = sig
             return
-        server = getattr(self._previous, "__self__", None)  # a second signal: uvicorn stops waiting
+        server = self._server()  # a second signal: uvicorn stops waiting
         if server is not None:
             server.should_exit = server.force_exit = True
 
@@ -92,17 +91,25 @@ class Drain:
             guard.end(Draining("The gateway is shutting down; this stream was ended. Retry the request."))
 
     def _hand_on(self, sig: int, frame: FrameType | None) -> None:
-        if callable(self._previous):
-            self._previous(sig, frame)
+        previous = self._previous.get(sig)
+        if callable(previous):
+            previous(sig, frame)
+
+    def _server(self) -> Any:
+        """uvicorn's Server, whose bound `handle_exit` was the handler before ours."""
+        return getattr(self._previous.get(signal.SIGTERM), "__self__", None)
 
     def forget_signal(self) -> None:
-        """At shutdown: the drain has run its course, so uvicorn need not raise the signal again."""
-        server = getattr(self._previous, "__self__", None)
-        captured = getattr(server, "_captured_signals", None)
+        """At shutdown: the drain has run its course, so uvicorn need not raise the signal again;
+        the handlers before ours are put back."""
+        captured = getattr(self._server(), "_captured_signals", None)
         if isinstance(captured, list):
             captured.clear()
         if self._task is not None:
             self._task.cancel()
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
 
 
 DRAIN = Drain()
