@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -201,6 +203,9 @@ def test_compose_mounts_exist_and_the_stack_gateway_config_is_valid() -> None:
     haproxy = (ASSETS / "haproxy.cfg").read_text()
     assert "server gateway-1 gateway-1:8000" in haproxy and "server gateway-2 gateway-2:8000" in haproxy
     assert "option httpchk GET /health/readiness" in haproxy
+    if shutil.which("haproxy"):  # Debian's haproxy, when installed: the file as HAProxy itself reads it
+        check = subprocess.run(["haproxy", "-c", "-f", str(ASSETS / "haproxy.cfg")], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
     for service in compose["services"].values():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]

@@ -1,0 +1,159 @@
+"""Three gateway processes sharing one Redis behind a real HAProxy (Debian's `haproxy`; skipped with
+a clear message where it is not installed), checking the replicas' readiness. Under steady load
+from the official `openai` client, streams and not, one replica gets SIGTERM (it drains: nothing
+fails) and another SIGKILL (only what was in flight on it fails, each with a clean error)."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.helpers.fake_upstream import Behavior, FakeUpstream
+from tests.helpers.gateway import GatewayProcess
+from tests.helpers.polling import wait_until
+from tests.helpers.ports import free_port
+from tests.helpers.redis_server import RedisServer
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Cluster:
+    url: str
+    replicas: list[GatewayProcess]
+    haproxy: subprocess.Popen[bytes]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[Cluster]:
+    if shutil.which("haproxy") is None:
+        pytest.skip("haproxy is not installed (Debian's package `haproxy`; .ci/run installs it)")
+    upstream = FakeUpstream(Behavior(chunks=5, chunk_interval_s=0.03), name="model").start_in_thread()
+    config = tmp_path / "replica.yaml"
+    config.write_text(f"""
+auth: {{enabled: false}}
+redis: {{url: "{redis_server.url}"}}
+server: {{drain_delay_s: 1.0, drain_timeout_s: 10}}
+pools:
+  chat:
+    aliases: [gpt-4o-mini]
+    deployments: [{{id: model, base_url: "{upstream.base_url}"}}]
+""")
+    replicas = [GatewayProcess(config) for _ in range(3)]
+    port = free_port()
+    servers = "\n".join(f"  server gw{i} 127.0.0.1:{r.port}" for i, r in enumerate(replicas))
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(f"""
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  retries 2
+  retry-on conn-failure empty-response
+  option redispatch
+frontend openai
+  bind 127.0.0.1:{port}
+  default_backend gateways
+backend gateways
+  balance roundrobin
+  option httpchk GET /health/readiness
+  http-check expect status 200
+  default-server check inter 200ms fall 1 rise 2
+{servers}
+""")
+    proxy = subprocess.Popen(["haproxy", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _up(url), timeout=10, what="haproxy")
+    yield Cluster(url, replicas, proxy)
+    proxy.terminate()
+    proxy.wait(10)
+    for r in replicas:
+        if r.proc.poll() is None:
+            r.stop()
+    upstream.stop()
+
+
+@dataclass
+class Load:
+    """`workers` threads sending requests (every other one streamed) until stopped."""
+
+    url: str
+    workers: int = 6
+    outcomes: list[tuple[float, float, str]] = field(default_factory=list)  # (start, end, "ok" or the error)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> list[threading.Thread]:
+        threads = [threading.Thread(target=self._worker, args=(i,), daemon=True) for i in range(self.workers)]
+        for t in threads:
+            t.start()
+        return threads
+
+    def _worker(self, i: int) -> None:
+        client = openai.OpenAI(base_url=f"{self.url}/v1", api_key="unused", max_retries=0, timeout=15)
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            start = time.monotonic()
+            try:
+                if (i + n) % 2:
+                    chunks = list(
+                        client.chat.completions.create(
+                            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
+                        )
+                    )
+                    assert any(c.choices and c.choices[0].finish_reason for c in chunks), "a stream without its end"
+                else:
+                    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+                outcome = "ok"
+            except Exception as exc:  # the test counts them
+                outcome = f"{type(exc).__name__}: {exc}"[:200]
+            self.outcomes.append((start, time.monotonic(), outcome))
+
+    def stop(self, threads: list[threading.Thread]) -> None:
+        self._stop.set()
+        for t in threads:
+            t.join(30)
+            assert not t.is_alive(), "a request hung"
+
+
+def test_sigterm_costs_nothing_and_sigkill_only_what_was_in_flight(cluster: Cluster) -> None:
+    load = Load(cluster.url)
+    threads = load.run()
+    time.sleep(1.5)
+    drained, killed = cluster.replicas[0], cluster.replicas[1]
+    term_at = time.monotonic()
+    drained.proc.send_signal(signal.SIGTERM)
+    time.sleep(2.5)  # the drain: readiness 503, the balancer turns away, the listener closes
+    kill_at = time.monotonic()
+    killed.proc.kill()
+    time.sleep(2.0)
+    load.stop(threads)
+    assert drained.proc.wait(15) == 0
+    before_kill = [o for o in load.outcomes if o[1] < kill_at]
+    after_kill = [o for o in load.outcomes if o[0] > kill_at + 0.5]  # started after HAProxy saw it gone
+    failed = [o for o in load.outcomes if o[2] != "ok"]
+    assert len(before_kill) > 50 and len(after_kill) > 20, (len(before_kill), len(after_kill))
+    assert [o for o in before_kill if o[2] != "ok"] == []  # SIGTERM: zero failed requests
+    assert [o for o in after_kill if o[2] != "ok"] == []
+    # SIGKILL: only requests in flight at the kill failed, at most one per worker, each with an error.
+    assert all(o[0] <= kill_at + 0.5 <= o[1] + 0.5 for o in failed), failed
+    assert len(failed) <= load.workers, failed
+    assert sum(o[0] > term_at for o in before_kill) > 20  # the load went on through the drain
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health/readiness", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
