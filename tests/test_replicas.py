@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import httpx
 import openai
 import pytest
 
+from gateway.access.keys import hash_key
 from tests.helpers.fake_upstream import Behavior, FakeUpstream
 from tests.helpers.gateway import GatewayProcess
 from tests.helpers.polling import wait_until
@@ -25,6 +27,7 @@ from tests.helpers.ports import free_port
 from tests.helpers.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
+OPEN, LIMITED = "sk-gw-replicas-open-0123456789", "sk-gw-replicas-limited-0123456789"
 
 
 @dataclass
@@ -41,8 +44,13 @@ def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[Cluster]:
     upstream = FakeUpstream(Behavior(chunks=5, chunk_interval_s=0.03), name="model").start_in_thread()
     config = tmp_path / "replica.yaml"
     config.write_text(f"""
-auth: {{enabled: false}}
+auth:
+  enabled: true
+  keys:
+    - {{alias: open, key_hash: "{hash_key(OPEN)}"}}
+    - {{alias: limited, key_hash: "{hash_key(LIMITED)}", rpm: 40}}
 redis: {{url: "{redis_server.url}"}}
+cache: {{enabled: true, store: redis, semantic: false}}
 server: {{drain_delay_s: 1.0, drain_timeout_s: 10}}
 pools:
   chat:
@@ -100,7 +108,7 @@ class Load:
         return threads
 
     def _worker(self, i: int) -> None:
-        client = openai.OpenAI(base_url=f"{self.url}/v1", api_key="unused", max_retries=0, timeout=15)
+        client = openai.OpenAI(base_url=f"{self.url}/v1", api_key=OPEN, max_retries=0, timeout=15)
         n = 0
         while not self._stop.is_set():
             n += 1
@@ -150,6 +158,26 @@ def test_sigterm_costs_nothing_and_sigkill_only_what_was_in_flight(cluster: Clus
     assert all(o[0] <= kill_at + 0.5 <= o[1] + 0.5 for o in failed), failed
     assert len(failed) <= load.workers, failed
     assert sum(o[0] > term_at for o in before_kill) > 20  # the load went on through the drain
+
+
+def test_a_rate_limit_and_the_cache_hold_exactly_across_the_replicas(cluster: Cluster) -> None:
+    """Round robin spreads the requests over the three; the limit and the cache live in Redis."""
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "count me"}]}
+
+    def send(_: int) -> int:
+        return httpx.post(f"{cluster.url}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {LIMITED}"},
+                          timeout=15).status_code  # fmt: skip
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(send, range(60)))
+    assert (statuses.count(200), statuses.count(429)) == (40, 20)  # rpm: 40, whichever replica counted
+    cached = {**body, "temperature": 0, "messages": [{"role": "user", "content": "cache me across replicas"}]}
+    headers = {"authorization": f"Bearer {OPEN}"}
+    outcomes = []
+    for _ in range(6):
+        answer = httpx.post(f"{cluster.url}/v1/chat/completions", json=cached, headers=headers, timeout=15)
+        outcomes.append(answer.headers["x-gateway-cache"])
+    assert outcomes[0] == "miss" and outcomes[1:] == ["hit-exact"] * 5  # served by each replica in turn
 
 
 def _up(url: str) -> bool:
