@@ -178,3 +178,19 @@ def test_the_fast_transport_is_kept_wherever_no_proxy_applies(monkeypatch: pytes
 )
 def test_no_proxy_is_read_as_curl_reads_it(url: str, env: dict[str, str], expected: str | None) -> None:
     assert egress_proxy(url, None, env) == expected
+
+
+def test_a_missing_ca_bundle_or_a_proxy_that_is_not_a_url_is_a_config_problem(tmp_path: Path) -> None:
+    from gateway import config
+
+    (tmp_path / "not-a-cert.pem").write_text("hello")
+    source = tmp_path / "gateway.yaml"
+    for setting, problem in [
+        ('ca_bundle: "missing.pem"', "ca_bundle: cannot read"),
+        ('ca_bundle: "not-a-cert.pem"', "ca_bundle: cannot read"),
+        ('proxy: "proxy.corp:3128"', "proxy: must be an http:// or https:// URL, or none"),
+    ]:
+        raw = f"auth: {{enabled: false}}\npools:\n  p:\n    deployments: [{{id: d, base_url: 'https://api.example.com/v1', {setting}}}]\n"
+        with pytest.raises(config.ConfigError) as caught:
+            config.parse(raw.encode(), str(source), {})
+        assert problem in str(caught.value), str(caught.value)

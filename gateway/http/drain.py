@@ -49,6 +49,8 @@ class Drain:
         """The open streams' deadline guards (`streaming.StreamDeadline`): ended at the deadline."""
         self._previous: dict[int, Any] = {}
         self._task: asyncio.Task[None] | None = None
+        self._signalled: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def active(self) -> bool:
@@ -62,20 +64,22 @@ class Drain:
         except ValueError:  # not the main thread
             return
         self._previous = previous
-        self._task = asyncio.get_running_loop().create_task(self._watch(delay_s, timeout_s, on_start))
+        self._loop, self._signalled = asyncio.get_running_loop(), asyncio.Event()
+        self._task = self._loop.create_task(self._watch(self._signalled, delay_s, timeout_s, on_start))
 
     def _record(self, sig: int, frame: FrameType | None) -> None:
         if self.signal is None:
             self.signal = sig
+            if self._loop is not None and self._signalled is not None:  # wakes the loop through its self-pipe
+                self._loop.call_soon_threadsafe(self._signalled.set)
             return
         server = self._server()  # a second signal: uvicorn stops waiting
         if server is not None:
             server.should_exit = server.force_exit = True
 
-    async def _watch(self, delay_s: float, timeout_s: float, on_start: Callable[[], None]) -> None:
-        while self.signal is None:
-            await asyncio.sleep(0.1)
-        sig = self.signal
+    async def _watch(self, signalled: asyncio.Event, delay_s: float, timeout_s: float, on_start: Callable[[], None]) -> None:
+        await signalled.wait()
+        sig = self.signal or signal.SIGTERM
         self.started = time.monotonic()
         on_start()
         delay = delay_s if sig == signal.SIGTERM else 0.0
