@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from litestar import Litestar
 
 from gateway.config import default_path
+from gateway.http.admin import Listeners
 from gateway.http.drain import DRAIN
 from gateway.http.handlers import routes
 from gateway.http.middleware import RequestContext
@@ -39,7 +40,7 @@ def create_app(config_path: str | None = None) -> RequestContext:
         openapi_config=None,
         logging_config=None,
     )
-    return RequestContext(app)
+    return RequestContext(Listeners(app, services))
 
 
 def _lifespan(services: Services) -> Callable[[Litestar], contextlib.AbstractAsyncContextManager[None]]:

@@ -7,6 +7,7 @@ import argparse
 import logging
 import math
 import os
+import socket
 import sys
 
 from gateway import config
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--fd", type=int, default=None, help="serve on this inherited listening socket (socket activation)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (each loads the config)")
+    serve.add_argument("--admin-port", type=int, default=None, help="the admin listener's port (default: admin.port)")
+    serve.add_argument("--admin-fd", type=int, default=None, help="serve the admin API on this inherited listening socket")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     validate = commands.add_parser("validate", help="check config files; print every problem")
@@ -247,24 +250,27 @@ def _router_eval(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     try:
-        server = config.load(args.config).settings.server
+        settings = config.load(args.config).settings
     except config.ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    server = settings.server
     import msgspec
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from gateway.http import server as server_bounds
+    from gateway.http.admin import ADMIN_LISTENER_ENV, keyed
     from gateway.http.server import GuardedProtocol
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # never log request URLs per call
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it tells of every CPU build it did not find
-    os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
+    os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config) if args.config else config.default_path()
     os.environ[server_bounds.ENV] = msgspec.json.encode(server).decode()  # read by each worker's protocol
     if args.fd is not None:
         _no_delay(args.fd)
-    uvicorn.run(
+    uv = uvicorn.Config(
         "gateway.app:create_app",
         factory=True,
         host=args.host,
@@ -281,15 +287,74 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         timeout_graceful_shutdown=math.ceil(server.drain_timeout_s) + 2,  # streams end at drain_timeout_s (gateway.http.drain)
     )
-    return 0
+    log = logging.getLogger("gateway")
+    if args.fd is not None:
+        traffic = socket.socket(fileno=args.fd)
+        log.info("serving the API on %s", _address(traffic))
+    else:
+        traffic = uv.bind_socket()  # logs where
+    listeners = [traffic]
+    os.environ.pop(ADMIN_LISTENER_ENV, None)
+    if settings.admin.enabled or args.admin_fd is not None:
+        try:
+            admin = _admin_listener(settings.admin.host, settings.admin.port, args)
+        except OSError as exc:
+            print(f"admin.port: cannot listen on {settings.admin.host}:{args.admin_port or settings.admin.port}: {exc}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        if _port(admin) is None:
+            print("--admin-fd: the admin listener must be a TCP socket", file=sys.stderr)
+            return 1
+        if _port(admin) == _port(traffic):
+            print("admin.port: the admin listener needs a port of its own, not the traffic port", file=sys.stderr)
+            return 1
+        wide = not config.is_loopback(admin.getsockname()[0])
+        if wide and not keyed(settings.admin.api_key):
+            print(f"admin.api_key: the admin listener {_address(admin)} is beyond loopback and needs a key", file=sys.stderr)
+            return 1
+        os.environ[ADMIN_LISTENER_ENV] = f"{_port(admin)} wide" if wide else str(_port(admin))
+        log.info("serving the admin API on %s", _address(admin))
+        listeners.append(admin)
+    try:
+        if uv.workers > 1:
+            Multiprocess(uv, sockets=listeners).run()
+            return 0
+        process = uvicorn.Server(uv)
+        process.run(sockets=listeners)
+    except KeyboardInterrupt:
+        return 0
+    return 0 if process.started else 3  # 3: the application did not start (uvicorn's code)
+
+
+def _port(listener: socket.socket) -> int | None:
+    return listener.getsockname()[1] if listener.family in (socket.AF_INET, socket.AF_INET6) else None
+
+
+def _address(listener: socket.socket) -> str:
+    name = listener.getsockname()
+    if listener.family == socket.AF_INET6:
+        return f"http://[{name[0]}]:{name[1]}"
+    return f"http://{name[0]}:{name[1]}" if listener.family == socket.AF_INET else str(name)
+
+
+def _admin_listener(host: str, port: int, args: argparse.Namespace) -> socket.socket:
+    """The admin API's own listening socket: inherited (`--admin-fd`) or bound here."""
+    if args.admin_fd is not None:
+        _no_delay(args.admin_fd)
+        return socket.socket(fileno=args.admin_fd)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    listener.bind((host, args.admin_port if args.admin_port is not None else port))
+    listener.set_inheritable(True)
+    return listener
 
 
 def _no_delay(fd: int) -> None:
     """Turn Nagle's algorithm off on an inherited TCP listening socket; its connections inherit that.
     uvicorn takes an inherited fd for a Unix socket, so its connections would not get TCP_NODELAY,
     and an answer written in two parts (head, body) would wait ~40 ms for the client's delayed ACK."""
-    import socket
-
     listener = socket.socket(fileno=os.dup(fd))
     try:
         if listener.family in (socket.AF_INET, socket.AF_INET6):

@@ -217,12 +217,37 @@ def check(settings: Settings) -> list[Problem]:
     if settings.cache.enabled and settings.cache.store == "redis" and url is None:
         problems.append(Problem(("cache", "store"), "`redis` needs redis.url"))
     problems += _auth_problems(settings, seen)
+    problems += _admin_problems(settings)
     for i, proxy in enumerate(settings.server.forwarded_allow_ips):
         try:
             ipaddress.ip_network(proxy, strict=False)
         except ValueError:
             problems.append(Problem(("server", "forwarded_allow_ips", i), f"{proxy!r} is not an IP address or network"))
     return problems
+
+
+def _admin_problems(settings: Settings) -> list[Problem]:
+    admin = settings.admin
+    keyed = admin.api_key is not None and bool(admin.api_key.reveal())
+    if keyed:
+        return []
+    if admin.on_traffic_port:
+        return [
+            Problem(("admin", "on_traffic_port"), "needs admin.api_key: every client of the traffic port could reach /admin/*")
+        ]
+    if admin.enabled and not is_loopback(admin.host):
+        return [Problem(("admin", "host"), f"{admin.host!r} is beyond loopback: set admin.api_key (or listen on 127.0.0.1)")]
+    return []
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an address (or `localhost`) is loopback; a name that needs resolving is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _auth_problems(settings: Settings, models: dict[str, PathKey]) -> list[Problem]:

@@ -363,10 +363,24 @@ class ReloadSettings(_Settings, frozen=True):
 
 
 class AdminSettings(_Settings, frozen=True):
-    """The `/admin/*` endpoints."""
+    """The `/admin/*` endpoints, served on a listener of their own (as Kong's Admin API and Envoy's
+    admin listener are): a client of the traffic port never reaches them, whatever proxy is in front."""
 
     api_key: Secret | None = None
-    """Bearer key for `/admin/*`. Without one, only clients on loopback may use them."""
+    """Bearer key for `/admin/*`. Without one, only clients on loopback may use them; required when
+    the admin listener is bound beyond loopback or `on_traffic_port` is set."""
+    enabled: bool = True
+    """Open the admin listener. Read at start."""
+    host: str = "127.0.0.1"
+    """The admin listener's address: loopback by default (reach it in a pod with `kubectl
+    port-forward`). Another address (`0.0.0.0`, a pod IP) needs `api_key`. Read at start."""
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8001
+    """The admin listener's port (0: a free one, logged at start). `gateway serve --admin-port`
+    and `--admin-fd` override it. Read at start."""
+    on_traffic_port: bool = False
+    """Serve `/admin/*` on the traffic port as well. Every client of that port may then try the
+    key, and behind a proxy on the same host every client is a loopback client: `api_key` is
+    required."""
 
 
 Period = Literal["day", "month"]
@@ -540,6 +554,9 @@ START_ONLY: tuple[str, ...] = (
     "server.drain_timeout_s",
     "server.max_connections",
     "server.max_connections_per_client",
+    "admin.enabled",
+    "admin.host",
+    "admin.port",
     "redis",
     "telemetry",
     "auth.store",

@@ -157,6 +157,7 @@ def through_gateway(requests: int) -> tuple[float, list[float]]:
         f.write("reload: {watch: false}\nauth: {enabled: false}\ncache: {enabled: true}\npools:\n  m:\n")
         f.write(f'    deployments: [{{id: slow, base_url: "{upstream.base_url}"}}]\n')
     cmd = [sys.executable, "-m", "gateway", "serve", "--config", f.name, "--port", str(port), "--log-level", "error"]
+    cmd += ["--admin-port", "0"]  # the admin listener on a free port
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -86,6 +86,7 @@ def gateway_cmd(server: str, config: str) -> tuple[list[str], dict[str, str]]:
         cmd = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--port", str(GATEWAY_PORT)]
         return [*cmd, "--loop", "uvloop", "--no-log", "gateway.app:create_app"], {"GATEWAY_CONFIG": config}
     cmd = [sys.executable, "-m", "gateway", "serve", "--config", config, "--port", str(GATEWAY_PORT), "--log-level", "warning"]
+    cmd += ["--admin-port", "0"]  # the admin listener on a free port
     return cmd, {}
 
 

@@ -43,9 +43,10 @@ class Setup:
     def __init__(self, cooldown: float, config: Path = EXAMPLE, **env: str) -> None:
         self.cooldown = cooldown
         self.a, self.b, self.fallback = (FakeUpstream(name=n).start_in_thread() for n in ("a", "b", "fallback"))
-        with socket.socket() as s:
+        with socket.socket() as s, socket.socket() as t:
             s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+            t.bind(("127.0.0.1", 0))
+            self.port, self.admin_port = s.getsockname()[1], t.getsockname()[1]
         env = {
             **os.environ,
             "UPSTREAM_A_BASE_URL": self.a.base_url,
@@ -64,11 +65,14 @@ class Setup:
             str(config),
             "--port",
             str(self.port),
+            "--admin-port",
+            str(self.admin_port),
             "--log-level",
             "error",
         ]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -79,7 +83,7 @@ class Setup:
         raise SystemExit("gateway did not start")
 
     def state(self, deployment: str) -> str:
-        rows = httpx.get(f"{self.url}/admin/breakers").json()["data"]
+        rows = httpx.get(f"{self.admin_url}/admin/breakers").json()["data"]
         return str(next(r["state"] for r in rows if r["deployment"] == deployment))
 
     def close(self) -> None:

@@ -131,7 +131,7 @@ def replay(tree: Path) -> list[tuple[str, str]]:
             )
         )
 
-        r = httpx.get(f"{url}/admin/config", headers={"x-forwarded-for": "203.0.113.7"})
+        r = httpx.get(f"{gateway.admin_url}/admin/config", headers={"x-forwarded-for": "203.0.113.7"})
         rows.append(
             ("X-Forwarded-For from an unlisted loopback peer", f"admin API {r.status_code} (believed: 401; ignored: 200)")
         )

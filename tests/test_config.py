@@ -237,7 +237,7 @@ def test_admin_reload_endpoint(tmp_path: Path, upstream: FakeUpstream) -> None:
     )
     proc = GatewayProcess(path)
     try:
-        url = f"{proc.url}/admin/config/reload"
+        url = f"{proc.admin_url}/admin/config/reload"
         assert httpx.post(url).status_code == 401
         assert httpx.post(url, headers={"authorization": "Bearer wrong"}).status_code == 401
         auth = {"authorization": "Bearer admin-secret"}
@@ -275,7 +275,7 @@ def test_in_flight_requests_finish_on_the_config_they_started_with(tmp_path: Pat
             path.write_text(
                 "reload: {watch: false}\nauth: {enabled: false}\npools:\n  new: {deployments: [{id: e, backend: echo}]}\n"
             )
-            assert httpx.post(f"{proc.url}/admin/config/reload").json()["changed"] is True
+            assert httpx.post(f"{proc.admin_url}/admin/config/reload").json()["changed"] is True
             release.set()
             thread.join(10)
             assert result["r"].status_code == 200

@@ -82,18 +82,18 @@ def test_forwarded_headers_are_not_believed_from_an_unlisted_peer(
     listed = GatewayProcess(path2, env=ENV)
     try:
         claim = {"x-forwarded-for": "203.0.113.7"}
-        assert httpx.get(f"{plain.url}/admin/config", headers=claim).status_code == 200  # the peer is loopback
-        assert_openai_error(httpx.get(f"{listed.url}/admin/config", headers=claim), 401)  # the proxy's client is not
-        assert httpx.get(f"{listed.url}/admin/config").status_code == 200
+        assert httpx.get(f"{plain.admin_url}/admin/config", headers=claim).status_code == 200  # the peer is loopback
+        assert_openai_error(httpx.get(f"{listed.admin_url}/admin/config", headers=claim), 401)  # the proxy's client is not
+        assert httpx.get(f"{listed.admin_url}/admin/config").status_code == 200
     finally:
         plain.stop()
         listed.stop()
 
 
 def test_the_admin_key_is_accepted_only_as_bearer(gateway: GatewayProcess) -> None:
-    assert_openai_error(httpx.get(f"{gateway.url}/admin/config", headers={"authorization": ADMIN_KEY}), 401)
-    assert_openai_error(httpx.get(f"{gateway.url}/admin/config", headers={"authorization": f"Basic {ADMIN_KEY}"}), 401)
-    assert httpx.get(f"{gateway.url}/admin/config", headers={"authorization": f"Bearer {ADMIN_KEY}"}).status_code == 200
+    assert_openai_error(httpx.get(f"{gateway.admin_url}/admin/config", headers={"authorization": ADMIN_KEY}), 401)
+    assert_openai_error(httpx.get(f"{gateway.admin_url}/admin/config", headers={"authorization": f"Basic {ADMIN_KEY}"}), 401)
+    assert httpx.get(f"{gateway.admin_url}/admin/config", headers={"authorization": f"Bearer {ADMIN_KEY}"}).status_code == 200
 
 
 def test_a_caller_without_a_key_is_refused_before_the_body_is_judged(gateway: GatewayProcess) -> None:
@@ -309,12 +309,12 @@ def test_a_revoked_key_and_a_spent_budget_stay_refused_while_redis_is_down(tmp_p
             made.append(GatewayProcess(path, env=ENV))
         opened, default = made
         admin = {"authorization": f"Bearer {ADMIN_KEY}"}
-        created = httpx.post(f"{opened.url}/admin/keys", json={"alias": "doomed"}, headers=admin).json()
+        created = httpx.post(f"{opened.admin_url}/admin/keys", json={"alias": "doomed"}, headers=admin).json()
         doomed = {"authorization": f"Bearer {created['key']}"}
         url = "/v1/chat/completions"
         for gateway in made:  # both processes have seen the key
             assert httpx.post(gateway.url + url, json=chat(max_tokens=5), headers=doomed).status_code == 200
-        assert httpx.delete(f"{default.url}/admin/keys/{created['id']}", headers=admin).status_code == 200
+        assert httpx.delete(f"{default.admin_url}/admin/keys/{created['id']}", headers=admin).status_code == 200
         # the other process learns of it without being asked about the key
         wait_until(lambda: "gateway_keys_revoked_known 1.0" in httpx.get(f"{opened.url}/metrics").text, what="the revocation")
         # the budget key spends its $1 (one answer as long as the budget pays for)

@@ -168,11 +168,11 @@ def test_a_budget_stops_spending_within_one_requests_cost_on_every_route(keyed: 
     assert openai_error(refused)["type"] == "insufficient_quota" and openai_error(refused)["code"] == "insufficient_quota"
     assert int(refused.headers["retry-after"]) <= 86400
     cost = next(r for r in responses if r.status_code == 200).json()["usage"]["total_tokens"] * 0.1
-    spent = httpx.get(f"{keyed.url}/admin/keys/cfg:budget").json()["spent"]["day"]
+    spent = httpx.get(f"{keyed.admin_url}/admin/keys/cfg:budget").json()["spent"]["day"]
     assert spent == pytest.approx(served * cost)  # the reservations became the actual costs
     while httpx.post(f"{keyed.url}/v1/chat/completions", json=CHAT, headers=auth("budget")).status_code == 200:
         served += 1
-    spent = httpx.get(f"{keyed.url}/admin/keys/cfg:budget").json()["spent"]["day"]
+    spent = httpx.get(f"{keyed.admin_url}/admin/keys/cfg:budget").json()["spent"]["day"]
     assert spent == pytest.approx(served * cost) and 10 - reserve < spent <= 10  # stopped within one request's cost
 
     client = openai.OpenAI(base_url=f"{keyed.url}/v1", api_key=KEYS["budget"], max_retries=0)
@@ -184,7 +184,7 @@ def test_a_budget_stops_spending_within_one_requests_cost_on_every_route(keyed: 
         client.completions.create(model="gpt-4o-mini", prompt="hi", max_tokens=40)
     with pytest.raises(openai.RateLimitError):
         client.embeddings.create(model="gpt-4o-mini", input="hi " * 40)
-    assert httpx.get(f"{keyed.url}/admin/keys/cfg:budget").json()["spent"]["day"] == pytest.approx(spent)
+    assert httpx.get(f"{keyed.admin_url}/admin/keys/cfg:budget").json()["spent"]["day"] == pytest.approx(spent)
 
 
 def test_streams_carry_the_rate_limit_headers_and_settle_their_tokens(keyed: GatewayProcess) -> None:
@@ -201,9 +201,9 @@ def test_streams_carry_the_rate_limit_headers_and_settle_their_tokens(keyed: Gat
 
 
 def test_keys_are_made_through_the_admin_api_only_with_redis(keyed: GatewayProcess) -> None:
-    refused = httpx.post(f"{keyed.url}/admin/keys", json={"alias": "app"})
+    refused = httpx.post(f"{keyed.admin_url}/admin/keys", json={"alias": "app"})
     assert_openai_error(refused, 400, "key_store_not_configured")
-    listed = httpx.get(f"{keyed.url}/admin/keys").json()["data"]
+    listed = httpx.get(f"{keyed.admin_url}/admin/keys").json()["data"]
     assert {k["alias"] for k in listed} >= {"full", "limited", "budget"} and all(k["source"] == "config" for k in listed)
     assert KEYS["full"] not in json.dumps(listed) and hash_key(KEYS["full"])[7:] not in json.dumps(listed)
 
@@ -253,7 +253,7 @@ def test_the_limit_holds_across_two_gateways_sharing_redis(tmp_path: Path, upstr
         assert statuses.count(200) == 50 and statuses.count(429) == 150
         served = [r for r in asyncio.run(burst([g.url for g in gateways], "budget", 20)) if r.status_code == 200]
         cost = served[0].json()["usage"]["total_tokens"] * 0.1
-        spent = httpx.get(f"{gateways[1].url}/admin/keys/cfg:budget").json()["spent"]["day"]
+        spent = httpx.get(f"{gateways[1].admin_url}/admin/keys/cfg:budget").json()["spent"]["day"]
         # at least those that fit at once; more only as earlier ones settled below their reservation
         reserve = (request_tokens("chat/completions", CHAT) + 8) * 0.1
         assert len(served) >= 10 // reserve and spent == pytest.approx(len(served) * cost) and spent <= 10
@@ -265,31 +265,31 @@ def test_the_limit_holds_across_two_gateways_sharing_redis(tmp_path: Path, upstr
 def test_keys_made_revoked_and_expiring_through_the_admin_api(tmp_path: Path, upstream: FakeUpstream, redis: RedisServer) -> None:
     one, two = shared_gateways(tmp_path, upstream, redis)
     try:
-        made = httpx.post(f"{one.url}/admin/keys", json={"alias": "app", "rpm": 100, "metadata": {"team": "search"}})
+        made = httpx.post(f"{one.admin_url}/admin/keys", json={"alias": "app", "rpm": 100, "metadata": {"team": "search"}})
         assert made.status_code == 201
         secret, key_id = made.json()["key"], made.json()["id"]
         chat = f"{two.url}/v1/chat/completions"
         assert httpx.post(chat, json=CHAT, headers={"authorization": f"Bearer {secret}"}).status_code == 200
-        listed = httpx.get(f"{two.url}/admin/keys").text
+        listed = httpx.get(f"{two.admin_url}/admin/keys").text
         assert key_id in listed and secret not in listed and hash_key(secret)[7:] not in listed
-        assert httpx.post(f"{one.url}/admin/keys", json={"alias": "app"}).status_code == 409  # alias taken
+        assert httpx.post(f"{one.admin_url}/admin/keys", json={"alias": "app"}).status_code == 409  # alias taken
         for bad in (
             {"alias": "x", "tiers": ["huge"]},
             {"alias": "x", "models": ["nope"]},
             {"alias": "x", "rpm": 0},
             {"alias": "x", "what": 1},
         ):
-            assert httpx.post(f"{one.url}/admin/keys", json=bad).status_code == 400
+            assert httpx.post(f"{one.admin_url}/admin/keys", json=bad).status_code == 400
 
-        assert httpx.delete(f"{one.url}/admin/keys/{key_id}").json()["revoked"] is True
+        assert httpx.delete(f"{one.admin_url}/admin/keys/{key_id}").json()["revoked"] is True
         refused = httpx.post(chat, json=CHAT, headers={"authorization": f"Bearer {secret}"})
         assert refused.status_code == 401  # at once, on the other gateway too
-        assert httpx.delete(f"{one.url}/admin/keys/{key_id}").status_code == 404
+        assert httpx.delete(f"{one.admin_url}/admin/keys/{key_id}").status_code == 404
 
-        later = httpx.post(f"{one.url}/admin/keys", json={"alias": "later", "expires_in_s": 3600}).json()
+        later = httpx.post(f"{one.admin_url}/admin/keys", json={"alias": "later", "expires_in_s": 3600}).json()
         assert httpx.post(chat, json=CHAT, headers={"authorization": f"Bearer {later['key']}"}).status_code == 200
         a_second_ago = datetime.fromtimestamp(time.time() - 1, UTC).isoformat()
-        brief = httpx.post(f"{one.url}/admin/keys", json={"alias": "brief", "expires_at": a_second_ago}).json()
+        brief = httpx.post(f"{one.admin_url}/admin/keys", json={"alias": "brief", "expires_at": a_second_ago}).json()
         expired = httpx.post(chat, json=CHAT, headers={"authorization": f"Bearer {brief['key']}"})
         assert_openai_error(expired, 401, "expired_api_key")
         ttl = redis_ttl(redis, f"gw:key:id:{brief['id']}")
@@ -384,8 +384,8 @@ def test_secrets_never_reach_logs_spans_errors_or_metrics(tmp_path: Path, upstre
             upstream.behavior = usual
         assert quoted.status_code == 400 and "the key *** may not" in quoted.json()["error"]["message"]
         seen.append(quoted.text)
-        seen.append(httpx.get(f"{gateway.url}/admin/keys", headers={"authorization": "Bearer wrong-admin"}).text)
-        seen.append(httpx.get(f"{gateway.url}/admin/keys", headers={"authorization": f"Bearer {ADMIN_KEY}"}).text)
+        seen.append(httpx.get(f"{gateway.admin_url}/admin/keys", headers={"authorization": "Bearer wrong-admin"}).text)
+        seen.append(httpx.get(f"{gateway.admin_url}/admin/keys", headers={"authorization": f"Bearer {ADMIN_KEY}"}).text)
         seen.append(httpx.get(f"{gateway.url}/metrics").text)
         gateway.stop()  # a gateway exports every span it still holds as it shuts down
         spans = receiver.snapshot()

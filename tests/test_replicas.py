@@ -5,9 +5,7 @@ fails) and another SIGKILL (only what was in flight on it fails, each with a cle
 
 from __future__ import annotations
 
-import shutil
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -22,8 +20,8 @@ import pytest
 from gateway.access.keys import hash_key
 from tests.helpers.fake_upstream import Behavior, FakeUpstream
 from tests.helpers.gateway import GatewayProcess
+from tests.helpers.haproxy import HAProxy, need_haproxy
 from tests.helpers.polling import wait_until
-from tests.helpers.ports import free_port
 from tests.helpers.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -34,13 +32,12 @@ OPEN, LIMITED = "sk-gw-replicas-open-0123456789", "sk-gw-replicas-limited-012345
 class Cluster:
     url: str
     replicas: list[GatewayProcess]
-    haproxy: subprocess.Popen[bytes]
+    haproxy: HAProxy
 
 
 @pytest.fixture
 def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[Cluster]:
-    if shutil.which("haproxy") is None:
-        pytest.skip("haproxy is not installed (Debian's package `haproxy`; .ci/run installs it)")
+    need_haproxy()
     upstream = FakeUpstream(Behavior(chunks=5, chunk_interval_s=0.03), name="model").start_in_thread()
     config = tmp_path / "replica.yaml"
     config.write_text(f"""
@@ -58,34 +55,11 @@ pools:
     deployments: [{{id: model, base_url: "{upstream.base_url}"}}]
 """)
     replicas = [GatewayProcess(config) for _ in range(3)]
-    port = free_port()
-    servers = "\n".join(f"  server gw{i} 127.0.0.1:{r.port}" for i, r in enumerate(replicas))
-    cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(f"""
-defaults
-  mode http
-  timeout connect 1s
-  timeout client 30s
-  timeout server 30s
-  retries 2
-  retry-on conn-failure empty-response
-  option redispatch
-frontend openai
-  bind 127.0.0.1:{port}
-  default_backend gateways
-backend gateways
-  balance roundrobin
-  option httpchk GET /health/readiness
-  http-check expect status 200
-  default-server check inter 200ms fall 1 rise 2
-{servers}
-""")
-    proxy = subprocess.Popen(["haproxy", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    proxy = HAProxy(tmp_path, [f"127.0.0.1:{r.port}" for r in replicas], check="/health/readiness")
+    url = proxy.url
     wait_until(lambda: _up(url), timeout=10, what="haproxy")
     yield Cluster(url, replicas, proxy)
-    proxy.terminate()
-    proxy.wait(10)
+    proxy.stop()
     for r in replicas:
         if r.proc.poll() is None:
             r.stop()

@@ -35,7 +35,7 @@ class HA:
         return httpx.post(f"{self.gateway.url}/v1/chat/completions", json={**CHAT, **extra}, timeout=timeout)
 
     def breakers(self) -> dict[str, dict[str, object]]:
-        rows = httpx.get(f"{self.gateway.url}/admin/breakers").json()["data"]
+        rows = httpx.get(f"{self.gateway.admin_url}/admin/breakers").json()["data"]
         return {row["deployment"]: row for row in rows}
 
     def blast(self, n: int, concurrency: int = 16, **extra: object) -> list[httpx.Response]:

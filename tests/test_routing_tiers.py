@@ -249,7 +249,7 @@ def test_decisions_and_their_outcomes_are_logged_and_train_the_router(
     again, _ = ask(gateway, "Which river is the longest in Africa?", extra_headers={"x-gateway-tier": "large"})
     assert again["x-gateway-tier"] == "large"
 
-    feedback = f"{gateway.url}/admin/router/feedback"
+    feedback = f"{gateway.admin_url}/admin/router/feedback"
     sent = httpx.post(feedback, json={"request_id": first["x-request-id"], "tier": "medium"}, timeout=10)
     assert sent.status_code == 200 and sent.json()["logged"] is True
     for bad in ({"request_id": first["x-request-id"], "tier": "huge"}, {"request_id": "a b", "tier": "large"}, {"tier": "large"}):

@@ -1,6 +1,11 @@
 """The admin API: the live config and its reload, breakers, the cache, router feedback, and client keys.
 
-Without `admin.api_key` it answers loopback clients only; with one, a `Bearer` key is required.
+It is served on a listener of its own (`admin.host`:`admin.port`, loopback by default), never on
+the traffic port unless `admin.on_traffic_port` is set: behind a load balancer or sidecar on the
+same host every traffic connection arrives from loopback, so the port a request came in on, not
+its peer address, is what keeps traffic out. Without `admin.api_key` it answers loopback clients
+only; with one, a `Bearer` key is required (and the config refuses a listener beyond loopback, or
+the traffic port, without one).
 """
 
 from __future__ import annotations
@@ -8,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import ipaddress
+import os
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -18,14 +24,63 @@ from litestar import Request, Response, delete, get, post
 from gateway.access.keys import KeyExists, KeyRequest, KeysUnavailable, Principal, RedisKeys, bearer
 from gateway.cache.service import ResponseCache
 from gateway.cache.store import StoreUnavailable
-from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable, Unauthorized
+from gateway.errors import APIError, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized
+from gateway.http.asgi import Receive, Scope, Send, send_reply
+from gateway.http.replies import error_reply
 from gateway.http.responses import json_response
 from gateway.telemetry.health import deployment_health
 
 if TYPE_CHECKING:
     from gateway.services import Services
+    from gateway.settings import Secret
 
 T = TypeVar("T")
+
+
+ADMIN_LISTENER_ENV = "GATEWAY_ADMIN_LISTENER"
+"""The admin listener, as `gateway serve` tells its workers: its port, then ` wide` when it is
+bound beyond loopback."""
+
+
+class Listeners:
+    """Keeps `/admin/*` and traffic apart by the listener a request came in on: the admin
+    listener serves `/admin/*` only, the traffic port everything but `/admin/*` (unless
+    `admin.on_traffic_port`). Without `admin.api_key`, `/admin/*` is refused outright wherever a
+    connection from loopback may be a proxy's (a listener beyond loopback, the traffic port), even
+    if a reload took the key away."""
+
+    def __init__(self, app: Any, gateway: Services) -> None:
+        self.app = app
+        self.gateway = gateway
+        port, _, wide = os.environ.get(ADMIN_LISTENER_ENV, "").partition(" ")
+        self.port = int(port) if port.isdigit() else None
+        self.wide = wide == "wide"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            server = scope.get("server")
+            on_admin = self.port is not None and server is not None and server[1] == self.port
+            path: str = scope["path"]
+            if path.startswith("/admin/") or path == "/admin":
+                refusal = self._refusal(on_admin)
+                if refusal is not None:
+                    return await send_reply(send, error_reply(refusal))
+            elif on_admin:
+                refusal = NotFound("This is the admin listener: it serves /admin/* only; the API is on the traffic port.")
+                return await send_reply(send, error_reply(refusal))
+        await self.app(scope, receive, send)
+
+    def _refusal(self, on_admin: bool) -> APIError | None:
+        admin = self.gateway.reloader.runtime.settings.admin
+        if not on_admin and not admin.on_traffic_port:
+            return NotFound("The admin API is not served on this port: it has a listener of its own (admin.port).")
+        if (self.wide or not on_admin) and not keyed(admin.api_key):
+            return Unauthorized("The admin API needs admin.api_key here: it is reachable beyond loopback.")
+        return None
+
+
+def keyed(key: Secret | None) -> bool:
+    return key is not None and bool(key.reveal())
 
 
 def admin_routes(gateway: Services) -> list[Any]:
@@ -228,7 +283,7 @@ def _cache(gateway: Services) -> ResponseCache:
 
 def _authorize_admin(gateway: Services, request: Request[Any, Any, Any]) -> None:
     key = gateway.reloader.runtime.settings.admin.api_key
-    if key is None or not key.reveal():
+    if key is None or not keyed(key):
         host = request.client.host if request.client else ""
         if not _is_loopback(host):
             raise Unauthorized("The admin API is open to loopback clients only unless admin.api_key is set.")

@@ -179,7 +179,7 @@ def test_a_streamed_miss_goes_upstream_and_is_stored(cached: tuple[GatewayProces
 
 def test_admin_stats_feedback_and_flush(cached: tuple[GatewayProcess, FakeUpstream]) -> None:
     gateway, _ = cached
-    admin = f"{gateway.url}/admin/cache"
+    admin = f"{gateway.admin_url}/admin/cache"
     ask(gateway, "What is the speed of light?")
     hit = ask(gateway, "What is the speed of light?")
     assert hit.headers["x-gateway-cache"] == "hit-exact"

@@ -85,12 +85,12 @@ def test_two_gateways_share_one_cache(shared: tuple[Path, FakeUpstream]) -> None
             # A wrong hit reported to one gateway is gone for the other too, and so is that kind
             # of hit: the namespace's threshold, raised past the hit's score, is shared.
             key, score = raw.headers["x-gateway-cache-key"], float(raw.headers["x-gateway-cache-score"])
-            reported = httpx.post(f"{one.url}/admin/cache/feedback", json={"key": key, "score": score}).json()
+            reported = httpx.post(f"{one.admin_url}/admin/cache/feedback", json={"key": key, "score": score}).json()
             assert reported["removed"] is True and reported["threshold"] > score
             assert ask(two, "How do I reset my password?").headers["x-gateway-cache"] == "miss"  # gone; stored again
-            wait_until(lambda: httpx.get(f"{one.url}/admin/cache").json()["vectors"] >= 2)  # one has indexed it
+            wait_until(lambda: httpx.get(f"{one.admin_url}/admin/cache").json()["vectors"] >= 2)  # one has indexed it
             assert ask(one, "how do i reset my pasword").headers["x-gateway-cache"] == "miss"  # yet no hit
-            stats = httpx.get(f"{two.url}/admin/cache").json()
+            stats = httpx.get(f"{two.admin_url}/admin/cache").json()
             assert stats["store"] == "redis" and stats["store_up"] is True and stats["entries"] >= 2
         finally:
             two.stop()
@@ -112,9 +112,9 @@ def test_requests_are_served_while_redis_is_down(shared: tuple[Path, FakeUpstrea
         assert metric(gateway, "gateway_cache_store_up") == 0
         assert metric(gateway, "gateway_cache_store_errors_total") >= 1
         assert gateway.logs().count("response cache bypassed") == 1  # one warning per outage, not per request
-        stats = httpx.get(f"{gateway.url}/admin/cache").json()
+        stats = httpx.get(f"{gateway.admin_url}/admin/cache").json()
         assert stats["store_up"] is False and stats["entries"] is None
-        flush = httpx.post(f"{gateway.url}/admin/cache/flush", json={})
+        flush = httpx.post(f"{gateway.admin_url}/admin/cache/flush", json={})
         assert_openai_error(flush, 503, "cache_store_unavailable")
 
         redis_server.start()  # back, empty

@@ -46,7 +46,7 @@ def config(upstream: FakeUpstream, cache: str) -> str:
 
 def reload(gateway: GatewayProcess, upstream: FakeUpstream, cache: str) -> dict[str, object]:
     gateway.write_config(config(upstream, cache))
-    answer = httpx.post(f"{gateway.url}/admin/config/reload", timeout=10)
+    answer = httpx.post(f"{gateway.admin_url}/admin/config/reload", timeout=10)
     assert answer.status_code == 200, answer.text
     result: dict[str, object] = answer.json()
     return result
@@ -81,7 +81,7 @@ def test_a_start_only_change_is_reported_and_the_rest_of_the_reload_applies(
     result = reload(gateway, upstream, "  threshold: 0.85\n  max_temperature: 0\n  max_entries: 5\n  nprobe: 4")
     assert result["changed"] is True
     assert result["restart_required"] == ["cache.max_entries", "cache.nprobe"]
-    assert httpx.get(f"{gateway.url}/admin/config").json()["restart_required"] == ["cache.max_entries", "cache.nprobe"]
+    assert httpx.get(f"{gateway.admin_url}/admin/config").json()["restart_required"] == ["cache.max_entries", "cache.nprobe"]
     assert "take effect only after a restart: cache.max_entries, cache.nprobe" in gateway.logs()
     assert ask(gateway, "Name two secondary colours.", temperature=0.7) == "bypass"  # max_temperature 0 applied
 

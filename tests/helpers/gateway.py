@@ -20,27 +20,47 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class GatewayProcess:
     """`gateway serve` on a loopback port, with a config file the test may rewrite. The test binds
-    the port and hands the listening socket to the gateway (`--fd`), so no other process can take
-    the port between its choice and the gateway's start. `tree`: the checkout whose code it runs
+    the traffic port and the admin port and hands the listening sockets to the gateway (`--fd`,
+    `--admin-fd`), so no other process can take a port between its choice and the gateway's
+    start. `admin_host`: where the admin listener binds; `args`: more for `gateway serve`. `tree`: the checkout whose code it runs
     (benchmarks compare with another one)."""
 
-    def __init__(self, config_path: Path, env: dict[str, str] | None = None, tree: Path = ROOT) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        env: dict[str, str] | None = None,
+        tree: Path = ROOT,
+        admin_host: str = "127.0.0.1",
+        args: list[str] | None = None,
+    ) -> None:
         self.config_path = config_path
         self.log = config_path.with_suffix(".log")
         listener = socket.create_server(("127.0.0.1", 0))
+        admin = socket.create_server((admin_host, 0))
         self.port = listener.getsockname()[1]
-        fd = listener.fileno()
-        cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--fd", str(fd)]
+        self.admin_port = admin.getsockname()[1]
+        fds = (listener.fileno(), admin.fileno())
+        cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--fd", str(fds[0])]
+        if "--admin-fd" in (tree / "gateway" / "cli.py").read_text():  # an older checkout has no admin listener
+            cmd += ["--admin-fd", str(fds[1])]
+        else:
+            self.admin_port = self.port
+        cmd += args or []
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        with listener:  # the child has its own copy of the socket; this one closes
+        with listener, admin:  # the child has its own copies of the sockets; these close
             self.proc = subprocess.Popen(
-                cmd, cwd=tree, env=full_env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, pass_fds=(fd,)
+                cmd, cwd=tree, env=full_env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, pass_fds=fds
             )
         self._wait_ready()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        """The admin listener (`/admin/*`)."""
+        return f"http://127.0.0.1:{self.admin_port}"
 
     def _wait_ready(self) -> None:
         try:

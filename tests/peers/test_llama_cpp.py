@@ -132,7 +132,7 @@ def test_its_500_for_a_bad_field_is_the_clients_400_without_the_traceback_and_tr
         assert caught.value.param == "min_p" and "- min_p: Input should be a valid number" in caught.value.message
         assert "File " not in str(caught.value.body) and "site-packages" not in str(caught.value.body)
     assert client.chat.completions.create(model="llama-alone", messages=chat("hi"), max_tokens=4).choices
-    breakers = {b["deployment"]: b for b in httpx.get(f"{gateway.url}/admin/breakers").json()["data"]}
+    breakers = {b["deployment"]: b for b in httpx.get(f"{gateway.admin_url}/admin/breakers").json()["data"]}
     assert breakers["llama-cpp-alone"]["times_opened"] == 0
 
 
