@@ -27,6 +27,8 @@ from typing import Any
 import msgspec
 import yaml
 
+from gateway.redis_client import BadURL
+from gateway.redis_client import target as redis_target
 from gateway.routing.classifier import DEFAULT_MODEL, ComplexityModel
 from gateway.settings import START_ONLY, LocalEngineSettings, RouterSettings, Secret, Settings
 
@@ -212,8 +214,11 @@ def check(settings: Settings) -> list[Problem]:
         problems.append(Problem(("resilience", "deadline_s"), "must not be longer than resilience.max_deadline_s"))
     problems += _router_problems(settings, seen)
     url = settings.redis.address()
-    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
-        problems.append(Problem(("redis", "url"), "must start with redis://, rediss:// or unix://"))
+    if url is not None:
+        try:
+            redis_target(url)
+        except BadURL as exc:
+            problems.append(Problem(("redis", "url"), str(exc)))
     if settings.cache.enabled and settings.cache.store == "redis" and url is None:
         problems.append(Problem(("cache", "store"), "`redis` needs redis.url"))
     problems += _auth_problems(settings, seen)

@@ -293,8 +293,11 @@ class RedisSettings(_Settings, frozen=True):
     """Redis, shared by workers and replicas. Without `url` the gateway keeps all state in-process."""
 
     url: Secret | None = None
-    """`redis://[:password@]host:port/db`; write `${REDIS_URL}` rather than a password. Empty is unset."""
-    key_prefix: str = "gw:"
+    """`redis://[:password@]host:port/db`, `redis+sentinel://[:password@]host:port[,...]/service[/db]`
+    or `redis+cluster://[:password@]host:port[,...]` (`rediss` for TLS; see gateway/redis_client.py);
+    write `${REDIS_URL}` rather than a password. Empty is unset."""
+    key_prefix: Annotated[str, msgspec.Meta(pattern=r"^[^{}]*$")] = "gw:"
+    """Put before every key; without braces (on a cluster, the gateway places hash tags itself)."""
 
     def address(self) -> str | None:
         """The URL, or None when Redis is not configured."""

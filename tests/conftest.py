@@ -10,6 +10,7 @@ import pytest
 
 from tests.helpers.fake_upstream import Behavior, FakeUpstream
 from tests.helpers.gateway import GatewayProcess, upstream_pool
+from tests.helpers.redis_ha import RedisClusterProcesses, SentinelProcesses, SharedRedis
 from tests.helpers.redis_server import RedisServer
 
 
@@ -70,5 +71,16 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, fa
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["single", "cluster", pytest.param("sentinel", marks=pytest.mark.slow)])
+def shared_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SharedRedis]:
+    """Redis as each kind of `redis.url` names it: one `redis-server`; a Redis Cluster of three
+    masters; a master and a replica behind three Sentinels (slow tier: they take seconds to meet)."""
+    kinds = {"single": RedisServer, "cluster": RedisClusterProcesses, "sentinel": SentinelProcesses}
+    (tmp_path / "redis").mkdir()
+    server: SharedRedis = kinds[request.param](tmp_path / "redis")
     yield server
     server.stop()

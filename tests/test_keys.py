@@ -20,6 +20,7 @@ from tests.helpers.errors import assert_openai_error, openai_error
 from tests.helpers.fake_upstream import Behavior, FakeUpstream
 from tests.helpers.gateway import GatewayProcess
 from tests.helpers.otlp_receiver import OTLPReceiver
+from tests.helpers.redis_ha import RedisClusterProcesses, SharedRedis
 from tests.helpers.redis_server import RedisServer
 
 KEYS = {
@@ -216,10 +217,8 @@ def test_the_client_key_stays_here_and_the_upstream_key_stays_upstream(keyed: Ga
     assert UPSTREAM_KEY not in response.text and UPSTREAM_KEY not in str(response.headers)
 
 
-def redis_ttl(server: RedisServer, key: str) -> int:
-    import redis as redis_py
-
-    client = redis_py.Redis.from_url(server.url)
+def redis_ttl(server: SharedRedis, key: str) -> int:
+    client = server.client()
     try:
         return int(client.ttl(key))
     finally:
@@ -234,7 +233,7 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 def shared_gateways(
-    tmp_path: Path, upstream: FakeUpstream, redis: RedisServer, policy: str = "open", names: tuple[str, ...] = ("one", "two")
+    tmp_path: Path, upstream: FakeUpstream, redis: SharedRedis, policy: str = "open", names: tuple[str, ...] = ("one", "two")
 ) -> list[GatewayProcess]:
     gateways = []
     for name in names:
@@ -246,8 +245,10 @@ def shared_gateways(
     return gateways
 
 
-def test_the_limit_holds_across_two_gateways_sharing_redis(tmp_path: Path, upstream: FakeUpstream, redis: RedisServer) -> None:
-    gateways = shared_gateways(tmp_path, upstream, redis)
+def test_the_limit_holds_across_two_gateways_sharing_redis(
+    tmp_path: Path, upstream: FakeUpstream, shared_redis: SharedRedis
+) -> None:
+    gateways = shared_gateways(tmp_path, upstream, shared_redis)
     try:
         statuses = [r.status_code for r in asyncio.run(burst([g.url for g in gateways], "limited", 200))]
         assert statuses.count(200) == 50 and statuses.count(429) == 150
@@ -262,8 +263,11 @@ def test_the_limit_holds_across_two_gateways_sharing_redis(tmp_path: Path, upstr
             g.stop()
 
 
-def test_keys_made_revoked_and_expiring_through_the_admin_api(tmp_path: Path, upstream: FakeUpstream, redis: RedisServer) -> None:
-    one, two = shared_gateways(tmp_path, upstream, redis)
+def test_keys_made_revoked_and_expiring_through_the_admin_api(
+    tmp_path: Path, upstream: FakeUpstream, shared_redis: SharedRedis
+) -> None:
+    one, two = shared_gateways(tmp_path, upstream, shared_redis)
+    records = "gw:{key}:" if isinstance(shared_redis, RedisClusterProcesses) else "gw:key:"  # a cluster's hash tag
     try:
         made = httpx.post(f"{one.admin_url}/admin/keys", json={"alias": "app", "rpm": 100, "metadata": {"team": "search"}})
         assert made.status_code == 201
@@ -292,9 +296,9 @@ def test_keys_made_revoked_and_expiring_through_the_admin_api(tmp_path: Path, up
         brief = httpx.post(f"{one.admin_url}/admin/keys", json={"alias": "brief", "expires_at": a_second_ago}).json()
         expired = httpx.post(chat, json=CHAT, headers={"authorization": f"Bearer {brief['key']}"})
         assert_openai_error(expired, 401, "expired_api_key")
-        ttl = redis_ttl(redis, f"gw:key:id:{brief['id']}")
+        ttl = redis_ttl(shared_redis, f"{records}id:{brief['id']}")
         assert 6 * 86400 < ttl <= 7 * 86400  # its records go a week after it expired
-        assert redis_ttl(redis, f"gw:key:id:{key_id}") == -2  # the revoked one is gone already
+        assert redis_ttl(shared_redis, f"{records}id:{key_id}") == -2  # the revoked one is gone already
     finally:
         one.stop()
         two.stop()

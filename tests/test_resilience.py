@@ -17,7 +17,7 @@ from tests.helpers.errors import assert_openai_error
 from tests.helpers.fake_upstream import Behavior, FakeUpstream
 from tests.helpers.gateway import ROOT, GatewayProcess
 from tests.helpers.polling import wait_until
-from tests.helpers.redis_server import RedisServer
+from tests.helpers.redis_ha import SharedRedis
 
 EXAMPLE = ROOT / "config" / "examples" / "high-availability.yaml"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -401,10 +401,10 @@ pools:
         slow.stop()
 
 
-def test_breakers_are_shared_through_redis(tmp_path: Path, redis_server: RedisServer) -> None:
+def test_breakers_are_shared_through_redis(tmp_path: Path, shared_redis: SharedRedis) -> None:
     ups = upstreams()
-    first = HA(ha_gateway(tmp_path, ups, "first", REDIS_URL=redis_server.url, BREAKER_COOLDOWN_S="30"), *ups)
-    second = HA(ha_gateway(tmp_path, ups, "second", REDIS_URL=redis_server.url, BREAKER_COOLDOWN_S="30"), *ups)
+    first = HA(ha_gateway(tmp_path, ups, "first", REDIS_URL=shared_redis.url, BREAKER_COOLDOWN_S="30"), *ups)
+    second = HA(ha_gateway(tmp_path, ups, "second", REDIS_URL=shared_redis.url, BREAKER_COOLDOWN_S="30"), *ups)
     try:
         first.a.behavior = Behavior(mode="status", status=503)
         first.blast(20)

@@ -9,6 +9,7 @@ share the limits atomically; the window follows Redis's clock).
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import math
 import time
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gateway.access.keys import Principal
+from gateway.redis_client import is_cluster, tag
 
 WINDOW_S = 60
 OK, REQUESTS, TOKENS, BUDGET = 0, 1, 2, 3
@@ -236,9 +238,8 @@ end
 _ADMIT = (
     _LUA_COMMON
     + """
-local p, id = ARGV[1], ARGV[2]
 local rpm, tpm, tokens, cost = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local rkey, tkey = p .. 'rl:' .. id .. ':r', p .. 'rl:' .. id .. ':t'
+local rkey, tkey = KEYS[1], KEYS[2]
 local out = {'0', '0', '-1', '0', '-1', '0', '', tostring(bucket), '0'}
 if rpm > 0 then
   local used, live = window(rkey)
@@ -262,7 +263,7 @@ end
 local n = tonumber(ARGV[7])
 for i = 0, n - 1 do
   local period, pid, limit, ends = ARGV[10 + 4 * i], ARGV[11 + 4 * i], tonumber(ARGV[12 + 4 * i]), ARGV[13 + 4 * i]
-  local spent = tonumber(redis.call('GET', p .. 'spend:' .. id .. ':' .. pid) or '0')
+  local spent = tonumber(redis.call('GET', KEYS[3 + i]) or '0')
   if spent >= limit or spent + cost > limit then return {'3', ends, '-1', '0', '-1', '0', period, tostring(bucket), '0'} end
   if rate > 0 then extra = math.min(extra, math.floor((limit - spent - cost) / rate)) end
 end
@@ -272,7 +273,7 @@ if rpm > 0 then redis.call('HINCRBY', rkey, bucket, 1); redis.call('EXPIRE', rke
 if tpm > 0 then redis.call('HINCRBY', tkey, bucket, tokens); redis.call('EXPIRE', tkey, 2 * W) end
 out[9] = tostring(extra)
 for i = 0, n - 1 do
-  local key = p .. 'spend:' .. id .. ':' .. ARGV[11 + 4 * i]
+  local key = KEYS[3 + i]
   out[10 + i] = redis.call('INCRBYFLOAT', key, string.format('%.17g', cost))
   redis.call('EXPIRE', key, tonumber(ARGV[13 + 4 * i]) + 86400)
 end
@@ -281,49 +282,63 @@ return out
 )
 
 _SETTLE = """
-local p, id, bucket, tokens = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local tkey = p .. 'rl:' .. id .. ':t'
-if tokens ~= 0 and redis.call('HEXISTS', tkey, bucket) == 1 then redis.call('HINCRBY', tkey, bucket, tokens) end
-for i = 6, #ARGV do
-  local key = p .. 'spend:' .. id .. ':' .. ARGV[i]
-  if redis.call('EXISTS', key) == 1 then redis.call('INCRBYFLOAT', key, ARGV[5]) end
+local bucket, tokens = ARGV[1], tonumber(ARGV[2])
+if tokens ~= 0 and redis.call('HEXISTS', KEYS[1], bucket) == 1 then redis.call('HINCRBY', KEYS[1], bucket, tokens) end
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBYFLOAT', KEYS[i], ARGV[3]) end
 end
 return 1
 """
 
 
 class RedisCounters:
-    """The same counters in Redis, shared by every worker and replica; the window follows Redis's clock."""
+    """The same counters in Redis, shared by every worker and replica; the window follows Redis's clock.
+
+    A key's counters are `rl:<id>:r` (requests), `rl:<id>:t` (tokens) and `spend:<id>:<period id>`
+    under the prefix; on Redis Cluster the id is a hash tag (`rl:{<id>}:r`), so that one script
+    may touch them all."""
 
     def __init__(self, client: Any, prefix: str) -> None:
         self._client = client
         self._p = prefix
+        self._cluster = is_cluster(client)
         self._admit = client.register_script(_ADMIT)
         self._settle = client.register_script(_SETTLE)
+
+    def _keys(self, principal: Principal, ids: Sequence[str]) -> list[str]:
+        """The key's request and token windows, then its spend in each period of `ids`."""
+        id_ = tag(self._client, principal.id)
+        return [f"{self._p}rl:{id_}:r", f"{self._p}rl:{id_}:t", *(f"{self._p}spend:{id_}:{pid}" for pid in ids)]
 
     async def admit(self, principal: Principal, ask: Ask, periods: Sequence[tuple[str, str, float, int]]) -> tuple[int, Verdict]:
         args: list[Any] = [self._p, principal.id, principal.rpm or 0, principal.tpm or 0, ask.tokens, repr(ask.cost)]
         args += [len(periods), ask.extra, repr(ask.extra_rate)]
         for period, pid, limit, ends_in in periods:
             args += [period, pid, repr(limit), ends_in]
-        raw = [r.decode() if isinstance(r, bytes) else str(r) for r in await self._admit(args=args)]
+        keys = self._keys(principal, [pid for _, pid, _, _ in periods])
+        raw = [r.decode() if isinstance(r, bytes) else str(r) for r in await self._admit(keys=keys, args=args)]
         verdict = Verdict(int(raw[0]), float(raw[1]), int(raw[2]), float(raw[3]), int(raw[4]), float(raw[5]), raw[6])
         verdict.extra = int(float(raw[8]))
         verdict.spent = tuple(float(v) for v in raw[9:])
         return int(raw[7]), verdict
 
     async def settle(self, principal: Principal, bucket: int, token_delta: int, cost_delta: float, ids: Sequence[str]) -> None:
-        await self._settle(args=[self._p, principal.id, bucket, token_delta, repr(cost_delta), *ids])
+        await self._settle(keys=self._keys(principal, ids)[1:], args=[bucket, token_delta, repr(cost_delta)])
 
     async def settle_many(self, items: Sequence[tuple[Principal, int, int, float, Sequence[str]]]) -> None:
-        """Several settlements in one round trip (a pipeline of the same script)."""
+        """Several settlements in one round trip (a pipeline of the same script). A cluster's
+        pipeline does not load a script a node lacks, so there each goes on its own, together."""
+        if self._cluster:
+            await asyncio.gather(*(self.settle(*item) for item in items))
+            return
         async with self._client.pipeline(transaction=False) as pipe:
             for principal, bucket, token_delta, cost_delta, ids in items:
-                await self._settle(args=[self._p, principal.id, bucket, token_delta, repr(cost_delta), *ids], client=pipe)
+                keys = self._keys(principal, ids)[1:]
+                await self._settle(keys=keys, args=[bucket, token_delta, repr(cost_delta)], client=pipe)
             await pipe.execute()
 
     async def spent(self, principal: Principal, ids: Sequence[str]) -> list[float]:
         if not ids:
             return []
-        values = await self._client.mget([f"{self._p}spend:{principal.id}:{pid}" for pid in ids])
+        values = await self._client.mget(self._keys(principal, ids)[2:])
         return [float(v) if v is not None else 0.0 for v in values]

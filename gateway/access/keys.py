@@ -23,6 +23,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from gateway.errors import PermissionDenied, ServiceUnavailable, Unauthorized
+from gateway.redis_client import tag
 from gateway.settings import AuthSettings, KeySettings, Name, NonNegative, Period, PositiveInt
 
 log = logging.getLogger("gateway.access.keys")
@@ -194,7 +195,8 @@ class KeyExists(Exception):
 
 class RedisKeys:
     """API-made keys in Redis, under `{prefix}key:`: `h:<sha256>` -> the record (JSON), `id:<id>` ->
-    its hash, `alias:<alias>` -> its id, and the set `ids`. Create and revoke are one Lua script each.
+    its hash, `alias:<alias>` -> its id, and the set `ids` (on Redis Cluster under `{prefix}{key}:`,
+    one hash slot). Create and revoke are one Lua script each.
 
     The last record read for each key is remembered, so that with `on_store_error.keys: open` a
     key already seen keeps working through a Redis outage. A revocation is also written to the
@@ -203,14 +205,13 @@ class RedisKeys:
     through it."""
 
     _CREATE = """
-local p = ARGV[1]
-if redis.call('SET', p .. 'alias:' .. ARGV[3], ARGV[2], 'NX') == false then return 0 end
-redis.call('SET', p .. 'h:' .. ARGV[4], ARGV[5])
-redis.call('SET', p .. 'id:' .. ARGV[2], ARGV[4])
-redis.call('SADD', p .. 'ids', ARGV[2])
+if redis.call('SET', KEYS[1], ARGV[2], 'NX') == false then return 0 end
+redis.call('SET', KEYS[2], ARGV[5])
+redis.call('SET', KEYS[3], ARGV[4])
+redis.call('SADD', KEYS[4], ARGV[2])
 local gone = tonumber(ARGV[6])
 if gone > 0 then
-  for _, key in ipairs({p .. 'h:' .. ARGV[4], p .. 'id:' .. ARGV[2], p .. 'alias:' .. ARGV[3]}) do
+  for _, key in ipairs({KEYS[2], KEYS[3], KEYS[1]}) do
     redis.call('PEXPIREAT', key, gone)
   end
 end
@@ -218,15 +219,15 @@ return 1
 """
     _REVOKE = """
 local p = ARGV[1]
-local h = redis.call('GET', p .. 'id:' .. ARGV[2])
+local h = redis.call('GET', KEYS[1])
 if not h then return nil end
 local raw = redis.call('GET', p .. 'h:' .. h)
-redis.call('DEL', p .. 'h:' .. h, p .. 'id:' .. ARGV[2])
-redis.call('SREM', p .. 'ids', ARGV[2])
+redis.call('DEL', p .. 'h:' .. h, KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', p .. 'revoked', now, ARGV[2])
-redis.call('ZREMRANGEBYSCORE', p .. 'revoked', '-inf', now - tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[3], now, ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[3]))
 if raw then
   local alias = cjson.decode(raw)['alias']
   if redis.call('GET', p .. 'alias:' .. alias) == ARGV[2] then redis.call('DEL', p .. 'alias:' .. alias) end
@@ -236,7 +237,7 @@ return raw or ''
 
     def __init__(self, client: Any, prefix: str) -> None:
         self._client = client
-        self._p = f"{prefix}key:"
+        self._p = f"{prefix}{tag(client, 'key')}:"
         self._create = client.register_script(self._CREATE)
         self._revoke = client.register_script(self._REVOKE)
         self._seen: dict[str, Principal] = {}
@@ -267,15 +268,19 @@ return raw or ''
         digest = hash_key(key).removeprefix("sha256:")
         # An expiring key's records go a week after it expires (until then it is refused as expired).
         gone = 0 if principal.expires_at is None else int((principal.expires_at + EXPIRED_KEPT_S) * 1000)
+        p = self._p
         with _unavailable():
-            made = await self._create(args=[self._p, principal.id, principal.alias, digest, _encode(principal), gone])
+            keys = [f"{p}alias:{principal.alias}", f"{p}h:{digest}", f"{p}id:{principal.id}", f"{p}ids"]
+            made = await self._create(keys=keys, args=[p, principal.id, principal.alias, digest, _encode(principal), gone])
         if not made:
             raise KeyExists(principal.alias)
         return key, principal
 
     async def revoke(self, key_id: str) -> Principal | None:
+        p = self._p
         with _unavailable():
-            raw = await self._revoke(args=[self._p, key_id, EXPIRED_KEPT_S * 1000])
+            keys = [f"{p}id:{key_id}", f"{p}ids", f"{p}revoked"]
+            raw = await self._revoke(keys=keys, args=[p, key_id, EXPIRED_KEPT_S * 1000])
         self._forget({key_id})
         return _decode(raw) if raw else None
 

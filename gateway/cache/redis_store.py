@@ -1,6 +1,7 @@
 """Cache entries in Redis, shared by every worker and replica.
 
-Keys, under `{redis.key_prefix}cache:`:
+Keys, under `{redis.key_prefix}cache:` (on Redis Cluster `{redis.key_prefix}{cache}:`: one hash slot,
+so that a put and the evictions it makes stay one script):
 
     e:{id}   hash   k (exact key), n (namespace), b (body), x (expires at), t (text), v (vector)
                     with a Redis TTL: the entry ends when it should, on every worker at once
@@ -13,8 +14,8 @@ Keys, under `{redis.key_prefix}cache:`:
     thresholds hash namespace -> the verifier threshold feedback raised it to (only ever raised)
 
 Writes are Lua scripts, so a put, its eviction and its log records are one atomic step and one
-round trip; so is a read, which also bumps the entry in `lru`. The scripts name keys they build
-from the prefix, which a single Redis (with or without replicas) allows and Redis Cluster does not.
+round trip; so is a read, which also bumps the entry in `lru`. The scripts declare the keys they
+are called for; the entries a put evicts, found as it runs, share their hash slot.
 
 Each worker rebuilds its vector index from the `e:` hashes at start (`follow`), then tails `log`.
 If it misses a record (trimmed before it read it, or Redis lost its data) or loses Redis, it rebuilds.
@@ -34,7 +35,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.cache.store import Change, Entry, StoreUnavailable, within
-from gateway.redis_client import client
+from gateway.redis_client import client, tag
 from gateway.tasks import raise_if_cancelled
 
 log = logging.getLogger("gateway.cache")
@@ -130,7 +131,7 @@ class RedisStore:
     ) -> None:
         self._url = url
         self._client = client(url, timeout_s)
-        self._p = f"{prefix}cache:"
+        self._p = f"{prefix}{tag(self._client, 'cache')}:"
         self._max = max_entries
         self._log_max = log_max or max(10 * max_entries, 10_000)
         self._clock = clock
@@ -143,7 +144,7 @@ class RedisStore:
         """The entry, while it lives: Redis drops it at its TTL, and until then an entry past its
         `expires_at` by this worker's clock (a replica whose clock runs ahead of Redis's) is dead too."""
         with _Unavailable():
-            found = _entry(await self._get(args=[self._p, entry_id]))
+            found = _entry(await self._get(keys=self._keys(entry_id), args=[self._p, entry_id]))
         return found if found is not None and found.expires_at > self._clock() else None
 
     async def put(self, entry: Entry) -> list[Change]:
@@ -152,12 +153,17 @@ class RedisStore:
         args: list[Any] = [self._p, entry.id, ttl_ms, repr(entry.expires_at), self._max, self._log_max, repr(now)]
         args += [entry.key, entry.namespace, entry.body, int(entry.text is not None), entry.text or "", entry.vector or b""]
         with _Unavailable():
-            dropped = await self._put(args=args)
+            dropped = await self._put(keys=self._keys(entry.id), args=args)
         return [Change(int(dropped[i]), dropped[i + 1].decode(), None) for i in range(0, len(dropped), 2)]
 
     async def delete(self, entry_id: int) -> Entry | None:
         with _Unavailable():
-            return _entry(await self._delete(args=[self._p, entry_id, self._log_max]))
+            return _entry(await self._delete(keys=self._keys(entry_id), args=[self._p, entry_id, self._log_max]))
+
+    def _keys(self, entry_id: int) -> list[str]:
+        """What the scripts touch: the entry and the shared structures (for a cluster's routing;
+        entries a put evicts share their slot)."""
+        return [f"{self._p}e:{entry_id}", *(self._p + name for name in ("lru", "exp", "tick", "log", "seq"))]
 
     async def threshold(self, namespace: str) -> float | None:
         with _Unavailable():

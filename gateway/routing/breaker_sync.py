@@ -14,11 +14,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.redis_client import client
 from gateway.routing.pools import Deployment
 from gateway.tasks import raise_if_cancelled
 
@@ -31,7 +31,7 @@ log = logging.getLogger("gateway.breakers")
 class BreakerSync:
     def __init__(self, runtime: Callable[[], Runtime]) -> None:
         self._runtime = runtime
-        self._client: aioredis.Redis | None = None
+        self._client: Any = None  # a client of gateway.redis_client: one Redis, Sentinel's master, or a cluster
         self._url: str | None = None
         self._published: dict[str, float] = {}  # deployment id -> monotonic open_until sent or taken
         self._healthy = True
@@ -68,7 +68,8 @@ class BreakerSync:
             async with client.pipeline(transaction=False) as pipe:
                 for key, d in zip(keys, deployments, strict=True):
                     self._publish(pipe, key, d)
-                pipe.mget(keys)
+                for key in keys:  # not MGET: on a cluster the keys lie in different slots
+                    pipe.get(key)
                 replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             if self._healthy:
@@ -78,9 +79,9 @@ class BreakerSync:
         if not self._healthy:
             log.info("breaker state is shared through Redis again")
         self._healthy = True
-        self._adopt(deployments, replies[-1])
+        self._adopt(deployments, replies[-len(keys) :] if keys else [])
 
-    def _publish(self, pipe: aioredis.client.Pipeline, key: str, d: Deployment) -> None:
+    def _publish(self, pipe: Any, key: str, d: Deployment) -> None:
         breaker = d.breaker
         if breaker.state != "open" or breaker.open_until <= self._published.get(d.id, 0.0):
             return
@@ -100,11 +101,11 @@ class BreakerSync:
             d.breaker.open_until_at_least(until)
             self._published[d.id] = max(self._published.get(d.id, 0.0), d.breaker.open_until)
 
-    async def _connect(self, url: str) -> aioredis.Redis:
+    async def _connect(self, url: str) -> Any:
         if self._client is None or url != self._url:
             if self._client is not None:
                 await self._client.aclose()
-            self._client = aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+            self._client = client(url, 1.0)
             self._url = url
         return self._client
 

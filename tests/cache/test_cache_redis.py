@@ -17,18 +17,18 @@ from tests.helpers.errors import assert_openai_error
 from tests.helpers.fake_upstream import FakeUpstream
 from tests.helpers.gateway import GatewayProcess
 from tests.helpers.polling import wait_until
+from tests.helpers.redis_ha import SharedRedis
 from tests.helpers.redis_server import RedisServer
 
 MODEL = "gpt-4o-mini"
 
 
-@pytest.fixture
-def shared(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[Path, FakeUpstream]]:
+def _shared(tmp_path: Path, url: str) -> Iterator[tuple[Path, FakeUpstream]]:
     upstream = FakeUpstream(name="shared-cache-upstream").start_in_thread()
     path = tmp_path / "gateway.yaml"
     path.write_text(f"""
 reload: {{watch: false}}
-redis: {{url: "{redis_server.url}"}}
+redis: {{url: "{url}"}}
 cache:
   enabled: true
   store: redis
@@ -41,6 +41,18 @@ pools:
 """)
     yield path, upstream
     upstream.stop()
+
+
+@pytest.fixture
+def shared(tmp_path: Path, shared_redis: SharedRedis) -> Iterator[tuple[Path, FakeUpstream]]:
+    """A config on Redis of each kind (one server, a cluster, Sentinel)."""
+    yield from _shared(tmp_path, shared_redis.url)
+
+
+@pytest.fixture
+def single(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[Path, FakeUpstream]]:
+    """A config on one `redis-server`, which the test may stop and start."""
+    yield from _shared(tmp_path, redis_server.url)
 
 
 def ask(gateway: GatewayProcess, text: str) -> httpx.Response:
@@ -98,8 +110,8 @@ def test_two_gateways_share_one_cache(shared: tuple[Path, FakeUpstream]) -> None
         one.stop()
 
 
-def test_requests_are_served_while_redis_is_down(shared: tuple[Path, FakeUpstream], redis_server: RedisServer) -> None:
-    path, upstream = shared
+def test_requests_are_served_while_redis_is_down(single: tuple[Path, FakeUpstream], redis_server: RedisServer) -> None:
+    path, upstream = single
     gateway = GatewayProcess(path)
     try:
         assert ask(gateway, "Name three primary colours.").headers["x-gateway-cache"] == "miss"
