@@ -35,7 +35,8 @@ measurement: decoding them as they came took the load generator's core at the tr
 expense (a collector runs elsewhere).
 Without `:keys`, auth is off. `:keys` turns it on with a config key that has rpm, tpm and a daily
 budget (far above what the run uses), counted in the gateway process; `:keys-redis` counts in a
-redis-server started for the run (on core 1).
+redis-server started for the run (on core 1). `:no-hiredis` hides the `hiredis` package from the
+gateway, so that redis-py parses Redis's replies in Python (what it does without the package).
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def main() -> None:
 def bench_variant(
     server: str, transport: str, upstream_base: str, args: argparse.Namespace, flags: set[str], root: Path = ROOT
 ) -> dict[str, Result]:
-    unknown = flags - {"traced", "keys", "keys-redis"}
+    unknown = flags - {"traced", "keys", "keys-redis", "no-hiredis"}
     if unknown:
         raise SystemExit(f"unknown variant flags: {', '.join(sorted(unknown))}")
     # The receiver is a process of its own on core 1; it decodes the spans only when asked for their count.
@@ -202,7 +203,13 @@ def bench_variant(
     if receiver is not None:
         wait_http(f"http://127.0.0.1:{RECEIVER_PORT}/count", receiver)
     cmd, env = gateway_cmd(server, f.name)
-    gateway = start(cmd, 0, {**env, "PYTHONPATH": str(root)}, cwd=root)
+    path = str(root)
+    if "no-hiredis" in flags:  # redis-py falls back to its own Python reply parser
+        blocked = Path(tempfile.mkdtemp()) / "hiredis"
+        blocked.mkdir()
+        (blocked / "__init__.py").write_text('raise ImportError("hiredis is left out of this variant")\n')
+        path = f"{blocked.parent}{os.pathsep}{root}"
+    gateway = start(cmd, 0, {**env, "PYTHONPATH": path}, cwd=root)
     try:
         wait_http(f"http://127.0.0.1:{GATEWAY_PORT}/health/liveness", gateway)
         base = f"http://127.0.0.1:{GATEWAY_PORT}/v1"
