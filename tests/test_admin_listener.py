@@ -7,6 +7,7 @@ loopback (a key is required; the gateway does not start without one)."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -132,3 +133,14 @@ def test_workers_share_both_listeners_and_drain_on_sigterm(tmp_path: Path) -> No
     finally:
         if gateway.proc.poll() is None:
             gateway.stop()
+
+
+def test_a_taken_admin_port_stops_the_start_with_a_clear_message(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        path = tmp_path / "taken.yaml"
+        path.write_text(BASE + f"admin: {{port: {port}}}\n")
+        cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port", "0"]
+        started = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 1
+    assert f"admin.port: cannot listen on 127.0.0.1:{port}" in started.stderr
