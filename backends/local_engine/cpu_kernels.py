@@ -1,6 +1,8 @@
-"""The engine's CPU kernels: oneDNN linear layers with prepacked weights, and a C++ paged decode
-attention (`csrc/paged_decode.cpp`) compiled on first use. `LOCAL_ENGINE_CPU_KERNELS=0` turns both
-off (the plain torch path, for comparison or as a way out).
+"""The engine's CPU kernels: oneDNN linear layers with prepacked weights, and C++ kernels
+(`csrc/paged_decode.cpp`) compiled on first use: paged decode attention, and on CPUs with AVX-512
+VNNI the int8 decode GEMV (`w8a8_kernel`; int8 activations per 64 values, as llama.cpp's q8_0).
+`LOCAL_ENGINE_CPU_KERNELS=0` turns them all off (the plain torch path, for comparison or as a way
+out).
 
 Linear layers: PyTorch runs a float32 `nn.Linear` on MKL's sgemm, which repacks the weight on
 every call; oneDNN's matmul reads a weight reordered once, at load, into its blocked layout. On this
@@ -41,6 +43,7 @@ _lock = threading.Lock()
 _built = threading.Event()
 _started = False
 _kernel: DecodeKernel | None = None
+_w8a8: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 def enabled() -> bool:
@@ -101,11 +104,21 @@ def decode_kernel(wait: bool = False) -> DecodeKernel | None:
     return _kernel
 
 
+def w8a8_kernel() -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """(x [rows, in] float32, codes [out, in] int8, scale [out] float32) -> [rows, out]: the int8
+    decode GEMV on AVX-512 VNNI, once built (None before, or on a CPU without VNNI)."""
+    decode_kernel()  # starts the build
+    return _w8a8
+
+
 def _build() -> None:
-    global _kernel
+    global _kernel, _w8a8
     try:
-        _kernel = load_extension().paged_decode
-        log.info("CPU paged decode kernel ready")
+        module = load_extension()
+        _kernel = module.paged_decode
+        if module.w8a8_available():
+            _w8a8 = module.w8a8_gemv
+        log.info("CPU paged decode kernel ready%s", "; int8 decode GEMV on AVX-512 VNNI" if _w8a8 else "")
     except Exception as exc:  # no compiler, no ninja, a failed build: the torch path serves
         log.warning("CPU paged decode kernel unavailable (%s: %s); decode attention uses the torch path",
                     type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")  # fmt: skip

@@ -26,6 +26,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from backends.local_engine.cpu_kernels import w8a8_kernel
+
 Scheme = Literal["int8", "int4"]
 
 
@@ -86,6 +88,11 @@ def dequantize(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor | No
 
 
 # --- the ops -----------------------------------------------------------------------------------
+
+W8A8_MAX_ROWS = 8
+"""Up to this many rows (decode steps), an int8 layer on a CPU with AVX-512 VNNI quantizes its
+activations to int8 per 64 values and multiplies bytes by bytes (`cpu_kernels.w8a8_kernel`), as
+llama.cpp's q8_0 does; more rows (prefill) go to PyTorch's kernel with bf16 activations."""
 
 
 def int8_linear(
@@ -219,6 +226,13 @@ class QuantLinear(nn.Module):
         if self.int4 is not None:
             return int4_linear(x, self.int4, self.bias)
         if x.device.type == "cpu":
+            rows = x.numel() // self.in_features
+            if rows <= W8A8_MAX_ROWS and x.dtype == torch.float32 and self.in_features % 64 == 0:
+                gemv = w8a8_kernel()
+                if gemv is not None:  # decode: int8 activations on AVX-512 VNNI
+                    y = gemv(x.reshape(rows, self.in_features), self.codes, self.scale.float())
+                    y = y if self.bias is None else y + self.bias
+                    return y.view(*x.shape[:-1], self.out_features)
             if self._scale_bf16 is None:
                 self._scale_bf16 = self.scale.to(torch.bfloat16)
             return int8_linear(x, self.codes, self._scale_bf16, self.bias)

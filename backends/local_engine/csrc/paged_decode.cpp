@@ -7,6 +7,9 @@
 // against its kv head's keys, softmaxed in float32, and the values summed.
 
 #include <torch/extension.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include <ATen/Parallel.h>
 
@@ -176,6 +179,80 @@ torch::Tensor paged_decode(torch::Tensor q, torch::Tensor k_cache, torch::Tensor
   return out;
 }
 
+// --- int8 weights, int8 activations: the decode GEMV --------------------------------------------
+//
+// y[m, n] = scale[n] * sum_k x[m, k] * w[n, k] for a few rows m (decode), w int8 per output channel.
+// x is quantized to int8 per 64-wide block (one scale each, as llama.cpp's q8_0 quantizes activations
+// per 32), so the products run on AVX-512 VNNI: dpbusd multiplies unsigned by signed bytes, so |x|
+// goes in unsigned and x's sign moves onto w. Reads each weight byte once per row of x.
+
+bool w8a8_available() {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  return true;
+#else
+  return false;
+#endif
+}
+
+torch::Tensor w8a8_gemv(torch::Tensor x, torch::Tensor w, torch::Tensor scale) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  TORCH_CHECK(x.dtype() == torch::kFloat32 && w.dtype() == torch::kInt8 && scale.dtype() == torch::kFloat32,
+              "w8a8_gemv: float32 x, int8 w, float32 scale");
+  x = x.contiguous();
+  TORCH_CHECK(w.is_contiguous() && scale.is_contiguous(), "w8a8_gemv: contiguous w and scale");
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  TORCH_CHECK(K % 64 == 0 && w.size(1) == K && scale.size(0) == N, "w8a8_gemv: shapes");
+  const int64_t B = K / 64;
+  std::vector<uint8_t> mag(M * K);
+  std::vector<uint64_t> neg(M * B);
+  std::vector<float> xs(M * B);
+  const float* xp = x.data_ptr<float>();
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t b = 0; b < B; ++b) {
+      const float* blk = xp + m * K + b * 64;
+      float amax = 0.f;
+      for (int i = 0; i < 64; ++i) amax = std::max(amax, std::fabs(blk[i]));
+      const float s = amax / 127.f, inv = s > 0.f ? 1.f / s : 0.f;
+      xs[m * B + b] = s;
+      uint64_t mask = 0;
+      for (int i = 0; i < 64; ++i) {
+        const int q = static_cast<int>(std::nearbyint(blk[i] * inv));
+        mag[m * K + b * 64 + i] = static_cast<uint8_t>(q < 0 ? -q : q);
+        if (q < 0) mask |= uint64_t{1} << i;
+      }
+      neg[m * B + b] = mask;
+    }
+  }
+  auto out = torch::empty({M, N}, x.options());
+  float* op = out.data_ptr<float>();
+  const int8_t* wp = w.data_ptr<int8_t>();
+  const float* sp = scale.data_ptr<float>();
+  at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
+    const __m512i zero = _mm512_setzero_si512();
+    for (int64_t n = n0; n < n1; ++n) {
+      const int8_t* wr = wp + n * K;
+      for (int64_t m = 0; m < M; ++m) {
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t b = 0; b < B; ++b) {
+          const __m512i wv = _mm512_loadu_si512(wr + b * 64);
+          const __m512i xv = _mm512_loadu_si512(mag.data() + m * K + b * 64);
+          const __m512i sv = _mm512_mask_sub_epi8(wv, static_cast<__mmask64>(neg[m * B + b]), zero, wv);
+          const __m512i dot = _mm512_dpbusd_epi32(zero, xv, sv);
+          acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(xs[m * B + b]), acc);
+        }
+        op[m * N + n] = _mm512_reduce_add_ps(acc) * sp[n];
+      }
+    }
+  });
+  return out;
+#else
+  TORCH_CHECK(false, "w8a8_gemv: built without AVX-512 VNNI");
+  return x;
+#endif
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_decode", &paged_decode, "Paged decode attention on the CPU");
+  m.def("w8a8_available", &w8a8_available, "Whether w8a8_gemv was built (AVX-512 VNNI)");
+  m.def("w8a8_gemv", &w8a8_gemv, "int8 weights x int8 activations for a few rows (decode)");
 }
