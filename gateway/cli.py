@@ -260,7 +260,7 @@ def _serve(args: argparse.Namespace) -> int:
     from uvicorn.supervisors import Multiprocess
 
     from gateway.http import server as server_bounds
-    from gateway.http.admin import ADMIN_LISTENER_ENV, keyed
+    from gateway.http.admin import ADMIN_LISTENER_ENV
     from gateway.http.server import GuardedProtocol
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -309,7 +309,7 @@ def _serve(args: argparse.Namespace) -> int:
             print("admin.port: the admin listener needs a port of its own, not the traffic port", file=sys.stderr)
             return 1
         wide = not config.is_loopback(admin.getsockname()[0])
-        if wide and not keyed(settings.admin.api_key):
+        if wide and settings.admin.key() is None:
             print(f"admin.api_key: the admin listener {_address(admin)} is beyond loopback and needs a key", file=sys.stderr)
             return 1
         os.environ[ADMIN_LISTENER_ENV] = f"{_port(admin)} wide" if wide else str(_port(admin))

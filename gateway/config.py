@@ -233,8 +233,7 @@ def check(settings: Settings) -> list[Problem]:
 
 def _admin_problems(settings: Settings) -> list[Problem]:
     admin = settings.admin
-    keyed = admin.api_key is not None and bool(admin.api_key.reveal())
-    if keyed:
+    if admin.key() is not None:
         return []
     if admin.on_traffic_port:
         return [

@@ -385,6 +385,10 @@ class AdminSettings(_Settings, frozen=True):
     key, and behind a proxy on the same host every client is a loopback client: `api_key` is
     required."""
 
+    def key(self) -> str | None:
+        """The admin key, or None when it is unset or empty (`${VAR:-}` left blank)."""
+        return self.api_key.reveal() if self.api_key is not None and self.api_key.reveal() else None
+
 
 Period = Literal["day", "month"]
 KeyHash = Annotated[str, msgspec.Meta(pattern=r"^sha256:[0-9a-f]{64}$")]

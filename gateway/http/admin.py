@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import ipaddress
 import os
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from litestar import Request, Response, delete, get, post
 from gateway.access.keys import KeyExists, KeyRequest, KeysUnavailable, Principal, RedisKeys, bearer
 from gateway.cache.service import ResponseCache
 from gateway.cache.store import StoreUnavailable
+from gateway.config import is_loopback
 from gateway.errors import APIError, InvalidRequest, NotFound, ServiceUnavailable, Unauthorized
 from gateway.http.asgi import Receive, Scope, Send, send_reply
 from gateway.http.replies import error_reply
@@ -32,7 +32,6 @@ from gateway.telemetry.health import deployment_health
 
 if TYPE_CHECKING:
     from gateway.services import Services
-    from gateway.settings import Secret
 
 T = TypeVar("T")
 
@@ -74,13 +73,9 @@ class Listeners:
         admin = self.gateway.reloader.runtime.settings.admin
         if not on_admin and not admin.on_traffic_port:
             return NotFound("The admin API is not served on this port: it has a listener of its own (admin.port).")
-        if (self.wide or not on_admin) and not keyed(admin.api_key):
+        if (self.wide or not on_admin) and admin.key() is None:
             return Unauthorized("The admin API needs admin.api_key here: it is reachable beyond loopback.")
         return None
-
-
-def keyed(key: Secret | None) -> bool:
-    return key is not None and bool(key.reveal())
 
 
 def admin_routes(gateway: Services) -> list[Any]:
@@ -282,22 +277,15 @@ def _cache(gateway: Services) -> ResponseCache:
 
 
 def _authorize_admin(gateway: Services, request: Request[Any, Any, Any]) -> None:
-    key = gateway.reloader.runtime.settings.admin.api_key
-    if key is None or not keyed(key):
+    key = gateway.reloader.runtime.settings.admin.key()
+    if key is None:
         host = request.client.host if request.client else ""
-        if not _is_loopback(host):
+        if not is_loopback(host):
             raise Unauthorized("The admin API is open to loopback clients only unless admin.api_key is set.")
         return
     try:
         given = bearer(request.scope["headers"]) or ""
     except Unauthorized:
         given = ""
-    if not hmac.compare_digest(given.encode(), key.reveal().encode()):
+    if not hmac.compare_digest(given.encode(), key.encode()):
         raise Unauthorized("A valid admin key is required (Authorization: Bearer ...).")
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
