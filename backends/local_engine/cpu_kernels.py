@@ -1,14 +1,17 @@
 """The engine's CPU kernels: oneDNN linear layers with prepacked weights, and C++ kernels
-(`csrc/paged_decode.cpp`) compiled on first use: paged decode attention, and on CPUs with AVX-512
-VNNI the int8 decode GEMV (`w8a8_kernel`; int8 activations per 64 values, as llama.cpp's q8_0).
-`LOCAL_ENGINE_CPU_KERNELS=0` turns them all off (the plain torch path, for comparison or as a way
-out).
+(`csrc/paged_decode.cpp`) compiled on first use: paged decode attention, on CPUs with AVX-512 the
+float32 decode GEMV (`f32_gemv_kernel`), and on CPUs with AVX-512 VNNI the int8 decode GEMV
+(`w8a8_kernel`; int8 activations per 64 values, as llama.cpp's q8_0). `LOCAL_ENGINE_CPU_KERNELS=0`
+turns them all off (the plain torch path, for comparison or as a way out).
 
 Linear layers: PyTorch runs a float32 `nn.Linear` on MKL's sgemm, which repacks the weight on
 every call; oneDNN's matmul reads a weight reordered once, at load, into its blocked layout. On this
 project's 2-core VM that ran 1.2-2.5x faster for the benchmark model's shapes (1 to 2048 rows, ad
 hoc; loadtest/RESULTS.md). The results differ from sgemm's by float rounding (another summation
-order).
+order). For one or two rows (`F32_GEMV_MAX_ROWS`: batch-1 decode) oneDNN reads its weight at about
+half the memory bandwidth, so a `PackedLinear` keeps the plain weight too and hands those rows to
+the float32 GEMV, which reads each weight row once, start to end: float32 weights take twice their
+size in memory on this path (int8 and int4 layers keep one copy).
 
 Decode attention: the torch reference of `attention.py` copies each decode sequence's K/V blocks
 into one tensor and reads it again; the kernel reads them in place, once. It is built with the
@@ -44,6 +47,12 @@ _built = threading.Event()
 _started = False
 _kernel: DecodeKernel | None = None
 _w8a8: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+_f32: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+
+F32_GEMV_MAX_ROWS = 2
+"""Up to this many rows a `PackedLinear` runs on the float32 GEMV once it is built; more go to
+oneDNN, which is faster from 4 rows on (the 100m preset's decode linears, ad hoc: 1 row 8.6 ms
+against oneDNN's 14.0, 2 rows 8.7 against 16.7, 4 rows 14.3 against 10.9)."""
 
 
 def enabled() -> bool:
@@ -51,17 +60,25 @@ def enabled() -> bool:
 
 
 class PackedLinear(nn.Module):
-    """A float32 linear layer on oneDNN, its weight reordered once into oneDNN's layout (the plain
-    weight is not kept; an LM head tied to the embeddings gets a reordered copy of its own, as the
-    embedding lookup still reads the plain matrix)."""
+    """A float32 linear layer on oneDNN, its weight reordered once into oneDNN's layout, and on the
+    float32 GEMV for up to `F32_GEMV_MAX_ROWS` rows, which reads the plain weight (kept beside the
+    reordered one; an LM head tied to the embeddings shares the embedding matrix)."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), None)
+        self.weight = linear.weight.detach().contiguous()
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, None)
         self.bias = linear.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // self.in_features
+        if rows <= F32_GEMV_MAX_ROWS:
+            gemv = f32_gemv_kernel()
+            if gemv is not None:
+                y = gemv(x.reshape(rows, self.in_features), self.weight)
+                y = y if self.bias is None else y + self.bias
+                return y.view(*x.shape[:-1], self.out_features)
         out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, self.bias, "none", [], "")
         return out
 
@@ -111,14 +128,24 @@ def w8a8_kernel() -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.
     return _w8a8
 
 
+def f32_gemv_kernel() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """(x [rows, in] float32, w [out, in] float32) -> [rows, out]: the float32 decode GEMV on
+    AVX-512, once built (None before, or on a CPU without AVX-512)."""
+    decode_kernel()  # starts the build
+    return _f32
+
+
 def _build() -> None:
-    global _kernel, _w8a8
+    global _kernel, _w8a8, _f32
     try:
         module = load_extension()
         _kernel = module.paged_decode
+        if module.f32_gemv_available():
+            _f32 = module.f32_gemv
         if module.w8a8_available():
             _w8a8 = module.w8a8_gemv
-        log.info("CPU paged decode kernel ready%s", "; int8 decode GEMV on AVX-512 VNNI" if _w8a8 else "")
+        gemvs = [name for name, kernel in (("float32", _f32), ("int8 (VNNI)", _w8a8)) if kernel is not None]
+        log.info("CPU paged decode kernel ready%s", f"; decode GEMV for {' and '.join(gemvs)}" if gemvs else "")
     except Exception as exc:  # no compiler, no ninja, a failed build: the torch path serves
         log.warning("CPU paged decode kernel unavailable (%s: %s); decode attention uses the torch path",
                     type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")  # fmt: skip

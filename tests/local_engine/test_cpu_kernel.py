@@ -10,7 +10,7 @@ import torch
 
 from backends.local_engine import cpu_kernels
 from backends.local_engine.attention import AttentionMetadata, Workspace, _decode_rows
-from backends.local_engine.cpu_kernels import decode_kernel
+from backends.local_engine.cpu_kernels import PackedLinear, decode_kernel
 
 pytestmark = pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler on this machine")
 
@@ -110,3 +110,28 @@ def test_a_build_killed_midway_does_not_leave_later_ones_waiting() -> None:
     stale.touch()  # as a killed build leaves it
     assert cpu_kernels.load_extension().paged_decode is not None
     assert not stale.exists()
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 7])
+@pytest.mark.parametrize("in_features", [768, 100])  # 100: a tail shorter than a vector
+def test_packed_linear_matches_float64_on_both_of_its_paths(rows: int, in_features: int) -> None:
+    """One or two rows go to the float32 decode GEMV (plain weight), more to oneDNN (reordered
+    weight): both are the layer's math, with a bias, through a leading batch dimension."""
+    decode_kernel(wait=True)
+    gen = torch.Generator().manual_seed(rows * in_features)
+    linear = torch.nn.Linear(in_features, 300, bias=True)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(300, in_features, generator=gen))
+        linear.bias.copy_(torch.randn(300, generator=gen))
+    try:
+        layer = PackedLinear(linear)
+    except RuntimeError as exc:
+        pytest.skip(f"no oneDNN linear in this build of torch ({exc})")
+    x = torch.randn(1, rows, in_features, generator=gen)
+    want = x.double() @ linear.weight.double().T + linear.bias.double()
+    got = layer(x)
+    assert got.shape == (1, rows, 300) and got.dtype == torch.float32
+    assert ((got.double() - want).abs().max() / want.abs().max()).item() < 1e-5
+    gemv = cpu_kernels.f32_gemv_kernel()
+    if gemv is not None and rows <= cpu_kernels.F32_GEMV_MAX_ROWS:  # the GEMV served it, bit for bit
+        assert torch.equal(got.view(rows, 300), gemv(x.view(rows, in_features), linear.weight.detach()) + linear.bias)
