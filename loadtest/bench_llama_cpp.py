@@ -17,9 +17,10 @@ Three figures, each on `--threads` threads:
   -npp 256 -ntg 128 -npl 16`, 16 parallel sequences).
 
 The engine runs float32 and int8 (weight-only, per output channel; its default leaves the LM head in
-float32, q8_0 quantizes it too, so both are run), and int8 with the LM head once more with its int8
-decode GEMV off (PyTorch's kernel, bf16 activations), so that the run measures what that kernel
-changes; llama.cpp f32, f16 and q8_0.
+float32, q8_0 quantizes it too, so both are run), and float32 and int8 with the LM head once more
+module by module (`cpu_kernels.FUSE_DECODE_LAYERS` off; float32 also without its decode GEMV, on
+oneDNN), so that the run measures what the one-call decode layer and the float32 GEMV change;
+llama.cpp f32, f16 and q8_0.
 
     python -m loadtest.bench_llama_cpp                 # 100m, 2 threads
     python -m loadtest.bench_llama_cpp --preset tiny   # a quick check of the harness
@@ -41,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from backends.local_engine import quant
+from backends.local_engine import cpu_kernels
 from backends.local_engine.engine import EngineSettings, LLMEngine
 from backends.local_engine.sampling import SamplingParams
 from backends.local_engine.tiny import build
@@ -120,15 +121,15 @@ def llama_round(tools: Path, gguf: Path, threads: int) -> dict[str, float]:
     return {"decode": decode, "ttft": LONG / prefill, "batch": BATCH * BATCH_OUT / float(row["t"])}
 
 
-DECODE_ROWS = quant.W8A8_MAX_ROWS
-KERNEL_OFF = "engine int8, LM head too, PyTorch's int8 kernel at decode"
-"""The same engine with its int8 decode GEMV (`quant.W8A8_MAX_ROWS`) off: what that kernel changes, in one run."""
+F32_ROWS = cpu_kernels.F32_GEMV_MAX_ROWS
+F32_OFF, INT8_OFF = "engine float32, module by module on oneDNN", "engine int8, LM head too, module by module"
+"""The same engines without the one-call decode layer (and float32 without its decode GEMV): what those change, in one run."""
 KV_BLOCKS = 2 * BATCH * (BATCH_IN + BATCH_OUT) // 16
 """Room for the 16 requests twice over, in 16-token blocks (four engines share the machine's memory)."""
 ENGINES = {"engine float32": ("none", False), "engine int8": ("int8", False), "engine int8, LM head too": ("int8", True),
-           KERNEL_OFF: ("int8", True)}  # fmt: skip
+           F32_OFF: ("none", False), INT8_OFF: ("int8", True)}  # fmt: skip
 RIVALS = {"engine float32": "llama.cpp f32", "engine int8": "llama.cpp q8_0", "engine int8, LM head too": "llama.cpp q8_0",
-          KERNEL_OFF: "llama.cpp q8_0"}  # fmt: skip
+          F32_OFF: "llama.cpp f32", INT8_OFF: "llama.cpp q8_0"}  # fmt: skip
 
 
 def main() -> None:
@@ -160,7 +161,8 @@ def main() -> None:
         rng = random.Random(0)
         for _ in range(args.rounds):  # rounds take turns, so that the machine's drift reaches every row alike
             for label, engine in engines.items():
-                quant.W8A8_MAX_ROWS = 0 if label == KERNEL_OFF else DECODE_ROWS
+                cpu_kernels.FUSE_DECODE_LAYERS = label not in (F32_OFF, INT8_OFF)
+                cpu_kernels.F32_GEMV_MAX_ROWS = 0 if label == F32_OFF else F32_ROWS
                 for key, value in engine_round(engine, rng).items():
                     samples.setdefault(label, {}).setdefault(key, []).append(value)
             for label, gguf in ggufs.items():
@@ -179,13 +181,14 @@ def main() -> None:
             ratios = (f["decode"] / t["decode"], t["ttft"] / f["ttft"], f["batch"] / t["batch"])
             versus = " / ".join(f"{r:.2f}x" for r in ratios) + f" ({RIVALS[label]})"
         lines.append(f"| {label} | {f['decode']:.1f} | {f['ttft'] * 1e3:.0f} ms | {f['batch']:.1f} | {versus} |")
-    on, off = samples["engine int8, LM head too"]["decode"], samples[KERNEL_OFF]["decode"]
-    paired = statistics.median(a / b for a, b in zip(on, off, strict=True))
     lines += [
         "",
         f"preset {args.preset}, {args.threads} threads, median of {args.rounds} rounds; a TTFT ratio > 1: the engine is faster",
-        f"int8 decode GEMV on / off (LM head too), batch-1 decode paired by round: {paired:.2f}x",
     ]
+    for on, off in (("engine float32", F32_OFF), ("engine int8, LM head too", INT8_OFF)):
+        for key in ("decode", "batch"):
+            paired = statistics.median(a / b for a, b in zip(samples[on][key], samples[off][key], strict=True))
+            lines.append(f"{on} against {off}, {key}, paired by round: {paired:.2f}x")
     print("\n".join([*lines, *footer("loadtest.bench_llama_cpp")]))
 
 

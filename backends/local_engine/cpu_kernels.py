@@ -48,6 +48,11 @@ _started = False
 _kernel: DecodeKernel | None = None
 _w8a8: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 _f32: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+_layer: Callable[..., None] | None = None
+
+FUSE_DECODE_LAYERS = True
+"""Run each decoder layer of a CPU decode step in one call (`decode_layer_kernel`) where it applies;
+False: module by module (benchmarks compare the two)."""
 
 F32_GEMV_MAX_ROWS = 2
 """Up to this many rows a `PackedLinear` runs on the float32 GEMV once it is built; more go to
@@ -135,11 +140,18 @@ def f32_gemv_kernel() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | 
     return _f32
 
 
+def decode_layer_kernel() -> Callable[..., None] | None:
+    """A whole decoder layer for a decode step in one call (`csrc/paged_decode.cpp`: `decode_layer`),
+    once built; model.CausalLM decides where it applies."""
+    decode_kernel()  # starts the build
+    return _layer
+
+
 def _build() -> None:
-    global _kernel, _w8a8, _f32
+    global _kernel, _w8a8, _f32, _layer
     try:
         module = load_extension()
-        _kernel = module.paged_decode
+        _kernel, _layer = module.paged_decode, module.decode_layer
         if module.f32_gemv_available():
             _f32 = module.f32_gemv
         if module.w8a8_available():

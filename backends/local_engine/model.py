@@ -6,13 +6,19 @@ step's tokens flattened across sequences ([tokens]); see `attention.AttentionMet
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backends.local_engine import cpu_kernels, quant
 from backends.local_engine.attention import AttentionMetadata, paged_attention, write_kv
 from backends.local_engine.config import ModelConfig
 from backends.local_engine.rope import Rotary
+
+_NONE = torch.empty(0)
+Operands = tuple[torch.Tensor, ...]
 
 
 class RMSNorm(nn.Module):
@@ -121,6 +127,20 @@ def _joined(modules: list[nn.Module]) -> nn.Linear:
     return joined.requires_grad_(False)
 
 
+def _decode_operand(linear: nn.Module) -> tuple[str, Operands] | None:
+    """A linear layer as the one-call decode layer reads it: its kind ("float32" or "int8") and
+    (weight, scale, bias), an empty tensor for a missing scale or bias; None: a kind it does not take."""
+    bias = getattr(linear, "bias", None)
+    if bias is not None and bias.dtype != torch.float32:
+        return None
+    b = _NONE if bias is None else bias.detach().contiguous()
+    if isinstance(linear, nn.Linear | cpu_kernels.PackedLinear) and linear.weight.dtype == torch.float32:
+        return "float32", (linear.weight.detach().contiguous(), _NONE, b)
+    if isinstance(linear, quant.QuantLinear) and linear.int4 is None and linear.in_features % 64 == 0:
+        return "int8", (linear.codes, linear.scale.float().contiguous(), b)
+    return None
+
+
 class DecoderLayer(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -135,6 +155,31 @@ class DecoderLayer(nn.Module):
         x = x + self.self_attn(self.input_layernorm(x), positions, kv, meta, rotary)
         out: torch.Tensor = x + self.mlp(self.post_attention_layernorm(x))
         return out
+
+    def decode_operands(self) -> tuple[set[str], Operands] | None:
+        """The linears of this layer as `cpu_kernels.decode_layer_kernel` takes them, with their kinds;
+        None where it cannot run this layer (projections not fused, int4, another dtype)."""
+        attn, mlp = self.self_attn, self.mlp
+        if attn.qkv_proj is None or mlp.gate_up_proj is None:
+            return None
+        parts = [_decode_operand(m) for m in (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)]
+        if any(p is None for p in parts):
+            return None
+        return {p[0] for p in parts if p}, tuple(t for p in parts if p for t in p[1])
+
+    def decode_step(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: torch.Tensor, meta: AttentionMetadata, operands: Operands
+    ) -> None:
+        """This layer for a step of decode rows only, in one call: x [rows, hidden] float32 is
+        updated in place; cos, sin: the rows' rotary tables."""
+        kernel = cpu_kernels.decode_layer_kernel()
+        assert kernel is not None
+        attn = self.self_attn
+        kernel(
+            x, cos, sin, meta.slot_mapping, kv[0], kv[1], meta.decode_block_tables, meta.decode_context_lens,
+            self.input_layernorm.weight, self.post_attention_layernorm.weight, self.input_layernorm.eps,
+            attn.heads, attn.kv_heads, attn.scale, meta.sliding_window or 0, *operands,
+        )  # fmt: skip
 
 
 class Decoder(nn.Module):
@@ -155,6 +200,9 @@ class CausalLM(nn.Module):
         self.model = Decoder(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.rotary: Rotary | None = None
+        self._decode: tuple[set[str], list[Operands]] | None = None
+        """Every layer's operands for the one-call decode layer and their kinds, found at the first
+        decode step on the CPU (an empty list: some layer cannot take it)."""
 
     def prepare(self, max_len: int) -> None:
         """Build the rotary tables once the weights sit on their device in their dtype."""
@@ -168,7 +216,42 @@ class CausalLM(nn.Module):
         rows: [n] indices of the tokens whose next-token scores are wanted. Returns [n, vocab] float32."""
         assert self.rotary is not None, "prepare() first"
         x = self.model.embed_tokens(tokens)
-        for layer, kv in zip(self.model.layers, kv_cache, strict=True):
-            x = layer(x, positions, kv, meta, self.rotary)
+        operands = self._decode_operands(x, kv_cache, meta)
+        if operands is not None:
+            cos, sin = self.rotary.cos[positions], self.rotary.sin[positions]
+            for layer, kv, ops in zip(self._layers(), kv_cache, operands, strict=True):
+                layer.decode_step(x, cos, sin, kv, meta, ops)
+        else:
+            for module, kv in zip(self.model.layers, kv_cache, strict=True):
+                x = module(x, positions, kv, meta, self.rotary)
         logits: torch.Tensor = self.lm_head(self.model.norm(x[rows])).float()
         return logits
+
+    def _layers(self) -> list[DecoderLayer]:
+        return cast(list[DecoderLayer], list(self.model.layers))
+
+    def _decode_operands(self, x: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata) -> list[Operands] | None:
+        """Each layer's operands where this step runs layer by layer in one call each: a CPU step of
+        float32 decode rows only, no more of them than the GEMVs of the layers' weights take
+        (`cpu_kernels.F32_GEMV_MAX_ROWS`, `quant.W8A8_MAX_ROWS`), the kernels built."""
+        if (
+            not cpu_kernels.FUSE_DECODE_LAYERS
+            or x.device.type != "cpu"
+            or x.dtype != torch.float32
+            or kv_cache.dtype != torch.float32
+            or meta.prefills
+            or meta.num_decode != x.shape[0]
+            or cpu_kernels.decode_layer_kernel() is None
+        ):
+            return None
+        if self._decode is None:
+            found = [layer.decode_operands() for layer in self._layers()]
+            usable = [f for f in found if f is not None]
+            kinds = set().union(*(kinds for kinds, _ in usable))
+            self._decode = (kinds, [ops for _, ops in usable] if len(usable) == len(found) else [])
+        kinds, operands = self._decode
+        limits = {"float32": cpu_kernels.F32_GEMV_MAX_ROWS if cpu_kernels.f32_gemv_kernel() else 0,
+                  "int8": quant.W8A8_MAX_ROWS if cpu_kernels.w8a8_kernel() else 0}  # fmt: skip
+        if not operands or x.shape[0] > min(limits[kind] for kind in kinds):
+            return None
+        return operands

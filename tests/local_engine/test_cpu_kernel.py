@@ -135,3 +135,56 @@ def test_packed_linear_matches_float64_on_both_of_its_paths(rows: int, in_featur
     gemv = cpu_kernels.f32_gemv_kernel()
     if gemv is not None and rows <= cpu_kernels.F32_GEMV_MAX_ROWS:  # the GEMV served it, bit for bit
         assert torch.equal(got.view(rows, 300), gemv(x.view(rows, in_features), linear.weight.detach()) + linear.bias)
+
+
+CHECKPOINTS = {"qwen2": {"tie_word_embeddings": True}, "mistral": {"sliding_window": 8}}
+"""Qwen2: q/k/v biases, tied embeddings; Mistral: a sliding window shorter than the prompts."""
+
+
+@pytest.mark.parametrize(
+    ("kind", "quantization", "rows", "fused"),
+    [("qwen2", "none", 1, True), ("mistral", "none", 2, True), ("qwen2", "none", 3, False),
+     ("mistral", "int8", 1, True), ("qwen2", "int8", 5, True), ("mistral", "int8", 9, False)],
+)  # fmt: skip
+def test_a_decode_step_in_one_call_per_layer_equals_the_modules(
+    tmp_path: Path, llama_dir: Path, kind: str, quantization: str, rows: int, fused: bool
+) -> None:
+    """Each decode step's scores with the one-call decoder layer and module by module: the same
+    tokens, and scores equal to float rounding; the one-call layer runs exactly where its GEMVs take
+    the rows (float32: up to 2; int8: up to 8)."""
+    from tests.local_engine.conftest import engine, hf_checkpoint
+
+    if cpu_kernels.decode_layer_kernel() is None or (quantization == "int8" and cpu_kernels.w8a8_kernel() is None):
+        pytest.skip("the CPU kernels are not built here, or this CPU lacks the GEMV's instructions")
+    folder = hf_checkpoint(tmp_path, llama_dir, kind, **CHECKPOINTS[kind])
+    eng = engine(folder, quantization=quantization, quantize_lm_head=True, enable_prefix_caching=False)
+    calls, kernel = [], cpu_kernels._layer
+    scores: dict[bool, list[torch.Tensor]] = {True: [], False: []}
+    run = eng.runner.run
+
+    def recording(batch):  # type: ignore[no-untyped-def]
+        out = run(batch)
+        scores[cpu_kernels.FUSE_DECODE_LAYERS].append(out.clone())
+        return out
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        calls.append(args[0].shape[0])
+        return kernel(*args)
+
+    from backends.local_engine.sampling import SamplingParams
+
+    greedy = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+    prompts = [[1000 + (i * 7919 + j * 31) % 20000 for j in range(11 + i)] for i in range(rows)]
+    try:
+        eng.runner.run, cpu_kernels._layer = recording, counting
+        tokens = {}
+        for fuse in (True, False):
+            cpu_kernels.FUSE_DECODE_LAYERS = fuse
+            tokens[fuse] = eng.generate(prompts, greedy)
+    finally:
+        cpu_kernels.FUSE_DECODE_LAYERS, cpu_kernels._layer = True, kernel
+    assert tokens[True] == tokens[False]
+    assert len(scores[True]) == len(scores[False])
+    for a, b in zip(scores[True], scores[False], strict=True):
+        assert (a - b).abs().max().item() < (2e-2 if quantization == "int8" else 1e-4)
+    assert (len(calls) > 0) == fused and all(n == rows for n in calls)

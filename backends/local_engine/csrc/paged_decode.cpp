@@ -321,10 +321,115 @@ torch::Tensor f32_gemv(torch::Tensor x, torch::Tensor w) {
 #endif
 }
 
+// --- one decoder layer for a decode step ----------------------------------------------------------
+//
+// At batch 1 a decode step of a small model is mostly the cost of calling ops, not of doing them: the
+// elementwise work of a layer (two RMSNorms, rotary, the KV write, SiLU, two residual adds) is a few
+// thousand floats, spread over some 30 torch ops and a dozen module calls. This runs a whole
+// Llama-family layer in one call: the same math as model.DecoderLayer (transformers' order of
+// operations, float32 throughout), its linears on the decode GEMVs above. A linear is (weight, scale,
+// bias): a float32 weight with an empty scale, or int8 codes with float32 scales per output channel;
+// an empty bias is none.
+
+namespace {
+torch::Tensor decode_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& scale, const torch::Tensor& bias) {
+  torch::Tensor y = w.scalar_type() == torch::kInt8 ? w8a8_gemv(x, w, scale) : f32_gemv(x, w);
+  if (bias.numel()) y.add_(bias);
+  return y;
+}
+
+// out = weight * (x / sqrt(mean(x^2) + eps)), per row (as model.RMSNorm in float32)
+void rms_norm_rows(const float* x, const float* weight, double eps, float* out, int64_t rows, int64_t size) {
+  for (int64_t m = 0; m < rows; ++m) {
+    const float* xr = x + m * size;
+    float total = 0.f;
+    for (int64_t i = 0; i < size; ++i) total += xr[i] * xr[i];
+    const float inv = 1.f / std::sqrt(total / static_cast<float>(size) + static_cast<float>(eps));
+    for (int64_t i = 0; i < size; ++i) out[m * size + i] = weight[i] * (xr[i] * inv);
+  }
+}
+
+// rotate-half rotary in place: x [heads, dim] of one token; cos, sin [dim]
+void rotate(float* x, int64_t heads, int64_t dim, const float* cos, const float* sin) {
+  const int64_t half = dim / 2;
+  for (int64_t h = 0; h < heads; ++h) {
+    float* v = x + h * dim;
+    for (int64_t i = 0; i < half; ++i) {
+      const float a = v[i], b = v[i + half];
+      v[i] = a * cos[i] - b * sin[i];
+      v[i + half] = b * cos[i + half] + a * sin[i + half];
+    }
+  }
+}
+}  // namespace
+
+// x: [rows, hidden] float32, the residual stream, updated in place. cos, sin: [rows, head_dim] for the
+// rows' positions. slots: [rows] int64 cache slots for the new K/V; tables, lens: as paged_decode.
+void decode_layer(torch::Tensor x, torch::Tensor cos, torch::Tensor sin, torch::Tensor slots, torch::Tensor k_cache,
+                  torch::Tensor v_cache, torch::Tensor tables, torch::Tensor lens, torch::Tensor input_norm,
+                  torch::Tensor post_norm, double eps, int64_t heads, int64_t kv_heads, double scale, int64_t window,
+                  torch::Tensor qkv_w, torch::Tensor qkv_s, torch::Tensor qkv_b, torch::Tensor o_w, torch::Tensor o_s,
+                  torch::Tensor o_b, torch::Tensor gate_up_w, torch::Tensor gate_up_s, torch::Tensor gate_up_b,
+                  torch::Tensor down_w, torch::Tensor down_s, torch::Tensor down_b) {
+  TORCH_CHECK(x.dtype() == torch::kFloat32 && x.is_contiguous() && x.dim() == 2, "decode_layer: x float32 [rows, hidden]");
+  TORCH_CHECK(k_cache.dtype() == torch::kFloat32 && k_cache.is_contiguous() && v_cache.is_contiguous(),
+              "decode_layer: a contiguous float32 cache");
+  const int64_t rows = x.size(0), hidden = x.size(1), dim = k_cache.size(3);
+  TORCH_CHECK(k_cache.size(2) == kv_heads && cos.size(1) == dim && cos.size(0) == rows && slots.size(0) == rows,
+              "decode_layer: shapes");
+  TORCH_CHECK(slots.scalar_type() == torch::kInt64 && slots.is_contiguous(), "decode_layer: int64 slots");
+  TORCH_CHECK(cos.dtype() == torch::kFloat32 && sin.dtype() == torch::kFloat32 && sin.sizes() == cos.sizes(),
+              "decode_layer: float32 rotary tables");
+  TORCH_CHECK(input_norm.dtype() == torch::kFloat32 && post_norm.dtype() == torch::kFloat32 &&
+                  input_norm.numel() == hidden && post_norm.numel() == hidden && input_norm.is_contiguous() &&
+                  post_norm.is_contiguous(),
+              "decode_layer: float32 norm weights of the hidden size");
+  const int64_t cache_slots = k_cache.size(0) * k_cache.size(1), kv_width = kv_heads * dim;
+  const int64_t* slot = slots.data_ptr<int64_t>();
+  for (int64_t m = 0; m < rows; ++m)
+    TORCH_CHECK(slot[m] >= 0 && slot[m] < cache_slots, "decode_layer: slot ", slot[m], " outside the cache");
+  cos = cos.contiguous();
+  sin = sin.contiguous();
+  float* xp = x.data_ptr<float>();
+  auto h = torch::empty_like(x);
+  rms_norm_rows(xp, input_norm.data_ptr<float>(), eps, h.data_ptr<float>(), rows, hidden);
+  auto qkv = decode_linear(h, qkv_w, qkv_s, qkv_b);  // [rows, (heads + 2 kv_heads) dim]
+  const int64_t width = qkv.size(1);
+  TORCH_CHECK(width == (heads + 2 * kv_heads) * dim, "decode_layer: the qkv width");
+  float* qp = qkv.data_ptr<float>();
+  float* kc = k_cache.data_ptr<float>();
+  float* vc = v_cache.data_ptr<float>();
+  auto q = torch::empty({rows, heads, dim}, x.options());
+  for (int64_t m = 0; m < rows; ++m) {
+    float* row = qp + m * width;
+    const float* c = cos.data_ptr<float>() + m * dim;
+    const float* s = sin.data_ptr<float>() + m * dim;
+    rotate(row, heads + kv_heads, dim, c, s);  // q and k lie side by side
+    std::memcpy(q.data_ptr<float>() + m * heads * dim, row, sizeof(float) * heads * dim);
+    std::memcpy(kc + slot[m] * kv_width, row + heads * dim, sizeof(float) * kv_width);
+    std::memcpy(vc + slot[m] * kv_width, row + (heads + kv_heads) * dim, sizeof(float) * kv_width);
+  }
+  auto attn = paged_decode(q, k_cache, v_cache, tables, lens, scale, window);
+  x.add_(decode_linear(attn.view({rows, heads * dim}), o_w, o_s, o_b));
+  rms_norm_rows(xp, post_norm.data_ptr<float>(), eps, h.data_ptr<float>(), rows, hidden);
+  auto gate_up = decode_linear(h, gate_up_w, gate_up_s, gate_up_b);  // [rows, 2 inter]
+  const int64_t inter = gate_up.size(1) / 2;
+  auto act = torch::empty({rows, inter}, x.options());
+  const float* gu = gate_up.data_ptr<float>();
+  float* ap = act.data_ptr<float>();
+  for (int64_t m = 0; m < rows; ++m)
+    for (int64_t i = 0; i < inter; ++i) {
+      const float g = gu[m * 2 * inter + i];
+      ap[m * inter + i] = g / (1.f + std::exp(-g)) * gu[m * 2 * inter + inter + i];
+    }
+  x.add_(decode_linear(act, down_w, down_s, down_b));
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_decode", &paged_decode, "Paged decode attention on the CPU");
   m.def("w8a8_available", &w8a8_available, "Whether w8a8_gemv was built (AVX-512 VNNI)");
   m.def("w8a8_gemv", &w8a8_gemv, "int8 weights x int8 activations for a few rows (decode)");
   m.def("f32_gemv_available", &f32_gemv_available, "Whether f32_gemv was built (AVX-512)");
   m.def("f32_gemv", &f32_gemv, "float32 weights x float32 activations for a row or two (decode)");
+  m.def("decode_layer", &decode_layer, "One Llama-family decoder layer for a decode step, in place");
 }
