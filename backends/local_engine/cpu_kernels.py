@@ -53,6 +53,8 @@ _layer: Callable[..., None] | None = None
 FUSE_DECODE_LAYERS = True
 """Run each decoder layer of a CPU decode step in one call (`decode_layer_kernel`) where it applies;
 False: module by module (benchmarks compare the two)."""
+DECODE_LAYER_MAX_ROWS = 16
+"""The most decode rows a step runs through the one-call layer (more: module by module)."""
 
 F32_GEMV_MAX_ROWS = 2
 """Up to this many rows a `PackedLinear` runs on the float32 GEMV once it is built; more go to

@@ -128,16 +128,19 @@ def _joined(modules: list[nn.Module]) -> nn.Linear:
 
 
 def _decode_operand(linear: nn.Module) -> tuple[str, Operands] | None:
-    """A linear layer as the one-call decode layer reads it: its kind ("float32" or "int8") and
-    (weight, scale, bias), an empty tensor for a missing scale or bias; None: a kind it does not take."""
+    """A linear layer as the one-call decode layer reads it (`csrc/paged_decode.cpp`, `decode_layer`):
+    its kind and (weight, scale, bias, other), an empty tensor for each part it lacks; None: a layer
+    it does not take (int4, another dtype)."""
     bias = getattr(linear, "bias", None)
     if bias is not None and bias.dtype != torch.float32:
         return None
     b = _NONE if bias is None else bias.detach().contiguous()
-    if isinstance(linear, nn.Linear | cpu_kernels.PackedLinear) and linear.weight.dtype == torch.float32:
-        return "float32", (linear.weight.detach().contiguous(), _NONE, b)
+    if isinstance(linear, cpu_kernels.PackedLinear):
+        return "float32", (linear.weight, _NONE, b, linear.packed)
+    if isinstance(linear, nn.Linear) and linear.weight.dtype == torch.float32:
+        return "float32, plain", (linear.weight.detach().contiguous(), _NONE, b, _NONE)
     if isinstance(linear, quant.QuantLinear) and linear.int4 is None and linear.in_features % 64 == 0:
-        return "int8", (linear.codes, linear.scale.float().contiguous(), b)
+        return "int8", (linear.codes, linear.scale.float().contiguous(), b, linear.scale.to(torch.bfloat16))
     return None
 
 
@@ -168,17 +171,25 @@ class DecoderLayer(nn.Module):
         return {p[0] for p in parts if p}, tuple(t for p in parts if p for t in p[1])
 
     def decode_step(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv: torch.Tensor, meta: AttentionMetadata, operands: Operands
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        kv: torch.Tensor,
+        meta: AttentionMetadata,
+        operands: Operands,
+        gemv_rows: int,
     ) -> None:
         """This layer for a step of decode rows only, in one call: x [rows, hidden] float32 is
-        updated in place; cos, sin: the rows' rotary tables."""
+        updated in place; cos, sin: the rows' rotary tables; up to `gemv_rows` rows, the linears
+        run on the decode GEMVs."""
         kernel = cpu_kernels.decode_layer_kernel()
         assert kernel is not None
         attn = self.self_attn
         kernel(
             x, cos, sin, meta.slot_mapping, kv[0], kv[1], meta.decode_block_tables, meta.decode_context_lens,
             self.input_layernorm.weight, self.post_attention_layernorm.weight, self.input_layernorm.eps,
-            attn.heads, attn.kv_heads, attn.scale, meta.sliding_window or 0, *operands,
+            attn.heads, attn.kv_heads, attn.scale, meta.sliding_window or 0, gemv_rows, *operands,
         )  # fmt: skip
 
 
@@ -216,11 +227,12 @@ class CausalLM(nn.Module):
         rows: [n] indices of the tokens whose next-token scores are wanted. Returns [n, vocab] float32."""
         assert self.rotary is not None, "prepare() first"
         x = self.model.embed_tokens(tokens)
-        operands = self._decode_operands(x, kv_cache, meta)
-        if operands is not None:
+        fused = self._decode_operands(x, kv_cache, meta)
+        if fused is not None:
+            operands, gemv_rows = fused
             cos, sin = self.rotary.cos[positions], self.rotary.sin[positions]
             for layer, kv, ops in zip(self._layers(), kv_cache, operands, strict=True):
-                layer.decode_step(x, cos, sin, kv, meta, ops)
+                layer.decode_step(x, cos, sin, kv, meta, ops, gemv_rows)
         else:
             for module, kv in zip(self.model.layers, kv_cache, strict=True):
                 x = module(x, positions, kv, meta, self.rotary)
@@ -230,10 +242,13 @@ class CausalLM(nn.Module):
     def _layers(self) -> list[DecoderLayer]:
         return cast(list[DecoderLayer], list(self.model.layers))
 
-    def _decode_operands(self, x: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata) -> list[Operands] | None:
-        """Each layer's operands where this step runs layer by layer in one call each: a CPU step of
-        float32 decode rows only, no more of them than the GEMVs of the layers' weights take
-        (`cpu_kernels.F32_GEMV_MAX_ROWS`, `quant.W8A8_MAX_ROWS`), the kernels built."""
+    def _decode_operands(
+        self, x: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata
+    ) -> tuple[list[Operands], int] | None:
+        """Each layer's operands, and up to how many rows the decode GEMVs take, where this step runs
+        layer by layer in one call each: a CPU step of float32 decode rows only, at most
+        `cpu_kernels.DECODE_LAYER_MAX_ROWS` of them (plain float32 weights, without oneDNN's copy: no
+        more than the float32 GEMV takes), the kernels built."""
         if (
             not cpu_kernels.FUSE_DECODE_LAYERS
             or x.device.type != "cpu"
@@ -250,8 +265,10 @@ class CausalLM(nn.Module):
             kinds = set().union(*(kinds for kinds, _ in usable))
             self._decode = (kinds, [ops for _, ops in usable] if len(usable) == len(found) else [])
         kinds, operands = self._decode
-        limits = {"float32": cpu_kernels.F32_GEMV_MAX_ROWS if cpu_kernels.f32_gemv_kernel() else 0,
-                  "int8": quant.W8A8_MAX_ROWS if cpu_kernels.w8a8_kernel() else 0}  # fmt: skip
-        if not operands or x.shape[0] > min(limits[kind] for kind in kinds):
+        f32 = cpu_kernels.F32_GEMV_MAX_ROWS if cpu_kernels.f32_gemv_kernel() else 0
+        gemv = {"float32": f32, "float32, plain": f32, "int8": quant.W8A8_MAX_ROWS if cpu_kernels.w8a8_kernel() else 0}
+        gemv_rows = min(gemv[kind] for kind in kinds) if kinds else 0
+        limit = min(cpu_kernels.DECODE_LAYER_MAX_ROWS, f32 if "float32, plain" in kinds else cpu_kernels.DECODE_LAYER_MAX_ROWS)
+        if not operands or x.shape[0] > limit:
             return None
-        return operands
+        return operands, gemv_rows

@@ -56,7 +56,7 @@ def test_int8_kernel_against_float64(rows: int) -> None:
     assert rel_error(out, want) < BF16_BOUND
 
 
-@pytest.mark.parametrize("rows", [1, 3, 8])
+@pytest.mark.parametrize("rows", [1, 3, 8, 40])
 def test_the_int8_decode_gemv_against_float64(rows: int) -> None:
     """int8 activations per 64 values (as llama.cpp's q8_0): within 2% of exact math on the same codes."""
     cpu_kernels.decode_kernel(wait=True)

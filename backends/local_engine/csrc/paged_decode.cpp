@@ -12,6 +12,7 @@
 #endif
 
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 
 #include <algorithm>
 #include <atomic>
@@ -327,13 +328,31 @@ torch::Tensor f32_gemv(torch::Tensor x, torch::Tensor w) {
 // elementwise work of a layer (two RMSNorms, rotary, the KV write, SiLU, two residual adds) is a few
 // thousand floats, spread over some 30 torch ops and a dozen module calls. This runs a whole
 // Llama-family layer in one call: the same math as model.DecoderLayer (transformers' order of
-// operations, float32 throughout), its linears on the decode GEMVs above. A linear is (weight, scale,
-// bias): a float32 weight with an empty scale, or int8 codes with float32 scales per output channel;
-// an empty bias is none.
+// operations, float32 throughout). A linear is (weight, scale, bias, other): a float32 weight with an
+// empty scale and, as `other`, oneDNN's reordered copy of it (or an empty tensor); or int8 codes with
+// float32 scales per output channel and, as `other`, the scales in bf16. Up to `gemv_rows` rows go to
+// the decode GEMVs above, more to oneDNN's matmul (float32) or PyTorch's int8 kernel (bf16
+// activations), as the modules would. An empty bias is none.
 
 namespace {
-torch::Tensor decode_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& scale, const torch::Tensor& bias) {
-  torch::Tensor y = w.scalar_type() == torch::kInt8 ? w8a8_gemv(x, w, scale) : f32_gemv(x, w);
+torch::Tensor onednn_linear(const torch::Tensor& x, const torch::Tensor& packed) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                         c10::string_view, torch::List<std::optional<at::Scalar>>,
+                                         std::optional<c10::string_view>)>();
+  return op.call(x, packed, std::nullopt, "none", torch::List<std::optional<at::Scalar>>(), std::nullopt);
+}
+
+torch::Tensor decode_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& scale, const torch::Tensor& bias,
+                            const torch::Tensor& other, int64_t gemv_rows) {
+  const bool gemv = x.size(0) <= gemv_rows;
+  torch::Tensor y;
+  if (w.scalar_type() == torch::kInt8) {
+    y = gemv ? w8a8_gemv(x, w, scale) : at::_weight_int8pack_mm(x.to(torch::kBFloat16), w, other).to(torch::kFloat32);
+  } else {
+    y = gemv || !other.defined() || other.numel() == 0 ? f32_gemv(x, w) : onednn_linear(x, other);
+  }
   if (bias.numel()) y.add_(bias);
   return y;
 }
@@ -368,9 +387,10 @@ void rotate(float* x, int64_t heads, int64_t dim, const float* cos, const float*
 void decode_layer(torch::Tensor x, torch::Tensor cos, torch::Tensor sin, torch::Tensor slots, torch::Tensor k_cache,
                   torch::Tensor v_cache, torch::Tensor tables, torch::Tensor lens, torch::Tensor input_norm,
                   torch::Tensor post_norm, double eps, int64_t heads, int64_t kv_heads, double scale, int64_t window,
-                  torch::Tensor qkv_w, torch::Tensor qkv_s, torch::Tensor qkv_b, torch::Tensor o_w, torch::Tensor o_s,
-                  torch::Tensor o_b, torch::Tensor gate_up_w, torch::Tensor gate_up_s, torch::Tensor gate_up_b,
-                  torch::Tensor down_w, torch::Tensor down_s, torch::Tensor down_b) {
+                  int64_t gemv_rows, torch::Tensor qkv_w, torch::Tensor qkv_s, torch::Tensor qkv_b, torch::Tensor qkv_x,
+                  torch::Tensor o_w, torch::Tensor o_s, torch::Tensor o_b, torch::Tensor o_x, torch::Tensor gate_up_w,
+                  torch::Tensor gate_up_s, torch::Tensor gate_up_b, torch::Tensor gate_up_x, torch::Tensor down_w,
+                  torch::Tensor down_s, torch::Tensor down_b, torch::Tensor down_x) {
   TORCH_CHECK(x.dtype() == torch::kFloat32 && x.is_contiguous() && x.dim() == 2, "decode_layer: x float32 [rows, hidden]");
   TORCH_CHECK(k_cache.dtype() == torch::kFloat32 && k_cache.is_contiguous() && v_cache.is_contiguous(),
               "decode_layer: a contiguous float32 cache");
@@ -393,7 +413,7 @@ void decode_layer(torch::Tensor x, torch::Tensor cos, torch::Tensor sin, torch::
   float* xp = x.data_ptr<float>();
   auto h = torch::empty_like(x);
   rms_norm_rows(xp, input_norm.data_ptr<float>(), eps, h.data_ptr<float>(), rows, hidden);
-  auto qkv = decode_linear(h, qkv_w, qkv_s, qkv_b);  // [rows, (heads + 2 kv_heads) dim]
+  auto qkv = decode_linear(h, qkv_w, qkv_s, qkv_b, qkv_x, gemv_rows);  // [rows, (heads + 2 kv_heads) dim]
   const int64_t width = qkv.size(1);
   TORCH_CHECK(width == (heads + 2 * kv_heads) * dim, "decode_layer: the qkv width");
   float* qp = qkv.data_ptr<float>();
@@ -410,9 +430,9 @@ void decode_layer(torch::Tensor x, torch::Tensor cos, torch::Tensor sin, torch::
     std::memcpy(vc + slot[m] * kv_width, row + (heads + kv_heads) * dim, sizeof(float) * kv_width);
   }
   auto attn = paged_decode(q, k_cache, v_cache, tables, lens, scale, window);
-  x.add_(decode_linear(attn.view({rows, heads * dim}), o_w, o_s, o_b));
+  x.add_(decode_linear(attn.view({rows, heads * dim}), o_w, o_s, o_b, o_x, gemv_rows));
   rms_norm_rows(xp, post_norm.data_ptr<float>(), eps, h.data_ptr<float>(), rows, hidden);
-  auto gate_up = decode_linear(h, gate_up_w, gate_up_s, gate_up_b);  // [rows, 2 inter]
+  auto gate_up = decode_linear(h, gate_up_w, gate_up_s, gate_up_b, gate_up_x, gemv_rows);  // [rows, 2 inter]
   const int64_t inter = gate_up.size(1) / 2;
   auto act = torch::empty({rows, inter}, x.options());
   const float* gu = gate_up.data_ptr<float>();
@@ -422,7 +442,7 @@ void decode_layer(torch::Tensor x, torch::Tensor cos, torch::Tensor sin, torch::
       const float g = gu[m * 2 * inter + i];
       ap[m * inter + i] = g / (1.f + std::exp(-g)) * gu[m * 2 * inter + inter + i];
     }
-  x.add_(decode_linear(act, down_w, down_s, down_b));
+  x.add_(decode_linear(act, down_w, down_s, down_b, down_x, gemv_rows));
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
