@@ -45,16 +45,19 @@ def decode_rate(engine: LLMEngine, prompt: list[int], tokens: int) -> float:
 
 
 def weight_megabytes(engine: LLMEngine) -> float:
+    """The weights as the kernels hold them: a float32 layer on the CPU keeps oneDNN's reordered copy
+    and the plain weight its decode GEMV reads; a matrix shared (tied embeddings) counts once."""
     model = engine.runner.model
-    total = 0
+    held: dict[int, int] = {}
     for module in model.modules():
         if isinstance(module, QuantLinear):
-            total += module.weight_bytes()
+            held[id(module)] = module.weight_bytes()
         elif isinstance(module, PackedLinear):
-            total += module.packed.numel() * module.packed.element_size()
+            held[id(module)] = module.packed.numel() * module.packed.element_size()
+            held[module.weight.data_ptr()] = module.weight.numel() * module.weight.element_size()
         elif isinstance(module, torch.nn.Linear | torch.nn.Embedding):
-            total += module.weight.numel() * module.weight.element_size()
-    return total / 1e6
+            held[module.weight.data_ptr()] = module.weight.numel() * module.weight.element_size()
+    return sum(held.values()) / 1e6
 
 
 def main() -> None:
