@@ -130,7 +130,7 @@ def _joined(modules: list[nn.Module]) -> nn.Linear:
 def _decode_operand(linear: nn.Module) -> tuple[str, Operands] | None:
     """A linear layer as the one-call decode layer reads it (`csrc/paged_decode.cpp`, `decode_layer`):
     its kind and (weight, scale, bias, other), an empty tensor for each part it lacks; None: a layer
-    it does not take (int4, another dtype)."""
+    it does not take (another dtype, int4 codes the CPU kernel could not pack)."""
     bias = getattr(linear, "bias", None)
     if bias is not None and bias.dtype != torch.float32:
         return None
@@ -141,6 +141,9 @@ def _decode_operand(linear: nn.Module) -> tuple[str, Operands] | None:
         return "float32, plain", (linear.weight.detach().contiguous(), _NONE, b, _NONE)
     if isinstance(linear, quant.QuantLinear) and linear.int4 is None and linear.in_features % 64 == 0:
         return "int8", (linear.codes, linear.scale.float().contiguous(), b, linear.scale.to(torch.bfloat16))
+    if isinstance(linear, quant.QuantLinear) and linear.int4 is not None and linear.int4.packed is not None:
+        assert linear.int4.scale_and_zero is not None
+        return "int4", (linear.int4.packed, linear.int4.scale_and_zero, b, _NONE)
     return None
 
 
@@ -161,7 +164,7 @@ class DecoderLayer(nn.Module):
 
     def decode_operands(self) -> tuple[set[str], Operands] | None:
         """The linears of this layer as `cpu_kernels.decode_layer_kernel` takes them, with their kinds;
-        None where it cannot run this layer (projections not fused, int4, another dtype)."""
+        None where it cannot run this layer (projections not fused, another dtype)."""
         attn, mlp = self.self_attn, self.mlp
         if attn.qkv_proj is None or mlp.gate_up_proj is None:
             return None
@@ -266,7 +269,9 @@ class CausalLM(nn.Module):
             self._decode = (kinds, [ops for _, ops in usable] if len(usable) == len(found) else [])
         kinds, operands = self._decode
         f32 = cpu_kernels.F32_GEMV_MAX_ROWS if cpu_kernels.f32_gemv_kernel() else 0
-        gemv = {"float32": f32, "float32, plain": f32, "int8": quant.W8A8_MAX_ROWS if cpu_kernels.w8a8_kernel() else 0}
+        int8 = quant.W8A8_MAX_ROWS if cpu_kernels.w8a8_kernel() else 0
+        # int4 has no GEMV: PyTorch's kernel at any number of rows
+        gemv = {"float32": f32, "float32, plain": f32, "int8": int8, "int4": cpu_kernels.DECODE_LAYER_MAX_ROWS}
         gemv_rows = min(gemv[kind] for kind in kinds) if kinds else 0
         limit = min(cpu_kernels.DECODE_LAYER_MAX_ROWS, f32 if "float32, plain" in kinds else cpu_kernels.DECODE_LAYER_MAX_ROWS)
         if not operands or x.shape[0] > limit:

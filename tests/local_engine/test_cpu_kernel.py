@@ -145,7 +145,8 @@ CHECKPOINTS = {"qwen2": {"tie_word_embeddings": True}, "mistral": {"sliding_wind
     ("kind", "quantization", "rows", "fused", "int8_gemv_rows"),
     [("qwen2", "none", 1, True, None), ("mistral", "none", 2, True, None), ("qwen2", "none", 5, True, None),
      ("mistral", "none", 17, False, None), ("mistral", "int8", 1, True, None), ("qwen2", "int8", 12, True, None),
-     ("mistral", "int8", 12, True, 8), ("qwen2", "int8", 17, False, None)],
+     ("mistral", "int8", 12, True, 8), ("qwen2", "int8", 17, False, None), ("qwen2", "int4", 1, True, None),
+     ("mistral", "int4", 6, True, None)],
 )  # fmt: skip
 def test_a_decode_step_in_one_call_per_layer_equals_the_modules(
     tmp_path: Path,
@@ -170,7 +171,8 @@ def test_a_decode_step_in_one_call_per_layer_equals_the_modules(
     folder = hf_checkpoint(tmp_path, llama_dir, kind, **CHECKPOINTS[kind])
     if int8_gemv_rows is not None:
         monkeypatch.setattr(quant, "W8A8_MAX_ROWS", int8_gemv_rows)
-    eng = engine(folder, quantization=quantization, quantize_lm_head=True, enable_prefix_caching=False)
+    group = {"quant_group_size": 64} if quantization == "int4" else {}  # the tiny model's hidden size
+    eng = engine(folder, quantization=quantization, quantize_lm_head=True, enable_prefix_caching=False, **group)
     calls, kernel = [], cpu_kernels._layer
     scores: dict[bool, list[torch.Tensor]] = {True: [], False: []}
     run = eng.runner.run
@@ -199,6 +201,6 @@ def test_a_decode_step_in_one_call_per_layer_equals_the_modules(
     assert tokens[True] == tokens[False]
     assert len(scores[True]) == len(scores[False])
     for a, b in zip(scores[True], scores[False], strict=True):
-        # int8: activations are rounded to int8 (GEMV) or bf16, where float rounding may move a score by an ulp
-        assert ((a - b).abs().max() / b.abs().max()).item() < (1e-2 if quantization == "int8" else 1e-5)
+        # int8, int4: activations are rounded to int8 (GEMV) or bf16, where float rounding may move a score by an ulp
+        assert ((a - b).abs().max() / b.abs().max()).item() < (1e-5 if quantization == "none" else 1e-2)
     assert (len(calls) > 0) == fused and all(n == rows for n in calls)
