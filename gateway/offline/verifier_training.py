@@ -12,7 +12,7 @@ Training data: the generated pairs (cache_data.py: from the seeds, and the hand-
 evals/cache-pairs.jsonl with their augmented variants), `train` split only. Then the shipped
 verifier, run through ONNX Runtime as the gateway runs it, scores the `calibration` split, and
 those scores are kept in `config/cache/verifier.json`: the gateway picks its threshold from them
-for the configured `cache.target_false_hit_rate`. The frozen test split (evals/cache-frozen.jsonl) is never read.
+for the configured `cache.target_false_hit_rate`. The frozen test splits (evals/cache-frozen*.jsonl) are never read.
 
 Deterministic for a given torch build and CPU: one seeded generator orders the batches and
 initialises the head, and torch runs on a fixed number of threads.
