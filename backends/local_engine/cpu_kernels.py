@@ -54,7 +54,9 @@ FUSE_DECODE_LAYERS = True
 """Run each decoder layer of a CPU decode step in one call (`decode_layer_kernel`) where it applies;
 False: module by module (benchmarks compare the two)."""
 DECODE_LAYER_MAX_ROWS = 16
-"""The most decode rows a step runs through the one-call layer (more: module by module)."""
+"""The most decode rows a step runs through the one-call layer (more: module by module). Ad hoc, a
+float32 step of the 100m preset: 16 rows 1.11x faster than module by module, 32 rows 1.01x (its
+elementwise loops run on one thread)."""
 
 F32_GEMV_MAX_ROWS = 2
 """Up to this many rows a `PackedLinear` runs on the float32 GEMV once it is built; more go to
