@@ -130,15 +130,14 @@ def _joined(modules: list[nn.Module]) -> nn.Linear:
 def _decode_operand(linear: nn.Module) -> tuple[str, Operands] | None:
     """A linear layer as the one-call decode layer reads it (`csrc/paged_decode.cpp`, `decode_layer`):
     its kind and (weight, scale, bias, other), an empty tensor for each part it lacks; None: a layer
-    it does not take (another dtype, int4 codes the CPU kernel could not pack)."""
+    it does not take (a float32 layer without oneDNN's copy, another dtype, int4 codes the CPU kernel
+    could not pack)."""
     bias = getattr(linear, "bias", None)
     if bias is not None and bias.dtype != torch.float32:
         return None
     b = _NONE if bias is None else bias.detach().contiguous()
     if isinstance(linear, cpu_kernels.PackedLinear):
         return "float32", (linear.weight, _NONE, b, linear.packed)
-    if isinstance(linear, nn.Linear) and linear.weight.dtype == torch.float32:
-        return "float32, plain", (linear.weight.detach().contiguous(), _NONE, b, _NONE)
     if isinstance(linear, quant.QuantLinear) and linear.int4 is None and linear.in_features % 64 == 0:
         return "int8", (linear.codes, linear.scale.float().contiguous(), b, linear.scale.to(torch.bfloat16))
     if isinstance(linear, quant.QuantLinear) and linear.int4 is not None and linear.int4.packed is not None:
@@ -250,8 +249,7 @@ class CausalLM(nn.Module):
     ) -> tuple[list[Operands], int] | None:
         """Each layer's operands, and up to how many rows the decode GEMVs take, where this step runs
         layer by layer in one call each: a CPU step of float32 decode rows only, at most
-        `cpu_kernels.DECODE_LAYER_MAX_ROWS` of them (plain float32 weights, without oneDNN's copy: no
-        more than the float32 GEMV takes), the kernels built."""
+        `cpu_kernels.DECODE_LAYER_MAX_ROWS` of them, the kernels built."""
         if (
             not cpu_kernels.FUSE_DECODE_LAYERS
             or x.device.type != "cpu"
@@ -268,12 +266,10 @@ class CausalLM(nn.Module):
             kinds = set().union(*(kinds for kinds, _ in usable))
             self._decode = (kinds, [ops for _, ops in usable] if len(usable) == len(found) else [])
         kinds, operands = self._decode
-        f32 = cpu_kernels.F32_GEMV_MAX_ROWS if cpu_kernels.f32_gemv_kernel() else 0
-        int8 = quant.W8A8_MAX_ROWS if cpu_kernels.w8a8_kernel() else 0
-        # int4 has no GEMV: PyTorch's kernel at any number of rows
-        gemv = {"float32": f32, "float32, plain": f32, "int8": int8, "int4": cpu_kernels.DECODE_LAYER_MAX_ROWS}
-        gemv_rows = min(gemv[kind] for kind in kinds) if kinds else 0
-        limit = min(cpu_kernels.DECODE_LAYER_MAX_ROWS, f32 if "float32, plain" in kinds else cpu_kernels.DECODE_LAYER_MAX_ROWS)
-        if not operands or x.shape[0] > limit:
+        if not operands or x.shape[0] > cpu_kernels.DECODE_LAYER_MAX_ROWS:
             return None
-        return operands, gemv_rows
+        # int4 has no GEMV: PyTorch's kernel at any number of rows
+        gemv = {"float32": cpu_kernels.F32_GEMV_MAX_ROWS if cpu_kernels.f32_gemv_kernel() else 0,
+                "int8": quant.W8A8_MAX_ROWS if cpu_kernels.w8a8_kernel() else 0,
+                "int4": cpu_kernels.DECODE_LAYER_MAX_ROWS}  # fmt: skip
+        return operands, min(gemv[kind] for kind in kinds)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gateway.access.keys import Principal
-from gateway.redis_client import is_cluster
+from gateway.redis_client import is_cluster, tag
 
 WINDOW_S = 60
 OK, REQUESTS, TOKENS, BUDGET = 0, 1, 2, 3
@@ -307,7 +307,7 @@ class RedisCounters:
 
     def _keys(self, principal: Principal, ids: Sequence[str]) -> list[str]:
         """The key's request and token windows, then its spend in each period of `ids`."""
-        id_ = "{" + principal.id + "}" if self._cluster else principal.id  # a cluster's hash tag (redis_client.tag)
+        id_ = tag(self._client, principal.id)
         return [f"{self._p}rl:{id_}:r", f"{self._p}rl:{id_}:t", *(f"{self._p}spend:{id_}:{pid}" for pid in ids)]
 
     async def admit(self, principal: Principal, ask: Ask, periods: Sequence[tuple[str, str, float, int]]) -> tuple[int, Verdict]:

@@ -329,7 +329,7 @@ torch::Tensor f32_gemv(torch::Tensor x, torch::Tensor w) {
 // thousand floats, spread over some 30 torch ops and a dozen module calls. This runs a whole
 // Llama-family layer in one call: the same math as model.DecoderLayer (transformers' order of
 // operations, float32 throughout). A linear is (weight, scale, bias, other): a float32 weight with an
-// empty scale and, as `other`, oneDNN's reordered copy of it (or an empty tensor); int8 codes with
+// empty scale and, as `other`, oneDNN's reordered copy of it; int8 codes with
 // float32 scales per output channel and, as `other`, the scales in bf16; or int4 codes packed for
 // PyTorch's int4 kernel (uint8) with its bf16 scales and offsets. Up to `gemv_rows` rows go to the
 // decode GEMVs above, more to oneDNN's matmul (float32) or PyTorch's int8 kernel (bf16 activations),
@@ -355,7 +355,7 @@ torch::Tensor decode_linear(const torch::Tensor& x, const torch::Tensor& w, cons
     const int64_t group = x.size(1) / scale.size(0);
     y = at::_weight_int4pack_mm_for_cpu(x.to(torch::kBFloat16), w, group, scale).to(torch::kFloat32);
   } else {
-    y = gemv || !other.defined() || other.numel() == 0 ? f32_gemv(x, w) : onednn_linear(x, other);
+    y = gemv ? f32_gemv(x, w) : onednn_linear(x, other);
   }
   if (bias.numel()) y.add_(bias);
   return y;
