@@ -88,7 +88,7 @@ class LocalEngineSettings(_Settings, frozen=True, kw_only=True):
     """Weight-only quantization of the linear layers at load (int8 per output channel, int4 in
     groups of `quant_group_size`). AWQ and GPTQ checkpoints come quantized: leave this `none` for them."""
     quant_group_size: Literal[64, 128] = 128
-    kv_cache_dtype: Literal["auto", "fp8"] = "auto"
+    kv_cache_dtype: Literal["auto", "float16", "bfloat16", "fp8"] = "auto"
     """fp8: K and V cached as float8 e4m3 (half the memory of bf16 per token, a little accuracy)."""
     startup_timeout_s: Positive = 300.0
     """A start that has not answered /health by then is killed and tried again."""

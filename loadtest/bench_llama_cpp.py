@@ -17,10 +17,11 @@ Three figures, each on `--threads` threads:
   -npp 256 -ntg 128 -npl 16`, 16 parallel sequences).
 
 The engine runs float32 and int8 (weight-only, per output channel; its default leaves the LM head in
-float32, q8_0 quantizes it too, so both are run), and float32 and int8 with the LM head once more
-module by module (`cpu_kernels.FUSE_DECODE_LAYERS` off; float32 also without its decode GEMV, on
-oneDNN), so that the run measures what the one-call decode layer and the float32 GEMV change;
-llama.cpp f32, f16 and q8_0.
+float32, q8_0 quantizes it too, so both are run); float32 once more over a float16 KV cache, as
+llama.cpp keeps its cache by default (`--kv-cache-dtype float16`); and float32 and int8 with the LM
+head once more module by module (`cpu_kernels.FUSE_DECODE_LAYERS` off; float32 also without its
+panel kernel, on oneDNN), so that the run measures what the one-call decode layer and the panels
+change; llama.cpp f32, f16 and q8_0, each with its default float16 KV cache.
 
     python -m loadtest.bench_llama_cpp                 # 100m, 2 threads
     python -m loadtest.bench_llama_cpp --preset tiny   # a quick check of the harness
@@ -121,15 +122,17 @@ def llama_round(tools: Path, gguf: Path, threads: int) -> dict[str, float]:
     return {"decode": decode, "ttft": LONG / prefill, "batch": BATCH * BATCH_OUT / float(row["t"])}
 
 
-F32_ROWS = cpu_kernels.F32_GEMV_MAX_ROWS
+F32_ROWS = cpu_kernels.F32_PANEL_MAX_ROWS
 F32_OFF, INT8_OFF = "engine float32, module by module on oneDNN", "engine int8, LM head too, module by module"
-"""The same engines without the one-call decode layer (and float32 without its decode GEMV): what those change, in one run."""
+"""The same engines without the one-call decode layer (and float32 without its panels): what those change, in one run."""
+F16_KV = "engine float32, float16 KV cache"
 KV_BLOCKS = 2 * BATCH * (BATCH_IN + BATCH_OUT) // 16
 """Room for the 16 requests twice over, in 16-token blocks (four engines share the machine's memory)."""
-ENGINES = {"engine float32": ("none", False), "engine int8": ("int8", False), "engine int8, LM head too": ("int8", True),
-           F32_OFF: ("none", False), INT8_OFF: ("int8", True)}  # fmt: skip
-RIVALS = {"engine float32": "llama.cpp f32", "engine int8": "llama.cpp q8_0", "engine int8, LM head too": "llama.cpp q8_0",
-          F32_OFF: "llama.cpp f32", INT8_OFF: "llama.cpp q8_0"}  # fmt: skip
+ENGINES = {"engine float32": ("none", False, "auto"), F16_KV: ("none", False, "float16"),
+           "engine int8": ("int8", False, "auto"), "engine int8, LM head too": ("int8", True, "auto"),
+           F32_OFF: ("none", False, "auto"), INT8_OFF: ("int8", True, "auto")}  # fmt: skip
+RIVALS = {"engine float32": "llama.cpp f32", F16_KV: "llama.cpp f32", "engine int8": "llama.cpp q8_0",
+          "engine int8, LM head too": "llama.cpp q8_0", F32_OFF: "llama.cpp f32", INT8_OFF: "llama.cpp q8_0"}  # fmt: skip
 
 
 def main() -> None:
@@ -146,12 +149,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = build(Path(tmp) / "ckpt", args.preset, seed=0)
         engines = {}
-        for label, (scheme, lm_head) in ENGINES.items():
+        for label, (scheme, lm_head, kv) in ENGINES.items():
             engines[label] = LLMEngine(
                 EngineSettings(
                     model=str(folder),
                     quantization=scheme,
                     quantize_lm_head=lm_head,
+                    kv_cache_dtype=kv,
                     enable_prefix_caching=False,
                     num_kv_blocks=KV_BLOCKS,
                 )
@@ -162,7 +166,7 @@ def main() -> None:
         for _ in range(args.rounds):  # rounds take turns, so that the machine's drift reaches every row alike
             for label, engine in engines.items():
                 cpu_kernels.FUSE_DECODE_LAYERS = label not in (F32_OFF, INT8_OFF)
-                cpu_kernels.F32_GEMV_MAX_ROWS = 0 if label == F32_OFF else F32_ROWS
+                cpu_kernels.F32_PANEL_MAX_ROWS = 0 if label == F32_OFF else F32_ROWS
                 for key, value in engine_round(engine, rng).items():
                     samples.setdefault(label, {}).setdefault(key, []).append(value)
             for label, gguf in ggufs.items():

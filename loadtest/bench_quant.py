@@ -46,7 +46,8 @@ def decode_rate(engine: LLMEngine, prompt: list[int], tokens: int) -> float:
 
 def weight_megabytes(engine: LLMEngine) -> float:
     """The weights as the kernels hold them: a float32 layer on the CPU keeps oneDNN's reordered copy
-    and the plain weight its decode GEMV reads; a matrix shared (tied embeddings) counts once."""
+    and its panels (or, before the kernels are built, the plain weight); a matrix shared (tied
+    embeddings) counts once."""
     model = engine.runner.model
     held: dict[int, int] = {}
     for module in model.modules():
@@ -54,7 +55,9 @@ def weight_megabytes(engine: LLMEngine) -> float:
             held[id(module)] = module.weight_bytes()
         elif isinstance(module, PackedLinear):
             held[id(module)] = module.packed.numel() * module.packed.element_size()
-            held[module.weight.data_ptr()] = module.weight.numel() * module.weight.element_size()
+            second = module.panels if module.panels is not None else module.weight
+            assert second is not None
+            held[second.data_ptr()] = second.numel() * second.element_size()
         elif isinstance(module, torch.nn.Linear | torch.nn.Embedding):
             held[module.weight.data_ptr()] = module.weight.numel() * module.weight.element_size()
     return sum(held.values()) / 1e6

@@ -38,7 +38,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-num-batched-tokens", type=int, default=2048)
     serve.add_argument("--max-num-seqs", type=int, default=128)
     serve.add_argument("--max-model-len", type=int, default=None)
-    serve.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8"], help="fp8: e4m3, half of bf16's memory")
+    serve.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "float16", "bfloat16", "fp8"],
+                       help="float16/bfloat16: half of float32's memory; fp8: e4m3, half of bf16's")  # fmt: skip
     serve.add_argument("--quantization", default="none", choices=["none", "int8", "int4"], help="weight-only, at load")
     serve.add_argument("--quant-group-size", type=int, default=128, help="int4: input channels per scale (128 or 64)")
     serve.add_argument("--quant-asym", action="store_true", help="int4: a zero point per group")

@@ -99,9 +99,15 @@ def _fused_decode(q: torch.Tensor, k_cache: torch.Tensor) -> bool:
     return triton_available() and not dim & (dim - 1) and not block & (block - 1)
 
 
+NARROW_CACHES = (torch.float16, torch.bfloat16)
+"""Cache dtypes the C++ decode kernel reads under a float32 model, besides the model's own."""
+
+
 def cpu_decode_kernel(device: torch.device, dtype: torch.dtype, kv_dtype: torch.dtype) -> DecodeKernel | None:
-    """The C++ decode kernel, once built, for a CPU cache in the model's dtype (an fp8 cache takes the torch path)."""
-    if device.type != "cpu" or kv_dtype != dtype or not enabled():
+    """The C++ decode kernel, once built, for a CPU cache in the model's dtype or, under a float32
+    model, in float16 or bfloat16 (an fp8 cache takes the torch path)."""
+    narrow = dtype == torch.float32 and kv_dtype in NARROW_CACHES
+    if device.type != "cpu" or (kv_dtype != dtype and not narrow) or not enabled():
         return None
     return decode_kernel()
 

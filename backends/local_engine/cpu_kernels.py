@@ -1,6 +1,7 @@
 """The engine's CPU kernels: oneDNN linear layers with prepacked weights, and C++ kernels
 (`csrc/paged_decode.cpp`) compiled on first use: paged decode attention, on CPUs with AVX-512 the
-float32 decode GEMV (`f32_gemv_kernel`), and on CPUs with AVX-512 VNNI the int8 decode GEMV
+float32 matmul for up to 16 rows over weights packed in panels (`f32_panels_kernel`), and on CPUs
+with AVX-512 VNNI the int8 decode GEMV
 (`w8a8_kernel`; int8 activations per 64 values, as llama.cpp's q8_0). `LOCAL_ENGINE_CPU_KERNELS=0`
 turns them all off (the plain torch path, for comparison or as a way out).
 
@@ -8,10 +9,12 @@ Linear layers: PyTorch runs a float32 `nn.Linear` on MKL's sgemm, which repacks 
 every call; oneDNN's matmul reads a weight reordered once, at load, into its blocked layout. On this
 project's 2-core VM that ran 1.2-2.5x faster for the benchmark model's shapes (1 to 2048 rows, ad
 hoc; loadtest/RESULTS.md). The results differ from sgemm's by float rounding (another summation
-order). For one or two rows (`F32_GEMV_MAX_ROWS`: batch-1 decode) oneDNN reads its weight at about
-half the memory bandwidth, so a `PackedLinear` keeps the plain weight too and hands those rows to
-the float32 GEMV, which reads each weight row once, start to end: float32 weights take twice their
-size in memory on this path (int8 and int4 layers keep one copy).
+order). For a decode step's few rows (up to `F32_PANEL_MAX_ROWS`) each weight is used once per row
+and the step is as much a stream of weights from memory as arithmetic; oneDNN did the two one after
+the other (one row: its blocked weight read at about half the memory bandwidth). So a `PackedLinear`
+also keeps the weight in panels of 16 output channels, read front to back and asked for ahead while
+the FMAs run: float32 weights take twice their size in memory on this path (int8 and int4 layers
+keep one copy; an LM head tied to the embeddings adds its panels to the embedding matrix).
 
 Decode attention: the torch reference of `attention.py` copies each decode sequence's K/V blocks
 into one tensor and reads it again; the kernel reads them in place, once. It is built with the
@@ -47,8 +50,9 @@ _built = threading.Event()
 _started = False
 _kernel: DecodeKernel | None = None
 _w8a8: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-_f32: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+_f32 = False
 _layer: Callable[..., None] | None = None
+_module: Any = None
 
 FUSE_DECODE_LAYERS = True
 """Run each decoder layer of a CPU decode step in one call (`decode_layer_kernel`) where it applies;
@@ -58,10 +62,11 @@ DECODE_LAYER_MAX_ROWS = 16
 float32 step of the 100m preset: 16 rows 1.11x faster than module by module, 32 rows 1.01x (its
 elementwise loops run on one thread)."""
 
-F32_GEMV_MAX_ROWS = 2
-"""Up to this many rows a `PackedLinear` runs on the float32 GEMV once it is built; more go to
-oneDNN, which is faster from 4 rows on (the 100m preset's decode linears, ad hoc: 1 row 8.6 ms
-against oneDNN's 14.0, 2 rows 8.7 against 16.7, 4 rows 14.3 against 10.9)."""
+F32_PANEL_MAX_ROWS = 16
+"""Up to this many rows (the kernel's limit) a `PackedLinear` runs on the panels once the kernels
+are built; more go to oneDNN. Ad hoc, all the 100m preset's linears and its LM head, one process,
+medians of 3: 1 row 13.9 ms against oneDNN's 20.2 (the float32 GEMV this replaced: 14.0), 8 rows
+13.4 against 20.0, 16 rows 21.8 against 24.8."""
 
 
 def enabled() -> bool:
@@ -69,25 +74,33 @@ def enabled() -> bool:
 
 
 class PackedLinear(nn.Module):
-    """A float32 linear layer on oneDNN, its weight reordered once into oneDNN's layout, and on the
-    float32 GEMV for up to `F32_GEMV_MAX_ROWS` rows, which reads the plain weight (kept beside the
-    reordered one; an LM head tied to the embeddings shares the embedding matrix)."""
+    """A float32 linear layer on oneDNN, its weight reordered once into oneDNN's layout, and for up to
+    `F32_PANEL_MAX_ROWS` rows on the panel kernel, its weight packed in panels once the kernels are
+    built (the plain weight is let go then)."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.weight = linear.weight.detach().contiguous()
+        self.weight: torch.Tensor | None = linear.weight.detach().contiguous()
         self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, None)
+        self.panels: torch.Tensor | None = None
         self.bias = linear.bias
+
+    def panel_weight(self) -> torch.Tensor | None:
+        """The weight in panels, packed at the first call after the kernels are built; None before,
+        or on a CPU without AVX-512."""
+        if self.panels is None and (module := f32_panels_kernel()) is not None:
+            assert self.weight is not None
+            self.panels, self.weight = module.f32_pack_panels(self.weight), None
+        return self.panels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
-        if rows <= F32_GEMV_MAX_ROWS:
-            gemv = f32_gemv_kernel()
-            if gemv is not None:
-                y = gemv(x.reshape(rows, self.in_features), self.weight)
-                y = y if self.bias is None else y + self.bias
-                return y.view(*x.shape[:-1], self.out_features)
+        if 0 < rows <= F32_PANEL_MAX_ROWS and (panels := self.panel_weight()) is not None:
+            assert _module is not None
+            y: torch.Tensor = _module.f32_panel_mm(x.reshape(rows, self.in_features), panels, self.out_features)
+            y = y if self.bias is None else y + self.bias
+            return y.view(*x.shape[:-1], self.out_features)
         out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, self.bias, "none", [], "")
         return out
 
@@ -137,11 +150,11 @@ def w8a8_kernel() -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.
     return _w8a8
 
 
-def f32_gemv_kernel() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
-    """(x [rows, in] float32, w [out, in] float32) -> [rows, out]: the float32 decode GEMV on
-    AVX-512, once built (None before, or on a CPU without AVX-512)."""
+def f32_panels_kernel() -> Any:
+    """The extension, for `f32_pack_panels` (w [out, in] -> panels) and `f32_panel_mm` (x [rows <= 16,
+    in], panels, out -> [rows, out]), once built on a CPU with AVX-512 (None before, or without)."""
     decode_kernel()  # starts the build
-    return _f32
+    return _module if _f32 else None
 
 
 def decode_layer_kernel() -> Callable[..., None] | None:
@@ -151,17 +164,26 @@ def decode_layer_kernel() -> Callable[..., None] | None:
     return _layer
 
 
+def elementwise(x: torch.Tensor) -> Any:
+    """The extension's elementwise kernels (`rms_norm`, `rotary_`, `silu_mul`: float32, rows spread
+    over the threads, one pass over memory where torch makes two or three) for a float32 CPU tensor,
+    once built; None otherwise, and the model uses torch's ops."""
+    if x.dtype != torch.float32 or x.device.type != "cpu":
+        return None
+    decode_kernel()  # starts the build
+    return _module
+
+
 def _build() -> None:
-    global _kernel, _w8a8, _f32, _layer
+    global _kernel, _w8a8, _f32, _layer, _module
     try:
         module = load_extension()
-        _kernel, _layer = module.paged_decode, module.decode_layer
-        if module.f32_gemv_available():
-            _f32 = module.f32_gemv
+        _kernel, _layer, _module = module.paged_decode, module.decode_layer, module
+        _f32 = module.f32_panels_available()
         if module.w8a8_available():
             _w8a8 = module.w8a8_gemv
-        gemvs = [name for name, kernel in (("float32", _f32), ("int8 (VNNI)", _w8a8)) if kernel is not None]
-        log.info("CPU paged decode kernel ready%s", f"; decode GEMV for {' and '.join(gemvs)}" if gemvs else "")
+        small = [name for name, ready in (("float32 panels", _f32), ("int8 GEMV (VNNI)", _w8a8 is not None)) if ready]
+        log.info("CPU paged decode kernel ready%s", f"; small-row kernels: {', '.join(small)}" if small else "")
     except Exception as exc:  # no compiler, no ninja, a failed build: the torch path serves
         log.warning("CPU paged decode kernel unavailable (%s: %s); decode attention uses the torch path",
                     type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")  # fmt: skip

@@ -25,6 +25,15 @@ from backends.local_engine.tokenizer import Detokenizer
 log = logging.getLogger("local_engine")
 
 
+KV_CACHE_DTYPES: dict[str, torch.dtype | None] = {
+    "auto": None,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "fp8": torch.float8_e4m3fn,
+}
+"""The KV cache's element type by setting; auto: the model's."""
+
+
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
     """How the engine runs a checkpoint. Every field has a command-line flag of the same name."""
@@ -49,7 +58,8 @@ class EngineSettings:
     seed: int = 0
     """Seeds the draws of requests that bring no seed of their own."""
     kv_cache_dtype: str = "auto"
-    """auto (the model's dtype) or fp8 (float8 e4m3: half the memory of bf16 per cached token)."""
+    """auto (the model's dtype), float16 or bfloat16 (half of float32's memory and reads per cached
+    token: llama.cpp's default cache is float16), or fp8 (float8 e4m3: half the memory of bf16)."""
     quantization: str = "none"
     """Weight-only quantization of the linear layers at load: none, int8 (per output channel) or int4."""
     quant_group_size: int = 128
@@ -67,8 +77,8 @@ class EngineSettings:
         if self.block_size < 1 or (self.num_kv_blocks is not None and self.num_kv_blocks < 1):
             raise ValueError("block_size and num_kv_blocks must be positive")
         self.quant()  # a bad scheme or group size is refused here
-        if self.kv_cache_dtype not in ("auto", "fp8"):
-            raise ValueError("kv_cache_dtype must be auto or fp8")
+        if self.kv_cache_dtype not in KV_CACHE_DTYPES:
+            raise ValueError(f"kv_cache_dtype must be one of {', '.join(KV_CACHE_DTYPES)}")
 
 
 @dataclass(slots=True)
@@ -124,7 +134,7 @@ class LLMEngine:
         dtype = resolve_dtype(settings.dtype, config, device)
         self.max_model_len = min(settings.max_model_len or config.max_model_len, config.max_model_len)
         model = load_model(self.checkpoint, dtype, device, settings.quant())
-        kv_dtype = torch.float8_e4m3fn if settings.kv_cache_dtype == "fp8" else dtype
+        kv_dtype = KV_CACHE_DTYPES[settings.kv_cache_dtype] or dtype
         blocks_per_seq = -(-self.max_model_len // settings.block_size)
         num_blocks = settings.num_kv_blocks or kv_blocks_for(
             config, kv_dtype, settings.block_size, settings.kv_memory_fraction, device, cap=blocks_per_seq * settings.max_num_seqs

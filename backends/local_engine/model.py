@@ -28,10 +28,13 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (kernels := cpu_kernels.elementwise(x)) is not None and self.weight.dtype == torch.float32:
+            out: torch.Tensor = kernels.rms_norm(x.reshape(-1, x.shape[-1]), self.weight, self.eps)
+            return out.view(x.shape)
         # As transformers: normalise in float32, cast back, then scale.
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        out: torch.Tensor = self.weight * h.to(x.dtype)
+        out = self.weight * h.to(x.dtype)
         return out
 
 
@@ -54,8 +57,13 @@ class Attention(nn.Module):
         self, x: torch.Tensor, positions: torch.Tensor, kv: torch.Tensor, meta: AttentionMetadata, rotary: Rotary
     ) -> torch.Tensor:
         """x: [tokens, hidden]; kv: [2, blocks, block_size, kv_heads, head_dim] for this layer."""
+        rotated = False
         if self.qkv_proj is not None:
-            q, k, v = self.qkv_proj(x).split(self.widths, dim=-1)
+            qkv = self.qkv_proj(x)
+            if (kernels := cpu_kernels.elementwise(qkv)) is not None and qkv.is_contiguous():
+                kernels.rotary_(qkv, rotary.cos[positions], rotary.sin[positions], self.heads, self.kv_heads)
+                rotated = True
+            q, k, v = qkv.split(self.widths, dim=-1)
             q = q.view(-1, self.heads, self.head_dim)
             k = k.view(-1, self.kv_heads, self.head_dim)
             v = v.view(-1, self.kv_heads, self.head_dim)
@@ -63,7 +71,8 @@ class Attention(nn.Module):
             q = self.q_proj(x).view(-1, self.heads, self.head_dim)
             k = self.k_proj(x).view(-1, self.kv_heads, self.head_dim)
             v = self.v_proj(x).view(-1, self.kv_heads, self.head_dim)
-        q, k = rotary.apply(q, k, positions)
+        if not rotated:
+            q, k = rotary.apply(q, k, positions)
         write_kv(kv[0], kv[1], k, v, meta.slot_mapping)
         out = paged_attention(q, kv[0], kv[1], meta, self.scale)
         result: torch.Tensor = self.o_proj(out.flatten(1))
@@ -82,8 +91,13 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate_up_proj is not None:
-            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-            out: torch.Tensor = self.down_proj(F.silu(gate) * up)
+            gate_up = self.gate_up_proj(x)
+            if (kernels := cpu_kernels.elementwise(gate_up)) is not None and gate_up.dim() == 2:
+                act = kernels.silu_mul(gate_up)
+            else:
+                gate, up = gate_up.chunk(2, dim=-1)
+                act = F.silu(gate) * up
+            out: torch.Tensor = self.down_proj(act)
             return out
         out = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
         return out
@@ -137,7 +151,8 @@ def _decode_operand(linear: nn.Module) -> tuple[str, Operands] | None:
         return None
     b = _NONE if bias is None else bias.detach().contiguous()
     if isinstance(linear, cpu_kernels.PackedLinear):
-        return "float32", (linear.weight, _NONE, b, linear.packed)
+        panels = linear.panel_weight()  # None without AVX-512: oneDNN takes every row count
+        return "float32", (_NONE if panels is None else panels, _NONE, b, linear.packed)
     if isinstance(linear, quant.QuantLinear) and linear.int4 is None and linear.in_features % 64 == 0:
         return "int8", (linear.codes, linear.scale.float().contiguous(), b, linear.scale.to(torch.bfloat16))
     if isinstance(linear, quant.QuantLinear) and linear.int4 is not None and linear.int4.packed is not None:
@@ -248,13 +263,14 @@ class CausalLM(nn.Module):
         self, x: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata
     ) -> tuple[list[Operands], int] | None:
         """Each layer's operands, and up to how many rows the decode GEMVs take, where this step runs
-        layer by layer in one call each: a CPU step of float32 decode rows only, at most
+        layer by layer in one call each: a CPU step of float32 decode rows only (the cache in float32,
+        float16 or bfloat16), at most
         `cpu_kernels.DECODE_LAYER_MAX_ROWS` of them, the kernels built."""
         if (
             not cpu_kernels.FUSE_DECODE_LAYERS
             or x.device.type != "cpu"
             or x.dtype != torch.float32
-            or kv_cache.dtype != torch.float32
+            or kv_cache.dtype not in (torch.float32, torch.float16, torch.bfloat16)
             or meta.prefills
             or meta.num_decode != x.shape[0]
             or cpu_kernels.decode_layer_kernel() is None
@@ -269,7 +285,7 @@ class CausalLM(nn.Module):
         if not operands or x.shape[0] > cpu_kernels.DECODE_LAYER_MAX_ROWS:
             return None
         # int4 has no GEMV: PyTorch's kernel at any number of rows
-        gemv = {"float32": cpu_kernels.F32_GEMV_MAX_ROWS if cpu_kernels.f32_gemv_kernel() else 0,
+        gemv = {"float32": cpu_kernels.F32_PANEL_MAX_ROWS if cpu_kernels.f32_panels_kernel() else 0,
                 "int8": quant.W8A8_MAX_ROWS if cpu_kernels.w8a8_kernel() else 0,
                 "int4": cpu_kernels.DECODE_LAYER_MAX_ROWS}  # fmt: skip
         return operands, min(gemv[kind] for kind in kinds)

@@ -339,6 +339,19 @@ def test_an_fp8_kv_cache_halves_its_memory_and_follows_the_model(calm_dir: Path)
         engine(calm_dir, kv_cache_dtype="fp4")
 
 
+@pytest.mark.parametrize("kv_cache_dtype", ["float16", "bfloat16"])
+def test_a_half_width_kv_cache_under_a_float32_model_follows_it(calm_dir: Path, kv_cache_dtype: str) -> None:
+    """llama.cpp's default: a float32 model over a float16 cache. Half the cache's bytes, read by the
+    C++ decode kernel (float32 math on the stored values); bfloat16 keeps 8 mantissa bits, float16 11."""
+    eng = engine(calm_dir, kv_cache_dtype=kv_cache_dtype)
+    full = engine(calm_dir)
+    assert eng.runner.model.model.embed_tokens.weight.dtype == torch.float32
+    assert eng.runner.kv_cache.dtype == getattr(torch, kv_cache_dtype)
+    assert eng.runner.kv_cache.nbytes * 2 == full.runner.kv_cache.nbytes
+    matched = assert_follows(greedy(calm_dir, kv_cache_dtype=kv_cache_dtype), greedy(calm_dir), 0.1)
+    assert matched >= 90  # of 96; both matched all 96 here
+
+
 def test_fp8_cache_writes_saturate_instead_of_overflowing() -> None:
     from backends.local_engine.attention import write_kv
 

@@ -4,7 +4,10 @@
 // every key and value once, which is what bounds decode attention: memory bandwidth.
 //
 // Work items are sequences, spread over ATen's thread pool. For each, every query head is scored
-// against its kv head's keys, softmaxed in float32, and the values summed.
+// against its kv head's keys, softmaxed in float32, and the values summed. On CPUs with AVX-512 and
+// head sizes of 64 or 128 the work items are (sequence, kv head) pairs instead (`fast::group`): the
+// query heads that share a kv head are scored four keys at a time, their sums reduced together, and
+// the values summed into registers, head block by head block.
 
 #include <torch/extension.h>
 #if defined(__x86_64__)
@@ -143,14 +146,226 @@ void decode(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::T
 
 }  // namespace
 
+#if defined(__AVX512F__)
+namespace fast {
+template <typename T>
+inline __m512 load16(const T* p) {
+  if constexpr (std::is_same_v<T, float>) {
+    return _mm512_loadu_ps(p);
+  } else if constexpr (std::is_same_v<T, c10::Half>) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  } else {  // bfloat16: the upper half of a float32
+    const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+  }
+}
+
+// exp of 16 floats, as exp_nonpositive (Cephes), for x in [-87.3, 88.3]: scalef puts the power of two back.
+inline __m512 exp16(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  x = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), x);
+  const __m512 z = _mm512_mul_ps(x, x);
+  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_add_ps(_mm512_fmadd_ps(y, z, x), _mm512_set1_ps(1.f));
+  return _mm512_scalef_ps(y, n);
+}
+
+// [sum(a), sum(b), sum(c), sum(d)]: four dot products finished with 8 shuffles instead of 16.
+inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));  // per lane: a b a b
+  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  const __m512 abcd = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                                    _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));  // per lane: a b c d
+  const __m256 half = _mm256_add_ps(_mm512_castps512_ps256(abcd),
+                                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(abcd), 1)));
+  return _mm_add_ps(_mm256_castps256_ps128(half), _mm256_extractf128_ps(half, 1));
+}
+
+// Scores of the query heads of kv heads g0..g1 (q [heads, D] float32, scaled) against nt key rows at
+// k, k + row_size, ...: scores[h * n + i]. Row by row, every kv head of a row before the next row (the
+// order of memory), four keys at a time with their sums reduced together.
+template <typename T, int D16>
+void score_rows(const float* q, int G, int64_t g0, int64_t g1, const T* k, int64_t row_size, int64_t nt, float* scores,
+                int64_t n) {
+  constexpr int D = 16 * D16;
+  int64_t i = 0;
+  for (; i + 4 <= nt; i += 4, k += 4 * row_size) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const T* kg = k + g * D;
+      for (int h = 0; h < G; ++h) {
+        const int64_t at = (g - g0) * G + h;
+        const float* qh = q + at * D;
+        __m512 acc[4];
+        for (int j = 0; j < 4; ++j) acc[j] = _mm512_mul_ps(_mm512_loadu_ps(qh), load16(kg + j * row_size));
+        for (int c = 1; c < D16; ++c) {
+          const __m512 qc = _mm512_loadu_ps(qh + 16 * c);
+          for (int j = 0; j < 4; ++j) acc[j] = _mm512_fmadd_ps(qc, load16(kg + j * row_size + 16 * c), acc[j]);
+        }
+        _mm_storeu_ps(scores + at * n + i, reduce4(acc[0], acc[1], acc[2], acc[3]));
+      }
+    }
+  }
+  for (; i < nt; ++i, k += row_size) {
+    for (int64_t at = 0; at < (g1 - g0) * G; ++at) {
+      const T* kg = k + (g0 + at / G) * D;
+      __m512 acc = _mm512_setzero_ps();
+      for (int c = 0; c < D16; ++c) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + at * D + 16 * c), load16(kg + 16 * c), acc);
+      scores[at * n + i] = _mm512_reduce_add_ps(acc);
+    }
+  }
+}
+
+// acc[h] += p[h * n + i] * v_i for HB heads over nt values at v, v + row_size, ..., in registers.
+template <typename T, int D16, int HB>
+void value_rows(const T* v, int64_t row_size, int64_t nt, const float* p, int64_t n, float* out) {
+  __m512 acc[HB][D16];
+  for (int h = 0; h < HB; ++h)
+    for (int c = 0; c < D16; ++c) acc[h][c] = _mm512_loadu_ps(out + h * D16 * 16 + 16 * c);
+  for (int64_t i = 0; i < nt; ++i, v += row_size) {
+    __m512 vv[D16];
+    for (int c = 0; c < D16; ++c) vv[c] = load16(v + 16 * c);
+    for (int h = 0; h < HB; ++h) {
+      const __m512 w = _mm512_set1_ps(p[h * n + i]);
+      for (int c = 0; c < D16; ++c) acc[h][c] = _mm512_fmadd_ps(w, vv[c], acc[h][c]);
+    }
+  }
+  for (int h = 0; h < HB; ++h)
+    for (int c = 0; c < D16; ++c) _mm512_storeu_ps(out + h * D16 * 16 + 16 * c, acc[h][c]);
+}
+
+// exp(s - max) in place over each of `heads` rows of n scores; returns nothing, writes 1 / sum per row.
+inline void softmax_rows(float* scores, int64_t heads, int64_t n, float* inv) {
+  for (int64_t h = 0; h < heads; ++h) {
+    float* sh = scores + h * n;
+    __m512 peak16 = _mm512_set1_ps(-INFINITY);
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) peak16 = _mm512_max_ps(peak16, _mm512_loadu_ps(sh + j));
+    float peak = _mm512_reduce_max_ps(peak16);
+    for (; j < n; ++j) peak = std::max(peak, sh[j]);
+    const __m512 top = _mm512_set1_ps(peak);
+    __m512 sum16 = _mm512_setzero_ps();
+    for (j = 0; j + 16 <= n; j += 16) {
+      const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(sh + j), top));
+      _mm512_storeu_ps(sh + j, e);
+      sum16 = _mm512_add_ps(sum16, e);
+    }
+    if (j < n) {
+      const __mmask16 mask = static_cast<__mmask16>((1u << (n - j)) - 1);
+      const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, sh + j), top));
+      _mm512_mask_storeu_ps(sh + j, mask, e);
+      sum16 = _mm512_add_ps(sum16, _mm512_maskz_mov_ps(mask, e));
+    }
+    inv[h] = 1.f / _mm512_reduce_add_ps(sum16);
+  }
+}
+
+// One sequence's kv heads g0..g1 (all of them, or one): q [heads of those kv heads, D] float32,
+// scaled; keys first..len-1 read block by block, every kv head of a block row together, so that the
+// cache is read front to back; scores: room for [heads, len - first]; out [heads, D].
+template <typename T, int D16>
+void attend(const float* q, int G, int64_t g0, int64_t g1, const T* k_cache, const T* v_cache, const int64_t* table,
+            int64_t block_size, int64_t row_size, int64_t first, int64_t len, float* scores, float* inv, float* out) {
+  constexpr int D = 16 * D16;
+  constexpr int HB = D16 <= 4 ? 4 : 2;  // heads whose sums fit in registers beside one value row
+  const int64_t n = len - first, heads = (g1 - g0) * G;
+  // Blocks lie anywhere in the cache, and the hardware prefetcher stops at page boundaries: the next
+  // block is asked for while this one is worked on.
+  const int64_t block_bytes = block_size * row_size * static_cast<int64_t>(sizeof(T));
+  auto each_block = [&](const T* cache, auto&& visit) {
+    for (int64_t t = first; t < len;) {
+      const int64_t block = t / block_size, stop = std::min(len, (block + 1) * block_size);
+      if (stop < len) {
+        const char* ahead = reinterpret_cast<const char*>(cache + table[block + 1] * block_size * row_size);
+        for (int64_t b = 0; b < block_bytes; b += 64) _mm_prefetch(ahead + b, _MM_HINT_T1);
+      }
+      visit(cache + (table[block] * block_size + t % block_size) * row_size, t - first, stop - t);
+      t = stop;
+    }
+  };
+  each_block(k_cache, [&](const T* rows, int64_t i, int64_t nt) {
+    score_rows<T, D16>(q, G, g0, g1, rows, row_size, nt, scores + i, n);
+  });
+  softmax_rows(scores, heads, n, inv);
+  std::fill(out, out + heads * D, 0.f);
+  each_block(v_cache, [&](const T* rows, int64_t i, int64_t nt) {
+    for (int64_t g = g0; g < g1; ++g)
+      for (int h = 0; h < G; h += HB) {
+        const int64_t at = (g - g0) * G + h;
+        const T* v = rows + g * D;
+        switch (std::min(HB, G - h)) {
+          case 4: if constexpr (HB >= 4) value_rows<T, D16, 4>(v, row_size, nt, scores + at * n + i, n, out + at * D); break;
+          case 3: if constexpr (HB >= 3) value_rows<T, D16, 3>(v, row_size, nt, scores + at * n + i, n, out + at * D); break;
+          case 2: value_rows<T, D16, 2>(v, row_size, nt, scores + at * n + i, n, out + at * D); break;
+          default: value_rows<T, D16, 1>(v, row_size, nt, scores + at * n + i, n, out + at * D); break;
+        }
+      }
+  });
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t d = 0; d < D; ++d) out[h * D + d] *= inv[h];
+}
+
+// q and out in scalar_t, the cache in cache_t (the same, or float16 / bfloat16 under a float32 model).
+template <typename scalar_t, typename cache_t, int D16>
+void decode(const torch::Tensor& q, const torch::Tensor& k_cache, const torch::Tensor& v_cache,
+            const torch::Tensor& tables, const torch::Tensor& lens, double scale, int64_t window, torch::Tensor& out) {
+  constexpr int D = 16 * D16;
+  const int64_t seqs = q.size(0), heads = q.size(1);
+  const int64_t block_size = k_cache.size(1), kv_heads = k_cache.size(2), width = tables.size(1);
+  const int G = static_cast<int>(heads / kv_heads);
+  const scalar_t* q_data = q.data_ptr<scalar_t>();
+  const int64_t* table_data = tables.data_ptr<int64_t>();
+  const int64_t* len_data = lens.data_ptr<int64_t>();
+  scalar_t* out_data = out.data_ptr<scalar_t>();
+  const float fscale = static_cast<float>(scale);
+  int64_t longest = 0;
+  for (int64_t s = 0; s < seqs; ++s) longest = std::max(longest, len_data[s]);
+  // Work items: whole sequences, which read the cache front to back; with fewer sequences than two per
+  // thread, (sequence, kv head) pairs instead, so that every thread has work. Longest first.
+  const int64_t split = seqs < 2 * at::get_num_threads() ? kv_heads : 1, items = seqs * split;
+  std::vector<int64_t> order(items);
+  for (int64_t i = 0; i < items; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return len_data[a / split] > len_data[b / split]; });
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
+    std::vector<float> query(heads * D), acc(heads * D), scores(heads * longest), inv(heads);
+    for (int64_t taken; (taken = next.fetch_add(1)) < items;) {
+      const int64_t s = order[taken] / split;
+      const int64_t g0 = split == 1 ? 0 : order[taken] % split, g1 = split == 1 ? kv_heads : g0 + 1;
+      const int64_t len = len_data[s], count = (g1 - g0) * G * D;
+      const int64_t first = window > 0 ? std::max<int64_t>(0, len - window) : 0;
+      const scalar_t* qs = q_data + (s * heads + g0 * G) * D;
+      for (int64_t i = 0; i < count; ++i) query[i] = static_cast<float>(qs[i]) * fscale;
+      attend<cache_t, D16>(query.data(), G, g0, g1, k_cache.data_ptr<cache_t>(), v_cache.data_ptr<cache_t>(),
+                            table_data + s * width, block_size, kv_heads * D, first, len, scores.data(), inv.data(),
+                            acc.data());
+      scalar_t* dst = out_data + (s * heads + g0 * G) * D;
+      for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<scalar_t>(acc[i]);
+    }
+  });
+}
+}  // namespace fast
+#endif
+
 // q: [seqs, heads, dim]; k_cache, v_cache: [blocks, block_size, kv_heads, dim]; tables: [seqs, width]
 // int64 block ids; lens: [seqs] int64 keys per sequence (the new token's included); window <= 0: none.
+// The cache shares q's dtype, or is float16 / bfloat16 under a float32 q (out: float32).
 torch::Tensor paged_decode(torch::Tensor q, torch::Tensor k_cache, torch::Tensor v_cache, torch::Tensor tables,
                            torch::Tensor lens, double scale, int64_t window) {
   TORCH_CHECK(q.device().is_cpu() && k_cache.device().is_cpu(), "paged_decode: CPU tensors only");
   TORCH_CHECK(q.dim() == 3 && k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes(), "paged_decode: bad shapes");
-  TORCH_CHECK(q.scalar_type() == k_cache.scalar_type() && v_cache.scalar_type() == k_cache.scalar_type(),
-              "paged_decode: q and the cache must share a dtype");
+  const bool narrow_cache = q.scalar_type() == torch::kFloat32 &&
+                            (k_cache.scalar_type() == torch::kHalf || k_cache.scalar_type() == torch::kBFloat16);
+  TORCH_CHECK((q.scalar_type() == k_cache.scalar_type() || narrow_cache) && v_cache.scalar_type() == k_cache.scalar_type(),
+              "paged_decode: q and the cache must share a dtype (or a float32 q, a float16 or bfloat16 cache)");
   TORCH_CHECK(q.size(2) == k_cache.size(3) && q.size(1) % k_cache.size(2) == 0, "paged_decode: head shapes");
   TORCH_CHECK(tables.scalar_type() == torch::kInt64 && lens.scalar_type() == torch::kInt64, "paged_decode: int64 tables");
   TORCH_CHECK(tables.size(0) == q.size(0) && lens.size(0) == q.size(0), "paged_decode: one table per sequence");
@@ -167,8 +382,40 @@ torch::Tensor paged_decode(torch::Tensor q, torch::Tensor k_cache, torch::Tensor
     for (int64_t i = 0; i < tables.numel(); ++i)
       TORCH_CHECK(table[i] >= 0 && table[i] < blocks, "paged_decode: block id ", table[i], " outside the cache");
   }
+  const bool fast_shape = q.size(1) / k_cache.size(2) <= 64 && (q.size(2) == 64 || q.size(2) == 128);
+#if defined(__AVX512F__)
+  const bool avx512 = true;
+#else
+  const bool avx512 = false;
+#endif
+  if (narrow_cache && !(avx512 && fast_shape))  // no mixed kernel here: q in the cache's type, out back in float32
+    return paged_decode(q.to(k_cache.scalar_type()), k_cache, v_cache, tables, lens, scale, window).to(torch::kFloat32);
   auto out = torch::empty_like(q);
+#if defined(__AVX512F__)
+  if (narrow_cache) {
+    AT_DISPATCH_SWITCH(k_cache.scalar_type(), "paged_decode", AT_DISPATCH_CASE(at::kHalf, [&] {
+      if (q.size(2) == 64) fast::decode<float, scalar_t, 4>(q, k_cache, v_cache, tables, lens, scale, window, out);
+      else fast::decode<float, scalar_t, 8>(q, k_cache, v_cache, tables, lens, scale, window, out);
+    }) AT_DISPATCH_CASE(at::kBFloat16, [&] {
+      if (q.size(2) == 64) fast::decode<float, scalar_t, 4>(q, k_cache, v_cache, tables, lens, scale, window, out);
+      else fast::decode<float, scalar_t, 8>(q, k_cache, v_cache, tables, lens, scale, window, out);
+    }));
+    return out;
+  }
+#endif
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "paged_decode", [&] {
+#if defined(__AVX512F__)
+    if constexpr (!std::is_same_v<scalar_t, double>) {
+      if (fast_shape) {
+        if (q.size(2) == 64) {
+          fast::decode<scalar_t, scalar_t, 4>(q, k_cache, v_cache, tables, lens, scale, window, out);
+        } else {
+          fast::decode<scalar_t, scalar_t, 8>(q, k_cache, v_cache, tables, lens, scale, window, out);
+        }
+        return;
+      }
+    }
+#endif
     if (q.size(2) == 64) {
       decode<scalar_t, 64>(q, k_cache, v_cache, tables, lens, scale, window, out);
     } else if (q.size(2) == 128) {
@@ -252,15 +499,75 @@ torch::Tensor w8a8_gemv(torch::Tensor x, torch::Tensor w, torch::Tensor scale) {
 #endif
 }
 
-// --- float32 weights: the decode GEMV -------------------------------------------------------------
+// --- float32 weights in panels: up to 16 rows ------------------------------------------------------
 //
-// y[m, n] = sum_k x[m, k] * w[n, k] for one or two rows (batch-1 decode), w float32 [out, in] as
-// nn.Linear keeps it. oneDNN's matmul for one row reads its blocked weight at about half the
-// machine's memory bandwidth (the decode sequence of the 100m preset's linears, ad hoc: 14.0 ms against
-// this kernel's 8.6); here each weight row is read once, start to end, against the rows of x in L1,
-// and the rows of w are spread over ATen's threads.
+// For a decode step of a few rows each weight is used once per row and the step reads every weight of
+// the model from memory: the matmul is as much a stream of weights as arithmetic. oneDNN's blocked
+// matmul did the two one after the other (16 rows of the 100m preset: about the sum of the time to
+// read the weights and the time of its FMAs). Here the weight is packed once into panels of 16 output
+// channels, each [K, 16] (one cache line per input channel), and read front to back while the
+// products run: per input channel one line is loaded and asked for a few lines ahead, and each row of
+// x takes one broadcast FMA into its accumulator, so the weight stream and the FMAs overlap.
 
-bool f32_gemv_available() {
+torch::Tensor f32_pack_panels(torch::Tensor w) {
+  TORCH_CHECK(w.dtype() == torch::kFloat32 && w.dim() == 2, "f32_pack_panels: float32 [out, in]");
+  w = w.contiguous();
+  const int64_t N = w.size(0), K = w.size(1), panels = (N + 15) / 16;
+  auto out = torch::zeros({panels, K, 16}, w.options());  // the last panel's missing channels stay 0
+  const float* src = w.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p)
+      for (int64_t j = 0; j < 16 && p * 16 + j < N; ++j)
+        for (int64_t k = 0; k < K; ++k) dst[(p * K + k) * 16 + j] = src[(p * 16 + j) * K + k];
+  });
+  return out;
+}
+
+#if defined(__AVX512F__)
+namespace {
+// x: [M, K] rows (kTransposed false), or [K, 16] (true: the rows' values of an input channel in one
+// line, so that the broadcasts read L1; ad hoc, the 100m preset's linears and head: 16 rows 15.9 ms
+// against 20.0, 12 rows 13.3 against 13.8, 10 rows or fewer the same or slower).
+template <int M, bool kTransposed>
+void panel_rows(const float* x, int64_t K, const float* panel, float* y, int64_t N, int64_t n0) {
+  __m512 acc[M];
+  for (int m = 0; m < M; ++m) acc[m] = _mm512_setzero_ps();
+  // Lines (input channels) asked for ahead of use: into L1 a little ahead, into L2 far ahead (ad hoc,
+  // 16 rows of the 100m preset: 24 and 128 lines 21.8 ms, 24 alone 23.5, oneDNN 24.8).
+  constexpr int64_t kNear = 24, kFar = 128;
+  for (int64_t k = 0; k < K; ++k) {
+    _mm_prefetch(reinterpret_cast<const char*>(panel + (k + kNear) * 16), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(panel + (k + kFar) * 16), _MM_HINT_T1);
+    const __m512 w = _mm512_loadu_ps(panel + k * 16);
+    for (int m = 0; m < M; ++m)
+      acc[m] = _mm512_fmadd_ps(_mm512_set1_ps(kTransposed ? x[k * 16 + m] : x[m * K + k]), w, acc[m]);
+  }
+  const int64_t width = std::min<int64_t>(16, N - n0);
+  const __mmask16 mask = width == 16 ? __mmask16(0xFFFF) : __mmask16((1u << width) - 1);
+  for (int m = 0; m < M; ++m) _mm512_mask_storeu_ps(y + m * N + n0, mask, acc[m]);
+}
+
+template <int M>
+void panel_mm(const float* x, int64_t K, const float* panels, float* y, int64_t N) {
+  const int64_t count = (N + 15) / 16;
+  if constexpr (M > 10) {
+    std::vector<float> xt(K * 16);
+    for (int m = 0; m < M; ++m)
+      for (int64_t k = 0; k < K; ++k) xt[k * 16 + m] = x[m * K + k];
+    at::parallel_for(0, count, 4, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) panel_rows<M, true>(xt.data(), K, panels + p * K * 16, y, N, p * 16);
+    });
+  } else {
+    at::parallel_for(0, count, 4, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) panel_rows<M, false>(x, K, panels + p * K * 16, y, N, p * 16);
+    });
+  }
+}
+}  // namespace
+#endif
+
+bool f32_panels_available() {
 #if defined(__AVX512F__)
   return true;
 #else
@@ -268,56 +575,32 @@ bool f32_gemv_available() {
 #endif
 }
 
+// x [rows <= 16, K] float32, panels from f32_pack_panels of a weight [N, K] -> x w^T [rows, N].
+torch::Tensor f32_panel_mm(torch::Tensor x, torch::Tensor panels, int64_t N) {
 #if defined(__AVX512F__)
-namespace {
-template <int MR>
-inline void f32_row(const float* x, int64_t K, const float* w, float* y, int64_t ldy) {
-  __m512 a[MR], b[MR];
-  for (int m = 0; m < MR; ++m) a[m] = b[m] = _mm512_setzero_ps();
-  int64_t k = 0;
-  for (; k + 32 <= K; k += 32) {
-    const __m512 w0 = _mm512_loadu_ps(w + k), w1 = _mm512_loadu_ps(w + k + 16);
-    for (int m = 0; m < MR; ++m) {
-      a[m] = _mm512_fmadd_ps(_mm512_loadu_ps(x + m * K + k), w0, a[m]);
-      b[m] = _mm512_fmadd_ps(_mm512_loadu_ps(x + m * K + k + 16), w1, b[m]);
-    }
-  }
-  for (; k < K; k += 16) {  // the tail, 1 to 31 values, masked
-    const __mmask16 mask = K - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - k)) - 1);
-    const __m512 w0 = _mm512_maskz_loadu_ps(mask, w + k);
-    for (int m = 0; m < MR; ++m) a[m] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, x + m * K + k), w0, a[m]);
-  }
-  for (int m = 0; m < MR; ++m) y[m * ldy] = _mm512_reduce_add_ps(_mm512_add_ps(a[m], b[m]));
-}
-}  // namespace
-#endif
-
-torch::Tensor f32_gemv(torch::Tensor x, torch::Tensor w) {
-#if defined(__AVX512F__)
-  TORCH_CHECK(x.dtype() == torch::kFloat32 && w.dtype() == torch::kFloat32, "f32_gemv: float32 x and w");
-  TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1), "f32_gemv: shapes");
-  TORCH_CHECK(w.is_contiguous(), "f32_gemv: contiguous w");
+  TORCH_CHECK(x.dtype() == torch::kFloat32 && panels.dtype() == torch::kFloat32 && x.dim() == 2 && panels.dim() == 3,
+              "f32_panel_mm: float32 x [rows, in] and panels [N/16, in, 16]");
+  TORCH_CHECK(panels.is_contiguous() && panels.size(1) == x.size(1) && panels.size(2) == 16 &&
+                  panels.size(0) == (N + 15) / 16,
+              "f32_panel_mm: shapes");
+  const int64_t M = x.size(0), K = x.size(1);
+  TORCH_CHECK(M >= 1 && M <= 16, "f32_panel_mm: 1 to 16 rows");
   x = x.contiguous();
-  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
-  auto out = torch::empty({M, N}, x.options());
+  auto y = torch::empty({M, N}, x.options());
   const float* xp = x.data_ptr<float>();
-  const float* wp = w.data_ptr<float>();
-  float* op = out.data_ptr<float>();
-  at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; ++n) {
-      int64_t m = 0;
-      for (; m + 4 <= M; m += 4) f32_row<4>(xp + m * K, K, wp + n * K, op + m * N + n, N);
-      switch (M - m) {
-        case 3: f32_row<3>(xp + m * K, K, wp + n * K, op + m * N + n, N); break;
-        case 2: f32_row<2>(xp + m * K, K, wp + n * K, op + m * N + n, N); break;
-        case 1: f32_row<1>(xp + m * K, K, wp + n * K, op + m * N + n, N); break;
-        default: break;
-      }
-    }
-  });
-  return out;
+  const float* pp = panels.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  switch (M) {
+#define PANEL_CASE(R) \
+  case R: panel_mm<R>(xp, K, pp, yp, N); break;
+    PANEL_CASE(1) PANEL_CASE(2) PANEL_CASE(3) PANEL_CASE(4) PANEL_CASE(5) PANEL_CASE(6) PANEL_CASE(7) PANEL_CASE(8)
+    PANEL_CASE(9) PANEL_CASE(10) PANEL_CASE(11) PANEL_CASE(12) PANEL_CASE(13) PANEL_CASE(14) PANEL_CASE(15) PANEL_CASE(16)
+#undef PANEL_CASE
+    default: break;
+  }
+  return y;
 #else
-  TORCH_CHECK(false, "f32_gemv: built without AVX-512");
+  TORCH_CHECK(false, "f32_panel_mm: built without AVX-512");
   return x;
 #endif
 }
@@ -328,12 +611,13 @@ torch::Tensor f32_gemv(torch::Tensor x, torch::Tensor w) {
 // elementwise work of a layer (two RMSNorms, rotary, the KV write, SiLU, two residual adds) is a few
 // thousand floats, spread over some 30 torch ops and a dozen module calls. This runs a whole
 // Llama-family layer in one call: the same math as model.DecoderLayer (transformers' order of
-// operations, float32 throughout). A linear is (weight, scale, bias, other): a float32 weight with an
-// empty scale and, as `other`, oneDNN's reordered copy of it; int8 codes with
-// float32 scales per output channel and, as `other`, the scales in bf16; or int4 codes packed for
-// PyTorch's int4 kernel (uint8) with its bf16 scales and offsets. Up to `gemv_rows` rows go to the
-// decode GEMVs above, more to oneDNN's matmul (float32) or PyTorch's int8 kernel (bf16 activations),
-// as the modules would; int4 always to PyTorch's int4 kernel. An empty bias is none.
+// operations, float32 throughout). A linear is (weight, scale, bias, other): a float32 weight in
+// panels (f32_pack_panels) with an empty scale and, as `other`, oneDNN's reordered copy of it; int8
+// codes with float32 scales per output channel and, as `other`, the scales in bf16; or int4 codes
+// packed for PyTorch's int4 kernel (uint8) with its bf16 scales and offsets. Up to `gemv_rows` rows go
+// to the small-row kernels above (float32 panels, the int8 GEMV), more to oneDNN's matmul (float32)
+// or PyTorch's int8 kernel (bf16 activations), as the modules would; int4 always to PyTorch's int4
+// kernel. An empty bias is none. The K/V cache is float32, or float16 / bfloat16 (written rounded).
 
 namespace {
 torch::Tensor onednn_linear(const torch::Tensor& x, const torch::Tensor& packed) {
@@ -355,7 +639,7 @@ torch::Tensor decode_linear(const torch::Tensor& x, const torch::Tensor& w, cons
     const int64_t group = x.size(1) / scale.size(0);
     y = at::_weight_int4pack_mm_for_cpu(x.to(torch::kBFloat16), w, group, scale).to(torch::kFloat32);
   } else {
-    y = gemv ? f32_gemv(x, w) : onednn_linear(x, other);
+    y = gemv ? f32_panel_mm(x, w, other.size(0)) : onednn_linear(x, other);
   }
   if (bias.numel()) y.add_(bias);
   return y;
@@ -366,6 +650,7 @@ void rms_norm_rows(const float* x, const float* weight, double eps, float* out, 
   for (int64_t m = 0; m < rows; ++m) {
     const float* xr = x + m * size;
     float total = 0.f;
+#pragma omp simd reduction(+ : total)
     for (int64_t i = 0; i < size; ++i) total += xr[i] * xr[i];
     const float inv = 1.f / std::sqrt(total / static_cast<float>(size) + static_cast<float>(eps));
     for (int64_t i = 0; i < size; ++i) out[m * size + i] = weight[i] * (xr[i] * inv);
@@ -386,6 +671,69 @@ void rotate(float* x, int64_t heads, int64_t dim, const float* cos, const float*
 }
 }  // namespace
 
+// gate_up: [rows, 2 inter] float32, gate then up -> silu(gate) * up [rows, inter], as model.MLP.
+torch::Tensor silu_mul(torch::Tensor gate_up) {
+  TORCH_CHECK(gate_up.dtype() == torch::kFloat32 && gate_up.dim() == 2 && gate_up.size(1) % 2 == 0,
+              "silu_mul: float32 [rows, 2 inter]");
+  gate_up = gate_up.contiguous();
+  const int64_t rows = gate_up.size(0), inter = gate_up.size(1) / 2;
+  auto act = torch::empty({rows, inter}, gate_up.options());
+  const float* gu = gate_up.data_ptr<float>();
+  float* ap = act.data_ptr<float>();
+  at::parallel_for(0, rows * inter, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t at = begin; at < end;) {
+      const int64_t m = at / inter, i = at % inter, stop = std::min(end - at, inter - i);
+      const float* g = gu + m * 2 * inter + i;
+      const float* u = g + inter;
+      float* a = ap + m * inter + i;
+      int64_t j = 0;
+#if defined(__AVX512F__)
+      for (; j + 16 <= stop; j += 16) {
+        const __m512 gv = _mm512_loadu_ps(g + j);
+        const __m512 e = fast::exp16(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+        _mm512_storeu_ps(a + j, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.f), e)),
+                                              _mm512_loadu_ps(u + j)));
+      }
+#endif
+      for (; j < stop; ++j) a[j] = g[j] / (1.f + std::exp(-g[j])) * u[j];
+      at += stop;
+    }
+  });
+  return act;
+}
+
+// x [rows, size] float32 -> weight * (x / sqrt(mean(x^2) + eps)) per row, rows spread over the threads.
+torch::Tensor rms_norm(torch::Tensor x, torch::Tensor weight, double eps) {
+  TORCH_CHECK(x.dtype() == torch::kFloat32 && weight.dtype() == torch::kFloat32 && x.dim() == 2 &&
+                  weight.numel() == x.size(1),
+              "rms_norm: float32 x [rows, size] and weight [size]");
+  x = x.contiguous();
+  weight = weight.contiguous();
+  auto out = torch::empty_like(x);
+  const int64_t size = x.size(1);
+  at::parallel_for(0, x.size(0), std::max<int64_t>(1, 16384 / size), [&](int64_t begin, int64_t end) {
+    rms_norm_rows(x.data_ptr<float>() + begin * size, weight.data_ptr<float>(), eps, out.data_ptr<float>() + begin * size,
+                  end - begin, size);
+  });
+  return out;
+}
+
+// Rotary in place on a fused q/k/v projection's output: qkv [tokens, (heads + 2 kv_heads) dim] float32,
+// its q and k heads rotated (rotate-half, as model.Rotary); cos, sin [tokens, dim].
+void rotary_(torch::Tensor qkv, torch::Tensor cos, torch::Tensor sin, int64_t heads, int64_t kv_heads) {
+  TORCH_CHECK(qkv.dtype() == torch::kFloat32 && qkv.is_contiguous() && qkv.dim() == 2, "rotary_: contiguous float32 qkv");
+  TORCH_CHECK(cos.dtype() == torch::kFloat32 && sin.sizes() == cos.sizes() && cos.size(0) == qkv.size(0), "rotary_: shapes");
+  cos = cos.contiguous();
+  sin = sin.contiguous();
+  const int64_t dim = cos.size(1), width = qkv.size(1);
+  TORCH_CHECK(width == (heads + 2 * kv_heads) * dim, "rotary_: the qkv width");
+  at::parallel_for(0, qkv.size(0), 16, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t)
+      rotate(qkv.data_ptr<float>() + t * width, heads + kv_heads, dim, cos.data_ptr<float>() + t * dim,
+             sin.data_ptr<float>() + t * dim);
+  });
+}
+
 // x: [rows, hidden] float32, the residual stream, updated in place. cos, sin: [rows, head_dim] for the
 // rows' positions. slots: [rows] int64 cache slots for the new K/V; tables, lens: as paged_decode.
 void decode_layer(torch::Tensor x, torch::Tensor cos, torch::Tensor sin, torch::Tensor slots, torch::Tensor k_cache,
@@ -396,8 +744,10 @@ void decode_layer(torch::Tensor x, torch::Tensor cos, torch::Tensor sin, torch::
                   torch::Tensor gate_up_s, torch::Tensor gate_up_b, torch::Tensor gate_up_x, torch::Tensor down_w,
                   torch::Tensor down_s, torch::Tensor down_b, torch::Tensor down_x) {
   TORCH_CHECK(x.dtype() == torch::kFloat32 && x.is_contiguous() && x.dim() == 2, "decode_layer: x float32 [rows, hidden]");
-  TORCH_CHECK(k_cache.dtype() == torch::kFloat32 && k_cache.is_contiguous() && v_cache.is_contiguous(),
-              "decode_layer: a contiguous float32 cache");
+  const auto kv_type = k_cache.scalar_type();
+  TORCH_CHECK((kv_type == torch::kFloat32 || kv_type == torch::kHalf || kv_type == torch::kBFloat16) &&
+                  v_cache.scalar_type() == kv_type && k_cache.is_contiguous() && v_cache.is_contiguous(),
+              "decode_layer: a contiguous float32, float16 or bfloat16 cache");
   const int64_t rows = x.size(0), hidden = x.size(1), dim = k_cache.size(3);
   TORCH_CHECK(k_cache.size(2) == kv_heads && cos.size(1) == dim && cos.size(0) == rows && slots.size(0) == rows,
               "decode_layer: shapes");
@@ -421,39 +771,40 @@ void decode_layer(torch::Tensor x, torch::Tensor cos, torch::Tensor sin, torch::
   const int64_t width = qkv.size(1);
   TORCH_CHECK(width == (heads + 2 * kv_heads) * dim, "decode_layer: the qkv width");
   float* qp = qkv.data_ptr<float>();
-  float* kc = k_cache.data_ptr<float>();
-  float* vc = v_cache.data_ptr<float>();
   auto q = torch::empty({rows, heads, dim}, x.options());
-  for (int64_t m = 0; m < rows; ++m) {
-    float* row = qp + m * width;
-    const float* c = cos.data_ptr<float>() + m * dim;
-    const float* s = sin.data_ptr<float>() + m * dim;
-    rotate(row, heads + kv_heads, dim, c, s);  // q and k lie side by side
-    std::memcpy(q.data_ptr<float>() + m * heads * dim, row, sizeof(float) * heads * dim);
-    std::memcpy(kc + slot[m] * kv_width, row + heads * dim, sizeof(float) * kv_width);
-    std::memcpy(vc + slot[m] * kv_width, row + (heads + kv_heads) * dim, sizeof(float) * kv_width);
-  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, kv_type, "decode_layer", [&] {
+    scalar_t* kc = k_cache.data_ptr<scalar_t>();
+    scalar_t* vc = v_cache.data_ptr<scalar_t>();
+    for (int64_t m = 0; m < rows; ++m) {
+      float* row = qp + m * width;
+      const float* c = cos.data_ptr<float>() + m * dim;
+      const float* s = sin.data_ptr<float>() + m * dim;
+      rotate(row, heads + kv_heads, dim, c, s);  // q and k lie side by side
+      std::memcpy(q.data_ptr<float>() + m * heads * dim, row, sizeof(float) * heads * dim);
+      const float* k = row + heads * dim;
+      const float* v = k + kv_width;
+      for (int64_t i = 0; i < kv_width; ++i) {  // as write_kv: cast to the cache's type
+        kc[slot[m] * kv_width + i] = static_cast<scalar_t>(k[i]);
+        vc[slot[m] * kv_width + i] = static_cast<scalar_t>(v[i]);
+      }
+    }
+  });
   auto attn = paged_decode(q, k_cache, v_cache, tables, lens, scale, window);
   x.add_(decode_linear(attn.view({rows, heads * dim}), o_w, o_s, o_b, o_x, gemv_rows));
   rms_norm_rows(xp, post_norm.data_ptr<float>(), eps, h.data_ptr<float>(), rows, hidden);
   auto gate_up = decode_linear(h, gate_up_w, gate_up_s, gate_up_b, gate_up_x, gemv_rows);  // [rows, 2 inter]
-  const int64_t inter = gate_up.size(1) / 2;
-  auto act = torch::empty({rows, inter}, x.options());
-  const float* gu = gate_up.data_ptr<float>();
-  float* ap = act.data_ptr<float>();
-  for (int64_t m = 0; m < rows; ++m)
-    for (int64_t i = 0; i < inter; ++i) {
-      const float g = gu[m * 2 * inter + i];
-      ap[m * inter + i] = g / (1.f + std::exp(-g)) * gu[m * 2 * inter + inter + i];
-    }
-  x.add_(decode_linear(act, down_w, down_s, down_b, down_x, gemv_rows));
+  x.add_(decode_linear(silu_mul(gate_up), down_w, down_s, down_b, down_x, gemv_rows));
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paged_decode", &paged_decode, "Paged decode attention on the CPU");
   m.def("w8a8_available", &w8a8_available, "Whether w8a8_gemv was built (AVX-512 VNNI)");
   m.def("w8a8_gemv", &w8a8_gemv, "int8 weights x int8 activations for a few rows (decode)");
-  m.def("f32_gemv_available", &f32_gemv_available, "Whether f32_gemv was built (AVX-512)");
-  m.def("f32_gemv", &f32_gemv, "float32 weights x float32 activations for a row or two (decode)");
+  m.def("rms_norm", &rms_norm, "RMSNorm of float32 rows");
+  m.def("rotary_", &rotary_, "rotate-half rotary in place on a fused q/k/v output");
+  m.def("silu_mul", &silu_mul, "silu(gate) * up of a fused gate/up projection's output");
+  m.def("f32_pack_panels", &f32_pack_panels, "a float32 weight [out, in] in panels of 16 output channels");
+  m.def("f32_panels_available", &f32_panels_available, "Whether f32_panel_mm was built (AVX-512)");
+  m.def("f32_panel_mm", &f32_panel_mm, "float32 x [<= 16 rows] times a weight in panels");
   m.def("decode_layer", &decode_layer, "One Llama-family decoder layer for a decode step, in place");
 }
