@@ -145,6 +145,7 @@ def main() -> None:
 
     tools = llama_tools()
     torch.set_num_threads(args.threads)
+    cpu_kernels.decode_kernel(wait=True)  # built (or found built) before the warm-ups, which then pack the panels
     samples: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = build(Path(tmp) / "ckpt", args.preset, seed=0)

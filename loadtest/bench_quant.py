@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from backends.local_engine import cpu_kernels
 from backends.local_engine.cpu_kernels import PackedLinear
 from backends.local_engine.engine import EngineSettings, LLMEngine
 from backends.local_engine.quant import QuantLinear
@@ -79,7 +80,9 @@ def main() -> None:
         engine = LLMEngine(
             EngineSettings(model=str(folder), device=args.device, dtype=args.dtype, num_kv_blocks=64, **SCHEMES[name])  # type: ignore[arg-type]
         )
-        decode_rate(engine, prompt, 8)  # warm-up
+        if args.device == "cpu":
+            cpu_kernels.decode_kernel(wait=True)  # every scheme on the CPU kernels, the first one too
+        decode_rate(engine, prompt, 8)  # warm-up (packs the float32 panels)
         rates = [decode_rate(engine, prompt, args.tokens) for _ in range(args.runs)]
         rows.append((name, weight_megabytes(engine), statistics.median(rates)))
         del engine

@@ -199,7 +199,7 @@ class DecoderLayer(nn.Module):
     ) -> None:
         """This layer for a step of decode rows only, in one call: x [rows, hidden] float32 is
         updated in place; cos, sin: the rows' rotary tables; up to `gemv_rows` rows, the linears
-        run on the decode GEMVs."""
+        run on the small-row kernels."""
         kernel = cpu_kernels.decode_layer_kernel()
         assert kernel is not None
         attn = self.self_attn
@@ -262,7 +262,7 @@ class CausalLM(nn.Module):
     def _decode_operands(
         self, x: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata
     ) -> tuple[list[Operands], int] | None:
-        """Each layer's operands, and up to how many rows the decode GEMVs take, where this step runs
+        """Each layer's operands, and up to how many rows the small-row kernels take, where this step runs
         layer by layer in one call each: a CPU step of float32 decode rows only (the cache in float32,
         float16 or bfloat16), at most
         `cpu_kernels.DECODE_LAYER_MAX_ROWS` of them, the kernels built."""

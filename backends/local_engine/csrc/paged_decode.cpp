@@ -5,9 +5,13 @@
 //
 // Work items are sequences, spread over ATen's thread pool. For each, every query head is scored
 // against its kv head's keys, softmaxed in float32, and the values summed. On CPUs with AVX-512 and
-// head sizes of 64 or 128 the work items are (sequence, kv head) pairs instead (`fast::group`): the
-// query heads that share a kv head are scored four keys at a time, their sums reduced together, and
-// the values summed into registers, head block by head block.
+// head sizes of 64 or 128 (`fast::decode`), each sequence's blocks are read front to back with the
+// next block asked for ahead, the query heads are scored four keys at a time with their sums reduced
+// together, and the values summed into registers a few heads at a time; with fewer sequences than two
+// per thread the work items are (sequence, kv head) pairs, so that batch-1 decode uses every thread;
+// the cache may be float16 or bfloat16 under float32 queries. Ad hoc, one process, 16 sequences of
+// 256 to 384 keys over 10 layers of the 100m preset's shapes: 8.4 ms against the generic loop's 10.7
+// with blocks scattered, 6.0 against 5.8 with blocks in order; one sequence 0.45 against 0.92.
 
 #include <torch/extension.h>
 #if defined(__x86_64__)
@@ -382,7 +386,7 @@ torch::Tensor paged_decode(torch::Tensor q, torch::Tensor k_cache, torch::Tensor
     for (int64_t i = 0; i < tables.numel(); ++i)
       TORCH_CHECK(table[i] >= 0 && table[i] < blocks, "paged_decode: block id ", table[i], " outside the cache");
   }
-  const bool fast_shape = q.size(1) / k_cache.size(2) <= 64 && (q.size(2) == 64 || q.size(2) == 128);
+  const bool fast_shape = q.size(2) == 64 || q.size(2) == 128;
 #if defined(__AVX512F__)
   const bool avx512 = true;
 #else
