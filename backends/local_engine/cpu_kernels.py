@@ -66,7 +66,8 @@ F32_PANEL_MAX_ROWS = 16
 """Up to this many rows (the kernel's limit) a `PackedLinear` runs on the panels once the kernels
 are built; more go to oneDNN. Ad hoc, all the 100m preset's linears and its LM head, one process,
 medians of 3: 1 row 13.9 ms against oneDNN's 20.2 (the float32 GEMV this replaced: 14.0), 8 rows
-13.4 against 20.0, 16 rows 21.8 against 24.8."""
+13.4 against 20.0, 16 rows 21.8 against 24.8 (before the kernel read 11 rows and more transposed:
+20.0 to 15.9 ms in another run)."""
 
 
 def enabled() -> bool:
