@@ -89,7 +89,9 @@ def greedy(tokens: int) -> SamplingParams:
 
 
 def engine_round(engine: LLMEngine, rng: random.Random) -> dict[str, float]:
-    """One measurement of each figure on the engine."""
+    """One measurement of each figure on the engine, after a short warm-up request (as llama-bench
+    runs one before it measures): the round starts right after another server's."""
+    engine.generate([prompt(64, rng)], greedy(8))
     stamps: list[float] = []
     engine.add_request(f"decode-{rng.random()}", prompt(64, rng), greedy(DECODE))
     while engine.has_unfinished():
