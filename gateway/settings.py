@@ -89,7 +89,9 @@ class LocalEngineSettings(_Settings, frozen=True, kw_only=True):
     groups of `quant_group_size`). AWQ and GPTQ checkpoints come quantized: leave this `none` for them."""
     quant_group_size: Literal[64, 128] = 128
     kv_cache_dtype: Literal["auto", "float16", "bfloat16", "fp8"] = "auto"
-    """fp8: K and V cached as float8 e4m3 (half the memory of bf16 per token, a little accuracy)."""
+    """float16 / bfloat16: K and V in 16 bits under a float32 model (half the memory and the decode
+    attention's reads; llama.cpp's default); fp8: float8 e4m3 (half the memory of bf16 per token, a
+    little accuracy); auto: the model's dtype."""
     startup_timeout_s: Positive = 300.0
     """A start that has not answered /health by then is killed and tried again."""
     extra_args: list[str] = msgspec.field(default_factory=list)

@@ -98,8 +98,7 @@ class PackedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
         if 0 < rows <= F32_PANEL_MAX_ROWS and (panels := self.panel_weight()) is not None:
-            assert _module is not None
-            y: torch.Tensor = _module.f32_panel_mm(x.reshape(rows, self.in_features), panels, self.out_features)
+            y: torch.Tensor = f32_panels_kernel().f32_panel_mm(x.reshape(rows, self.in_features), panels, self.out_features)
             y = y if self.bias is None else y + self.bias
             return y.view(*x.shape[:-1], self.out_features)
         out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, self.bias, "none", [], "")

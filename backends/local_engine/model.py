@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from backends.local_engine import cpu_kernels, quant
-from backends.local_engine.attention import AttentionMetadata, paged_attention, write_kv
+from backends.local_engine.attention import NARROW_CACHES, AttentionMetadata, paged_attention, write_kv
 from backends.local_engine.config import ModelConfig
 from backends.local_engine.rope import Rotary
 
@@ -270,7 +270,7 @@ class CausalLM(nn.Module):
             not cpu_kernels.FUSE_DECODE_LAYERS
             or x.device.type != "cpu"
             or x.dtype != torch.float32
-            or kv_cache.dtype not in (torch.float32, torch.float16, torch.bfloat16)
+            or kv_cache.dtype not in (torch.float32, *NARROW_CACHES)
             or meta.prefills
             or meta.num_decode != x.shape[0]
             or cpu_kernels.decode_layer_kernel() is None
