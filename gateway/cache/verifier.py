@@ -72,7 +72,11 @@ class CrossEncoder:
         # Dynamic int8 quantizes each call's activations with one scale for the whole batch, so a
         # pair's score would depend on the pairs beside it (by up to 0.16 in a batch of 64): each
         # pair is scored alone, at run time as in calibration and evaluation.
-        self._batch = 1 if quantized else 64
+        # Each pair is read both ways round and the two logits averaged: the model was trained on
+        # pairs in either order, and the mean of the two separates duplicates from hard negatives
+        # better than either (loadtest/RESULTS.md). Under int8 the two orders of one pair share a
+        # call (a scale that depends on that pair alone).
+        self._batch = 2 if quantized else 64
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(MAX_TOKENS)
@@ -100,23 +104,24 @@ class CrossEncoder:
         return self._single.token_to_id(word.lower()) is not None
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        """The score of each (query, candidate), each side's misspellings of the other's words
-        respelt first (`respell`). A pair that is then one text in the exact layer's normal form
+        """The score of each (query, candidate), read both ways round, each side's misspellings of
+        the other's words respelt first (`respell`). A pair that is then one text in the exact layer's normal form
         (case, spacing, trailing punctuation) scores 1 without a model call."""
         out = np.ones(len(pairs), dtype=np.float32)
         pairs = [aligned(q, c, self.known) for q, c in pairs]
         # Respelt, the two may be one text as the exact layer sees it: the same question, by construction.
         asked = [i for i, (q, c) in enumerate(pairs) if normal_text(q) != normal_text(c)]
         pairs = [pairs[i] for i in asked]
-        scores = np.empty(len(pairs), dtype=np.float32)
-        for start in range(0, len(pairs), self._batch):
-            encodings = self._tokenizer.encode_batch(list(pairs[start : start + self._batch]))
+        both = [order for q, c in pairs for order in ((q, c), (c, q))]
+        scores = np.empty(len(both), dtype=np.float32)
+        for start in range(0, len(both), self._batch):
+            encodings = self._tokenizer.encode_batch(both[start : start + self._batch])
             ids, mask, types = padded(encodings)
             scores[start : start + len(encodings)] = self._session.run(
                 None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
             )[0]
         self.runs += bool(pairs)
-        out[asked] = scores
+        out[asked] = _mean_logit(scores[0::2], scores[1::2])
         return out
 
     async def verify(self, query: str, candidates: Sequence[str]) -> np.ndarray:
@@ -128,6 +133,14 @@ class CrossEncoder:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _mean_logit(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """The probability whose logit is the mean of the logits of `p` and `q`."""
+    p64 = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
+    q64 = np.clip(q.astype(np.float64), 1e-7, 1 - 1e-7)
+    mean = (np.log(p64 / (1 - p64)) + np.log(q64 / (1 - q64))) / 2
+    return (1 / (1 + np.exp(-mean))).astype(np.float32)
 
 
 def padded(encodings: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -159,7 +172,8 @@ def respell(query: str, candidate: str, known: Callable[[str], bool]) -> str:
     `query` and is near it: one edit (a letter added, dropped, changed, or two neighbours swapped)
     for words of five letters or more; two edits for words of eight or more whose lengths differ by
     at most one ("begginer" / "beginner"); for words of three or four letters, a letter added or
-    dropped or two neighbours swapped, never one changed ("wrok" / "work", "kep" / "keep"). Two
+    dropped or two neighbours swapped, never one changed ("wrok" / "work", "kep" / "keep"); never
+    a letter added at the end unless it doubles the last ("tatto" / "tattoo", not "cant" / "can"). Two
     neighbouring words that together are a word of `candidate` are written as that word ("sour
     dough" / "sourdough"). Anything else is left for the model to judge."""
     theirs = {w.casefold(): w for w in _WORD.findall(candidate)}
@@ -188,6 +202,9 @@ def respell(query: str, candidate: str, known: Callable[[str], bool]) -> str:
 
 def _near(typo: str, word: str) -> bool:
     """Whether `typo` may be a misspelling of `word` (see `respell` for how near, by length)."""
+    longer, shorter = (typo, word) if len(typo) > len(word) else (word, typo)
+    if len(longer) == len(shorter) + 1 and longer.startswith(shorter) and longer[-1] != shorter[-1]:
+        return False  # a letter more at the end makes another word: "cant" / "can", "wont" / "won"
     if len(typo) < 5:  # no letter changed: "Iran" / "Iraq" may be two places
         return len(word) >= 3 and _distance(typo, word) == 1 and (len(typo) != len(word) or sorted(typo) == sorted(word))
     if len(typo) >= 8 and len(word) >= 8 and abs(len(typo) - len(word)) <= 1:

@@ -10,7 +10,8 @@ to ask one question (`forms`) with slots, and ways to ask something else that lo
   (reordered);
 - hard negatives: one slot value changed (entity, number, unit, time), the two ends of a direction
   swapped, a form that asks something else, a negated, narrowed, constrained or opposite form, an
-  output format or an audience on one side (or a different one on each).
+  output format or an audience on one side (or a different one on each), a form negated by one of
+  the language's rewrites (`negate`: "kann man" ... "nicht verbrennen", "can" / "can't", 可以 / 不可以).
 
 Both kinds get the same noise (typos, case, wrappers), so neither can be told by its surface.
 Everything is drawn from one seeded generator: the same seeds make the same pairs. Each family
@@ -20,7 +21,7 @@ The seeds are few questions asked many ways; the hand-written pairs (evals/cache
 many questions on many topics, asked once. `augment` carries the variation over to them: each
 hand-written pair again with other surface noise, wrappers or a shared context sentence (its label
 kept), and from each of its two questions a typo, a wordier or contextual restatement (duplicates)
-or the same question with an output format, an audience or an opposite word (hard negatives).
+or the same question with an output format, an audience, an opposite word or a negation (hard negatives).
 Augmented pairs keep the source and split of the pair they come from.
 """
 
@@ -118,6 +119,11 @@ class Language:
     both sides the same is still a duplicate."""
     antonyms: list[list[str]] = field(default_factory=list)
     """Word pairs whose swap asks the opposite (kind direction)."""
+    negate: list[list[str]] = field(default_factory=list)
+    """Rewrites that negate a question ([regular expression, replacement], case ignored): one that
+    matches, drawn at random, is applied once (kind negation)."""
+    negated: str = ""
+    """What marks a question as negated already (a regular expression): `negate` leaves it alone."""
 
 
 def load(seeds: Path = SEEDS) -> list[Language]:
@@ -141,6 +147,8 @@ def load(seeds: Path = SEEDS) -> list[Language]:
                 raw["audience"],
                 raw.get("qualifiers", []),
                 raw.get("antonyms", []),
+                raw.get("negate", []),
+                raw.get("negated", ""),
             )
         )
     return languages
@@ -193,6 +201,8 @@ class _Maker:
         rng = self.rng
         if not self.cjk and rng.random() < 0.35:
             text = text.lower()
+        if not self.cjk and rng.random() < 0.1:  # typed on a phone: "cant", "whats"
+            text = text.replace("'", "").replace("\u2019", "")
         if rng.random() < 0.25:
             text = text.rstrip("?\uff1f!\u3002.")
         if rng.random() < typo_p:
@@ -260,6 +270,19 @@ class _Maker:
         pattern, other = self.rng.choice(found)
         return re.sub(pattern, other, text, count=1, flags=re.IGNORECASE)
 
+    def negated(self, text: str) -> str | None:
+        """`text` negated by one of the language's rewrites, if one applies."""
+        import re
+
+        if self.language.negated and re.search(self.language.negated, text, flags=re.IGNORECASE):
+            return None
+        rules = [(p, r) for p, r in self.language.negate if re.search(p, text, flags=re.IGNORECASE)]
+        if not rules:
+            return None
+        pattern, replacement = self.rng.choice(rules)
+        out = re.sub(pattern, replacement, text, count=1, flags=re.IGNORECASE)
+        return out if out != text else None
+
     def sentence(self, text: str, extra: str, before: bool) -> str:
         space = "" if self.cjk else " "
         return f"{extra}{space}{text}" if before else f"{text}{space}{extra}"
@@ -276,6 +299,7 @@ class _Maker:
             "qualifier",
             "antonym",
             "antonym",
+            *(["negate"] * 2 if self.language.negate else []),
             *(["direction"] * 3 if family.direction else []),
             *(k for k in family.negatives for _ in range(3)),
         ]
@@ -342,6 +366,13 @@ class _Maker:
                 if flipped is None:
                     continue
                 b, kind = flipped, "direction"
+            elif kind == "negate":
+                negated = next(
+                    (o for f in rng.sample(family.forms, len(family.forms)) if (o := self.negated(self.say(f, values)))), None
+                )
+                if negated is None:
+                    continue
+                b, kind = negated, "negation"
             elif kind in {"format", "audience"}:
                 sentences = self.language.format if kind == "format" else self.language.audience
                 first, second = rng.sample(sentences, 2)
@@ -377,7 +408,7 @@ class _Maker:
     def around(self, question: str) -> tuple[str, str, bool, str] | None:
         """`question` beside a restatement of it, or beside a question that looks alike but asks more."""
         rng = self.rng
-        how = rng.choice(("typo", "typo", "wordier", "context", "format", "audience", "antonym"))
+        how = rng.choice(("typo", "typo", "wordier", "context", "format", "audience", "antonym", "negate"))
         if how == "typo":
             return question, self.typo(question), True, "typo"
         if how == "wordier":
@@ -387,6 +418,9 @@ class _Maker:
         if how == "antonym":
             flipped = self.opposite(question)
             return None if flipped is None else (question, flipped, False, "direction")
+        if how == "negate":
+            negated = self.negated(question)
+            return None if negated is None else (question, negated, False, "negation")
         sentences = self.language.format if how == "format" else self.language.audience
         return question, self.sentence(question, rng.choice(sentences), False), False, how
 

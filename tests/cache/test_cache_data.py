@@ -38,6 +38,16 @@ def test_the_set_is_large_and_has_every_kind_in_five_languages(generated: list[P
     assert {p.lang or "en" for p in pairs} >= {"en", "de", "fr", "es", "zh", "ja"}
 
 
+def test_every_language_has_negated_and_swapped_questions(generated: list[Pair], handwritten: list[Pair]) -> None:
+    """The hard negatives that the cache most often let through outside English (a "nicht", two ends swapped)
+    are generated in every language, not in English only."""
+    pairs = generated + augment(handwritten)
+    negatives = collections.Counter((p.lang or "en", p.kind) for p in pairs if not p.same)
+    for lang in ("en", "de", "fr", "es", "zh", "ja"):
+        assert negatives[(lang, "negation")] >= 30, lang
+        assert negatives[(lang, "direction")] >= 100, lang
+
+
 def test_no_question_is_in_both_training_and_calibration(generated: list[Pair], handwritten: list[Pair]) -> None:
     """Thresholds are fitted on pairs the weights never saw: a text in a calibration pair is in no training pair."""
     seen: dict[str, set[str]] = {"train": set(), "calibration": set()}

@@ -24,6 +24,7 @@ def known(word: str) -> bool:
         ("how does it wrok", "how does it work", "how does it work"),  # a short word: neighbours swapped
         ("how do i kep gulls away", "how do i keep gulls away", "how do i keep gulls away"),  # a short word: a letter dropped
         ("my sour dough starter", "my sourdough starter", "my sourdough starter"),  # one word written as two
+        ("care for a new tatto", "care for a new tattoo", "care for a new tattoo"),  # a doubled last letter dropped
     ],
 )
 def test_a_typo_is_read_as_the_word_it_stands_for(query: str, candidate: str, respelt: str) -> None:
@@ -39,6 +40,8 @@ def test_a_typo_is_read_as_the_word_it_stands_for(query: str, candidate: str, re
         ("a colder beer", "a bolder beer"),  # another first letter
         ("the lyon train", "the lion train"),  # a short word with a letter changed: may be another word
         ("a sunrise photo", "a sunset photo"),  # eight letters, but more than two edits
+        ("what cant i weld", "what can i weld"),  # a letter more at the end makes another word
+        ("it wont start", "it won start"),
     ],
 )
 def test_other_words_are_left_for_the_model(query: str, candidate: str) -> None:

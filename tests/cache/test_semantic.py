@@ -77,6 +77,17 @@ async def test_the_verifier_lets_duplicates_through_and_rejects_a_swapped_direct
     assert cache.rejected >= 1
 
 
+def test_the_verdict_does_not_depend_on_which_side_was_cached(verifier: CrossEncoder) -> None:
+    """A pair is read both ways round: asking b of a cache holding a scores as asking a of one holding b."""
+    pairs = [
+        ("Book a flight from Paris to Berlin on Friday.", "Book a flight from Berlin to Paris on Friday."),
+        ("how do i reset my pasword", "How do I reset my password?"),
+        ("Which glazes are food safe?", "Which glazes are not food safe?"),
+    ]
+    for a, b in pairs:
+        assert verifier.scores(a, [b])[0] == pytest.approx(verifier.scores(b, [a])[0], abs=1e-4)
+
+
 async def test_a_miss_with_no_candidate_never_runs_the_verifier(embedder: OnnxEmbedder, verifier: CrossEncoder) -> None:
     clock = Clock()
     cache = cache_with(embedder, clock, verifier=verifier)
