@@ -359,20 +359,14 @@ class _Maker:
                 if rng.random() < 0.3:
                     a = self.qualify(a, second)
                 kind = "scope"
-            elif kind == "antonym":
+            elif kind in {"antonym", "negate"}:  # a form with an opposite word, or negated
+                rewrite, kind = (self.opposite, "direction") if kind == "antonym" else (self.negated, "negation")
                 flipped = next(
-                    (o for f in rng.sample(family.forms, len(family.forms)) if (o := self.opposite(self.say(f, values)))), None
+                    (o for f in rng.sample(family.forms, len(family.forms)) if (o := rewrite(self.say(f, values)))), None
                 )
                 if flipped is None:
                     continue
-                b, kind = flipped, "direction"
-            elif kind == "negate":
-                negated = next(
-                    (o for f in rng.sample(family.forms, len(family.forms)) if (o := self.negated(self.say(f, values)))), None
-                )
-                if negated is None:
-                    continue
-                b, kind = negated, "negation"
+                b = flipped
             elif kind in {"format", "audience"}:
                 sentences = self.language.format if kind == "format" else self.language.audience
                 first, second = rng.sample(sentences, 2)
