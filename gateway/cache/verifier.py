@@ -69,13 +69,12 @@ class CrossEncoder:
         model_dir = bundled_model_dir()
         weights = weights or SHIPPED / "verifier.safetensors"
         self.model_path = ensure_verifier_onnx(model_dir, weights, onnx_dir or default_onnx_dir(), quantized=quantized)
-        # Dynamic int8 quantizes each call's activations with one scale for the whole batch, so a
-        # pair's score would depend on the pairs beside it (by up to 0.16 in a batch of 64): each
-        # pair is scored alone, at run time as in calibration and evaluation.
         # Each pair is read both ways round and the two logits averaged: the model was trained on
-        # pairs in either order, and the mean of the two separates duplicates from hard negatives
-        # better than either (loadtest/RESULTS.md). Under int8 the two orders of one pair share a
-        # call (a scale that depends on that pair alone).
+        # pairs in either order, and the mean separates duplicates from hard negatives better than
+        # either reading. Dynamic int8 quantizes each call's activations with one scale for the
+        # whole batch, so a pair's score would depend on the pairs beside it (by up to 0.16 in a
+        # batch of 64): under int8 a call holds one pair's two readings only, at run time as in
+        # calibration and evaluation.
         self._batch = 2 if quantized else 64
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._tokenizer.no_padding()
@@ -105,8 +104,8 @@ class CrossEncoder:
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """The score of each (query, candidate), read both ways round, each side's misspellings of
-        the other's words respelt first (`respell`). A pair that is then one text in the exact layer's normal form
-        (case, spacing, trailing punctuation) scores 1 without a model call."""
+        the other's words respelt first (`respell`). A pair that is then one text in the exact
+        layer's normal form (case, spacing, trailing punctuation) scores 1 without a model call."""
         out = np.ones(len(pairs), dtype=np.float32)
         pairs = [aligned(q, c, self.known) for q, c in pairs]
         # Respelt, the two may be one text as the exact layer sees it: the same question, by construction.

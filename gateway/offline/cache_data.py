@@ -10,8 +10,9 @@ to ask one question (`forms`) with slots, and ways to ask something else that lo
   (reordered);
 - hard negatives: one slot value changed (entity, number, unit, time), the two ends of a direction
   swapped, a form that asks something else, a negated, narrowed, constrained or opposite form, an
-  output format or an audience on one side (or a different one on each), a form negated by one of
-  the language's rewrites (`negate`: "kann man" ... "nicht verbrennen", "can" / "can't", 可以 / 不可以).
+  output format or an audience on one side (or a different one on each), a question negated by
+  one of the language's rewrites (`negate`, on questions that ask "which" or "what": "welche
+  Pflanzen darf man ... nicht setzen", "what should i not ...", 哪些药不可以 ...).
 
 Both kinds get the same noise (typos, case, wrappers), so neither can be told by its surface.
 Everything is drawn from one seeded generator: the same seeds make the same pairs. Each family
