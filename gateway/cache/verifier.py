@@ -135,11 +135,12 @@ class CrossEncoder:
 
 
 def _mean_logit(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """The probability whose logit is the mean of the logits of `p` and `q`."""
+    """The probability whose logit is the mean of the logits of `p` and `q` (whose odds are the
+    geometric mean of their odds)."""
     p64 = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
     q64 = np.clip(q.astype(np.float64), 1e-7, 1 - 1e-7)
-    mean = (np.log(p64 / (1 - p64)) + np.log(q64 / (1 - q64))) / 2
-    return (1 / (1 + np.exp(-mean))).astype(np.float32)
+    odds = np.sqrt(p64 * q64 / ((1 - p64) * (1 - q64)))
+    return np.asarray(odds / (1 + odds), dtype=np.float32)
 
 
 def padded(encodings: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
