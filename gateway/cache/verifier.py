@@ -24,6 +24,7 @@ import os
 import re
 import tempfile
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -168,8 +169,8 @@ def respell(query: str, candidate: str, known: Callable[[str], bool]) -> str:
 
     A word is respelt when it is not in `candidate`, is in an alphabetic script (Latin, Greek,
     Cyrillic), is not a word the vocabulary knows whole (`known`: "desert" is not a misspelling of
-    "dessert"), starts with the same letter as exactly one word of `candidate` that is not in
-    `query` and is near it: one edit (a letter added, dropped, changed, or two neighbours swapped)
+    "dessert"), starts with the same letter as exactly one word of `candidate` that `query` has fewer
+    times ("step by setp" / "step by step") and is near it: one edit (a letter added, dropped, changed, or two neighbours swapped)
     for words of five letters or more; two edits for words of eight or more whose lengths differ by
     at most one ("begginer" / "beginner"); for words of three or four letters, a letter added or
     dropped or two neighbours swapped, never one changed ("wrok" / "work", "kep" / "keep"); never
@@ -177,8 +178,9 @@ def respell(query: str, candidate: str, known: Callable[[str], bool]) -> str:
     neighbouring words that together are a word of `candidate` are written as that word ("sour
     dough" / "sourdough"). Anything else is left for the model to judge."""
     theirs = {w.casefold(): w for w in _WORD.findall(candidate)}
-    ours = {w.casefold() for w in _WORD.findall(query)}
-    spare = [w for w in theirs if w not in ours]
+    ours = Counter(w.casefold() for w in _WORD.findall(query))
+    counted = Counter(w.casefold() for w in _WORD.findall(candidate))
+    spare = [w for w in theirs if counted[w] > ours[w]]  # "step by setp" / "step by step": one "step" is spare
     if not spare:
         return query
 

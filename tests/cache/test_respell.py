@@ -25,6 +25,7 @@ def known(word: str) -> bool:
         ("how do i kep gulls away", "how do i keep gulls away", "how do i keep gulls away"),  # a short word: a letter dropped
         ("my sour dough starter", "my sourdough starter", "my sourdough starter"),  # one word written as two
         ("care for a new tatto", "care for a new tattoo", "care for a new tattoo"),  # a doubled last letter dropped
+        ("fold a crane step by setp", "fold a crane step by step", "fold a crane step by step"),  # its word is also spelt right
     ],
 )
 def test_a_typo_is_read_as_the_word_it_stands_for(query: str, candidate: str, respelt: str) -> None:
@@ -42,6 +43,7 @@ def test_a_typo_is_read_as_the_word_it_stands_for(query: str, candidate: str, re
         ("a sunrise photo", "a sunset photo"),  # eight letters, but more than two edits
         ("what cant i weld", "what can i weld"),  # a letter more at the end makes another word
         ("it wont start", "it won start"),
+        ("step by step", "step by setp"),  # the query has as many of the word as the candidate
     ],
 )
 def test_other_words_are_left_for_the_model(query: str, candidate: str) -> None:
