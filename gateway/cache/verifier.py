@@ -169,14 +169,15 @@ def respell(query: str, candidate: str, known: Callable[[str], bool]) -> str:
 
     A word is respelt when it is not in `candidate`, is in an alphabetic script (Latin, Greek,
     Cyrillic), is not a word the vocabulary knows whole (`known`: "desert" is not a misspelling of
-    "dessert"), starts with the same letter as exactly one word of `candidate` that `query` has fewer
-    times ("step by setp" / "step by step") and is near it: one edit (a letter added, dropped, changed, or two neighbours swapped)
-    for words of five letters or more; two edits for words of eight or more whose lengths differ by
-    at most one ("begginer" / "beginner"); for words of three or four letters, a letter added or
-    dropped or two neighbours swapped, never one changed ("wrok" / "work", "kep" / "keep"); never
-    a letter added at the end unless it doubles the last ("tatto" / "tattoo", not "cant" / "can"). Two
-    neighbouring words that together are a word of `candidate` are written as that word ("sour
-    dough" / "sourdough"). Anything else is left for the model to judge."""
+    "dessert"), starts with the same letter as exactly one word of `candidate` that `query` has
+    fewer times ("step by setp" / "step by step") and is near it: one edit (a letter added,
+    dropped, changed, or two neighbours swapped) for words of five letters or more; two edits for
+    words of eight or more whose lengths differ by at most one ("begginer" / "beginner"); for words
+    of three or four letters, a letter added or dropped or two neighbours swapped, never one changed
+    ("wrok" / "work", "kep" / "keep"); never a letter added at the end unless it doubles the last
+    ("tatto" / "tattoo", not "cant" / "can"). Two neighbouring words that together are a word of
+    `candidate` are written as that word ("sour dough" / "sourdough"). Anything else is left for
+    the model to judge."""
     theirs = {w.casefold(): w for w in _WORD.findall(candidate)}
     ours = Counter(w.casefold() for w in _WORD.findall(query))
     counted = Counter(w.casefold() for w in _WORD.findall(candidate))
