@@ -1,7 +1,8 @@
 """A floor under the shipped verifier's quality: its figures on the frozen test split.
 
 The frozen split (evals/cache-frozen6.jsonl) was written and committed before the shipped verifier's
-rules and calibration were last changed, and no weight, threshold or rule was fitted on it;
+calibration was last changed (its weights and rules are older), and no weight, threshold or rule
+was fitted on it;
 loadtest/RESULTS.md reports its first look, and the floor here is that first look. A change (new
 weights, a new rule, a looser floor or target) that makes the cache hit a hard negative it did not
 hit, or lose duplicates past the margin, fails here.
