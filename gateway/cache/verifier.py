@@ -178,9 +178,10 @@ def respell(query: str, candidate: str, known: Callable[[str], bool]) -> str:
     ("tatto" / "tattoo", not "cant" / "can"). Two neighbouring words that together are a word of
     `candidate` are written as that word ("sour dough" / "sourdough"). Anything else is left for
     the model to judge."""
-    theirs = {w.casefold(): w for w in _WORD.findall(candidate)}
+    words = _WORD.findall(candidate)
+    theirs = {w.casefold(): w for w in words}
+    counted = Counter(w.casefold() for w in words)
     ours = Counter(w.casefold() for w in _WORD.findall(query))
-    counted = Counter(w.casefold() for w in _WORD.findall(candidate))
     spare = [w for w in theirs if counted[w] > ours[w]]  # "step by setp" / "step by step": one "step" is spare
     if not spare:
         return query
