@@ -124,12 +124,18 @@ def split(rows: Sequence[Labelled], name: str) -> list[Labelled]:
 Embed = Callable[[list[str]], np.ndarray]
 
 
+SECOND_READER = "tier_b"
+"""The column of a second reader's tier (rubric B of evals/router-rubric.md), where a row has one; for reports."""
+
+
 @dataclass
 class Data:
     feats: np.ndarray
     vectors: np.ndarray
     labels: np.ndarray
     tokens: np.ndarray
+    second: np.ndarray
+    """The second reader's tier of each row, -1 where the row has none."""
 
     @classmethod
     def build(cls, rows: Sequence[Labelled], tiers: Sequence[str], embed: Embed) -> Data:
@@ -137,15 +143,17 @@ class Data:
         if unknown:
             raise SystemExit(f"tiers not known to the model: {sorted(unknown)} (it knows {list(tiers)})")
         vectors = np.vstack([embed([r.text() for r in rows[i : i + 32]]) for i in range(0, len(rows), 32)])
+        order = list(tiers)
         return cls(
             feats=np.array([features(r.payload()) for r in rows], dtype=np.float32),
             vectors=vectors.astype(np.float32),
-            labels=np.array([list(tiers).index(r.tier) for r in rows]),
+            labels=np.array([order.index(r.tier) for r in rows]),
             tokens=np.array([text_tokens(conversation(r.payload()).everything) for r in rows]),
+            second=np.array([order.index(b) if (b := r.column(SECOND_READER)) in order else -1 for r in rows]),
         )
 
     def take(self, index: np.ndarray) -> Data:
-        return Data(self.feats[index], self.vectors[index], self.labels[index], self.tokens[index])
+        return Data(self.feats[index], self.vectors[index], self.labels[index], self.tokens[index], self.second[index])
 
 
 def embedded(rows: Sequence[Labelled], tiers: Sequence[str]) -> Data:

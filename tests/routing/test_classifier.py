@@ -85,7 +85,7 @@ def synthetic(n: int, seed: int) -> Data:
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     feats = rng.standard_normal((n, len(FEATURE_NAMES))).astype(np.float32)
     feats[:, 0] += 2 * labels
-    return Data(feats, vectors, labels, tokens=np.full(n, 100.0))
+    return Data(feats, vectors, labels, tokens=np.full(n, 100.0), second=np.full(n, -1))
 
 
 def test_training_learns_separable_tiers_and_the_model_survives_its_file(tmp_path: Path) -> None:
