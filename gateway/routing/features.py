@@ -3,8 +3,12 @@
 The task apart from the material (`gateway.routing.task`): the cues of the work asked for (extract,
 classify, summarise, translate, explain, write, code, debug, prove, design, reason) are read in the
 instruction only, the material counts by its size and kind (prose, data, code), and a short
-follow-up carries the cues of the turn it continues. The system prompt's cues count when it is
-short (an instruction, not a pasted document).
+follow-up carries the cues of the turn it continues. The system prompt's words do not count: it is
+an app's standing brief (a persona, a domain, a house style: "you are a vet clinic's assistant,
+never give a diagnosis", "explain step by step"), the same for every request the app sends, so it
+says nothing of how hard one request is; only its length does. Where the user's turn is material
+only, the task takes a short system prompt as the instruction (`gateway.routing.task.task`), and
+its cues count there.
 
 Cue words in English, German, French, Spanish, Portuguese and Italian (whole words) and in
 Chinese, Japanese and Hindi (substrings, since those scripts have no word boundaries that `\\b`
@@ -19,7 +23,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.routing.task import LONG_WORDS, Task, more_words, task, words
+from gateway.routing.task import Task, task, words
 from gateway.text import conversation, text_tokens
 
 FEATURE_NAMES = (
@@ -261,9 +265,7 @@ def features(payload: Mapping[str, Any], found: Task | None = None) -> list[floa
     found = found or task(payload)
     talk = conversation(payload)
     instruction = found.instruction[:CUE_CHARS]
-    system = talk.system if not more_words(talk.system[: CUE_CHARS * 2], 2 * LONG_WORDS) else ""
-    cues = f"{instruction}\n{system[:CUE_CHARS]}"
-    count = _counts(cues)
+    count = _counts(instruction)
     earlier = sum(_counts(found.earlier[:CUE_CHARS], _HARD).values()) if found.earlier else 0
     response_format = payload.get("response_format")
     json_mode = isinstance(response_format, Mapping) and response_format.get("type") in ("json_schema", "json_object")

@@ -101,6 +101,22 @@ def test_a_task_in_the_system_prompt_over_material_in_the_user_turn() -> None:
     assert feature(payload, "summarise") > 0 and feature(payload, "json_mode") == 1
 
 
+def test_an_apps_persona_in_the_system_prompt_does_not_make_a_request_harder() -> None:
+    """A system prompt is the same for every request an app sends: its words ("never give a
+    diagnosis", "step by step", "senior engineer") are no cue of one request's task; its length is."""
+    personas = [
+        "You are the assistant in a vet clinic's app. Be warm and precise. Never give a diagnosis.",
+        "You are a patient tutor for adult learners. Explain step by step and prove each claim.",
+        "You are a senior engineer helping a colleague. Answer with code where useful.",
+    ]
+    for asked in ("What is 18 multiplied by 12?", "Good afternoon! Just wanted to say thank you."):
+        bare = features({"messages": [{"role": "user", "content": asked}]})
+        for persona in personas:
+            briefed = features({"messages": [{"role": "system", "content": persona}, {"role": "user", "content": asked}]})
+            changed = {FEATURE_NAMES[i] for i, (a, b) in enumerate(zip(bare, briefed, strict=True)) if a != b}
+            assert changed == {"log_tokens_all", "system_len"}, (persona, asked, changed)
+
+
 def test_task_cues_are_read_in_the_instruction_not_in_the_material() -> None:
     essay = "\n\n".join(["We prove the theorem by induction and derive the bound; the proof is rigorous. " * 4] * 3)
     payload = {"prompt": f"{essay}\n\nHow many sentences are there?"}
