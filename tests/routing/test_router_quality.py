@@ -3,9 +3,10 @@ prompts that are not training rows.
 
 Three frozen splits that nothing was fitted on (evals/router-frozen.jsonl, -frozen3.jsonl and
 -frozen5.jsonl; frozen5 was committed before the shipped classifier was made and measured once
-after). The shipped classifier's figures on them (loadtest/RESULTS.md, "Tiered routing") are the
-floor: a change that routes them worse than the margin allows (dropping the head, a feature, the
-instruction split, a looser threshold) fails.
+after). The shipped classifier's figures on them are the floor (frozen5's first look is the figure
+in loadtest/RESULTS.md, "Tiered routing"; frozen2 and frozen3 had been read before): a change that
+routes them worse than the margin allows (dropping the head, a feature, the instruction split, a
+looser threshold) fails.
 """
 
 from __future__ import annotations
