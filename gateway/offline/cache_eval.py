@@ -189,10 +189,12 @@ def figures(
 def report(
     pairs: Sequence[Pair], judged: Judged, floor: float, threshold: float | None, point: OperatingPoint | None = None
 ) -> str:
-    fig = figures(pairs, judged, floor, threshold)
-    interval = fig["false_hit_interval"]
-    assert isinstance(interval, list)
-    lo, hi = interval
+    from gateway.cache.verifier import wilson
+
+    at = predicted(judged, floor, threshold)
+    s = score(pairs, at)
+    # From the counts, not from `figures`' four-digit roundings (rounded twice, 0.93846 would print as 0.939).
+    lo, hi = wilson(sum(h and not p.same for p, h in zip(pairs, at, strict=True)), sum(not p.same for p in pairs))
     lines = [f"{len(pairs)} pairs: {sum(p.same for p in pairs)} same, {sum(not p.same for p in pairs)} different", ""]
     if point is not None:
         p = point
@@ -207,8 +209,7 @@ def report(
     lines += [
         f"on this file, {mode}:",
         "precision | recall | false-hit rate | hit rate",
-        f"{fig['precision']:.3f} | {fig['recall']:.3f} | {fig['false_hit_rate']:.3f}"
-        f" (95% interval {lo:.3f}-{hi:.3f}) | {fig['hit_rate']:.3f}",
+        f"{s.precision:.3f} | {s.recall:.3f} | {s.false_hit_rate:.3f} (95% interval {lo:.3f}-{hi:.3f}) | {s.hit_rate:.3f}",
         "",
     ]
     if threshold is not None:
@@ -221,6 +222,7 @@ def report(
         lines.append(
             f"{t:.2f} | {score(pairs, [e or bool(c >= t) for e, c in zip(judged.exact, judged.cosine, strict=True)]).row()}"
         )
+    fig = figures(pairs, judged, floor, threshold)
     kinds = fig["by_kind"]
     assert isinstance(kinds, dict)
     found = {k: r for k, r in kinds.items() if "recall" in r and "false_hit_rate" not in r}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.offline.cache_eval import Judged, Pair, predicted, read_pairs, score
+from gateway.offline.cache_eval import Judged, Pair, predicted, read_pairs, report, score
 from tests.helpers.gateway import ROOT
 
 PAIRS = ROOT / "evals" / "cache-pairs.jsonl"
@@ -39,6 +39,16 @@ def test_the_shipped_set_is_large_and_half_hard_negatives() -> None:
     negatives = [p for p in pairs if not p.same]
     assert len(pairs) >= 200 and len(negatives) * 2 >= len(pairs)
     assert {p.kind for p in negatives} >= {"entity", "number", "negation", "direction", "format"}
+
+
+def test_the_report_rounds_each_figure_once() -> None:
+    """61 of 65 hits right is 0.93846: 0.938, not 0.939 (0.9385 rounded again)."""
+    same, different = [True] * 61 + [False] * 46, [True] * 4 + [False] * 85
+    pairs = [Pair(f"q{i}", f"p{i}", True) for i in range(107)] + [Pair(f"n{i}", f"m{i}", False) for i in range(89)]
+    hits = same + different
+    judged = Judged(np.zeros(196), hits, [None] * 196, np.zeros(196))
+    lines = report(pairs, judged, floor=0.5, threshold=None).splitlines()
+    assert lines[lines.index("precision | recall | false-hit rate | hit rate") + 1].startswith("0.938 | 0.570 | 0.045 (")
 
 
 KNOWN = [
