@@ -2,9 +2,9 @@
 
 The frozen split (evals/cache-frozen7.jsonl) was written and committed before the shipped verifier
 was trained, and no weight, threshold or rule was fitted on it; loadtest/RESULTS.md reports its
-first look, and the floor here is that first look. A change (new
-weights, a new rule, a looser floor or target) that makes the cache hit a hard negative it did not
-hit, or lose duplicates past the margin, fails here.
+first look, and the floor here is that first look. A change (new weights, a new rule, a looser
+floor or target) that makes the cache hit a hard negative it did not hit, or lose duplicates past
+the margin, fails here.
 """
 
 from __future__ import annotations
