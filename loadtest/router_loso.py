@@ -8,7 +8,12 @@ on the other sources, and the model is scored on every row of the left-out sourc
 kind, with the tiers' prices of config/examples/tiered.yaml. Concordance is given against the
 labels (rubric A) and, on the rows a second reader labelled (`tier_b`), against rubric B.
 
-    python -m loadtest.router_loso [--fold hand-written ...]
+With `--each-written-source`, the folds are the hand-written sources one at a time instead (each
+written in a style of its own: `labelled`, `fresh`, ..., `frozen5`), the generated rows always on
+the training side. `--place-on all` places the thresholds on every training row's cross-validated
+score, generated rows included, as the router did before it placed them on the written rows only.
+
+    python -m loadtest.router_loso [--fold hand-written ...] [--each-written-source] [--place-on all]
 
 Two to four minutes per fold on 2 cores.
 """
@@ -46,12 +51,21 @@ def fold_of(source: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fold", action="append", default=[], help="only these folds (repeatable)")
+    parser.add_argument("--each-written-source", action="store_true", help="leave out each hand-written source in turn")
+    parser.add_argument("--place-on", choices=("written", "all"), default="written", help="the rows that place the thresholds")
     args = parser.parse_args()
 
     rows = training.read_labelled(HAND_WRITTEN) + training.generated_rows()
     tiers = ["small", "medium", "large"]
     data = training.embedded(rows, tiers)
-    folds = np.array([fold_of(r.source) for r in rows])
+    written = training.placing_rows(rows)
+    if args.each_written_source:
+        folds = np.array([r.source if w else "generated" for r, w in zip(rows, written, strict=True)])
+        names = args.fold or list(dict.fromkeys(r.source for r, w in zip(rows, written, strict=True) if w))
+    else:
+        folds = np.array([fold_of(r.source) for r in rows])
+        names = args.fold or [*FOLDS, "hand-written"]
+    placing = np.array(written) if args.place_on == "written" else np.ones(len(rows), dtype=bool)
     kinds = np.array([r.column("kind") or "(hand-written, no kind)" for r in rows])
     print(f"{len(rows)} rows; folds: " + ", ".join(f"{f} {int(np.sum(folds == f))}" for f in sorted(set(folds))) + "\n")
     print(
@@ -59,11 +73,12 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     by_kind: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for name in args.fold or [*FOLDS, "hand-written"]:
+    pooled: list[tuple[np.ndarray, np.ndarray]] = []
+    for name in names:
         held = np.flatnonzero(folds == name)
         rest = np.flatnonzero(folds != name)
         groups = [training.group_of(rows[i], i) for i in rest]
-        model, _ = training.train(data.take(rest), tiers, groups=groups)
+        model, _ = training.train(data.take(rest), tiers, groups=groups, placing=placing[rest])
         test = data.take(held)
         scores = training.scores_of(model, test)
         routed = np.array([pick(float(s), model.thresholds) for s in scores])
@@ -77,6 +92,13 @@ def main() -> None:
         )
         for index, tier in zip(held, routed, strict=True):
             by_kind[str(kinds[index])].append((int(tier), int(data.labels[index])))
+        pooled.append((held, routed))
+    every = np.concatenate([h for h, _ in pooled])
+    f = training.figures(np.concatenate([r for _, r in pooled]), data.labels[every], data.tokens[every], PRICES)
+    print(
+        f"| every left-out row | {f['rows']} | {f['accuracy']:.3f} | {f['under_routed']:.3f} | {f['over_routed']:.3f} | "
+        f"{f['cost_vs_oracle']:.2f}x | | |"
+    )
     print("\nby kind, every left-out row:\n")
     print("| kind | rows | accuracy | under-routed | over-routed |")
     print("|---|---|---|---|---|")

@@ -11,7 +11,8 @@ conversations. Code makes the rest, deterministically from a seed:
   in a second turn after the material was pasted in the first, or with the task in the system
   prompt and JSON mode; the tier is the instruction's, whatever the material's size;
 - **standalone tasks**: a template with its `{a|b|c}` alternatives picked, wrapped in a greeting or
-  not, as a prompt, a chat message, under a system prompt, with tools for tool tasks;
+  not, with the asker's situation before or after it (20%) or not, as a prompt, a chat message,
+  under a system prompt, with tools for tool tasks;
 - **conversations**: a task, the assistant's clarifying question or first part, and a short
   follow-up ("ok go ahead") that keeps the task's tier; or a thank-you / an unrelated small
   question after it, which is small.
@@ -33,7 +34,12 @@ import yaml
 
 SEEDS = Path(__file__).resolve().parents[2] / "evals" / "router-seeds"
 TIERS = ("small", "medium", "large")
+GENERATED = "generated-"
+"""The start of a generated row's `source` (then its language)."""
 PER_LANGUAGE = {"en": 2600, "de": 220, "fr": 220, "es": 220, "zh": 200, "ja": 200, "hi": 200}
+BACKSTORY = 0.2
+"""Share of wrapped requests that also carry the asker's situation ("It's for my homework.",
+"My son asked me this at dinner"): it says why one asks, not how hard the request is."""
 """Rows per language (languages without an entry: 200)."""
 
 MATERIAL_FOR = {
@@ -184,6 +190,10 @@ class Maker:
     def wrap(self, text: str) -> str:
         wrapper = str(self._pick("wrappers"))
         out = wrapper.replace("{x}", text)
+        stories = self.language.list("backstories")
+        if stories and self.rng.random() < BACKSTORY:
+            story, space = self.rng.choice(stories), "" if self.language.lang in ("zh", "ja") else " "
+            out = f"{story}{space}{out}" if self.rng.random() < 0.7 else f"{out}{space}{story}"
         return out.lower() if self.rng.random() < 0.15 else out
 
     def system(self) -> str:
@@ -201,7 +211,7 @@ def _row(
         "shape": shape,
         "template": f"{lang}:{group.tier}:{group.kind}:{group.prompts.index(template)}",
         "lang": lang,
-        "source": f"generated-{lang}",
+        "source": f"{GENERATED}{lang}",
         "split": "train",
     }
 

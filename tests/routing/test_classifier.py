@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 from gateway.errors import InvalidRequest, PermissionDenied
-from gateway.offline.router_training import Data, fit_thresholds, keyword_rules, relative_cost, train
+from gateway.offline.router_training import (
+    Data,
+    fit_thresholds,
+    keyword_rules,
+    parse_row,
+    placing_rows,
+    relative_cost,
+    train,
+)
 from gateway.routing.classifier import ComplexityModel, pick
 from gateway.routing.features import FEATURE_NAMES, features
 from gateway.routing.pools import Pool
@@ -102,6 +110,39 @@ def test_training_learns_separable_tiers_and_the_model_survives_its_file(tmp_pat
     assert np.allclose(
         loaded.probabilities(test.feats[0], test.vectors[0]), model.probabilities(test.feats[0], test.vectors[0]), atol=1e-3
     )
+
+
+def written_like(n: int, seed: int) -> Data:
+    """Rows as people write them: noisier than templated rows (the telling feature and the
+    embedding both blurred), so their scores overlap more across tiers."""
+    data = synthetic(n, seed)
+    rng = np.random.default_rng(seed + 100)
+    data.feats[:, 0] += rng.normal(0.0, 1.0, n).astype(np.float32)
+    data.vectors += rng.normal(0.0, 0.3, data.vectors.shape).astype(np.float32)
+    data.vectors /= np.linalg.norm(data.vectors, axis=1, keepdims=True)
+    return data
+
+
+def test_thresholds_are_placed_on_the_written_rows_not_the_generated_ones() -> None:
+    generated, written = synthetic(300, 0), written_like(120, 1)
+    both = Data(*(np.concatenate([getattr(generated, f), getattr(written, f)]) for f in Data.__dataclass_fields__))
+    placing = placing_rows(
+        [parse_row({"tier": "small", "prompt": "x", "source": "generated-en"})] * 300
+        + [parse_row({"tier": "small", "prompt": "x", "source": "frozen9"})] * 120
+    )
+    assert placing == [False] * 300 + [True] * 120
+    on_all, _ = train(both, ["small", "medium", "large"])
+    on_written, chosen = train(both, ["small", "medium", "large"], placing=placing)
+    assert chosen["placed_on"] == 120
+
+    def under(model: ComplexityModel, data: Data) -> float:
+        scores = [model.score(model.probabilities(f, v)) for f, v in zip(data.feats, data.vectors, strict=True)]
+        return float(np.mean(np.array([pick(s, model.thresholds) for s in scores]) < data.labels))
+
+    # On more requests written as people write them, thresholds placed on the generated rows as
+    # well under-route past the target; placed on the written rows, they hold it.
+    unseen = written_like(300, 2)
+    assert under(on_written, unseen) <= 0.05 < under(on_all, unseen)
 
 
 def test_a_model_trained_on_other_features_is_refused(tmp_path: Path) -> None:
