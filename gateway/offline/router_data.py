@@ -37,10 +37,10 @@ TIERS = ("small", "medium", "large")
 GENERATED = "generated-"
 """The start of a generated row's `source` (then its language)."""
 PER_LANGUAGE = {"en": 2600, "de": 220, "fr": 220, "es": 220, "zh": 200, "ja": 200, "hi": 200}
+"""Rows per language (languages without an entry: 200)."""
 BACKSTORY = 0.2
 """Share of wrapped requests that also carry the asker's situation ("It's for my homework.",
 "My son asked me this at dinner"): it says why one asks, not how hard the request is."""
-"""Rows per language (languages without an entry: 200)."""
 
 MATERIAL_FOR = {
     "extract": ("prose", "data", "transcript"),

@@ -113,8 +113,8 @@ def test_training_learns_separable_tiers_and_the_model_survives_its_file(tmp_pat
 
 
 def written_like(n: int, seed: int) -> Data:
-    """Rows as people write them: noisier than templated rows (the telling feature and the
-    embedding both blurred), so their scores overlap more across tiers."""
+    """Rows from another distribution than the generated ones, as requests people write are to
+    templated ones (here the telling feature and the embedding both blurred)."""
     data = synthetic(n, seed)
     rng = np.random.default_rng(seed + 100)
     data.feats[:, 0] += rng.normal(0.0, 1.0, n).astype(np.float32)
