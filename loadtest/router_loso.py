@@ -11,7 +11,8 @@ labels (rubric A) and, on the rows a second reader labelled (`tier_b`), against 
 With `--each-written-source`, the folds are the hand-written sources one at a time instead (each
 written in a style of its own: `labelled`, `fresh`, ..., `frozen5`), the generated rows always on
 the training side. `--place-on all` places the thresholds on every training row's cross-validated
-score, generated rows included, as the router did before it placed them on the written rows only.
+score, generated rows included: the alternative the router's placement (written rows only) is
+measured against.
 
     python -m loadtest.router_loso [--fold hand-written ...] [--each-written-source] [--place-on all]
 
