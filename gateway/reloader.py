@@ -71,10 +71,16 @@ class Reloader:
             self._task = asyncio.get_running_loop().create_task(self._watch(settings.interval_s))
 
     async def _watch(self, interval: float) -> None:
+        """Reload once a change has settled: the same stamp on two polls in a row. A file caught
+        while an editor or `kubectl` writes it (truncated, half written) is not read, so a valid
+        edit is never first rejected as empty."""
+        seen = self._stamp
         while True:
             await asyncio.sleep(interval)
-            if _stamp(self.path) != self._stamp:
+            stamp = _stamp(self.path)
+            if stamp != self._stamp and stamp == seen:
                 await self.reload()
+            seen = stamp
 
     async def aclose(self) -> None:
         if self._task is not None:

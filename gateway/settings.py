@@ -365,6 +365,8 @@ class ReloadSettings(_Settings, frozen=True):
     watch: bool = True
     """Poll the file and reload when it changes."""
     interval_s: Positive = 1.0
+    """Seconds between polls. A change is read once it has held for one poll, so an edit goes live
+    within two intervals."""
 
 
 class AdminSettings(_Settings, frozen=True):
