@@ -41,6 +41,9 @@ PER_LANGUAGE = {"en": 2600, "de": 220, "fr": 220, "es": 220, "zh": 200, "ja": 20
 BACKSTORY = 0.2
 """Share of wrapped requests that also carry the asker's situation ("It's for my homework.",
 "My son asked me this at dinner"): it says why one asks, not how hard the request is."""
+CHAT = 0.15
+"""Share of wrapped requests written as in a chat window: lower case, most without the closing
+punctuation. How a request is typed says nothing of how hard it is."""
 
 MATERIAL_FOR = {
     "extract": ("prose", "data", "transcript"),
@@ -194,7 +197,11 @@ class Maker:
         if stories and self.rng.random() < BACKSTORY:
             story, space = self.rng.choice(stories), "" if self.language.lang in ("zh", "ja") else " "
             out = f"{story}{space}{out}" if self.rng.random() < 0.7 else f"{out}{space}{story}"
-        return out.lower() if self.rng.random() < 0.15 else out
+        if self.rng.random() < CHAT:
+            out = out.lower()
+            if self.rng.random() < 0.6:
+                out = out.rstrip().rstrip(".?!。\uff1f\uff01")
+        return out
 
     def system(self) -> str:
         return str(self._pick("systems"))

@@ -171,11 +171,17 @@ _PROOF = _Cues(
     r"prouve[rz]?|beweis\w*|dimostr\w*|prove que|mostre que|muestra que|montrez que|zeigen sie",
     r"证明|推导|証明|導出|सिद्ध",
 )
+_GENRES = (
+    r"poem|story|haiku|limerick|sonnet|essay|email|e-mail|letter|message|caption|bio|description|speech|"
+    r"poème|poema|gedicht|carta|lettre|brief|correo|mensaje|nachricht"
+)
 _COMPOSE = _Cues(
-    r"write|draft|compose|rewrite|create|generate|outline|poem|story|haiku|limerick|sonnet|essay|email|e-mail|"
-    r"letter|message|caption|bio|description|speech|escrib\w*|redact\w*|écri\w*|rédige\w*|schreib\w*|verfass\w*|"
-    r"escrev\w*|scriv\w*|poème|poema|gedicht|carta|lettre|brief|correo|mensaje",
-    r"写一|写封|邮件|诗|作文|書いて|メール|詩|作成|लिखिए|लिखें|कविता|पत्र",
+    # A genre counts when a new one is asked for ("a short poem", "an email to ..."), not when the
+    # request is about one it was given ("is this message angry", "which category this email is").
+    r"write|draft|compose|rewrite|create|generate|outline|escrib\w*|redact\w*|écri\w*|rédige\w*|schreib\w*|"
+    r"verfass\w*|escrev\w*|scriv\w*|"
+    rf"(?:a|an|un|une|una|ein|eine|einen|einem)\s+(?:[\w-]+\s+){{0,2}}(?:{_GENRES})",
+    r"写一|写封|写首|写篇|写个|作文|書いて|作成|लिखिए|लिखें",
 )
 _LOOKUP = re.compile(
     r"^\W*(what|who|whom|when|where|which|how many|how much|how far|how long|how tall|is|are|was|were|does|did|name|"
@@ -190,8 +196,8 @@ _EXTRACT = _Cues(
     r"提取|找出|列出|多少|抽出|いくら|何人|निकाल|कितन|केवल संख्या",
 )
 _CLASSIFY = _Cues(
-    r"classify|classification|categori[sz]e|label|sentiment|tone|positive|negative|neutral|spam|which language|"
-    r"what language|topic of|choose one|one of|klassifizier\w*|clasific\w*|classe[rz]|positi[fv]\w*|négati\w*|"
+    r"classify|classification|categor\w*|kategori\w*|catégori\w*|label|sentiment|tone|positive|negative|neutral|spam|"
+    r"which language|what language|topic of|choose one|one of|klassifizier\w*|clasific\w*|classe[rz]|positi[fv]\w*|négati\w*|"
     r"negati\w*|stimmung|tono",
     r"分类|情感|正面|负面|分類|感情|肯定的|否定的|वर्गीकृत|भावना|सकारात्मक|नकारात्मक",
 )

@@ -139,11 +139,14 @@ def split_turn(text: str) -> Split:
     if any(heavy) or code_blocks:
         data = any(_is_data(b) for b in blocks)
         instruction: list[str] = []
+        headings: list[str] = []
         for i in sorted({0, len(blocks) - 1} if blocks else set()):
             if _is_data(blocks[i]):
                 peeled, rest_of_block = _peel(blocks[i])
                 if peeled.strip():
-                    instruction.append(peeled)
+                    # "Tag this list:" asks; "tenants' meeting 3 October" only names the data
+                    asks = _STRONG_CUE.search(peeled) or _WEAK_CUE.search(peeled)
+                    (instruction if asks else headings).append(peeled)
                     blocks[i] = rest_of_block
         ends = sorted(i for i in {0, len(blocks) - 1} if blocks and not _is_data(blocks[i]))
         ends = [i for i in ends if not more_words(blocks[i], 2 * LONG_WORDS)]
@@ -153,6 +156,10 @@ def split_turn(text: str) -> Split:
         keep = set(cued_ends or [i for i in ends if not heavy[i]])
         instruction += [blocks[i] for i in sorted(keep)]
         material += [b for i, b in enumerate(blocks) if i not in keep]
+        if instruction:  # a data block's heading is part of the data when something else asks
+            material += headings
+        else:
+            instruction = headings
         if not instruction and blocks:  # every block is long: the first sentence, then the last
             found = False
             first, last = blocks[0], blocks[-1]

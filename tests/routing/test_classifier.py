@@ -58,8 +58,21 @@ def test_task_cues_are_read_in_other_languages_and_at_the_end_of_pasted_text() -
     for proof in ("Prove that 7 is prime.", "Demuestra que la raíz de 2 es irracional.", "Beweisen Sie den Satz."):
         assert feature({"prompt": proof}, "proof") > 0, proof
     assert feature({"prompt": "What is a proof assistant used for?"}, "lookup") == 1
-    for compose in ("Write a haiku about rain.", "Écris un poème sur la mer.", "Schreib eine kurze E-Mail."):
+    for compose in (
+        "Write a haiku about rain.",
+        "Écris un poème sur la mer.",
+        "Schreib eine kurze E-Mail.",
+        "an email to my landlord",
+    ):
         assert feature({"prompt": compose}, "compose") > 0, compose
+    # A message or an email the request is about is material, not something to write.
+    for about in (
+        "is this message angry or happy: 'third parcel lost'",
+        "which category this email is",
+        "¿este mensaje es spam?",
+    ):
+        assert feature({"prompt": about}, "compose") == 0, about
+    assert feature({"prompt": "which category this email is: billing, delivery or other"}, "classify") > 0
     assert feature({"prompt": "Diseña un algoritmo de rutas."}, "design") > 0
     # The question after a pasted text is what decides: a lookup over material.
     notes = "\n".join(f"{day}: {what}" for day, what in [("Mon", "roadmap"), ("Tue", "design review"), ("Fri", "demo day")] * 8)

@@ -38,6 +38,15 @@ def test_data_blocks_are_material_and_a_line_above_them_is_the_instruction() -> 
     assert split.instruction == "Who spoke second?" and split.data
 
 
+def test_a_heading_of_pasted_notes_is_material_when_a_question_asks_about_them() -> None:
+    notes = "residents' meeting 3 October\n1. lift broken since 12 September\n2. bins move to Thursday\n3. garden day 19 October\n4. treasurer: 612 in the bank\nnext meeting 7 November"
+    split = split_turn(f"{notes}\n\nwhen is the garden day")
+    assert split.instruction == "when is the garden day"
+    assert "residents' meeting 3 October" in split.material and "next meeting 7 November" in split.material
+    # With nothing else asking, the lines around the data are all there is to read.
+    assert split_turn(notes).instruction == "residents' meeting 3 October\nnext meeting 7 November"
+
+
 def test_code_is_material_and_the_request_about_it_is_kept() -> None:
     split = split_turn("What does this print?\n\n```python\nprint(sum(range(10)))\n```")
     assert split.instruction == "What does this print?" and split.code and "print(sum" in split.material
