@@ -45,6 +45,18 @@ CHAT = 0.15
 """Share of wrapped requests written as in a chat window: lower case, most without the closing
 punctuation. How a request is typed says nothing of how hard it is."""
 
+PIPELINE = 0.12
+"""Share of requests written as a developer's pipeline builds them (`### Instruction` and `### Input`
+sections, `<document>` tags, "Q: ... A:"): the template says nothing of how hard the task is."""
+PIPELINES_OVER_MATERIAL = (
+    "### Instruction\n{i}\n\n### Input\n{m}\n\n### Response\n",
+    "<document>\n{m}\n</document>\n\n{i}",
+    "<context>\n{m}\n</context>\n<question>{i}</question>",
+    "{i}\n---\n{m}\n---",
+    '{i}\n\nText: """\n{m}\n"""\n\nAnswer:',
+    "<input>{m}</input>\n<task>{i}</task>",
+)
+
 MATERIAL_FOR = {
     "extract": ("prose", "data", "transcript"),
     "classify": ("prose", "transcript", "reviews"),
@@ -54,6 +66,7 @@ MATERIAL_FOR = {
     "context_qa": ("prose", "transcript", "data"),
     "translate": ("prose",),
     "writing": ("prose", "transcript"),
+    "code_lookup": ("code",),
     "code_read": ("code",),
     "debug": ("code",),
     "hard_debug": ("code",),
@@ -203,6 +216,12 @@ class Maker:
                 out = out.rstrip().rstrip(".?!。\uff1f\uff01")
         return out
 
+    def pipeline(self, text: str) -> str:
+        """`text` in a pipeline's template: the language's own ("Pregunta: ... Respuesta:") or English."""
+        own = self.language.list("pipelines")
+        found = own if own and self.rng.random() < 0.6 else self.english.list("pipelines")
+        return str(self.rng.choice(found)).replace("{x}", text)
+
     def system(self) -> str:
         return str(self._pick("systems"))
 
@@ -249,6 +268,8 @@ def material_task(maker: Maker, group: Group, lang: str) -> dict[str, Any]:
                 {"role": "user", "content": instruction},
             ]
         }
+    elif rng.random() < PIPELINE:
+        payload = {"prompt": rng.choice(PIPELINES_OVER_MATERIAL).format(i=instruction, m=material)}
     else:
         if layout < 0.55:
             text = f"{instruction}\n\n{material}"
@@ -267,7 +288,7 @@ def material_task(maker: Maker, group: Group, lang: str) -> dict[str, Any]:
 def standalone_task(maker: Maker, group: Group, lang: str) -> dict[str, Any]:
     rng = maker.rng
     template = rng.choice(group.prompts)
-    text = maker.wrap(fill(template, rng))
+    text = maker.pipeline(fill(template, rng)) if rng.random() < PIPELINE else maker.wrap(fill(template, rng))
     if rng.random() < 0.25:
         payload: dict[str, Any] = {"prompt": text}
     else:

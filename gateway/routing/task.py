@@ -7,11 +7,17 @@ instruction and counts the material separately. Pure and cheap (bounded work on 
 
 How the last user turn is split:
 - fenced code blocks are material (code);
-- the rest is cut into blocks at blank lines; a block is material when it reads as data (several
-  lines of "Name: ...", CSV rows, numbered or bulleted entries) or, among several blocks, is long
-  (more than `LONG_WORDS` words); when some block is material, only the first or last block can
-  be the instruction: the one with a question or an ending colon, else the one with a task word
-  (up to twice as long), else a short one;
+- a prompt template's sections say their role by their names: the text in paired tags
+  (`<document>...</document>`, `<task>...</task>`) and under headings such as `### Instruction`
+  or `### Input` is instruction when the section is named for the ask (instruction, task,
+  question, ...), dropped when named for the answer and empty (`### Response`), and material
+  otherwise (headings count when one names the ask or the answer: a pasted document's "## Notes"
+  is not a template); what lies outside the sections is split as below;
+- the rest is cut into blocks at blank lines and at rule lines (`---`); a block is material when
+  it reads as data (several lines of "Name: ...", CSV rows, numbered or bulleted entries) or,
+  among several blocks, is long (more than `LONG_WORDS` words); when some block is material, only
+  the first or last block can be the instruction: the one with a question or an ending colon,
+  else the one with a task word (up to twice as long), else a short one;
 - within one block, text after a colon that opens a long tail, or a long quotation, is material;
 - with no instruction found, the first sentence is the instruction.
 
@@ -21,6 +27,7 @@ task of the user turn before it, whose instruction is kept as `earlier`.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -62,6 +69,23 @@ _WEAK_CUE = re.compile(
     r"|请|帮我|证明|设计|分析|总结|翻译|解释|写一|ください|証明|設計|要約|翻訳|説明|書いて|कीजिए|बताइए|लिखिए|समझाइए|बनाइए",
     re.IGNORECASE,
 )
+_RULE = re.compile(r"^[ \t]*(?:-{3,}|\*{3,}|={3,}|_{3,})[ \t]*$", re.MULTILINE)
+_TAG = re.compile(r"<(/?)([A-Za-z][\w-]{0,30})(?:\s[^<>\n]{0,200})?>")
+TAGS_READ = 200
+"""At most this many tags, and half as many headings, are read for a template's sections (a
+template has a handful; what lies beyond them is split as plain text)."""
+_ASKING = (
+    r"instructions?|task|question|query|request|prompt|user|aufgabe|frage|anweisung|consigne|tâche|pregunta|tarea|"
+    r"instrucci[oó]n(?:es)?|指示|任务|任務|问题|質問|タスク|निर्देश|प्रश्न"
+)
+_ANSWERING = r"response|answer|output|completion|assistant|antwort|réponse|respuesta|回答|答案|उत्तर"
+_GIVEN = (
+    r"input|context|document|documents|text|data|passage|source|background|examples?|email|article|transcript|"
+    r"notes|code|eingabe|kontext|contexte|entrada|contexto|texto|入力|文脈|输入|上下文|इनपुट|संदर्भ"
+)
+_HEADING = re.compile(rf"^[ \t]*#{{1,6}}[ \t]*({_ASKING}|{_ANSWERING}|{_GIVEN})[ \t]*[:\uff1a]?[ \t]*#*[ \t]*$", re.I | re.M)
+_ASKING_NAME = re.compile(rf"(?:{_ASKING})\Z", re.I)
+_ANSWERING_NAME = re.compile(rf"(?:{_ANSWERING})\Z", re.I)
 _WORD = re.compile(r"\w+")
 _CJK = re.compile("[\u3040-\u9fff]")
 
@@ -122,11 +146,95 @@ class Split:
     what reads as material only."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Sections:
+    asked: list[str]
+    """The text of sections named for the ask."""
+    given: list[str]
+    """The text of the other named sections: material."""
+    rest: str
+    """What lies outside every named section."""
+
+
+def _paired(text: str) -> list[tuple[str, str, int, int]]:
+    """The outermost paired tags (`<task>...</task>`): name, inner text, and the span they take, in
+    order. An open tag never closed (`Vec<u16>`) pairs with nothing. Linear in the tags read: a
+    close tag looks down the open ones only when one of its name is open, and what it passes over
+    it closes."""
+    found: list[tuple[str, str, int, int]] = []
+    stack: list[tuple[str, int, int]] = []  # open tags: name, where the tag starts, where its body starts
+    opened: dict[str, int] = {}
+    for i, tag in enumerate(_TAG.finditer(text)):
+        if i >= TAGS_READ:
+            break
+        name = tag.group(2).lower()
+        if not tag.group(1):
+            stack.append((name, tag.start(), tag.end()))
+            opened[name] = opened.get(name, 0) + 1
+            continue
+        if not opened.get(name):
+            continue
+        at = len(stack) - 1
+        while stack[at][0] != name:
+            at -= 1
+        _, start, body = stack[at]
+        for closed, _, _ in stack[at:]:
+            opened[closed] -= 1
+        del stack[at:]
+        while found and found[-1][2] > start:  # pairs inside this one are part of its text
+            found.pop()
+        found.append((tag.group(2), text[body : tag.start()], start, tag.end()))
+    return found
+
+
+def _sections(text: str) -> _Sections | None:
+    """A prompt template's named sections (paired tags, headings that name a role); None when the
+    text has none."""
+    paired = _paired(text) if "</" in text else []
+    cuts = [0, *(at for _, _, start, end in paired for at in (start, end)), len(text)]
+    rest = "\n\n".join(text[cuts[k] : cuts[k + 1]] for k in range(0, len(cuts), 2))
+    named = [(name, body) for name, body, _, _ in paired]
+    headings = list(itertools.islice(_HEADING.finditer(rest), TAGS_READ // 2))
+    if not any(_ASKING_NAME.match(h.group(1)) or _ANSWERING_NAME.match(h.group(1)) for h in headings):
+        headings = []  # "## Examples" and "## Notes" alone are a pasted document's, not a template's
+    if headings:
+        outside = [rest[: headings[0].start()]]
+        for heading, after in zip(headings, [*headings[1:], None], strict=True):
+            named.append((heading.group(1), rest[heading.end() : after.start() if after else len(rest)]))
+        rest = "\n\n".join(outside)
+    if not named:
+        return None
+    asked = [body.strip() for name, body in named if _ASKING_NAME.match(name) and body.strip()]
+    given = [body.strip() for name, body in named if not _ASKING_NAME.match(name) and body.strip()]
+    return _Sections(asked, given, rest)
+
+
 def split_turn(text: str) -> Split:
     """One turn's text apart: instruction and material."""
     read = text if len(text) <= SCAN_CHARS else f"{text[: SCAN_CHARS // 2]}\n\n{text[-SCAN_CHARS // 2 :]}"
     code_blocks = _FENCE.findall(read)
     rest = _FENCE.sub("\n\n", read)
+    sections = _sections(rest)
+    if sections is None:
+        return _split_blocks(rest, code_blocks, read)
+    around = sections.rest.strip()  # "Answer in one word." beside the sections, or a document
+    if not sections.asked and not around:
+        return _split_blocks("\n\n".join(sections.given), code_blocks, read)
+    given_data = any(_is_data(b) for g in sections.given for b in _BLANK.split(g))
+    if sections.asked:
+        short = bool(around) and not more_words(around, LONG_WORDS)
+        asked = [*sections.asked, around] if short else sections.asked
+        given = [*code_blocks, *sections.given, *([around] if around and not short else [])]
+        return Split("\n".join(asked)[:2000], "\n\n".join(given), bool(code_blocks), given_data, True)
+    inner = _split_blocks(around, [], around)
+    material = "\n\n".join(m for m in [*code_blocks, inner.material, *sections.given] if m)
+    return Split(inner.instruction, material, bool(code_blocks) or inner.code, inner.data or given_data, inner.found)
+
+
+def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
+    """Text without a template's sections apart, at blank lines and rules (`code_blocks`: the fenced
+    code taken out of it; `read`: the turn as read, for its first sentence)."""
+    rest = _RULE.sub("\n\n", rest)
     blocks = [b.strip() for b in _BLANK.split(rest) if b.strip()]
     material: list[str] = list(code_blocks)
     data = False

@@ -47,6 +47,28 @@ def test_a_heading_of_pasted_notes_is_material_when_a_question_asks_about_them()
     assert split_turn(notes).instruction == "residents' meeting 3 October\nnext meeting 7 November"
 
 
+def test_a_prompt_templates_sections_say_which_part_asks() -> None:
+    log = "\n".join(f"2024-03-0{d} 06:10 T0{d} vibration {d}.1 mm/s, oil 6{d}C" for d in range(1, 8))
+    split = split_turn(f"### Instruction\nReturn the turbine IDs, comma-separated.\n\n### Input\n{log}\n\n### Response\n")
+    assert split.instruction == "Return the turbine IDs, comma-separated." and "T03 vibration" in split.material
+    case = "Patient note, 11 Feb: 34-year-old, pain when chewing for 3 weeks, worse with cold. " * 4
+    split = split_turn(f"<case>\n{case}\n</case>\n<task>Weigh the diagnosis and the treatment options.</task>")
+    assert split.instruction == "Weigh the diagnosis and the treatment options." and "Patient note" in split.material
+    # A tagged document with the question outside it: the question is the instruction.
+    split = split_turn(f"<document>\n{case}\n</document>\n\nHow long has the pain lasted?")
+    assert split.instruction == "How long has the pain lasted?" and "Patient note" in split.material
+    # A pasted document's own headings are not a template's: the question after it still asks.
+    readme = f"# Tidewatch\n\n{case}\n\n## Notes\n\n{case}\n\nHow do I install it?"
+    assert split_turn(readme).instruction == "How do I install it?"
+    # Rule lines part blocks as blank lines do.
+    rides = "\n".join(f"- {d} Mar: {40 + d} km, {d + 5} riders, avg 24.{d} km/h" for d in range(1, 8))
+    split = split_turn(f"From the ride reports below, give the date of the longest ride.\n---\n{rides}\n---")
+    assert split.instruction == "From the ride reports below, give the date of the longest ride." and split.data
+    # Angle brackets that are not a template's sections (generics, comparisons) change nothing.
+    generic, plain = (split_turn(f"fn parse(x: Vec{t}) -> u16 {{ 0 }}\n\nWhy does this not compile?") for t in ("<u16>", "[u16]"))
+    assert generic.instruction.replace("<u16>", "[u16]") == plain.instruction and generic.material == plain.material
+
+
 def test_code_is_material_and_the_request_about_it_is_kept() -> None:
     split = split_turn("What does this print?\n\n```python\nprint(sum(range(10)))\n```")
     assert split.instruction == "What does this print?" and split.code and "print(sum" in split.material
