@@ -1,10 +1,11 @@
 """How long the shipped router takes to decide on very long requests, the embedding excluded.
 
 The instruction split and the cue counting read a bounded part of a turn (`gateway.routing.task`,
-`SCAN_CHARS`), so the decision's time should not grow with the document. Two requests: a short
-question after a 1,000,000-character document, and one block of 2,000,000 characters with no
-question. Each is decided `--rounds` times (task split, features, network, reasons) with a fixed
-vector in place of the embedding; the median and the slowest are printed.
+`SCAN_CHARS`), so the decision's time should not grow with the document. Three requests: a short
+question after a 1,000,000-character document, the same on the line after a 1,000,000-character
+log (timestamped lines), and one block of 2,000,000 characters with no question. Each is decided
+`--rounds` times (task split, features, network, reasons) with a fixed vector in place of the
+embedding; the median and the slowest are printed.
 
     python -m loadtest.router_long_inputs [--rounds 7]
 """
@@ -32,8 +33,10 @@ def main() -> None:
     args = parser.parse_args()
     model = ComplexityModel.load(ROOT / "config" / "router" / "model.json")
     document = (CLAUSE * (1_000_000 // len(CLAUSE) + 1))[:1_000_000]
+    log = "".join(f"2024-03-{i % 28 + 1:02d} 10:{i % 60:02d} worker-{i % 9} timeout after {i % 500} ms\n" for i in range(22_000))
     requests = {
         "a question after a 1,000,000-character document": {"prompt": f"{document}\n\nWhat is the tenant's name?"},
+        "a question after a 1,000,000-character log": {"prompt": f"{log[:1_000_000]}\nWhich worker timed out most?"},
         "one block of 2,000,000 characters": {"prompt": ("word " * 400_000)[:2_000_000]},
     }
     vector = np.zeros(model.dim, dtype=np.float32)

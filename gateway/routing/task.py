@@ -118,9 +118,18 @@ def more_words(text: str, n: int) -> bool:
     return words(text) > n
 
 
+TAIL_CHARS = 4000
+"""A block's last sentence is looked for in this much of its end (a sentence of more than
+`LONG_WORDS` words is no instruction)."""
+DATA_LINES_READ = 100
+"""Whether a block reads as data is judged from its first this many lines (a 70,000-character log
+read whole took about 3 ms, and a split asks of a block more than once)."""
+
+
 def _is_data(block: str) -> bool:
-    lines = [line for line in block.splitlines() if line.strip()]
-    return len(lines) >= 4 and len(_DATA_LINE.findall(block)) >= max(3, len(lines) // 2)
+    lines = [line for line in itertools.islice(block.splitlines(keepends=True), 4 * DATA_LINES_READ) if line.strip()]
+    lines = lines[:DATA_LINES_READ]  # with their line ends: "Note:" at a line's end reads as a label
+    return len(lines) >= 4 and sum(1 for line in lines if _DATA_LINE.match(line)) >= max(3, len(lines) // 2)
 
 
 def _peel(block: str) -> tuple[str, str]:
@@ -239,24 +248,25 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
     material: list[str] = list(code_blocks)
     data = False
     found = True
-    heavy = [_is_data(b) or (more_words(b, LONG_WORDS) and len(blocks) > 1) for b in blocks]
+    tabular = [_is_data(b) for b in blocks]
+    heavy = [t or (more_words(b, LONG_WORDS) and len(blocks) > 1) for t, b in zip(tabular, blocks, strict=True)]
     if not any(heavy) and len(blocks) > 1 and more_words("\n".join(blocks), LONG_WORDS):
         cued = [bool(_STRONG_CUE.search(b)) for b in blocks]
         if any(cued):  # short blocks, some asking: the others are what they ask about
             heavy = [not c for c in cued]
     if any(heavy) or code_blocks:
-        data = any(_is_data(b) for b in blocks)
+        data = any(tabular)
         instruction: list[str] = []
         headings: list[str] = []
         for i in sorted({0, len(blocks) - 1} if blocks else set()):
-            if _is_data(blocks[i]):
+            if tabular[i]:
                 peeled, rest_of_block = _peel(blocks[i])
                 if peeled.strip():
                     # "Tag this list:" asks; "tenants' meeting 3 October" only names the data
                     asks = _STRONG_CUE.search(peeled) or _WEAK_CUE.search(peeled)
                     (instruction if asks else headings).append(peeled)
-                    blocks[i] = rest_of_block
-        ends = sorted(i for i in {0, len(blocks) - 1} if blocks and not _is_data(blocks[i]))
+                    blocks[i], tabular[i] = rest_of_block, _is_data(rest_of_block)
+        ends = sorted(i for i in {0, len(blocks) - 1} if blocks and not tabular[i])
         ends = [i for i in ends if not more_words(blocks[i], 2 * LONG_WORDS)]
         cued_ends = [i for i in ends if _STRONG_CUE.search(blocks[i])] or [
             i for i in ends if words(blocks[i]) > 4 and _WEAK_CUE.search(blocks[i])
@@ -272,8 +282,8 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
             found = False
             first, last = blocks[0], blocks[-1]
             head = _SENTENCE.split(first, maxsplit=1)[0]
-            tail = _SENTENCE.split(last.rstrip())[-1] if len(blocks) > 1 else ""
-            instruction = [s for s in (head, tail) if s and words(s) <= LONG_WORDS]
+            tail = _SENTENCE.split(last.rstrip()[-TAIL_CHARS:])[-1] if len(blocks) > 1 else ""
+            instruction = [s for s in (head, tail) if s and not more_words(s, LONG_WORDS)]
     else:
         instruction = blocks
     joined = "\n".join(instruction)
@@ -289,7 +299,7 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
                 joined = joined.replace(q, "…")
     if not joined.strip():
         found = False
-        joined = _SENTENCE.split(read.strip(), maxsplit=1)[0][:600]
+        joined = _SENTENCE.split(read.strip()[:TAIL_CHARS], maxsplit=1)[0][:600]
     return Split(joined.strip()[:2000], "\n\n".join(material), bool(code_blocks), data, found)
 
 
