@@ -36,7 +36,7 @@ def main() -> None:
     log = "".join(f"2024-03-{i % 28 + 1:02d} 10:{i % 60:02d} worker-{i % 9} timeout after {i % 500} ms\n" for i in range(22_000))
     requests = {
         "a question after a 1,000,000-character document": {"prompt": f"{document}\n\nWhat is the tenant's name?"},
-        "a question after a 1,000,000-character log": {"prompt": f"{log[:1_000_000]}\nWhich worker timed out most?"},
+        "a question on the line after a 1,000,000-character log": {"prompt": f"{log[:1_000_000]}\nWhich worker timed out most?"},
         "one block of 2,000,000 characters": {"prompt": ("word " * 400_000)[:2_000_000]},
     }
     vector = np.zeros(model.dim, dtype=np.float32)

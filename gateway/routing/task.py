@@ -203,7 +203,7 @@ def _sections(text: str) -> _Sections | None:
     cuts = [0, *(at for _, _, start, end in paired for at in (start, end)), len(text)]
     rest = "\n\n".join(text[cuts[k] : cuts[k + 1]] for k in range(0, len(cuts), 2))
     named = [(name, body) for name, body, _, _ in paired]
-    headings = list(itertools.islice(_HEADING.finditer(rest), TAGS_READ // 2))
+    headings = list(itertools.islice(_HEADING.finditer(rest), TAGS_READ // 2)) if "#" in rest else []
     if not any(_ASKING_NAME.match(h.group(1)) or _ANSWERING_NAME.match(h.group(1)) for h in headings):
         headings = []  # "## Examples" and "## Notes" alone are a pasted document's, not a template's
     if headings:
@@ -243,7 +243,8 @@ def split_turn(text: str) -> Split:
 def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
     """Text without a template's sections apart, at blank lines and rules (`code_blocks`: the fenced
     code taken out of it; `read`: the turn as read, for its first sentence)."""
-    rest = _RULE.sub("\n\n", rest)
+    if any(rule in rest for rule in ("---", "***", "===", "___")):
+        rest = _RULE.sub("\n\n", rest)
     blocks = [b.strip() for b in _BLANK.split(rest) if b.strip()]
     material: list[str] = list(code_blocks)
     data = False
