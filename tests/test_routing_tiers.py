@@ -242,7 +242,7 @@ def test_decisions_and_their_outcomes_are_logged_and_train_the_router(
     gateway, _ = tiers
     first, _ = ask(gateway, "Which ocean is the saltiest?")  # routed small; feedback will say it needed medium
     assert first["x-gateway-tier"] == "small"
-    schema, _ = ask(gateway, "Is Venus hotter than Mercury?", model="auto-json", response_format=SCHEMA)
+    schema, _ = ask(gateway, "Which country has the most islands?", model="auto-json", response_format=SCHEMA)
     assert schema["x-gateway-route-escalated"] == "json_schema"
     retried, _ = ask(gateway, "Which river is the longest in Africa?")
     assert retried["x-gateway-tier"] == "small"
@@ -266,7 +266,7 @@ def test_decisions_and_their_outcomes_are_logged_and_train_the_router(
     assert "Bearer" not in text and "unused" not in text  # the client's key never reaches the log
     by_prompt = {r["messages"][-1]["content"]: r["tier"] for r in rows}
     assert by_prompt["Which ocean is the saltiest?"] == "medium"  # feedback
-    assert by_prompt["Is Venus hotter than Mercury?"] == "medium"  # json_schema escalation
+    assert by_prompt["Which country has the most islands?"] == "medium"  # json_schema escalation
     assert by_prompt["Which river is the longest in Africa?"] == "large"  # the retry on a larger tier (and the forced request)
 
     # `router-train --log` learns from them, beside a small labelled file.

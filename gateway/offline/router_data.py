@@ -9,7 +9,8 @@ conversations. Code makes the rest, deterministically from a seed:
 - **material tasks**: an instruction over generated material (a document of 1 to 12 paragraphs, a
   table, reviews, a log, a transcript, code), before it, after it, on the same line after a colon,
   in a second turn after the material was pasted in the first, or with the task in the system
-  prompt and JSON mode; the tier is the instruction's, whatever the material's size;
+  prompt (JSON mode or not) over the material or over one short message a user sent ("can I change
+  my delivery address?"); the tier is the instruction's, whatever the material's size;
 - **standalone tasks**: a template with its `{a|b|c}` alternatives picked, wrapped in a greeting or
   not, with the asker's situation before or after it (20%) or not, as a prompt, a chat message,
   under a system prompt, with tools for tool tasks;
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from gateway.routing.task import sets_the_task
 
 SEEDS = Path(__file__).resolve().parents[2] / "evals" / "router-seeds"
 TIERS = ("small", "medium", "large")
@@ -76,6 +79,11 @@ MATERIAL_FOR = {
 """Which material each kind of material task works on."""
 JSON_KINDS = frozenset({"extract", "classify", "sentiment", "summarise", "format"})
 """Material tasks that may come in JSON mode."""
+SYSTEM_KINDS = JSON_KINDS | {"translate"}
+"""Material tasks an app may set in its system prompt for whatever its users send."""
+ONE_MESSAGE = 0.5
+"""Share of those whose user turn is one short message ("my password reset email never arrives,
+help??"), not a document: a question in it is asked of the app's reader, not of the model."""
 TOOLS = [
     {"type": "function", "function": {"name": name, "description": desc, "parameters": {"type": "object", "properties": props}}}
     for name, desc, props in (
@@ -203,6 +211,10 @@ class Maker:
             rows.append(",".join(str(rng.randint(1, 5000)) if i else f"r{rng.randint(1, 99)}" for i in range(len(columns))))
         return "\n".join(rows)
 
+    def message(self) -> str:
+        """One short message as an app's users send them (a question to a shop, a complaint)."""
+        return str(self.rng.choice(self.language.list("material", "inbox") or self.language.list("material", "review_lines")))
+
     def wrap(self, text: str) -> str:
         wrapper = str(self._pick("wrappers"))
         out = wrapper.replace("{x}", text)
@@ -249,14 +261,18 @@ def material_task(maker: Maker, group: Group, lang: str) -> dict[str, Any]:
     template = rng.choice(group.prompts)
     instruction = fill(template, rng, {"noun": maker.noun(kind)})
     layout = rng.random()
-    if group.kind in JSON_KINDS and layout < 0.12:
+    if group.kind in SYSTEM_KINDS and layout < 0.12:
+        if rng.random() < ONE_MESSAGE and sets_the_task(instruction):
+            material = maker.message()
+        json_mode = group.kind in JSON_KINDS and rng.random() < 0.6
         payload: dict[str, Any] = {
             "messages": [
-                {"role": "system", "content": f"{instruction} Reply with JSON only."},
+                {"role": "system", "content": f"{instruction} Reply with JSON only." if json_mode else instruction},
                 {"role": "user", "content": material},
-            ],
-            "response_format": {"type": "json_object"},
+            ]
         }
+        if json_mode:
+            payload["response_format"] = {"type": "json_object"}
     elif layout < 0.22:
         payload = {
             "messages": [

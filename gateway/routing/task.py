@@ -14,15 +14,20 @@ How the last user turn is split:
   otherwise (headings count when one names the ask or the answer: a pasted document's "## Notes"
   is not a template); what lies outside the sections is split as below;
 - the rest is cut into blocks at blank lines and at rule lines (`---`); a block is material when
-  it reads as data (several lines of "Name: ...", CSV rows, numbered or bulleted entries) or,
+  it reads as data (several lines of "Name: ...", CSV rows, log lines that start with a date or a
+  time, numbered or bulleted entries) or,
   among several blocks, is long (more than `LONG_WORDS` words); when some block is material, only
   the first or last block can be the instruction: the one with a question or an ending colon,
   else the one with a task word (up to twice as long), else a short one;
-- within one block, text after a colon that opens a long tail, or a long quotation, is material;
+- within one block, text after a colon that opens a long tail (when what comes before the colon
+  asks), or a long quotation, is material;
 - with no instruction found, the first sentence is the instruction.
 
-Earlier turns count as well: a short follow-up ("ok, now make it thread-safe") continues the
-task of the user turn before it, whose instruction is kept as `earlier`.
+Earlier turns count as well: a short follow-up ("ok, now make it thread-safe"), or an answer to
+the assistant's question, continues the task of the user turn before it, whose instruction is kept
+as `earlier`; a turn that only closes the exchange ("great, thank you!") continues nothing. The
+system prompt is the instruction where the user's turn is material only, or where it sets one task
+for whatever users send ("Route each patron message to one queue").
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ FOLLOW_UP_WORDS = 14
 _FENCE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
 _BLANK = re.compile(r"\n[ \t]*\n+")
 _DATA_LINE = re.compile(
-    r"^\s*(?:[-*•]\s|\d+[.)]\s|\[[^\]]{1,40}\]|[\w .'-]{1,30}(?:\s*\([^)\n]{1,12}\))?:\s|[^,\n]*(?:,[^,\n]*){2,}$|\|.*\|)",
+    r"^\s*(?:[-*•]\s|\d+[.)]\s|\[[^\]]{1,40}\]|\d{1,4}[-/.:]\d{1,2}[-/.:]\d{1,4}\b"  # a log line's date or time
+    r"|[\w .'-]{1,30}(?:\s*\([^)\n]{1,12}\))?:\s|[^,\n]*(?:,[^,\n]*){2,}$|\|.*\|)",
     re.MULTILINE,
 )
 _QUOTED = re.compile(r"[\"“«「『]([^\"”»」』]{150,})[\"”»」』]")
@@ -86,6 +92,44 @@ _GIVEN = (
 _HEADING = re.compile(rf"^[ \t]*#{{1,6}}[ \t]*({_ASKING}|{_ANSWERING}|{_GIVEN})[ \t]*[:\uff1a]?[ \t]*#*[ \t]*$", re.I | re.M)
 _ASKING_NAME = re.compile(rf"(?:{_ASKING})\Z", re.I)
 _ANSWERING_NAME = re.compile(rf"(?:{_ANSWERING})\Z", re.I)
+_CLOSING = re.compile(
+    r"^\W*(?:thanks?|thank you|thx|ty|cheers|great|perfect|awesome|cool|nice|excellent|lovely|brilliant|exactly|"
+    r"that'?s (?:it|all|perfect|great|exactly it)|got it|danke|super|prima|merci|parfait|génial|gracias|perfecto|genial|"
+    r"谢谢|多谢|太好了|好的|ありがとう|完璧|了解|धन्यवाद|शुक्रिया|बढ़िया)",
+    re.IGNORECASE,
+)
+_GOES_ON = re.compile(
+    r"[?\uff1f]|\b(?:now|go|continue|keep|more|full|next|again|also|but|and|then|weiter|jetzt|continue[rz]?|encore|"
+    r"sigue|ahora|más)\b|继续|然后|続け|次|जारी|अब",
+    re.IGNORECASE,
+)
+_ELSEWHERE = re.compile(
+    r"\b(?:unrelated|by the way|btw|different question|another question|übrigens|au fait|por cierto)\b|顺便|ところで|वैसे",
+    re.IGNORECASE,
+)
+_ARRIVING = (
+    r"messages?|reviews?|tickets?|e-?mails?|texts?|quer(?:y|ies)|requests?|inputs?|comments?|posts?|sentences?|"
+    r"inquir\w*|enquir\w*|questions?|complaints?|feedback|documents?|transcripts?|notes?|reports?|logs?|entries|letters?|"
+    r"articles?|paragraphs?|passages?|lines?|conversations?|chats?|pages?|briefe?|lettres?|cartas?|artikel|"
+    r"nachricht\w*|anfrage\w*|bewertung\w*|kommentar\w*|eingabe\w*|avis|demandes?|textes?|courriels?|commentaires?|"
+    r"mensajes?|reseñas?|consultas?|textos?|correos?|comentarios?|solicitud\w*"
+)
+_WHAT_ARRIVES = re.compile(
+    rf"\b(?:{_ARRIVING})\b|消息|评论|邮件|文本|工单|咨询|请求|問い合わせ|メッセージ|レビュー|文章|テキスト|メール|質問|संदेश|समीक्षा|टिप्पणी|ईमेल|प्रश्न",
+    re.IGNORECASE,
+)
+_WORKS_ON = re.compile(
+    r"\b(?:classif\w*|categori[sz]\w*|triage\w*|translat\w*|summari[sz]\w*|extract\w*|proofread\w*|klassifizier\w*|"
+    r"kategorisier\w*|übersetz\w*|zusammenfass\w*|extrahier\w*|class(?:e|ez|er|ifie\w*)|catégoris\w*|tradui\w*|"
+    r"fass\w*\s+(?:[\w-]+\s+){0,6}?zusammen|résume\w*|extrai\w*|clasific\w*|categoriz\w*|traduc\w*|resum\w*|extrae\w*|"
+    # answers that pick from a set ("Output one of: positive, negative, mixed", "One word.")
+    r"sum (?:this |it )?up|tl;?dr|sentiment|stimmung|one of|one word|one label|eine[ns]? der|ein wort|l'une des|"
+    r"un seul mot|uno de|una palabra|"
+    # words that are nouns as often as verbs ("the product label", "a credit score") count before what they work on
+    rf"(?:label|tag|score|route|rate|sort)s?\s+(?:[\w'-]+\s+){{0,3}}?(?:each|every|incoming|all|{_ARRIVING}))\b"
+    r"|分类|归类|翻译|总结|摘要|提取|标注|之一|分類|翻訳|要約|抽出|判定|いずれか|वर्गीकृत|अनुवाद|सारांश|में से एक",
+    re.IGNORECASE,
+)
 _WORD = re.compile(r"\w+")
 _CJK = re.compile("[\u3040-\u9fff]")
 
@@ -218,9 +262,18 @@ def _sections(text: str) -> _Sections | None:
     return _Sections(asked, given, rest)
 
 
+def _ends(text: str) -> str:
+    """The first and last `SCAN_CHARS // 2` characters of a long turn, cut at line ends where one is
+    near (half a log line, "10:37 worker-1 timeout", would read as text, not data)."""
+    head, tail = text[: SCAN_CHARS // 2], text[-SCAN_CHARS // 2 :]
+    end = head.rfind("\n", len(head) - 1000)
+    start = tail.find("\n", 0, 1000)
+    return f"{head[:end] if end > 0 else head}\n\n{tail[start + 1 :] if start >= 0 else tail}"
+
+
 def split_turn(text: str) -> Split:
     """One turn's text apart: instruction and material."""
-    read = text if len(text) <= SCAN_CHARS else f"{text[: SCAN_CHARS // 2]}\n\n{text[-SCAN_CHARS // 2 :]}"
+    read = text if len(text) <= SCAN_CHARS else _ends(text)
     code_blocks = _FENCE.findall(read)
     rest = _FENCE.sub("\n\n", read)
     sections = _sections(rest)
@@ -238,6 +291,16 @@ def split_turn(text: str) -> Split:
     inner = _split_blocks(around, [], around)
     material = "\n\n".join(m for m in [*code_blocks, inner.material, *sections.given] if m)
     return Split(inner.instruction, material, bool(code_blocks) or inner.code, inner.data or given_data, inner.found)
+
+
+def _last_sentence(text: str) -> str:
+    """The last sentence of `text`, looked for in its last `TAIL_CHARS` characters."""
+    return next((s for s in reversed(_SENTENCE.split(text.rstrip()[-TAIL_CHARS:])) if s.strip()), "")
+
+
+def _asks(sentence: str) -> bool:
+    """A sentence short enough to be an instruction, with a cue of one."""
+    return not more_words(sentence, LONG_WORDS) and bool(_STRONG_CUE.search(sentence) or _WEAK_CUE.search(sentence))
 
 
 def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
@@ -283,7 +346,7 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
             found = False
             first, last = blocks[0], blocks[-1]
             head = _SENTENCE.split(first, maxsplit=1)[0]
-            tail = _SENTENCE.split(last.rstrip()[-TAIL_CHARS:])[-1] if len(blocks) > 1 else ""
+            tail = _last_sentence(last) if len(blocks) > 1 else ""
             instruction = [s for s in (head, tail) if s and not more_words(s, LONG_WORDS)]
     else:
         instruction = blocks
@@ -291,7 +354,13 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
     if more_words(joined, LONG_WORDS):  # one long block: "do this: <material>" or a long quotation
         inline = _COLON_TAIL.match(joined)
         if inline and more_words(inline.group(2), LONG_WORDS // 2):
-            joined, tail = inline.group(1), inline.group(2)
+            joined, tail = inline.group(1), inline.group(2).rstrip()
+            head = joined[:-1]
+            ask = _last_sentence(tail)
+            # "Translate this: <text>" asks before its colon; "Our library is weighing ... Data:
+            # <figures>. Build the case for and against." asks after its material
+            if not (_STRONG_CUE.search(head) or _WEAK_CUE.search(head)) and _asks(ask):
+                joined, tail = f"{joined} {ask}", tail[: len(tail) - len(ask)].rstrip()
             material.append(tail)
         else:
             quoted = _QUOTED.findall(joined)
@@ -304,15 +373,37 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
     return Split(joined.strip()[:2000], "\n\n".join(material), bool(code_blocks), data, found)
 
 
+def sets_the_task(system: str) -> bool:
+    """A short system prompt that sets one task for whatever the user sends ("Route each patron
+    message to one queue", "You score app-store reviews: positive, negative or mixed"): work named
+    on what arrives. The user's turn is then the material, whatever it asks of its reader."""
+    head = system[:1000]
+    return bool(_WORKS_ON.search(head) and _WHAT_ARRIVES.search(head)) and not more_words(system, 2 * LONG_WORDS)
+
+
+def closes(text: str) -> bool:
+    """A last turn that only closes the exchange ("great, thank you!") or turns to something else
+    ("thanks! unrelated, but ..."): it does not continue the task before it."""
+    if _ELSEWHERE.search(text[:300]):
+        return True
+    if more_words(text, FOLLOW_UP_WORDS) or not _CLOSING.match(text):
+        return False
+    return not _GOES_ON.search(text) and not _WEAK_CUE.search(text)
+
+
 def task(payload: Mapping[str, Any]) -> Task:
     """The task of a chat or text completion request.
 
     A short last turn after earlier user turns is a follow-up: it carries the instruction of the
     turn before, or, when that turn was material only (a document pasted, then asked about), that
-    turn's material. A last turn that is material only, under a short system prompt, has its
-    instruction there ("Summarise what the user sends. Reply in JSON.")."""
+    turn's material. So does a longer one (up to `LONG_WORDS` words) that answers the assistant's
+    question ("Sure - what formats appear?"), and neither does a turn that only closes the
+    exchange (`closes`). A last turn that is material only, under a short system prompt, has its
+    instruction there ("Summarise what the user sends. Reply in JSON."), and so does any last turn
+    under a system prompt that sets the task for what arrives (`sets_the_task`)."""
     messages = payload.get("messages")
     system = ""
+    asked_back = False
     if not isinstance(messages, list):
         prompt = payload.get("prompt")
         turns = [prompt if isinstance(prompt, str) else ""]
@@ -320,20 +411,27 @@ def task(payload: Mapping[str, Any]) -> Task:
         said = [m for m in messages if isinstance(m, Mapping)]
         turns = [content_text(m.get("content")) for m in said if m.get("role") == "user"] or [""]
         system = "\n".join(content_text(m.get("content")) for m in said if m.get("role") in ("system", "developer"))
+        users = [i for i, m in enumerate(said) if m.get("role") == "user"]
+        if users and users[-1] > 0 and said[users[-1] - 1].get("role") == "assistant":
+            reply = content_text(said[users[-1] - 1].get("content")).rstrip()[-200:]
+            asked_back = reply.endswith(("?", "\uff1f"))
     last = split_turn(turns[-1])
     instruction, material, code, data = last.instruction, last.material, last.code, last.data
     size = len(turns[-1]) - len(instruction) if material else 0
-    if not last.found and system.strip() and not more_words(system[:SCAN_CHARS], 2 * LONG_WORDS):
+    from_system = bool(system.strip()) and sets_the_task(system[:SCAN_CHARS])
+    if from_system or (not last.found and system.strip() and not more_words(system[:SCAN_CHARS], 2 * LONG_WORDS)):
         instruction, material, size = system.strip(), turns[-1][:SCAN_CHARS], len(turns[-1])
     earlier = ""
-    if len(turns) > 1 and words(instruction) <= FOLLOW_UP_WORDS:
+    short = words(instruction) <= FOLLOW_UP_WORDS
+    replies = asked_back and not short and not more_words(instruction, LONG_WORDS)
+    if len(turns) > 1 and (short or replies) and not from_system and not closes(turns[-1]):
         before = split_turn(turns[-2])
         asks = _STRONG_CUE.search(before.instruction) or (
             words(before.instruction) <= LONG_WORDS and _WEAK_CUE.search(before.instruction)
         )
         if before.found and asks:
             earlier = before.instruction
-        else:
+        elif short:
             material = f"{turns[-2][:SCAN_CHARS]}\n\n{material}".strip()
             size += len(turns[-2])
             code, data = code or before.code, data or before.data

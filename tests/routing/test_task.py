@@ -89,6 +89,74 @@ def test_an_inline_instruction_before_a_colon_is_apart_from_what_follows() -> No
     assert split.instruction == "Translate this into French:" and long_text in split.material
 
 
+def test_an_ask_after_material_that_a_colon_opened_is_the_instruction() -> None:
+    """ "... Data: <figures>. Build the case ..." asks after its material, not before the colon."""
+    figures = " ".join(["Adult on-time returns fell from 81% to 77% after fines went, and borrowers rose 12%."] * 5)
+    turn = f"Our library is weighing whether to abolish its last fines. Data: {figures} Build the case for and against, and give a recommendation."
+    split = split_turn(turn)
+    assert split.instruction.startswith("Our library is weighing") and split.instruction.endswith("give a recommendation.")
+    assert figures.strip() in split.material
+    # Without an ask after it, the material is still apart from the line that brought it.
+    assert split_turn(f"Here is a paragraph from the minutes: {figures}").instruction == "Here is a paragraph from the minutes:"
+
+
+def test_timestamped_log_lines_are_data() -> None:
+    log = "\n".join(f"2026-03-0{d} 0{d}:12:44 pump P{d} pressure dropped to {d}.1 bar, restarted" for d in range(1, 8))
+    split = split_turn(f"{log}\nwhich pumps restarted more than once")
+    assert split.data and split.instruction == "which pumps restarted more than once"
+
+
+def test_a_turn_that_closes_the_exchange_does_not_carry_the_task_before_it() -> None:
+    """ "great, that's exactly it" after a drafted note asks for nothing: it is not the note's task."""
+    before = [
+        {"role": "user", "content": "Draft a polite two-line note telling the parents that practice moves to Thursday."},
+        {"role": "assistant", "content": "Dear parents, this week's practice is on Thursday. Thank you!"},
+    ]
+    for closing in ("great, that's exactly it", "Thanks!", "perfect, thanks!", "Super, danke!", "谢谢"):
+        assert task({"messages": [*before, {"role": "user", "content": closing}]}).earlier == "", closing
+    # Thanks with a new, unrelated question is a new task too.
+    switched = {"messages": [*before, {"role": "user", "content": "thanks. btw how do you say 'note' in German?"}]}
+    assert task(switched).earlier == ""
+    # What goes on with the task still carries it.
+    for going_on in ("perfect, now make it shorter", "great, write the long version", "ok go ahead"):
+        assert task({"messages": [*before, {"role": "user", "content": going_on}]}).earlier.startswith("Draft a polite"), going_on
+
+
+def test_an_answer_to_the_assistants_question_carries_the_task_it_asked_about() -> None:
+    """The requirements of a hard task often come in the turn after "what formats appear?"."""
+    asked = [
+        {"role": "user", "content": "Can you write me a function to parse the dates in our old catalogue export?"},
+        {"role": "assistant", "content": "Sure - what formats appear?"},
+    ]
+    answer = (
+        "All sorts: '1987', 'c. 1890', '[19--]', 'MCMLXXII', '1899-1901', 'n.d.'. I need the earliest and latest "
+        "possible year for each, a confidence flag, and it has to be fast over 2 million records."
+    )
+    found = task({"messages": [*asked, {"role": "user", "content": answer}]})
+    assert found.earlier.startswith("Can you write me a function") and found.instruction == answer
+    # After an answer that asked nothing back, a turn this long is a task of its own.
+    told = [asked[0], {"role": "assistant", "content": "Here is a first version."}, {"role": "user", "content": answer}]
+    assert task({"messages": told}).earlier == ""
+
+
+def test_a_system_prompt_that_sets_the_task_makes_the_users_message_its_material() -> None:
+    """An app that routes or scores what its users send: the user's question is asked of the app's
+    staff, and the model only labels it."""
+    message = "Hi, my card was blocked after I moved. Do I need to come in with proof of address or can I send a photo?"
+    for system in (
+        "Route each library patron message to one queue: LOANS, EVENTS, ACCOUNT, OTHER. Reply with the queue name only.",
+        "You score app-store reviews for an astronomy app. Output one of: positive, negative, mixed.",
+        "問い合わせを「予約」「料金」「設備」「その他」のいずれかに分類し、ラベルだけを返してください。",
+        "Übersetze jede Nachricht ins Englische.",
+    ):
+        found = task({"messages": [{"role": "system", "content": system}, {"role": "user", "content": message}]})
+        assert found.instruction == system and found.material == message, system
+    # A persona is no task: the user's message stays the instruction.
+    for persona in ("You are the library's assistant. Be warm and brief.", "Never mention the product label's dosing."):
+        found = task({"messages": [{"role": "system", "content": persona}, {"role": "user", "content": message}]})
+        assert found.instruction == message, persona
+
+
 def test_a_short_follow_up_carries_the_task_it_continues() -> None:
     chat = {
         "messages": [
@@ -193,3 +261,6 @@ def test_an_instruction_after_a_document_longer_than_what_is_read_is_found() -> 
     found = task({"prompt": f"{document}\n\nWhich day did the committee meet?"})
     assert found.instruction == "Which day did the committee meet?"
     assert found.material_chars >= len(document)  # the size counts whole, though only the ends are read
+    # A log read at its ends is cut at line ends: no half line ("10:37 worker-1 ...") joins the question.
+    log = "".join(f"2024-03-{i % 28 + 1:02d} 10:{i % 60:02d} worker-{i % 9} timeout after {i % 500} ms\n" for i in range(22_000))
+    assert task({"prompt": f"{log}Which worker timed out most?"}).instruction == "Which worker timed out most?"
