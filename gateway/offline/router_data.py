@@ -13,7 +13,7 @@ conversations. Code makes the rest, deterministically from a seed:
   my delivery address?"); the tier is the instruction's, whatever the material's size;
 - **standalone tasks**: a template with its `{a|b|c}` alternatives picked, wrapped in a greeting or
   not, with the asker's situation before or after it (20%) or not, as a prompt, a chat message,
-  under a system prompt, with tools for tool tasks;
+  under a system prompt, in JSON mode (6%), with tools for tool tasks;
 - **conversations**: a task, the assistant's clarifying question or first part, and a short
   follow-up ("ok go ahead") that keeps the task's tier; or a thank-you / an unrelated small
   question after it, which is small.
@@ -79,6 +79,9 @@ MATERIAL_FOR = {
 """Which material each kind of material task works on."""
 JSON_KINDS = frozenset({"extract", "classify", "sentiment", "summarise", "format"})
 """Material tasks that may come in JSON mode."""
+JSON_ANYWHERE = 0.06
+"""Share of standalone requests in JSON mode: an app that wants JSON back asks it of easy and hard
+requests alike, so JSON mode says nothing of how hard one is."""
 SYSTEM_KINDS = JSON_KINDS | {"translate"}
 """Material tasks an app may set in its system prompt for whatever its users send."""
 ONE_MESSAGE = 0.5
@@ -311,6 +314,9 @@ def standalone_task(maker: Maker, group: Group, lang: str) -> dict[str, Any]:
         payload = {"messages": [{"role": "user", "content": text}]}
         if rng.random() < 0.25:
             payload["messages"].insert(0, {"role": "system", "content": maker.system()})
+    if rng.random() < JSON_ANYWHERE and "messages" in payload:
+        payload["messages"] = [{"role": "system", "content": 'Answer in JSON with the key "answer".'}, *payload["messages"][-1:]]
+        payload["response_format"] = {"type": "json_object"}
     if group.kind.startswith("tool"):
         payload = {"messages": payload.get("messages") or [{"role": "user", "content": text}], "tools": rng.sample(TOOLS, 3)}
     return _row(payload, group, "standalone", lang, template)

@@ -1,13 +1,14 @@
 """What the complexity classifier reads from a request besides its embedding. Pure and cheap.
 
 The task apart from the material (`gateway.routing.task`): the cues of the work asked for (extract,
-classify, summarise, translate, explain, write, code, debug, prove, design, reason) are read in the
-instruction only, the material counts by its size and kind (prose, data, code), and a short
-follow-up carries the cues of the turn it continues. The system prompt's words do not count: it is
-an app's standing brief (a persona, a domain, a house style: "you are a vet clinic's assistant,
-never give a diagnosis", "explain step by step"), the same for every request the app sends, so it
-says nothing of how hard one request is; only its length does. Where the user's turn is material
-only, the task takes a short system prompt as the instruction (`gateway.routing.task.task`), and
+classify, summarise, translate, explain, write, code, debug, prove, design, reason, an expert's
+judgement on rights, health or tax) are read in the instruction only, the material counts by its
+size and kind (prose, data, code), and a short follow-up carries the cues of the turn it continues.
+The system prompt's words do not count: it is an app's standing brief (a persona, a domain, a
+house style: "you are a vet clinic's assistant, never give a diagnosis", "explain step by step"),
+the same for every request the app sends, so it says nothing of how hard one request is; only its
+length does. Where the user's turn is material only, or the system prompt sets one task for what
+users send, the task takes the system prompt as the instruction (`gateway.routing.task.task`), and
 its cues count there.
 
 Cue words in English, German, French, Spanish, Portuguese and Italian (whole words) and in
@@ -40,6 +41,7 @@ FEATURE_NAMES = (
     "reasoning",
     "design",
     "proof",
+    "expert",
     "compose",
     "lookup",
     "extract",
@@ -171,6 +173,15 @@ _PROOF = _Cues(
     r"prouve[rz]?|beweis\w*|dimostr\w*|prove que|mostre que|muestra que|montrez que|zeigen sie",
     r"证明|推导|証明|導出|सिद्ध",
 )
+_EXPERT = _Cues(
+    # the questions a lawyer, a doctor or an accountant is paid for: rights, liability, risk to a patient, tax
+    r"liab\w*|liable|negligen\w*|lawsuit|sue|legally|lawful|unlawful|statute\w*|jurisdiction\w*|compensation|"
+    r"enforceab\w*|non-compete|breach|my rights|tenancy law|employment law|gdpr|indemn\w*|taxed|taxable|tax return|"
+    r"deductible|interactions?|contraindicat\w*|dosage|diagnos\w*|symptoms?|prognosis|how urgent|"
+    r"haft\w*|rechtlich\w*|ansprüche?|schadensersatz|kündigung\w*|steuerlich\w*|responsab\w*|recours|préjudice|"
+    r"légal\w*|indemnité\w*|fiscal\w*|responsable|reclamar|indemnización|legalmente|despido",
+    r"责任|赔偿|违约|合法|诊断|剂量|税务|責任|賠償|違法|合法|診断|用量|税金|ज़िम्मेदारी|मुआवज़ा|कानूनी|निदान",
+)
 _GENRES = (
     r"poem|story|haiku|limerick|sonnet|essay|email|e-mail|letter|message|caption|bio|description|speech|"
     r"poème|poema|gedicht|carta|lettre|brief|correo|mensaje|nachricht"
@@ -248,6 +259,7 @@ _FAMILIES = {
     "reasoning": _REASONING,
     "design": _DESIGN,
     "proof": _PROOF,
+    "expert": _EXPERT,
     "compose": _COMPOSE,
     "extract": _EXTRACT,
     "classify": _CLASSIFY,
@@ -258,7 +270,7 @@ _FAMILIES = {
     "debug": _DEBUG,
     "format": _FORMAT,
 }
-_HARD = ("proof", "design", "reasoning", "code_task", "math")
+_HARD = ("proof", "design", "reasoning", "code_task", "math", "expert")
 
 
 def _counts(text: str, families: tuple[str, ...] | None = None) -> dict[str, int]:
@@ -300,6 +312,7 @@ def features(payload: Mapping[str, Any], found: Task | None = None) -> list[floa
         log("reasoning"),
         log("design"),
         log("proof"),
+        log("expert"),
         log("compose"),
         float(lookup),
         log("extract"),

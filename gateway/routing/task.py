@@ -15,7 +15,7 @@ How the last user turn is split:
   is not a template); what lies outside the sections is split as below;
 - the rest is cut into blocks at blank lines and at rule lines (`---`); a block is material when
   it reads as data (several lines of "Name: ...", CSV rows, log lines that start with a date or a
-  time, numbered or bulleted entries) or,
+  time, an invoice's items with their amounts, numbered or bulleted entries) or,
   among several blocks, is long (more than `LONG_WORDS` words); when some block is material, only
   the first or last block can be the instruction: the one with a question or an ending colon,
   else the one with a task word (up to twice as long), else a short one;
@@ -52,7 +52,8 @@ _FENCE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
 _BLANK = re.compile(r"\n[ \t]*\n+")
 _DATA_LINE = re.compile(
     r"^\s*(?:[-*•]\s|\d+[.)]\s|\[[^\]]{1,40}\]|\d{1,4}[-/.:]\d{1,2}[-/.:]\d{1,4}\b"  # a log line's date or time
-    r"|[\w .'-]{1,30}(?:\s*\([^)\n]{1,12}\))?:\s|[^,\n]*(?:,[^,\n]*){2,}$|\|.*\|)",
+    r"|[\w .'-]{1,30}(?:\s*\([^)\n]{1,12}\))?:\s|[^,\n]*(?:,[^,\n]*){2,}$|\|.*\|"
+    r"|[^\n]{2,60}?\s(?:[€$£]\s?)?\d{1,3}(?:[.,\s]\d{3})*[.,]\d{2}\s*(?:€|eur|usd|\$|£)?\s*$)",  # an invoice's line item
     re.MULTILINE,
 )
 _QUOTED = re.compile(r"[\"“«「『]([^\"”»」』]{150,})[\"”»」』]")

@@ -223,6 +223,29 @@ def test_task_cues_are_read_in_the_instruction_not_in_the_material() -> None:
     assert feature(payload, "answer_from_material") == 1 and feature(payload, "log_tokens_material") > 4
 
 
+def test_a_question_for_an_expert_over_material_is_not_a_lookup() -> None:
+    """ "Which airline is liable" over an airline's rules asks for a lawyer's judgement: it is no
+    light extraction, though "which X is" starts like one."""
+    rules = "\n".join(f"- Fare {k}: one bag up to {20 + k} kg included, extra bags EUR {30 + k} each." for k in range(8))
+    payload = {
+        "prompt": f"{rules}\n\nMy bag was lost on a connecting flight. Which airline is liable, and what can I claim under the Montreal Convention?"
+    }
+    assert feature(payload, "expert") > 0 and feature(payload, "light_over_material") == 0
+    plain = {"prompt": f"{rules}\n\nWhich fare is the cheapest?"}
+    assert feature(plain, "expert") == 0 and feature(plain, "light_over_material") == 1
+    for lang, text in (
+        ("de", "Wer haftet für den Schaden, und welche Ansprüche habe ich?"),
+        ("zh", "谁应承担责任 我能要求什么赔偿"),
+    ):
+        assert feature({"prompt": text}, "expert") > 0, lang
+
+
+def test_an_invoices_items_are_data() -> None:
+    invoice = "Taller Hermanos Ruiz 14/11\nCambio de aceite y filtro 68,00\nPastillas de freno 94,50\nMano de obra 1,5 h 67,50\nIVA 21% 48,51\nTOTAL 278,51 €"
+    split = split_turn(f"de esta factura solo dame el total y la fecha:\n\n{invoice}")
+    assert split.data and split.instruction == "de esta factura solo dame el total y la fecha:"
+
+
 def test_cues_in_other_languages() -> None:
     for lang, text, name in (
         ("de", "Fasse den Artikel in drei Sätzen zusammen.", "summarise"),
