@@ -215,6 +215,8 @@ def fit(data: Data, tiers: Sequence[str], *, l2: float, thresholds: Sequence[flo
         tiers=tuple(tiers),
         mean=mean,
         scale=scale,
+        low=data.feats.min(axis=0).astype(np.float32),
+        high=data.feats.max(axis=0).astype(np.float32),
         hidden_weights=w1,
         hidden_bias=b1,
         weights=w2,

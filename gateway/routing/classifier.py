@@ -4,7 +4,8 @@
     embedding of the instruction (shared with the cache when it is the turn) ─┴▶ MLP head
                                                                   ─▶ P(tier) ─▶ score ─▶ tier
 
-The head is a one-hidden-layer network (ReLU) over the standardised features and the embedding.
+The head is a one-hidden-layer network (ReLU) over the features (held inside the range they had in
+training, then standardised) and the embedding.
 The score is the expected tier on a 0 (smallest) to 1 (largest) scale; a request goes to the largest
 tier whose threshold the score (plus the router's bias) reaches. `gateway router-train` fits the
 head, picks its L2 strength by cross-validation and the thresholds on the cross-validated scores,
@@ -27,7 +28,7 @@ from gateway.routing.task import Task
 
 _POINTS: dict[int, np.ndarray] = {}
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "config" / "router" / "model.json"
-FORMAT = "mlp-1"
+FORMAT = "mlp-2"
 """The model file's format; a file in another one is refused with the command that rebuilds it."""
 
 
@@ -45,6 +46,11 @@ class ComplexityModel:
     tiers: tuple[str, ...]
     mean: np.ndarray
     scale: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    """Each feature's range over the training rows: a request's features are held inside it, so the
+    score does not run on past what was learned (a network's output grows without end along a
+    feature, and a 190,000-token document is longer than any row it learned from)."""
     hidden_weights: np.ndarray
     """(features + embedding dim, hidden)"""
     hidden_bias: np.ndarray
@@ -98,7 +104,8 @@ class ComplexityModel:
         return points
 
     def _input(self, feats: Sequence[float], vector: np.ndarray) -> np.ndarray:
-        standard = (np.asarray(feats, dtype=np.float32) - self.mean) / self.scale
+        held = np.clip(np.asarray(feats, dtype=np.float32), self.low, self.high)
+        standard = (held - self.mean) / self.scale
         return np.concatenate([standard, np.asarray(vector, dtype=np.float32) * self.gain])[None, :]
 
     def _head(self, x: np.ndarray) -> np.ndarray:
@@ -125,6 +132,8 @@ class ComplexityModel:
             "gain": self.gain,
             "mean": self.mean.tolist(),
             "scale": self.scale.tolist(),
+            "low": self.low.tolist(),
+            "high": self.high.tolist(),
             "hidden_weights": _pack(self.hidden_weights),
             "hidden_bias": self.hidden_bias.round(6).tolist(),
             "weights": self.weights.round(6).tolist(),
@@ -142,6 +151,8 @@ class ComplexityModel:
             tiers=tuple(data["tiers"]),
             mean=np.asarray(data["mean"], dtype=np.float32),
             scale=np.asarray(data["scale"], dtype=np.float32),
+            low=np.asarray(data["low"], dtype=np.float32),
+            high=np.asarray(data["high"], dtype=np.float32),
             hidden_weights=_unpack(data["hidden_weights"]).reshape(len(FEATURE_NAMES) + dim, len(hidden)),
             hidden_bias=hidden,
             weights=np.asarray(data["weights"], dtype=np.float32),

@@ -6,7 +6,8 @@ material's size sets the price of a request, not the skill it needs, so the rout
 instruction and counts the material separately. Pure and cheap (bounded work on any input).
 
 How the last user turn is split:
-- fenced code blocks are material (code);
+- fenced code blocks are material (code), and so is an email's signature (`-- ` and the lines
+  under it);
 - a prompt template's sections say their role by their names: the text in paired tags
   (`<document>...</document>`, `<task>...</task>`) and under headings such as `### Instruction`
   or `### Input` is instruction when the section is named for the ask (instruction, task,
@@ -15,17 +16,22 @@ How the last user turn is split:
   is not a template); what lies outside the sections is split as below;
 - the rest is cut into blocks at blank lines and at rule lines (`---`); a block is material when
   it reads as data (several lines of "Name: ...", CSV rows, log lines that start with a date or a
-  time, an invoice's items with their amounts, numbered or bulleted entries) or,
-  among several blocks, is long (more than `LONG_WORDS` words); when some block is material, only
-  the first or last block can be the instruction: the one with a question or an ending colon,
-  else the one with a task word (up to twice as long), else a short one;
+  time, an invoice's items with their amounts, numbered or bulleted entries, a rule book's "§ 3"
+  sections, JSON, a stack trace, a diff, lines quoted with `>`) or, among several blocks, is long
+  (more than `LONG_WORDS` words); when some block is material, only the first or last block can be
+  the instruction: the one with a question or an ending colon, else the one with a task word (up
+  to twice as long), else a short one; a line that names the data under it ("Selection A1:E9
+  (sheet 'Brews'):") is material unless nothing else asks;
+- short blocks of which none asks outright: the first or last one where a task word bids ("Using
+  the report, quantify ...", not "after the pay review") is the instruction;
 - within one block, text after a colon that opens a long tail (when what comes before the colon
-  asks), or a long quotation, is material;
+  asks; not a time's colon, nor one in brackets), or a long quotation, is material;
 - with no instruction found, the first sentence is the instruction.
 
 Earlier turns count as well: a short follow-up ("ok, now make it thread-safe"), or an answer to
 the assistant's question, continues the task of the user turn before it, whose instruction is kept
-as `earlier`; a turn that only closes the exchange ("great, thank you!") continues nothing. The
+as `earlier` (or, where that turn asked nothing, "Tram depot shift notes:" and a document, whose
+text is material); a turn that only closes the exchange ("great, thank you!") continues nothing. The
 system prompt is the instruction where the user's turn is material only, or where it sets one task
 for whatever users send ("Route each patron message to one queue").
 """
@@ -35,7 +41,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from backends.types import content_text
@@ -52,15 +58,26 @@ _FENCE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
 _BLANK = re.compile(r"\n[ \t]*\n+")
 _DATA_LINE = re.compile(
     r"^\s*(?:[-*•]\s|\d+[.)]\s|\[[^\]]{1,40}\]|\d{1,4}[-/.:]\d{1,2}[-/.:]\d{1,4}\b"  # a log line's date or time
-    r"|[\w .'-]{1,30}(?:\s*\([^)\n]{1,12}\))?:\s|[^,\n]*(?:,[^,\n]*){2,}$|\|.*\|"
-    r"|[^\n]{2,60}?\s(?:[€$£]\s?)?\d{1,3}(?:[.,\s]\d{3})*[.,]\d{2}\s*(?:€|eur|usd|\$|£)?\s*$)",  # an invoice's line item
-    re.MULTILINE,
+    r"|[\w .'-]{1,30}(?:\s*\([^)\n]{1,12}\))?(?::\s|\uff1a)|[^,\n]*(?:,[^,\n]*){2,}$|\|.*\|"
+    r"|[^\n]{2,60}?\s(?:[€$£]\s?)?\d{1,3}(?:[.,\s]\d{3})*[.,]\d{2}\s*(?:€|eur|usd|\$|£)?\s*$"  # an invoice's line item
+    r"|>|(?:§|art\.|article|artikel|section)\s?\d"  # a quoted reply's lines; a rule book's numbered sections
+    r'|"[^"\n]{1,60}"\s*:|[\[\]{}],?\s*$'  # JSON's keys and brackets
+    r'|traceback \(most recent call last\)|file "[^"\n]+", line \d|at [\w$<>]+(?:\.[\w$<>]+)+ ?\('  # a stack trace
+    r"|(?:---|\+\+\+|@@) |\+)",  # a diff
+    re.MULTILINE | re.IGNORECASE,
 )
+_SIGNATURE = re.compile(r"^-- ?\n(?:[^\n]*(?:\n|$)){1,6}", re.MULTILINE)
+"""An email's signature: the `-- ` line and up to six lines after it."""
 _QUOTED = re.compile(r"[\"“«「『]([^\"”»」』]{150,})[\"”»」』]")
-_COLON_TAIL = re.compile(r"^(.{5,300}?[:\uff1a])\s*(.+)$", re.DOTALL)
+_COLON_TAIL = re.compile(r"^([^()]{5,300}?[:\uff1a])(?!\d)\s*(.+)$", re.DOTALL)
+"""An instruction, its colon, and the material after it: the colon not in brackets ("(2025: 44,900)")
+and not a time's ("7:00")."""
 _SENTENCE = re.compile(r"(?<=[.!?。\uff01\uff1f])\s*")
+_OPENS = re.compile(r"[:\uff1a]\s*$")
+"""A colon at the end: what follows is what the text asks about ("Tag this list:"), or what it names
+("Selection A1:E9 (sheet 'Brews'):")."""
 _STRONG_CUE = re.compile(
-    r"[?\uff1f]|[:\uff1a]\s*$|^\W*(please|can you|could you|write|list|summar|translate|extract|classify|explain|"
+    r"[?\uff1f]|^\W*(please|can you|could you|write|list|summar|translate|extract|classify|explain|"
     r"what|which|why|how|who|when|where|is |are |does|do |give|find|make|tell|rewrite|draft|answer|read|based on|using|from th|"
     r"fasse|übersetz|erkläre|schreib|résume|traduis|explique|écris|resume|traduce|explica|escribe|"
     r"请|請|把|这|次の|この|以下|इस|कृपया)",
@@ -95,8 +112,9 @@ _ASKING_NAME = re.compile(rf"(?:{_ASKING})\Z", re.I)
 _ANSWERING_NAME = re.compile(rf"(?:{_ANSWERING})\Z", re.I)
 _CLOSING = re.compile(
     r"^\W*(?:thanks?|thank you|thx|ty|cheers|great|perfect|awesome|cool|nice|excellent|lovely|brilliant|exactly|"
-    r"that'?s (?:it|all|perfect|great|exactly it)|got it|danke|super|prima|merci|parfait|génial|gracias|perfecto|genial|"
-    r"谢谢|多谢|太好了|好的|ありがとう|完璧|了解|धन्यवाद|शुक्रिया|बढ़िया)",
+    r"that'?s (?:it|all|perfect|great|exactly it)|got it|works|worked|that works|all good|sorted|spot on|ta|"
+    r"danke|super|prima|merci|parfait|génial|gracias|perfecto|genial|"
+    r"谢谢|多谢|太好了|好的|ありがとう|完璧|了解|धन्यवाद|शुक्रिया|बढ़िया)(?![a-z])",  # a whole word: "tables too" is no "ta"
     re.IGNORECASE,
 )
 _GOES_ON = re.compile(
@@ -273,8 +291,16 @@ def _ends(text: str) -> str:
 
 
 def split_turn(text: str) -> Split:
-    """One turn's text apart: instruction and material."""
+    """One turn's text apart: instruction and material (an email's signature is material)."""
     read = text if len(text) <= SCAN_CHARS else _ends(text)
+    signatures = _SIGNATURE.findall(read) if "--" in read else []
+    if not signatures:
+        return _split_read(read)
+    inner = _split_read(_SIGNATURE.sub("\n\n", read))
+    return replace(inner, material="\n\n".join(m for m in (inner.material, *signatures) if m))
+
+
+def _split_read(read: str) -> Split:
     code_blocks = _FENCE.findall(read)
     rest = _FENCE.sub("\n\n", read)
     sections = _sections(rest)
@@ -299,9 +325,33 @@ def _last_sentence(text: str) -> str:
     return next((s for s in reversed(_SENTENCE.split(text.rstrip()[-TAIL_CHARS:])) if s.strip()), "")
 
 
+def _strong(text: str) -> bool:
+    """A question mark, an ask's opening word ("could you", "which") or a closing colon."""
+    return bool(_STRONG_CUE.search(text) or _OPENS.search(text))
+
+
+def _cued(text: str, *, colon: bool = True) -> bool:
+    """Text with a cue of an ask: `_strong`, or a task word ("summarise"); a closing colon counts
+    only with `colon` (a heading, "Tram depot shift notes:", names what follows but asks nothing)."""
+    return bool(_STRONG_CUE.search(text) or _WEAK_CUE.search(text) or (colon and _OPENS.search(text)))
+
+
+_BIDDING = re.compile(r"(?:^|[.!?;:,]\s*|\b(?:and|then|please|und|dann|bitte|et|puis|y|luego)\s+)\Z", re.IGNORECASE)
+"""What comes before a task word that bids: a sentence's start, a comma, "and" ("Using the report,
+quantify the levers"), not an article ("after the pay review")."""
+
+
+def _bids(text: str) -> bool:
+    """A task word where a request puts it (`_BIDDING`), or one in a script without spaces."""
+    for cue in itertools.islice(_WEAK_CUE.finditer(text), 50):
+        if not cue.group().isascii() or _BIDDING.search(text[max(0, cue.start() - 12) : cue.start()]):
+            return True
+    return False
+
+
 def _asks(sentence: str) -> bool:
     """A sentence short enough to be an instruction, with a cue of one."""
-    return not more_words(sentence, LONG_WORDS) and bool(_STRONG_CUE.search(sentence) or _WEAK_CUE.search(sentence))
+    return not more_words(sentence, LONG_WORDS) and _cued(sentence)
 
 
 def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
@@ -316,7 +366,10 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
     tabular = [_is_data(b) for b in blocks]
     heavy = [t or (more_words(b, LONG_WORDS) and len(blocks) > 1) for t, b in zip(tabular, blocks, strict=True)]
     if not any(heavy) and len(blocks) > 1 and more_words("\n".join(blocks), LONG_WORDS):
-        cued = [bool(_STRONG_CUE.search(b)) for b in blocks]
+        cued = [_strong(b) for b in blocks]
+        if not any(cued):  # none asks outright: the first or the last block, with a task word
+            outer = (0, len(blocks) - 1)
+            cued = [i in outer and words(b) > 4 and _bids(b) for i, b in enumerate(blocks)]
         if any(cued):  # short blocks, some asking: the others are what they ask about
             heavy = [not c for c in cued]
     if any(heavy) or code_blocks:
@@ -327,13 +380,13 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
             if tabular[i]:
                 peeled, rest_of_block = _peel(blocks[i])
                 if peeled.strip():
-                    # "Tag this list:" asks; "tenants' meeting 3 October" only names the data
-                    asks = _STRONG_CUE.search(peeled) or _WEAK_CUE.search(peeled)
-                    (instruction if asks else headings).append(peeled)
+                    # "Tag this list" asks; "tenants' meeting 3 October" and "Selection A1:E9:" only
+                    # name the data (and are the instruction only when nothing else asks)
+                    (instruction if _cued(peeled, colon=False) else headings).append(peeled)
                     blocks[i], tabular[i] = rest_of_block, _is_data(rest_of_block)
         ends = sorted(i for i in {0, len(blocks) - 1} if blocks and not tabular[i])
         ends = [i for i in ends if not more_words(blocks[i], 2 * LONG_WORDS)]
-        cued_ends = [i for i in ends if _STRONG_CUE.search(blocks[i])] or [
+        cued_ends = [i for i in ends if _strong(blocks[i])] or [
             i for i in ends if words(blocks[i]) > 4 and _WEAK_CUE.search(blocks[i])
         ]
         keep = set(cued_ends or [i for i in ends if not heavy[i]])
@@ -360,7 +413,7 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
             ask = _last_sentence(tail)
             # "Translate this: <text>" asks before its colon; "Our library is weighing ... Data:
             # <figures>. Build the case for and against." asks after its material
-            if not (_STRONG_CUE.search(head) or _WEAK_CUE.search(head)) and _asks(ask):
+            if not _cued(head) and _asks(ask):
                 joined, tail = f"{joined} {ask}", tail[: len(tail) - len(ask)].rstrip()
             material.append(tail)
         else:
@@ -432,7 +485,7 @@ def task(payload: Mapping[str, Any]) -> Task:
         )
         if before.found and asks:
             earlier = before.instruction
-        elif short:
+        elif short or replies:  # a document pasted, then asked about, or the answer to a question on it
             material = f"{turns[-2][:SCAN_CHARS]}\n\n{material}".strip()
             size += len(turns[-2])
             code, data = code or before.code, data or before.data

@@ -158,6 +158,18 @@ def test_thresholds_are_placed_on_the_written_rows_not_the_generated_ones() -> N
     assert under(on_written, unseen) <= 0.05 < under(on_all, unseen)
 
 
+def test_features_past_their_training_range_score_as_at_its_edge() -> None:
+    """A network's score runs on along a feature past every row it learned from (a 190,000-token
+    document is longer than any); the model holds each feature inside its training range."""
+    data = synthetic(300, 0)
+    model, _ = train(data, ["small", "medium", "large"])
+    row, vector = data.feats[0].copy(), data.vectors[0]
+    edge, beyond = row.copy(), row.copy()
+    edge[0], beyond[0] = data.feats[:, 0].max(), data.feats[:, 0].max() + 50
+    assert np.allclose(model.probabilities(beyond, vector), model.probabilities(edge, vector))
+    assert not np.allclose(model.probabilities(row, vector), model.probabilities(edge, vector))
+
+
 def test_a_model_trained_on_other_features_is_refused(tmp_path: Path) -> None:
     model, _ = train(synthetic(60, 0), ["small", "medium", "large"])
     data = model.to_json() | {"features": ["something_else"]}

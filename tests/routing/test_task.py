@@ -112,13 +112,13 @@ def test_a_turn_that_closes_the_exchange_does_not_carry_the_task_before_it() -> 
         {"role": "user", "content": "Draft a polite two-line note telling the parents that practice moves to Thursday."},
         {"role": "assistant", "content": "Dear parents, this week's practice is on Thursday. Thank you!"},
     ]
-    for closing in ("great, that's exactly it", "Thanks!", "perfect, thanks!", "Super, danke!", "谢谢"):
+    for closing in ("great, that's exactly it", "Thanks!", "perfect, thanks!", "Super, danke!", "谢谢", "works great, ta"):
         assert task({"messages": [*before, {"role": "user", "content": closing}]}).earlier == "", closing
     # Thanks with a new, unrelated question is a new task too.
     switched = {"messages": [*before, {"role": "user", "content": "thanks. btw how do you say 'note' in German?"}]}
     assert task(switched).earlier == ""
     # What goes on with the task still carries it.
-    for going_on in ("perfect, now make it shorter", "great, write the long version", "ok go ahead"):
+    for going_on in ("perfect, now make it shorter", "great, write the long version", "ok go ahead", "tables too please"):
         assert task({"messages": [*before, {"role": "user", "content": going_on}]}).earlier.startswith("Draft a polite"), going_on
 
 
@@ -287,3 +287,94 @@ def test_an_instruction_after_a_document_longer_than_what_is_read_is_found() -> 
     # A log read at its ends is cut at line ends: no half line ("10:37 worker-1 ...") joins the question.
     log = "".join(f"2024-03-{i % 28 + 1:02d} 10:{i % 60:02d} worker-{i % 9} timeout after {i % 500} ms\n" for i in range(22_000))
     assert task({"prompt": f"{log}Which worker timed out most?"}).instruction == "Which worker timed out most?"
+
+
+def test_a_line_that_names_the_data_below_it_does_not_ask() -> None:
+    """ "Selection A1:E9 (sheet 'Brews'):" names what a spreadsheet hands over; the question after
+    it is the instruction, and the naming line is material."""
+    sheet = "batch,style,og,fg,days\nB41,pils,1.048,1.010,21\nB42,stout,1.062,1.016,14\nB43,ipa,1.058,1.012,12\nB44,pils,1.047,1.009,23"
+    for heading in ("Selection A1:E5 (sheet 'Brews'):", "museum_loans:"):
+        split = split_turn(f"{heading}\n{sheet}\n\nwhich batch spent longest in the fermenter")
+        assert split.instruction == "which batch spent longest in the fermenter" and heading in split.material
+    # With nothing else asking, a line that asks is still the instruction.
+    assert split_turn(f"Sort these by days:\n{sheet}").instruction == "Sort these by days:"
+
+
+def test_json_records_stack_traces_diffs_and_rule_books_are_data() -> None:
+    record = '{\n "customer": "Escape Hour GmbH",\n "plan": "Pro",\n "seats": 14,\n "open_tickets": [\n  5521,\n  5530\n ]\n}'
+    trace = (
+        "Traceback (most recent call last):\n"
+        '  File "/srv/app/routes.py", line 88, in assign\n    rider = pick(zone)\n'
+        '  File "/srv/app/dispatch.py", line 41, in pick\n    return min(candidates)\n'
+        "ValueError: min() arg is an empty sequence"
+    )
+    diff = (
+        "--- a/booking.py\n+++ b/booking.py\n@@ -12,4 +12,5 @@ def book(member, slot):\n"
+        "-    if slot.free > 0:\n+    with slot.lock:\n+        if slot.free > 0:\n             return Booking(member, slot)"
+    )
+    rules = "Reisekostenrichtlinie (Auszug)\n§3 Bahnfahrten: 2. Klasse.\n§4 Hotel: bis 120 EUR pro Nacht.\n§5 Verpflegung: 14 EUR.\n§6 Belege binnen 30 Tagen."
+    for material, question in (
+        (record, "when do they renew"),
+        (trace, "which file and line raised it"),
+        (diff, "what does this change"),
+        (rules, "Wie viel darf ein Hotel kosten?"),
+    ):
+        split = split_turn(f"{material}\n\n{question}")
+        assert split.instruction == question and split.data, material[:30]
+        assert material.splitlines()[0] in split.material
+
+
+def test_an_emails_signature_and_quoted_lines_are_material() -> None:
+    quoted = "\n".join(f"> {line}" for line in ("On Tue, Hilde wrote:", "We fly at 10:00.", "Bring gloves.", "Meet at the barn."))
+    signature = "-- \nTom Berg\nHawk Walks Ltd\n+47 555 0101"
+    split = split_turn(f"can you pull out the start time\n\n{quoted}\n\n{signature}")
+    assert split.instruction == "can you pull out the start time"
+    assert "Bring gloves." in split.material and "Hawk Walks Ltd" in split.material
+
+
+def test_a_colon_in_a_time_or_in_brackets_does_not_cut_the_instruction() -> None:
+    ask = (
+        "Route 9 runs every 10 minutes 7:00-9:00 with 6 buses (round trip: 55 minutes) and route 14 every 30 minutes. "
+        "Work out whether the 14 can leave 5 minutes earlier by re-timing route 9 without any gap on 9 above 12 "
+        "minutes before 8:00, and show the timetable, or prove it cannot be done. The school starts at 8:15 and "
+        "route 9 carries its pupils, so say what each change would mean for them and for the drivers' breaks."
+    )
+    transcript = "\n".join(f"[0{m}:00] Priya: point {m} about the spring timetable" for m in range(6))
+    assert split_turn(f"{transcript}\n\n{ask}").instruction == ask
+
+
+def test_an_ask_with_a_task_word_after_short_paragraphs_is_found() -> None:
+    """Paragraphs of a report, each short, then "Using the report, quantify ...": the paragraph
+    that bids is the instruction; "after the pay review" in the report does not bid."""
+    ask = "The council wants the landfill share under 15%. Using the report, quantify the levers and build a plan."
+    assert split_turn(f"{REPORT}\n\n{ask}").instruction == ask
+    assert not split_turn(REPORT).instruction.startswith("Costs were flat")
+
+
+def test_a_heading_before_a_document_does_not_make_a_follow_up_carry_it() -> None:
+    """ "Tram depot shift notes:" and a pasted document, then "who's on nights?": the document is
+    the follow-up's material, not a task it continues."""
+    chat = {
+        "messages": [
+            {"role": "user", "content": f"Tram depot shift notes:\n\n{REPORT}"},
+            {"role": "assistant", "content": "Got it."},
+            {"role": "user", "content": "who's on nights?"},
+        ]
+    }
+    found = task(chat)
+    assert found.instruction == "who's on nights?" and found.earlier == "" and found.material_chars >= len(REPORT)
+
+
+def test_an_answer_to_the_assistants_question_about_a_pasted_document_keeps_it_as_material() -> None:
+    chat = {
+        "messages": [
+            {"role": "user", "content": REPORT},
+            {"role": "assistant", "content": "I have the report. What would you like to know about it?"},
+            {
+                "role": "user",
+                "content": "Mainly the staff side: how turnover moved and whether the pay review is the reason, for a note to the board.",
+            },
+        ]
+    }
+    found = task(chat)
+    assert found.instruction.startswith("Mainly the staff side") and found.material_chars >= len(REPORT)
