@@ -17,7 +17,8 @@ How the last user turn is split:
 - the rest is cut into blocks at blank lines and at rule lines (`---`); a block is material when
   it reads as data (several lines of "Name: ...", CSV rows, log lines that start with a date or a
   time, an invoice's items with their amounts, numbered or bulleted entries, a rule book's "§ 3"
-  sections, JSON, a stack trace, a diff, lines quoted with `>`) or, among several blocks, is long
+  sections, JSON, a stack trace, a diff, lines quoted with `>`, a question with the answer given
+  to it, "Question: ... Answer: ...", that a judge is to rate) or, among several blocks, is long
   (more than `LONG_WORDS` words); when some block is material, only the first or last block can be
   the instruction: the one with a question or an ending colon, else the one with a task word (up
   to twice as long), else a short one; a line that names the data under it ("Selection A1:E9
@@ -33,7 +34,7 @@ the assistant's question, continues the task of the user turn before it, whose i
 as `earlier` (or, where that turn asked nothing, "Tram depot shift notes:" and a document, whose
 text is material); a turn that only closes the exchange ("great, thank you!") continues nothing. The
 system prompt is the instruction where the user's turn is material only, or where it sets one task
-for whatever users send ("Route each patron message to one queue").
+for whatever users send ("Route each patron message to one queue", "Extract the time and place.").
 """
 
 from __future__ import annotations
@@ -130,23 +131,27 @@ _ARRIVING = (
     r"messages?|reviews?|tickets?|e-?mails?|texts?|quer(?:y|ies)|requests?|inputs?|comments?|posts?|sentences?|"
     r"inquir\w*|enquir\w*|questions?|complaints?|feedback|documents?|transcripts?|notes?|reports?|logs?|entries|letters?|"
     r"articles?|paragraphs?|passages?|lines?|conversations?|chats?|pages?|briefe?|lettres?|cartas?|artikel|"
-    r"nachricht\w*|anfrage\w*|bewertung\w*|kommentar\w*|eingabe\w*|avis|demandes?|textes?|courriels?|commentaires?|"
+    r"\w*(?:nachricht|anfrage|bewertung|kommentar|eingabe|meldung)\w*|avis|demandes?|textes?|courriels?|commentaires?|"
     r"mensajes?|reseñas?|consultas?|textos?|correos?|comentarios?|solicitud\w*"
 )
 _WHAT_ARRIVES = re.compile(
-    rf"\b(?:{_ARRIVING})\b|消息|评论|邮件|文本|工单|咨询|请求|問い合わせ|メッセージ|レビュー|文章|テキスト|メール|質問|संदेश|समीक्षा|टिप्पणी|ईमेल|प्रश्न",
+    rf"\b(?:{_ARRIVING})\b|消息|评论|邮件|文本|工单|咨询|请求|反馈|留言|問い合わせ|メッセージ|レビュー|文章|テキスト|メール|質問|感想"
+    r"|संदेश|समीक्षा|टिप्पणी|ईमेल|प्रश्न|प्रतिक्रिया",
     re.IGNORECASE,
 )
 _WORKS_ON = re.compile(
     r"\b(?:classif\w*|categori[sz]\w*|triage\w*|translat\w*|summari[sz]\w*|extract\w*|proofread\w*|klassifizier\w*|"
     r"kategorisier\w*|übersetz\w*|zusammenfass\w*|extrahier\w*|class(?:e|ez|er|ifie\w*)|catégoris\w*|tradui\w*|"
     r"fass\w*\s+(?:[\w-]+\s+){0,6}?zusammen|résume\w*|extrai\w*|clasific\w*|categoriz\w*|traduc\w*|resum\w*|extrae\w*|"
+    r"rewrit\w*|rephras\w*|paraphras\w*|reformul\w*|umformulier\w*|ordne\w*|zuordn\w*|categor(?:y|ies)|kategorie\w*|"
+    r"catégorie\w*|categoría\w*|output only|only output|"
     # answers that pick from a set ("Output one of: positive, negative, mixed", "One word.")
     r"sum (?:this |it )?up|tl;?dr|sentiment|stimmung|one of|one word|one label|eine[ns]? der|ein wort|l'une des|"
     r"un seul mot|uno de|una palabra|"
     # words that are nouns as often as verbs ("the product label", "a credit score") count before what they work on
     rf"(?:label|tag|score|route|rate|sort)s?\s+(?:[\w'-]+\s+){{0,3}}?(?:each|every|incoming|all|{_ARRIVING}))\b"
-    r"|分类|归类|翻译|总结|摘要|提取|标注|之一|分類|翻訳|要約|抽出|判定|いずれか|वर्गीकृत|अनुवाद|सारांश|में से एक",
+    r"|分类|归类|翻译|总结|摘要|提取|标注|之一|情感|情绪|改写|只输出|分類|翻訳|要約|抽出|判定|いずれか|感情|言い換え|のみ出力"
+    r"|वर्गीकृत|अनुवाद|सारांश|में से एक|भावना",
     re.IGNORECASE,
 )
 _WORD = re.compile(r"\w+")
@@ -189,7 +194,17 @@ DATA_LINES_READ = 100
 read whole took about 3 ms, and a split asks of a block more than once)."""
 
 
+_JUDGED = re.compile(
+    r"^\s*(?:question|prompt|query|input|frage|pregunta|问题|質問|प्रश्न)\s*[:\uff1a].*\n"
+    r"\s*(?:answer|response|output|reply|antwort|réponse|respuesta|回答|答案|उत्तर)\s*[:\uff1a]\s*\S",
+    re.IGNORECASE | re.MULTILINE,
+)
+"""A question and the answer given to it ("Question: ...\nAnswer: ..."): what a judge is asked to rate."""
+
+
 def _is_data(block: str) -> bool:
+    if _JUDGED.search(block[:TAIL_CHARS]):
+        return True
     lines = [line for line in itertools.islice(block.splitlines(keepends=True), 4 * DATA_LINES_READ) if line.strip()]
     lines = lines[:DATA_LINES_READ]  # with their line ends: "Note:" at a line's end reads as a label
     return len(lines) >= 4 and sum(1 for line in lines if _DATA_LINE.match(line)) >= max(3, len(lines) // 2)
@@ -427,12 +442,21 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
     return Split(joined.strip()[:2000], "\n\n".join(material), bool(code_blocks), data, found)
 
 
+_YOURS = re.compile(r"\s+(?:your|yourself|you)\b", re.IGNORECASE)
+
+
 def sets_the_task(system: str) -> bool:
     """A short system prompt that sets one task for whatever the user sends ("Route each patron
-    message to one queue", "You score app-store reviews: positive, negative or mixed"): work named
-    on what arrives. The user's turn is then the material, whatever it asks of its reader."""
+    message to one queue", "You score app-store reviews: positive, negative or mixed", "Extract the
+    time and place."): work named on what arrives, or opening the prompt. The user's turn is then
+    the material, whatever it asks of its reader."""
     head = system[:1000]
-    return bool(_WORKS_ON.search(head) and _WHAT_ARRIVES.search(head)) and not more_words(system, 2 * LONG_WORDS)
+    if more_words(system, 2 * LONG_WORDS) or not (found := _WORKS_ON.search(head)):
+        return False
+    # "Extrais l'heure et le lieu du rendez-vous." opens with the work: what arrives is what it is done
+    # to ("Summarise your reasoning at the end" is a house style)
+    opens = found.start() == len(head) - len(head.lstrip()) and not _YOURS.match(head, found.end())
+    return opens or bool(_WHAT_ARRIVES.search(head))
 
 
 def closes(text: str) -> bool:

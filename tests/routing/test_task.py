@@ -378,3 +378,30 @@ def test_an_answer_to_the_assistants_question_about_a_pasted_document_keeps_it_a
     }
     found = task(chat)
     assert found.instruction.startswith("Mainly the staff side") and found.material_chars >= len(REPORT)
+
+
+def test_a_system_prompt_that_opens_with_the_work_or_names_it_in_other_words_sets_the_task() -> None:
+    """ "Extract the time and place." opens with the work, "Rewrite the user's question as a search
+    query" and "Ordne jede Kundenanfrage einer Kategorie zu" name it in other words: the user's message
+    is what the work is done to. A house style ("Summarise your reasoning at the end") is not."""
+    message = "Hallo, der Käse vom Samstag war bitter und krümelig. Können Sie Ersatz schicken?"
+    for system in (
+        "Extract the time and the place of the meeting. Reply in JSON.",
+        "Rewrite the user's question as a short search query for the help centre. Output only the query.",
+        "Ordne jede Kundenanfrage der Käserei einer Kategorie zu: BESTELLUNG, REKLAMATION, SONSTIGES.",
+        "判断每条用户反馈的情感：正面、负面或中性。",  # noqa: RUF001 (a Chinese colon)
+    ):
+        found = task({"messages": [{"role": "system", "content": system}, {"role": "user", "content": message}]})
+        assert found.instruction == system and found.material == message, system
+    for style in ("Summarise your reasoning at the end of each answer.", "You are the dairy's shop assistant. Be brief."):
+        found = task({"messages": [{"role": "system", "content": style}, {"role": "user", "content": message}]})
+        assert found.instruction == message, style
+
+
+def test_a_question_and_the_answer_to_judge_are_material() -> None:
+    ask = "Rate the assistant's answer from 1 to 5 for correctness and give one sentence of reasoning."
+    judged = "Question: how long should a sourdough bulk ferment at 24C?\nAnswer: About 4-6 hours, until it has grown by half."
+    split = split_turn(f"{ask}\n\n{judged}")
+    assert split.instruction == ask and judged in split.material
+    # A question with its answer still to come is the instruction.
+    assert split_turn("Question: what is the capital of France?\nAnswer:").instruction.startswith("Question:")
