@@ -175,12 +175,12 @@ _PROOF = _Cues(
 )
 _EXPERT = _Cues(
     # the questions a lawyer, a doctor or an accountant is paid for: rights, liability, risk to a patient, tax
-    r"liab\w*|liable|negligen\w*|lawsuit|sue|legally|lawful|unlawful|statute\w*|jurisdiction\w*|compensation|"
+    r"liab\w*|negligen\w*|lawsuit|sue|legally|lawful|unlawful|statute\w*|jurisdiction\w*|compensation|"
     r"enforceab\w*|non-compete|breach|my rights|tenancy law|employment law|gdpr|indemn\w*|taxed|taxable|tax return|"
     r"deductible|interactions?|contraindicat\w*|dosage|diagnos\w*|symptoms?|prognosis|how urgent|"
     r"haft\w*|rechtlich\w*|ansprüche?|schadensersatz|kündigung\w*|steuerlich\w*|responsab\w*|recours|préjudice|"
-    r"légal\w*|indemnité\w*|fiscal\w*|responsable|reclamar|indemnización|legalmente|despido",
-    r"责任|赔偿|违约|合法|诊断|剂量|税务|責任|賠償|違法|合法|診断|用量|税金|ज़िम्मेदारी|मुआवज़ा|कानूनी|निदान",
+    r"légal\w*|indemnité\w*|fiscal\w*|reclamar|indemnización|legalmente|despido",
+    r"责任|赔偿|违约|合法|诊断|剂量|税务|責任|賠償|違法|診断|用量|税金|ज़िम्मेदारी|मुआवज़ा|कानूनी|निदान",
 )
 _GENRES = (
     r"poem|story|haiku|limerick|sonnet|essay|email|e-mail|letter|message|caption|bio|description|speech|"

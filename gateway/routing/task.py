@@ -384,7 +384,7 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
         cued = [_strong(b) for b in blocks]
         if not any(cued):  # none asks outright: the first or the last block, with a task word
             outer = (0, len(blocks) - 1)
-            cued = [i in outer and words(b) > 4 and _bids(b) for i, b in enumerate(blocks)]
+            cued = [i in outer and more_words(b, 4) and _bids(b) for i, b in enumerate(blocks)]
         if any(cued):  # short blocks, some asking: the others are what they ask about
             heavy = [not c for c in cued]
     if any(heavy) or code_blocks:

@@ -140,19 +140,26 @@ def test_an_answer_to_the_assistants_question_carries_the_task_it_asked_about() 
 
 
 def test_a_system_prompt_that_sets_the_task_makes_the_users_message_its_material() -> None:
-    """An app that routes or scores what its users send: the user's question is asked of the app's
-    staff, and the model only labels it."""
+    """An app that routes, scores or rewrites what its users send: the user's question is asked of
+    the app's staff, and the model only works on it. A house style ("Summarise your reasoning") is
+    no task."""
     message = "Hi, my card was blocked after I moved. Do I need to come in with proof of address or can I send a photo?"
     for system in (
         "Route each library patron message to one queue: LOANS, EVENTS, ACCOUNT, OTHER. Reply with the queue name only.",
         "You score app-store reviews for an astronomy app. Output one of: positive, negative, mixed.",
         "問い合わせを「予約」「料金」「設備」「その他」のいずれかに分類し、ラベルだけを返してください。",
         "Übersetze jede Nachricht ins Englische.",
+        # work that opens the prompt, or is named in other words
+        "Extract the time and the place of the meeting. Reply in JSON.",
+        "Rewrite the user's question as a short search query for the help centre. Output only the query.",
+        "Ordne jede Kundenanfrage der Bibliothek einer Kategorie zu: AUSLEIHE, KONTO, SONSTIGES.",
+        "判断每条用户反馈的情感：正面、负面或中性。",  # noqa: RUF001 (a Chinese colon)
     ):
         found = task({"messages": [{"role": "system", "content": system}, {"role": "user", "content": message}]})
         assert found.instruction == system and found.material == message, system
     # A persona is no task: the user's message stays the instruction.
-    for persona in ("You are the library's assistant. Be warm and brief.", "Never mention the product label's dosing."):
+    personas = ("You are the library's assistant. Be warm and brief.", "Never mention the product label's dosing.")
+    for persona in (*personas, "Summarise your reasoning at the end of each answer."):
         found = task({"messages": [{"role": "system", "content": persona}, {"role": "user", "content": message}]})
         assert found.instruction == message, persona
 
@@ -378,24 +385,6 @@ def test_an_answer_to_the_assistants_question_about_a_pasted_document_keeps_it_a
     }
     found = task(chat)
     assert found.instruction.startswith("Mainly the staff side") and found.material_chars >= len(REPORT)
-
-
-def test_a_system_prompt_that_opens_with_the_work_or_names_it_in_other_words_sets_the_task() -> None:
-    """ "Extract the time and place." opens with the work, "Rewrite the user's question as a search
-    query" and "Ordne jede Kundenanfrage einer Kategorie zu" name it in other words: the user's message
-    is what the work is done to. A house style ("Summarise your reasoning at the end") is not."""
-    message = "Hallo, der Käse vom Samstag war bitter und krümelig. Können Sie Ersatz schicken?"
-    for system in (
-        "Extract the time and the place of the meeting. Reply in JSON.",
-        "Rewrite the user's question as a short search query for the help centre. Output only the query.",
-        "Ordne jede Kundenanfrage der Käserei einer Kategorie zu: BESTELLUNG, REKLAMATION, SONSTIGES.",
-        "判断每条用户反馈的情感：正面、负面或中性。",  # noqa: RUF001 (a Chinese colon)
-    ):
-        found = task({"messages": [{"role": "system", "content": system}, {"role": "user", "content": message}]})
-        assert found.instruction == system and found.material == message, system
-    for style in ("Summarise your reasoning at the end of each answer.", "You are the dairy's shop assistant. Be brief."):
-        found = task({"messages": [{"role": "system", "content": style}, {"role": "user", "content": message}]})
-        assert found.instruction == message, style
 
 
 def test_a_question_and_the_answer_to_judge_are_material() -> None:
