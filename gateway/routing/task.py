@@ -14,20 +14,28 @@ How the last user turn is split:
   question, ...), dropped when named for the answer and empty (`### Response`), and material
   otherwise (headings count when one names the ask or the answer: a pasted document's "## Notes"
   is not a template); what lies outside the sections is split as below;
-- the rest is cut into blocks at blank lines and at rule lines (`---`); a block is material when
-  it reads as data (several lines of "Name: ...", CSV rows, log lines that start with a date or a
-  time, an invoice's items with their amounts, numbered or bulleted entries, a rule book's "§ 3"
-  sections, JSON, a stack trace, a diff, lines quoted with `>`, a question with the answer given
-  to it, "Question: ... Answer: ...", that a judge is to rate) or, among several blocks, is long
-  (more than `LONG_WORDS` words); when some block is material, only the first or last block can be
-  the instruction: the one with a question or an ending colon, else the one with a task word (up
-  to twice as long), else a short one; a line that names the data under it ("Selection A1:E9
-  (sheet 'Brews'):") is material unless nothing else asks;
+- the rest is cut into blocks at blank lines, at rule lines (`---`) and before a letter's
+  salutation that opens a later line ("Hola, somos ...", "Dear Ms Romero,"); worked examples and
+  the input after them (blocks of the same labels in the same order, "Phrase : ... / Corrigé :
+  ...", the last answer left empty) are material, and so is a letter under its instruction; a
+  block is material when it reads as data (several lines of "Name: ...", CSV rows, log lines that
+  start with a date or a time, an invoice's items with their amounts, numbered or bulleted
+  entries, a rule book's "§ 3" sections, JSON, a stack trace, a diff, lines quoted with `>`, a
+  question with the answer given to it, "Question: ... Answer: ...", that a judge is to rate) or,
+  among several blocks, is long (more than `LONG_WORDS` words); when some block is material, only
+  the first or last block can be the instruction: the one with a question, an ending colon or an
+  ask's opening word ("Return only ...", "Which ..."), else the one with a task word (up to twice
+  as long), else a short one; a line that names the data under it ("Selection A1:E9 (sheet
+  'Brews'):") is material unless nothing else asks;
 - short blocks of which none asks outright: the first or last one where a task word bids ("Using
   the report, quantify ...", not "after the pay review") is the instruction;
 - within one block, text after a colon that opens a long tail (when what comes before the colon
   asks; not a time's colon, nor one in brackets), or a long quotation, is material;
 - with no instruction found, the first sentence is the instruction.
+
+A sentence that asks only how to answer ("Think step by step before you answer.", "Show your
+reasoning, then give the answer on its own line.", "一歩ずつ考えてから答えてください。") is dropped from
+the instruction (`unstyled`): prompt writers add it to easy requests and hard ones alike.
 
 Earlier turns count as well: a short follow-up ("ok, now make it thread-safe"), or an answer to
 the assistant's question, continues the task of the user turn before it, whose instruction is kept
@@ -80,6 +88,7 @@ _OPENS = re.compile(r"[:\uff1a]\s*$")
 _STRONG_CUE = re.compile(
     r"[?\uff1f]|^\W*(please|can you|could you|write|list|summar|translate|extract|classify|explain|"
     r"what|which|why|how|who|when|where|is |are |does|do |give|find|make|tell|rewrite|draft|answer|read|based on|using|from th|"
+    r"(?:return|output|respond|reply|provide)\b(?!\s*[:\uff1a])|"
     r"fasse|übersetz|erkläre|schreib|résume|traduis|explique|écris|resume|traduce|explica|escribe|"
     r"请|請|把|这|次の|この|以下|इस|कृपया)",
     re.IGNORECASE,
@@ -369,17 +378,69 @@ def _asks(sentence: str) -> bool:
     return not more_words(sentence, LONG_WORDS) and _cued(sentence)
 
 
+_LABEL = re.compile(r"^\s*([^\W\d_][^:\n\uff1a]{0,24}?)\s*[:\uff1a](?!\d)")
+SHOT_LINES = 12
+"""A worked example has at most this many lines."""
+
+
+def _labels(block: str) -> tuple[str, ...] | None:
+    """The labels of a block whose every line opens with one ("Phrase : ...", "Corrigé :"), in
+    order; None for any other block."""
+    lines = block.splitlines()
+    if not 2 <= len(lines) <= SHOT_LINES:
+        return None
+    found = [_LABEL.match(line) for line in lines]
+    return tuple(m.group(1).lower() for m in found if m) if all(found) else None
+
+
+def _shots(blocks: list[str]) -> set[int]:
+    """Worked examples and the input after them (few-shot): blocks with the same labels in the same
+    order ("Phrase : ... / Corrigé : ..." twice, the last with its answer left empty)."""
+    labels = [_labels(b) for b in blocks] if len(blocks) > 2 else []
+    seen: dict[tuple[str, ...], list[int]] = {}
+    for i, named in enumerate(labels):
+        if named:
+            seen.setdefault(named, []).append(i)
+    return {i for found in seen.values() if len(found) > 1 for i in found}
+
+
+_GREETING = re.compile(
+    r"^[ \t]*(?:(?:hi|hello|hey|dear|good (?:morning|afternoon|evening)|hallo|liebe[rs]?|sehr geehrte[rs]?|guten tag|"
+    r"bonjour|bonsoir|cher|chère|salut|hola|estimad[oa]s?|querid[oa]s?|buen[oa]s (?:días|tardes))\b[^\n,]{0,40},"
+    r"|(?:您好|你好|各位)[\uff0c,\uff1a:]|(?:お世話になっております|いつもお世話に)|(?:नमस्ते|प्रिय)\s)",
+    re.IGNORECASE | re.MULTILINE,
+)
+"""A letter's salutation opening a line ("Hola, somos ...", "Dear Ms Romero,")."""
+
+
+def _letters(rest: str) -> str:
+    """`rest` with a blank line before each salutation that opens a line after the first: a letter
+    pasted under its instruction is a block of its own."""
+    if not (found := _GREETING.search(rest, 1)):
+        return rest
+    cuts = [m.start() for m in itertools.islice(_GREETING.finditer(rest, found.start()), 20)]
+    parts = [rest[a:b] for a, b in zip([0, *cuts], [*cuts, len(rest)], strict=True)]
+    return "\n\n".join(parts)
+
+
 def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
     """Text without a template's sections apart, at blank lines and rules (`code_blocks`: the fenced
     code taken out of it; `read`: the turn as read, for its first sentence)."""
     if any(rule in rest for rule in ("---", "***", "===", "___")):
         rest = _RULE.sub("\n\n", rest)
-    blocks = [b.strip() for b in _BLANK.split(rest) if b.strip()]
+    blocks = [b.strip() for b in _BLANK.split(_letters(rest)) if b.strip()]
     material: list[str] = list(code_blocks)
+    if (shots := _shots(blocks)) and len(shots) < len(blocks):  # worked examples, then the input
+        material += [b for i, b in enumerate(blocks) if i in shots]
+        blocks = [b for i, b in enumerate(blocks) if i not in shots]
     data = False
     found = True
     tabular = [_is_data(b) for b in blocks]
-    heavy = [t or (more_words(b, LONG_WORDS) and len(blocks) > 1) for t, b in zip(tabular, blocks, strict=True)]
+    letters = [i > 0 and bool(_GREETING.match(b)) for i, b in enumerate(blocks)]  # a letter under its instruction
+    heavy = [
+        t or letter or (more_words(b, LONG_WORDS) and len(blocks) > 1)
+        for t, letter, b in zip(tabular, letters, blocks, strict=True)
+    ]
     if not any(heavy) and len(blocks) > 1 and more_words("\n".join(blocks), LONG_WORDS):
         cued = [_strong(b) for b in blocks]
         if not any(cued):  # none asks outright: the first or the last block, with a task word
@@ -399,7 +460,7 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
                     # name the data (and are the instruction only when nothing else asks)
                     (instruction if _cued(peeled, colon=False) else headings).append(peeled)
                     blocks[i], tabular[i] = rest_of_block, _is_data(rest_of_block)
-        ends = sorted(i for i in {0, len(blocks) - 1} if blocks and not tabular[i])
+        ends = sorted(i for i in {0, len(blocks) - 1} if blocks and not tabular[i] and not letters[i])
         ends = [i for i in ends if not more_words(blocks[i], 2 * LONG_WORDS)]
         cued_ends = [i for i in ends if _strong(blocks[i])] or [
             i for i in ends if words(blocks[i]) > 4 and _WEAK_CUE.search(blocks[i])
@@ -440,6 +501,37 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
         found = False
         joined = _SENTENCE.split(read.strip()[:TAIL_CHARS], maxsplit=1)[0][:600]
     return Split(joined.strip()[:2000], "\n\n".join(material), bool(code_blocks), data, found)
+
+
+_STYLE = re.compile(
+    r"(?:^|(?<=[.!?;\n\u3002\uff01\uff1f\u0964]))[ \t]*(?:"
+    r"(?:(?:let'?s|let us|please|now|first)\W+)?(?:think|reason|work|go)\s+(?:(?:it|this|things|the problem)\s+)?"
+    r"(?:through\s+(?:it\s+)?)?(?:step[- ]by[- ]step|carefully|slowly|logically)"
+    r"|(?:please\s+)?show\s+(?:me\s+)?(?:all\s+(?:of\s+)?)?your\s+(?:\w+\s+)?(?:reasoning|working|workings|work|steps?|calculations?|thinking)\b"
+    r"|(?:please\s+)?show\s+(?:all|every|each)\s+(?:the\s+)?(?:working|workings|steps?)(?=\s*[.!?;,:\n]|\s+(?:and|then)\b|\s*$)"
+    r"|(?:please\s+)?explain\s+your\s+(?:reasoning|thinking)|take a deep breath"
+    r"|(?:denk|überleg)\w*(?:\s+sie)?\s+(?:schritt für schritt|sorgfältig|gründlich)"
+    r"|zeig\w*(?:\s+sie)?\s+(?:deinen|deine|ihren|ihre|den|die)\s+(?:rechenweg|lösungsweg|gedankengang|überlegungen|schritte)"
+    r"|(?:réfléchi|raisonne)\w*\s+(?:étape par étape|pas à pas|soigneusement)"
+    r"|montre[zs]?\s+(?:ton|votre|tes|vos)\s+(?:raisonnement|calculs|étapes)"
+    r"|(?:piens|razon|pensem|razonem)\w*\s+(?:paso a paso|con cuidado|detenidamente)"
+    r"|muestra\s+(?:tu|el|los|tus)\s+(?:razonamiento|procedimiento|pasos)"
+    r"|(?:一歩ずつ|ステップバイステップで|段階的に|順を追って)考え|(?:请)?(?:一步一步|一步步|逐步)地?(?:思考|推理)"
+    r"|(?:कदम दर कदम|चरण दर चरण|चरणबद्ध तरीके से)\s+सोच"
+    r")[^.!?;:\n\u3002\uff01\uff1f\uff1a\u0964]*[.!?;:\u3002\uff01\uff1f\uff1a\u0964]?",
+    re.IGNORECASE,
+)
+"""A sentence that asks only how to answer ("Think step by step before you answer.", "Show your
+reasoning, then give the answer on its own line.", "一歩ずつ考えてから答えてください。"): prompt writers
+add it to easy requests and hard ones alike, so it says nothing of how hard one is."""
+
+
+def unstyled(instruction: str) -> str:
+    """`instruction` without the sentences that ask only how to answer (`_STYLE`); itself when
+    nothing else is left."""
+    if len(instruction) > 2000 or not _STYLE.search(instruction):
+        return instruction
+    return _STYLE.sub("", instruction).strip() or instruction
 
 
 _YOURS = re.compile(r"\s+(?:your|yourself|you)\b", re.IGNORECASE)
@@ -513,7 +605,7 @@ def task(payload: Mapping[str, Any]) -> Task:
             material = f"{turns[-2][:SCAN_CHARS]}\n\n{material}".strip()
             size += len(turns[-2])
             code, data = code or before.code, data or before.data
-    return Task(instruction, material, max(0, size), code, data, earlier)
+    return Task(unstyled(instruction), material, max(0, size), code, data, unstyled(earlier))
 
 
 def routed_text(payload: Mapping[str, Any], found: Task | None = None) -> str | None:

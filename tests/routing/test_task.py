@@ -394,3 +394,86 @@ def test_a_question_and_the_answer_to_judge_are_material() -> None:
     assert split.instruction == ask and judged in split.material
     # A question with its answer still to come is the instruction.
     assert split_turn("Question: what is the capital of France?\nAnswer:").instruction.startswith("Question:")
+
+
+def test_a_sentence_that_asks_only_how_to_answer_is_not_the_task() -> None:
+    # Prompt writers put "think step by step" on easy requests and hard ones alike.
+    for styled, plain in (
+        ("Think step by step before you answer. How many people row in a coxed four?", "How many people row in a coxed four?"),
+        (
+            "Let's reason carefully and show every step.\nThe lesson starts at 13:30 and lasts 2 hours. When does it end?",
+            "The lesson starts at 13:30 and lasts 2 hours. When does it end?",
+        ),
+        (
+            "Convert 1,150 °C to Fahrenheit. Show your reasoning, then give the answer on its own line.",
+            "Convert 1,150 °C to Fahrenheit.",
+        ),
+        ("Think step by step: how many legs do 3 spiders have?", "how many legs do 3 spiders have?"),
+        (
+            "一歩ずつ考えてから答えてください。次の文を英語に翻訳してください：「駅はどこですか」",  # noqa: RUF001 (a Japanese colon)
+            "次の文を英語に翻訳してください：「駅はどこですか」",  # noqa: RUF001
+        ),
+        ("Zeig deinen Rechenweg. Was ist 12 mal 13?", "Was ist 12 mal 13?"),
+    ):
+        found = task({"prompt": styled})
+        assert found.instruction == plain
+        every = FEATURE_NAMES.index("log_tokens_all")  # the request's whole size still counts
+        assert [f for i, f in enumerate(features({"prompt": styled})) if i != every] == [
+            f for i, f in enumerate(features({"prompt": plain})) if i != every
+        ]
+    # Work asked for stays, however it is phrased, and so does a request that is only style.
+    for kept in (
+        "Explain step by step how a heat pump works.",
+        "Show all steps to set up a VPN on a router",
+        "Think step by step.",
+    ):
+        assert task({"prompt": kept}).instruction == kept
+    earlier = task(
+        {
+            "messages": [
+                {"role": "user", "content": "Let's reason carefully. What is 15% of 80?"},
+                {"role": "assistant", "content": "12."},
+                {"role": "user", "content": "and of 90?"},
+            ]
+        }
+    )
+    assert earlier.earlier == "What is 15% of 80?"
+
+
+def test_worked_examples_and_the_input_after_them_are_material() -> None:
+    prompt = (
+        "Corrige l'orthographe, sans rien changer d'autre.\n\n"
+        "Phrase : Les parcelle du jardins sont attribué en mars.\nCorrigé : Les parcelles du jardin sont attribuées en mars.\n\n"
+        "Phrase : Les membre doivent payé la cotisation avant le 1er avril.\nCorrigé :"
+    )
+    split = split_turn(prompt)
+    assert split.instruction == "Corrige l'orthographe, sans rien changer d'autre."
+    assert "Les membre doivent payé" in split.material and "Les parcelle du jardins" in split.material
+    # One labelled block is no set of examples: a short request stays whole, as before.
+    one = "Sort these by date.\n\nName: Ana\nDate: 3 May"
+    assert split_turn(one).material == ""
+
+
+def test_a_letter_pasted_under_its_instruction_is_material() -> None:
+    prompt = (
+        "Extrae la fecha de llegada y el número de personas de este correo. Formato: llegada=AAAA-MM-DD; personas=N\n"
+        "Hola, somos un grupo de cinco amigos y queremos subir el viernes 14 de agosto de 2026. ¿Hay que llevar saco? Gracias, Lucía"
+    )
+    split = split_turn(prompt)
+    assert split.instruction.startswith("Extrae la fecha de llegada") and split.instruction.endswith("personas=N")
+    assert split.material.startswith("Hola, somos") and "¿Hay que llevar saco?" not in split.instruction
+    # A greeting that opens the turn is the asker's own.
+    opening = "Hi, can you tell me when the library opens on Sundays?"
+    assert split_turn(opening).instruction == opening
+
+
+def test_an_ask_that_opens_with_return_or_output_is_the_instruction() -> None:
+    newsletter = (
+        "Plot inspections will take place on Saturday 11 April; please make sure paths are clear. The seed swap moves "
+        "to the church hall on 25 April because the shed roof is being replaced. The summer show is on 22 August, with "
+        "judging of the marrows at 2pm sharp. Fees for the year are due by 30 June; after that a late charge applies. "
+        "Thank you to everyone who came to the hedge-laying day, and to the volunteers who cleared the pond."
+    )
+    ask = "Return ONLY a JSON array of every date in the text below, as YYYY-MM-DD. No prose."
+    split = split_turn(f"{ask}\n\nGreenway Allotment Society - spring newsletter\n\n{newsletter}")
+    assert split.instruction == ask and "summer show" in split.material
