@@ -29,8 +29,10 @@ How the last user turn is split:
   'Brews'):") is material unless nothing else asks;
 - short blocks of which none asks outright: the first or last one where a task word bids ("Using
   the report, quantify ...", not "after the pay review") is the instruction;
-- within one block, text after a colon that opens a long tail (when what comes before the colon
-  asks; not a time's colon, nor one in brackets), or a long quotation, is material;
+- within one block, text after a colon that opens a long tail (not a time's colon, nor one in
+  brackets), or a long quotation, is material; the tail's last sentence joins the instruction when
+  it asks and what comes before the colon neither asks outright nor bids with a task word ("We
+  want to build our own timetabling system: <needs>. Design the data model.");
 - with no instruction found, the first sentence is the instruction.
 
 A sentence that asks only how to answer ("Think step by step before you answer.", "Show your
@@ -40,9 +42,10 @@ the instruction (`unstyled`): prompt writers add it to easy requests and hard on
 Earlier turns count as well: a short follow-up ("ok, now make it thread-safe"), or an answer to
 the assistant's question, continues the task of the user turn before it, whose instruction is kept
 as `earlier` (or, where that turn asked nothing, "Tram depot shift notes:" and a document, whose
-text is material); a turn that only closes the exchange ("great, thank you!") continues nothing. The
-system prompt is the instruction where the user's turn is material only, or where it sets one task
-for whatever users send ("Route each patron message to one queue", "Extract the time and place.").
+text is material); a turn that only closes the exchange ("great, thank you!", "oh that makes sense
+now, thank you!") continues nothing. The system prompt is the instruction where the user's turn is
+material only, or where it sets one task for whatever users send ("Route each patron message to one
+queue", "Extract the time and place.").
 """
 
 from __future__ import annotations
@@ -121,14 +124,16 @@ _HEADING = re.compile(rf"^[ \t]*#{{1,6}}[ \t]*({_ASKING}|{_ANSWERING}|{_GIVEN})[
 _ASKING_NAME = re.compile(rf"(?:{_ASKING})\Z", re.I)
 _ANSWERING_NAME = re.compile(rf"(?:{_ANSWERING})\Z", re.I)
 _CLOSING = re.compile(
-    r"^\W*(?:thanks?|thank you|thx|ty|cheers|great|perfect|awesome|cool|nice|excellent|lovely|brilliant|exactly|"
+    r"^\W*(?:(?:oh|ah+|aha|ok(?:ay)?|right|alright|yes|yeah)\W+)?"  # "oh that makes sense now, thank you!"
+    r"(?:thanks?|thank you|(?:that |it )?makes sense|i see|thx|ty|cheers|great|perfect|awesome|cool|nice|excellent|"
+    r"lovely|brilliant|exactly|"
     r"that'?s (?:it|all|perfect|great|exactly it)|got it|works|worked|that works|all good|sorted|spot on|ta|"
     r"danke|super|prima|merci|parfait|génial|gracias|perfecto|genial|"
     r"谢谢|多谢|太好了|好的|ありがとう|完璧|了解|धन्यवाद|शुक्रिया|बढ़िया)(?![a-z])",  # a whole word: "tables too" is no "ta"
     re.IGNORECASE,
 )
 _GOES_ON = re.compile(
-    r"[?\uff1f]|\b(?:now|go|continue|keep|more|full|next|again|also|but|and|then|weiter|jetzt|continue[rz]?|encore|"
+    r"[?\uff1f]|\bnow\b(?!\s*[,.!])|\b(?:go|continue|keep|more|full|next|again|also|but|and|then|weiter|jetzt|continue[rz]?|encore|"
     r"sigue|ahora|más)\b|继续|然后|続け|次|जारी|अब",
     re.IGNORECASE,
 )
@@ -489,7 +494,7 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
             ask = _last_sentence(tail)
             # "Translate this: <text>" asks before its colon; "Our library is weighing ... Data:
             # <figures>. Build the case for and against." asks after its material
-            if not _cued(head) and _asks(ask):
+            if not (_strong(head) or _bids(head)) and _asks(ask):
                 joined, tail = f"{joined} {ask}", tail[: len(tail) - len(ask)].rstrip()
             material.append(tail)
         else:

@@ -96,6 +96,10 @@ def test_an_ask_after_material_that_a_colon_opened_is_the_instruction() -> None:
     split = split_turn(turn)
     assert split.instruction.startswith("Our library is weighing") and split.instruction.endswith("give a recommendation.")
     assert figures.strip() in split.material
+    # A head whose task word does not bid ("we want to build ...") leaves the ask after the material.
+    needs = " ".join(["1,100 students, 78 teachers, 52 rooms of which 9 are labs, double lessons for science."] * 4)
+    turn = f"We want to build our own timetabling system for a secondary school: {needs} Design the data model and the solver."
+    assert split_turn(turn).instruction.endswith("Design the data model and the solver.")
     # Without an ask after it, the material is still apart from the line that brought it.
     assert split_turn(f"Here is a paragraph from the minutes: {figures}").instruction == "Here is a paragraph from the minutes:"
 
@@ -112,13 +116,16 @@ def test_a_turn_that_closes_the_exchange_does_not_carry_the_task_before_it() -> 
         {"role": "user", "content": "Draft a polite two-line note telling the parents that practice moves to Thursday."},
         {"role": "assistant", "content": "Dear parents, this week's practice is on Thursday. Thank you!"},
     ]
-    for closing in ("great, that's exactly it", "Thanks!", "perfect, thanks!", "Super, danke!", "谢谢", "works great, ta"):
+    closings = ("great, that's exactly it", "Thanks!", "perfect, thanks!", "Super, danke!", "谢谢", "works great, ta")
+    closings += ("oh that makes sense now, thank you!", "thanks, that's all for now!", "ok great, that's it")
+    for closing in closings:
         assert task({"messages": [*before, {"role": "user", "content": closing}]}).earlier == "", closing
     # Thanks with a new, unrelated question is a new task too.
     switched = {"messages": [*before, {"role": "user", "content": "thanks. btw how do you say 'note' in German?"}]}
     assert task(switched).earlier == ""
     # What goes on with the task still carries it.
-    for going_on in ("perfect, now make it shorter", "great, write the long version", "ok go ahead", "tables too please"):
+    going_ons = ("perfect, now make it shorter", "great, write the long version", "ok go ahead", "tables too please")
+    for going_on in (*going_ons, "ok, now the long version", "makes sense, now do the same for Friday"):
         assert task({"messages": [*before, {"role": "user", "content": going_on}]}).earlier.startswith("Draft a polite"), going_on
 
 
