@@ -26,18 +26,23 @@ How the last user turn is split:
   the first or last block can be the instruction: the one with a question, an ending colon or an
   ask's opening word ("Return only ...", "Which ..."), else the one with a task word (up to twice
   as long), else a short one; a line that names the data under it ("Selection A1:E9 (sheet
-  'Brews'):") is material unless nothing else asks;
+  'Brews'):") is material unless nothing else asks, and so is a title in capitals ("ACCOUNT
+  SUMMARY");
 - short blocks of which none asks outright: the first or last one where a task word bids ("Using
   the report, quantify ...", not "after the pay review") is the instruction;
 - within one block, text after a colon that opens a long tail (not a time's colon, nor one in
   brackets), or a long quotation, is material; the tail's last sentence joins the instruction when
   it asks and what comes before the colon neither asks outright nor bids with a task word ("We
   want to build our own timetabling system: <needs>. Design the data model.");
-- with no instruction found, the first sentence is the instruction.
+- with no instruction found, the first sentence is the instruction;
+- a request to find what meets its conditions ("Find a rota or tell me it's impossible", "a plan
+  that satisfies everything") keeps the conditions listed in its material ("- Dot can't do
+  dishes"): they join the instruction.
 
 A sentence that asks only how to answer ("Think step by step before you answer.", "Show your
-reasoning, then give the answer on its own line.", "一歩ずつ考えてから答えてください。") is dropped from
-the instruction (`unstyled`): prompt writers add it to easy requests and hard ones alike.
+reasoning, then give the answer on its own line.", "step by step please:",
+"一歩ずつ考えてから答えてください。") is dropped from the instruction (`unstyled`): prompt writers add it to
+easy requests and hard ones alike.
 
 Earlier turns count as well: a short follow-up ("ok, now make it thread-safe"), or an answer to
 the assistant's question, continues the task of the user turn before it, whose instruction is kept
@@ -224,8 +229,14 @@ def _is_data(block: str) -> bool:
     return len(lines) >= 4 and sum(1 for line in lines if _DATA_LINE.match(line)) >= max(3, len(lines) // 2)
 
 
-def _peel(block: str) -> tuple[str, str]:
-    """A data block's leading and trailing lines that are not data ("Tag this list:" above a table)."""
+def _untitled(text: str) -> str:
+    """`text` without its lines in capitals: a document's title ("ACCOUNT SUMMARY") asks nothing."""
+    return "\n".join(line for line in text.splitlines() if not line.isupper())
+
+
+def _peel(block: str) -> tuple[str, str, str]:
+    """A data block's leading and trailing lines that are not data ("Tag this list:" above a table,
+    "whats the account number" under a bill), and the data between them."""
     lines = block.splitlines()
     head = 0
     while head < len(lines) - 1 and head < 3 and not _DATA_LINE.match(lines[head]) and "," not in lines[head]:
@@ -233,7 +244,7 @@ def _peel(block: str) -> tuple[str, str]:
     tail = len(lines)
     while tail > head + 1 and len(lines) - tail < 3 and not _DATA_LINE.match(lines[tail - 1]) and "," not in lines[tail - 1]:
         tail -= 1
-    return "\n".join(lines[:head] + lines[tail:]), "\n".join(lines[head:tail])
+    return "\n".join(lines[:head]), "\n".join(lines[tail:]), "\n".join(lines[head:tail])
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,9 +335,9 @@ def split_turn(text: str) -> Split:
     read = text if len(text) <= SCAN_CHARS else _ends(text)
     signatures = _SIGNATURE.findall(read) if "--" in read else []
     if not signatures:
-        return _split_read(read)
+        return _with_conditions(_split_read(read))
     inner = _split_read(_SIGNATURE.sub("\n\n", read))
-    return replace(inner, material="\n\n".join(m for m in (inner.material, *signatures) if m))
+    return _with_conditions(replace(inner, material="\n\n".join(m for m in (inner.material, *signatures) if m)))
 
 
 def _split_read(read: str) -> Split:
@@ -459,11 +470,16 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
         headings: list[str] = []
         for i in sorted({0, len(blocks) - 1} if blocks else set()):
             if tabular[i]:
-                peeled, rest_of_block = _peel(blocks[i])
-                if peeled.strip():
+                above, below, rest_of_block = _peel(blocks[i])
+                if parts := [p for p in (above, below) if p.strip()]:
                     # "Tag this list" asks; "tenants' meeting 3 October" and "Selection A1:E9:" only
-                    # name the data (and are the instruction only when nothing else asks)
-                    (instruction if _cued(peeled, colon=False) else headings).append(peeled)
+                    # name the data (and are the instruction only when nothing else asks); beside
+                    # a line that asks, one that opens the data ("Need a module for our league:")
+                    # asks with it, and a title ("ACCOUNT SUMMARY") does not
+                    cued = [_cued(_untitled(p), colon=False) for p in parts]
+                    asking = [p for p, c in zip(parts, cued, strict=True) if c or (any(cued) and _OPENS.search(p))]
+                    instruction += asking
+                    headings += [p for p in parts if p not in asking]
                     blocks[i], tabular[i] = rest_of_block, _is_data(rest_of_block)
         ends = sorted(i for i in {0, len(blocks) - 1} if blocks and not tabular[i] and not letters[i])
         ends = [i for i in ends if not more_words(blocks[i], 2 * LONG_WORDS)]
@@ -508,6 +524,44 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
     return Split(joined.strip()[:2000], "\n\n".join(material), bool(code_blocks), data, found)
 
 
+_SATISFY = re.compile(
+    r"\b(?:satisf\w*|meets? (?:all|every|each|them|these|those)|fulfil\w*|impossible|all of (?:it|this|them|these)|"
+    r"(?:every|each) (?:condition|constraint|rule|requirement)|all (?:the |these |those )?(?:conditions|constraints|rules)|"
+    r"erfüll\w*|alle bedingungen|toutes les (?:contraintes|conditions|règles)|todas las (?:condiciones|reglas|restricciones)|"
+    r"cumpl\w*)\b|(?:conditions|constraints|rules|bedingungen|contraintes|condiciones|restricciones)\s*:\s*$"
+    r"|满足|満た|条件[:\uff1a]\s*$|सभी शर्त",
+    re.IGNORECASE,
+)
+"""A request to find what meets its conditions ("Find a rota or tell me it's impossible", "a plan that
+satisfies everything", "当番表を作りたいです。条件" and its list), not a question about rules ("what do the rules
+say about dogs?")."""
+_LISTED = re.compile(r"^\s*(?:[-*•・]\s*|\d+[.)]\s)")
+_CONDITION = re.compile(
+    r"\b(?:must|mustn'?t|can'?t|cannot|can only|only|never|no(?:body| two| more than)?|not|at least|at most|exactly|"
+    r"before|after|between|unless|except|same|differ\w*|max\w*|min\w*|apart|together|share|"
+    r"nicht|kein\w*|muss|müssen|darf|dürfen|nur|mindestens|höchstens|nie|ne|pas|jamais|doi(?:t|vent)|au (?:moins|plus)|"
+    r"seulement|nunca|debe\w*|solo|al menos|como máximo|sin)\b"
+    r"|不|必须|至少|最多|只|禁止|以内|以上|以下|まで|不可|同じ|最低|最大|नहीं|ज़रूरी|कम से कम|के बाद|से पहले",
+    re.IGNORECASE,
+)
+CONDITION_LINES = 40
+"""At most this many listed conditions join the instruction."""
+
+
+def _with_conditions(split: Split) -> Split:
+    """A request to find what meets its conditions keeps them: three or more listed lines of the
+    material that state a condition ("- Dot can't do dishes", "・連続した2週に同じ世帯が入らない")
+    join the instruction (a rota or a seating plan is hard for its conditions, not for its ask)."""
+    if not split.material or not _SATISFY.search(split.instruction):
+        return split
+    lines = itertools.islice(split.material[:TAIL_CHARS].splitlines(), 4 * CONDITION_LINES)
+    conditions = [line.strip() for line in lines if _LISTED.match(line) and _CONDITION.search(line)]
+    if len(conditions) < 3:
+        return split
+    joined = "\n".join([split.instruction, *conditions[:CONDITION_LINES]])
+    return replace(split, instruction=joined[:2000])
+
+
 _STYLE = re.compile(
     r"(?:^|(?<=[.!?;\n\u3002\uff01\uff1f\u0964]))[ \t]*(?:"
     r"(?:(?:let'?s|let us|please|now|first)\W+)?(?:think|reason|work|go)\s+(?:(?:it|this|things|the problem)\s+)?"
@@ -515,6 +569,8 @@ _STYLE = re.compile(
     r"|(?:please\s+)?show\s+(?:me\s+)?(?:all\s+(?:of\s+)?)?your\s+(?:\w+\s+)?(?:reasoning|working|workings|work|steps?|calculations?|thinking)\b"
     r"|(?:please\s+)?show\s+(?:all|every|each)\s+(?:the\s+)?(?:working|workings|steps?)(?=\s*[.!?;,:\n]|\s+(?:and|then)\b|\s*$)"
     r"|(?:please\s+)?explain\s+your\s+(?:reasoning|thinking)|take a deep breath"
+    r"|(?:please\s+)?(?:step[- ]by[- ]step|paso a paso|étape par étape|schritt für schritt)(?:\s+(?:please|pls|bitte|por favor))?"
+    r"(?=\s*[:.!\n])"  # "step by step please: ..." on its own, not "Step by step, explain ..."
     r"|(?:denk|überleg)\w*(?:\s+sie)?\s+(?:schritt für schritt|sorgfältig|gründlich)"
     r"|zeig\w*(?:\s+sie)?\s+(?:deinen|deine|ihren|ihre|den|die)\s+(?:rechenweg|lösungsweg|gedankengang|überlegungen|schritte)"
     r"|(?:réfléchi|raisonne)\w*\s+(?:étape par étape|pas à pas|soigneusement)"

@@ -484,3 +484,52 @@ def test_an_ask_that_opens_with_return_or_output_is_the_instruction() -> None:
     ask = "Return ONLY a JSON array of every date in the text below, as YYYY-MM-DD. No prose."
     split = split_turn(f"{ask}\n\nGreenway Allotment Society - spring newsletter\n\n{newsletter}")
     assert split.instruction == ask and "summer show" in split.material
+
+
+def test_the_conditions_listed_for_a_plan_are_part_of_its_task() -> None:
+    # A rota or a seating plan is hard for its conditions, not for its ask.
+    conditions = [
+        "- 4 kids: Ava, Ben, Cal, Dot",
+        "- Nobody does the same chore two days in a row",
+        "- Dot can't do dishes",
+        "- Ava has netball Wednesday so she can't set the table that day",
+        "- Everyone does exactly 5 chores over the week",
+    ]
+    prompt = "Chore rota puzzle:\n" + "\n".join(conditions) + "\nFind a rota or tell me it's impossible and why."
+    found = task({"prompt": prompt})
+    assert "Find a rota or tell me it's impossible and why." in found.instruction
+    assert "- Dot can't do dishes" in found.instruction and "- Nobody does the same chore two days in a row" in found.instruction
+    assert feature({"prompt": prompt}, "constraints") > feature(
+        {"prompt": "Find a rota or tell me it's impossible and why."}, "constraints"
+    )
+    japanese = "当番表を作りたいです。条件：\n・毎回2世帯で担当\n・同じ2世帯の組み合わせは2回まで\n・Bさんは第1土曜はできない\n・連続した2週に同じ世帯が入らない"  # noqa: RUF001
+    assert "・連続した2週に同じ世帯が入らない" in task({"prompt": japanese}).instruction
+    # A question about listed rules is a lookup: the rules stay material.
+    rules = "\n".join(
+        ["- No dogs on the beach before 7pm", "- Bins must be out by 7am", "- Only residents may park", "- No fires"]
+    )
+    asked = task({"prompt": f"{rules}\n\nwhat do the rules say about dogs?"})
+    assert asked.instruction == "what do the rules say about dogs?" and "No fires" in asked.material
+
+
+def test_a_documents_title_in_capitals_does_not_join_the_question_under_it() -> None:
+    bill = "ACCOUNT SUMMARY\nNorthvale Energy Ltd\nAccount number: 8802 4417\nBill date: 14 November\nTotal: £148.87\nDue: 2 December"
+    split = split_turn(f"{bill}\n\nwhats the account number and when is this due")
+    assert split.instruction == "whats the account number and when is this due" and "ACCOUNT SUMMARY" in split.material
+    # A line that opens the data beside a line that asks still asks with it.
+    table = "Name: Ana\nScore: 12\nName: Ben\nScore: 9\nName: Cy\nScore: 14"
+    split = split_turn(f"Need a Python module for our league:\n{table}\nExplain the approach before the code.")
+    assert split.instruction.startswith("Need a Python module for our league:")
+
+
+def test_step_by_step_on_its_own_is_answer_style() -> None:
+    found = task({"prompt": "step by step please: if I put £25 a week into the pot, how much after 12 weeks?"})
+    assert found.instruction == "if I put £25 a week into the pot, how much after 12 weeks?"
+    kept = "Step by step, explain how a heat pump works."
+    assert task({"prompt": kept}).instruction == kept
+
+
+def test_a_cancellation_letter_is_not_a_lawyers_question() -> None:
+    letter = "Schreib mir eine kurze Kündigung für mein Fitnessstudio-Abo, zum nächstmöglichen Termin."
+    assert feature({"prompt": letter}, "expert") == 0
+    assert feature({"prompt": "Ist die Kündigung unwirksam, wenn der Vermieter die Frist nicht einhält?"}, "expert") > 0
