@@ -178,7 +178,8 @@ _EXPERT = _Cues(
     r"liab\w*|negligen\w*|lawsuit|sue|legally|lawful|unlawful|statute\w*|jurisdiction\w*|compensation|"
     r"enforceab\w*|non-compete|breach|my rights|tenancy law|employment law|gdpr|indemn\w*|taxed|taxable|tax return|"
     r"deductible|interactions?|contraindicat\w*|dosage|diagnos\w*|symptoms?|prognosis|how urgent|"
-    r"haft\w*|rechtlich\w*|ansprüche?|schadensersatz|kündigungsschutz\w*|unwirksam\w*|rechtswirksam\w*|steuerlich\w*|responsab\w*|recours|préjudice|"
+    r"haft\w*|rechtlich\w*|ansprüche?|schadensersatz|kündigungsschutz\w*|unwirksam\w*|rechtswirksam\w*|steuerlich\w*|"
+    r"responsab\w*|recours|préjudice|"
     r"légal\w*|indemnité\w*|fiscal\w*|reclamar|indemnización|legalmente|despido",
     r"责任|赔偿|违约|合法|诊断|剂量|税务|責任|賠償|違法|診断|用量|税金|ज़िम्मेदारी|मुआवज़ा|कानूनी|निदान",
 )

@@ -334,10 +334,10 @@ def split_turn(text: str) -> Split:
     """One turn's text apart: instruction and material (an email's signature is material)."""
     read = text if len(text) <= SCAN_CHARS else _ends(text)
     signatures = _SIGNATURE.findall(read) if "--" in read else []
-    if not signatures:
-        return _with_conditions(_split_read(read))
-    inner = _split_read(_SIGNATURE.sub("\n\n", read))
-    return _with_conditions(replace(inner, material="\n\n".join(m for m in (inner.material, *signatures) if m)))
+    split = _split_read(_SIGNATURE.sub("\n\n", read) if signatures else read)
+    if signatures:
+        split = replace(split, material="\n\n".join(m for m in (split.material, *signatures) if m))
+    return _with_conditions(split)
 
 
 def _split_read(read: str) -> Split:
