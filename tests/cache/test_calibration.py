@@ -62,4 +62,6 @@ def test_the_shipped_calibration_scores_are_the_running_verifiers() -> None:
     finally:
         verifier.close()
     assert [calibration[i].same for i in picked] == [bool(shipped.same[i]) for i in picked]
-    assert np.abs(scores - shipped.score[picked]).max() < 2e-3
+    # The int8 kernels differ by CPU: on an AVX2-only CPU (no VNNI) these 61 scores were up to 0.0066
+    # from the shipped ones (mean 0.0006), while the fp32 export of the same weights was up to 0.46 off.
+    assert np.abs(scores - shipped.score[picked]).max() < 0.02
