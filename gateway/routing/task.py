@@ -14,26 +14,29 @@ How the last user turn is split:
   question, ...), dropped when named for the answer and empty (`### Response`), and material
   otherwise (headings count when one names the ask or the answer: a pasted document's "## Notes"
   is not a template); what lies outside the sections is split as below;
-- the rest is cut into blocks at blank lines, at rule lines (`---`) and before a letter's
-  salutation that opens a later line ("Hola, somos ...", "Dear Ms Romero,"); worked examples and
-  the input after them (blocks of the same labels in the same order, "Phrase : ... / Corrigé :
-  ...", the last answer left empty) are material, and so is a letter under its instruction; a
-  block is material when it reads as data (several lines of "Name: ...", CSV rows, log lines that
-  start with a date or a time, an invoice's items with their amounts, numbered or bulleted
-  entries, a rule book's "§ 3" sections, JSON, a stack trace, a diff, lines quoted with `>`, a
-  question with the answer given to it, "Question: ... Answer: ...", that a judge is to rate) or,
-  among several blocks, is long (more than `LONG_WORDS` words); when some block is material, only
-  the first or last block can be the instruction: the one with a question, an ending colon or an
-  ask's opening word ("Return only ...", "Which ..."), else the one with a task word (up to twice
-  as long), else a short one; a line that names the data under it ("Selection A1:E9 (sheet
+- the rest is cut into blocks at blank lines, at rule lines (`---`) and before a letter's salutation
+  that opens a later line ("Hola, somos ...", "Dear Ms Romero,"); worked examples and the input
+  after them (blocks of the same labels in the same order, "Phrase : ... / Corrigé : ...", the last
+  answer left empty) are material, and so is a letter under its instruction; a block is material
+  when it reads as data (several lines of "Name: ...", CSV rows, columns set apart by tabs or runs
+  of spaces, log lines that start with a date or a time, an invoice's items with their amounts,
+  numbered or bulleted entries, a rule book's "§ 3" sections, JSON, a stack trace, a diff, lines
+  quoted with `>`, a question with the answer given to it, "Question: ... Answer: ...", that a judge
+  is to rate) or, among several blocks, is long (more than `LONG_WORDS` words); when some block is
+  material, only the first or last block can be the instruction: the one with a question, an ending
+  colon or an ask's opening word ("Return only ...", "Which ..."), else the one with a task word (up
+  to twice as long), else a short one; a line that names the data under it ("Selection A1:E9 (sheet
   'Brews'):") is material unless nothing else asks, and so is a title in capitals ("ACCOUNT
-  SUMMARY");
+  SUMMARY"); the lines around data that ask join the instruction: one above it that ends with a
+  colon ("Using the table, what is the average:"), a sentence under it ("Weigh the evidence record
+  by record"), whatever their commas;
 - short blocks of which none asks outright: the first or last one where a task word bids ("Using
   the report, quantify ...", not "after the pay review") is the instruction;
 - within one block, text after a colon that opens a long tail (not a time's colon, nor one in
-  brackets), or a long quotation, is material; the tail's last sentence joins the instruction when
-  it asks and what comes before the colon neither asks outright nor bids with a task word ("We
-  want to build our own timetabling system: <needs>. Design the data model.");
+  brackets, nor one whose data was taken out already), or a long quotation, is material; the tail's
+  last sentence joins the instruction when it asks and what comes before the colon neither asks
+  outright nor bids with a task word ("We want to build our own timetabling system: <needs>. Design
+  the data model.");
 - with no instruction found, the first sentence is the instruction;
 - a request to find what meets its conditions ("Find a rota or tell me it's impossible", "a plan
   that satisfies everything") keeps the conditions listed in its material ("- Dot can't do
@@ -80,7 +83,10 @@ _DATA_LINE = re.compile(
     r"|>|(?:§|art\.|article|artikel|section)\s?\d"  # a quoted reply's lines; a rule book's numbered sections
     r'|"[^"\n]{1,60}"\s*:|[\[\]{}],?\s*$'  # JSON's keys and brackets
     r'|traceback \(most recent call last\)|file "[^"\n]+", line \d|at [\w$<>]+(?:\.[\w$<>]+)+ ?\('  # a stack trace
-    r"|(?:---|\+\+\+|@@) |\+)",  # a diff
+    r"|(?:---|\+\+\+|@@) |\+"  # a diff
+    # columns set apart by tabs or runs of spaces (not the two spaces after a full stop); a gap starts
+    # after a character and takes its whole run, so a line of spaces is read once, not once per space
+    r"|\S[^\n]*?(?<=[^\s.!?])(?:\t[\t ]*+| {2,}+)\S[^\n]*?(?<=[^\s.!?])(?:\t[\t ]*+| {2,}+)\S)",
     re.MULTILINE | re.IGNORECASE,
 )
 _SIGNATURE = re.compile(r"^-- ?\n(?:[^\n]*(?:\n|$)){1,6}", re.MULTILINE)
@@ -105,6 +111,7 @@ _WEAK_CUE = re.compile(
     r"\b(summar\w*|translat\w*|extract|classify|explain|analy[sz]e|assess|list|write|draft|rewrite|answer|"
     r"compare|evaluate|critique|identify|suggest|recommend|find|count|label|tell me|propose|plan|build|design|"
     r"quantify|justify|prove|fix|review|improve|convert|format|turn|implement|solve|derive|show|"
+    r"weigh|calculate|compute|work out|determine|decide|"
     r"fass\w*|übersetz\w*|erklär\w*|schreib\w*|beweis\w*|entw[ie]rf\w*|analysier\w*|nenne|plane|"
     r"résum\w*|tradu\w*|expli\w*|écri\w*|rédige\w*|démontr\w*|prouve\w*|conçoi\w*|concev\w*|analyse[rz]?|"
     r"resum\w*|escrib\w*|demuestr\w*|demostr\w*|diseñ\w*|analiz\w*|organiz\w*|dime)\b"
@@ -234,15 +241,31 @@ def _untitled(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.isupper())
 
 
+_PROSE = re.compile(r"^\s*[^\W\d_][^\n|\t]*[.!?\u3002\uff01\uff1f]\s*$")
+"""A line that starts with a letter and ends a sentence: written, not a record, whatever its commas."""
+
+
+def _loose(line: str, *, under: bool = False) -> bool:
+    """A line around data that is not part of it: neither a record nor a CSV header ("date,amount"),
+    whatever its commas when it ends with a colon above the data ("Using the list, what is the
+    average:") or is a sentence of some length under it ("There were two others, both weavers.
+    Weigh the evidence record by record, ...")."""
+    if _DATA_LINE.match(line.replace(",", "")):  # a record however its commas read ("Customer: Hi, ...")
+        return False
+    if under:
+        return "," not in line or bool(_PROSE.match(line) and more_words(line, 12))
+    return "," not in line or bool(_OPENS.search(line))  # "Using the list, what is the average:"
+
+
 def _peel(block: str) -> tuple[str, str, str]:
     """A data block's leading and trailing lines that are not data ("Tag this list:" above a table,
     "whats the account number" under a bill), and the data between them."""
     lines = block.splitlines()
     head = 0
-    while head < len(lines) - 1 and head < 3 and not _DATA_LINE.match(lines[head]) and "," not in lines[head]:
+    while head < len(lines) - 1 and head < 3 and _loose(lines[head]):
         head += 1
     tail = len(lines)
-    while tail > head + 1 and len(lines) - tail < 3 and not _DATA_LINE.match(lines[tail - 1]) and "," not in lines[tail - 1]:
+    while tail > head + 1 and len(lines) - tail < 3 and _loose(lines[tail - 1], under=True):
         tail -= 1
     return "\n".join(lines[:head]), "\n".join(lines[tail:]), "\n".join(lines[head:tail])
 
@@ -451,6 +474,7 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
         blocks = [b for i, b in enumerate(blocks) if i not in shots]
     data = False
     found = True
+    opened: list[str] = []  # lines whose closing colon opened data taken out as material ("I've got:")
     tabular = [_is_data(b) for b in blocks]
     letters = [i > 0 and bool(_GREETING.match(b)) for i, b in enumerate(blocks)]  # a letter under its instruction
     heavy = [
@@ -479,6 +503,7 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
                     cued = [_cued(_untitled(p), colon=False) for p in parts]
                     asking = [p for p, c in zip(parts, cued, strict=True) if c or (any(cued) and _OPENS.search(p))]
                     instruction += asking
+                    opened += [p.strip() for p in asking if p is above and _OPENS.search(p)]
                     headings += [p for p in parts if p not in asking]
                     blocks[i], tabular[i] = rest_of_block, _is_data(rest_of_block)
         ends = sorted(i for i in {0, len(blocks) - 1} if blocks and not tabular[i] and not letters[i])
@@ -504,7 +529,7 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
     joined = "\n".join(instruction)
     if more_words(joined, LONG_WORDS):  # one long block: "do this: <material>" or a long quotation
         inline = _COLON_TAIL.match(joined)
-        if inline and more_words(inline.group(2), LONG_WORDS // 2):
+        if inline and more_words(inline.group(2), LONG_WORDS // 2) and inline.group(1).strip() not in opened:
             joined, tail = inline.group(1), inline.group(2).rstrip()
             head = joined[:-1]
             ask = _last_sentence(tail)

@@ -533,3 +533,52 @@ def test_a_cancellation_letter_is_not_a_lawyers_question() -> None:
     letter = "Schreib mir eine kurze Kündigung für mein Fitnessstudio-Abo, zum nächstmöglichen Termin."
     assert feature({"prompt": letter}, "expert") == 0
     assert feature({"prompt": "Ist die Kündigung unwirksam, wenn der Vermieter die Frist nicht einhält?"}, "expert") > 0
+
+
+def test_columns_set_apart_by_spaces_or_tabs_are_data() -> None:
+    census = "\n".join(
+        [
+            "Name              Relation   Cond.  Age   Occupation",
+            "John Sutcliffe    Head       Mar    41    Fustian cutter",
+            "Hannah Sutcliffe  Wife       Mar    38",
+            "Mary Sutcliffe    Daur       Unm    15    Cotton weaver",
+            "James Sutcliffe   Son               11    Scholar",
+        ]
+    )
+    ask = "1881 census transcription, who is head of household and how old is Mary?"
+    split = split_turn(f"{ask}\n\n{census}")
+    assert split.instruction == ask and split.data and "Cotton weaver" in split.material
+    pasted = "date\tclient\thours\n03/03\tBramley\t2.5\n04/03\tOstrowski\t4\n06/03\tLinden\t3"
+    assert split_turn(f"total hours for Bramley?\n\n{pasted}").data
+    # Prose with two spaces after its full stops is no table.
+    prose = "We walked to the lake.  It rained.  We came back.\nThe dog was happy.  So were we.  Then tea.\n" * 2
+    assert not split_turn(f"{prose}\nWhat did we do?").data
+
+
+def test_an_ask_written_as_a_sentence_under_listed_records_is_part_of_the_instruction() -> None:
+    records = "\n".join(
+        [
+            "- Baptism, St Mary's Oldham, 14 Mar 1838: William son of James Whitehead, weaver, and Betty.",
+            "- 1851 census, Royton: William Whitehead, 12, piecer, born Oldham, son of James (48, weaver).",
+            "- 1861 census, Ashton-under-Lyne: William Whitehead, 24, cotton spinner, born Royton, lodger.",
+            "- Marriage, Ashton 1863: William Whitehead, 25, bachelor, spinner, father James Whitehead, weaver.",
+        ]
+    )
+    ask = (
+        "There were at least two other William Whiteheads baptised in Oldham in those years. Weigh the evidence "
+        "record by record, say which links are strong or weak, and what I should look up next to settle it."
+    )
+    found = task({"prompt": f"Family tree question. Are these the same man? I've got:\n{records}\n{ask}"})
+    assert ask in found.instruction and "piecer" in found.material
+    # However long the ask, the colon whose records were taken does not cut it off again.
+    longer = (
+        ask + " Also tell me whether the marriage witness names, the lodging address and the occupations over "
+        "the four records fit one life or two, and how sure you can be of each link given the gaps."
+    )
+    found = task({"prompt": f"Family tree question. Are these the same man? I've got:\n{records}\n{longer}"})
+    assert longer in found.instruction
+    # A line above CSV rows that ends with a colon asks, whatever its commas.
+    rows = "region,orders,visits\nnorth,4713,2503\nsouth,4458,4930\neast,3685,4054\nwest,426,1675"
+    asked = "Using the table, what is the average of orders, and which region is highest:"
+    split = split_turn(f"{asked}\n{rows}")
+    assert split.instruction == asked and "4458" in split.material
