@@ -179,9 +179,10 @@ _EXPERT = _Cues(
     r"enforceab\w*|non-compete|breach|my rights|tenancy law|employment law|gdpr|indemn\w*|taxed|taxable|tax return|"
     r"deductible|interactions?|contraindicat\w*|dosage|diagnos\w*|symptoms?|prognosis|how urgent|"
     r"haft\w*|rechtlich\w*|ansprüche?|schadensersatz|kündigungsschutz\w*|unwirksam\w*|rechtswirksam\w*|steuerlich\w*|"
-    r"responsab\w*|recours|préjudice|"
-    r"légal\w*|indemnité\w*|fiscal\w*|reclamar|indemnización|legalmente|despido",
-    r"责任|赔偿|违约|合法|诊断|剂量|税务|責任|賠償|違法|診断|用量|税金|ज़िम्मेदारी|मुआवज़ा|कानूनी|निदान",
+    r"gerichtsstand\w*|welches recht|anwendbare[sn]? recht|"
+    r"responsab\w*|recours|préjudice|droit applicable|juridiction\w*|"
+    r"légal\w*|indemnité\w*|fiscal\w*|reclamar|indemnización|legalmente|despido|ley aplicable|jurisdicci\w*",
+    r"责任|赔偿|违约|合法|诊断|剂量|税务|适用法律|管辖|責任|賠償|違法|診断|用量|税金|準拠法|管轄|ज़िम्मेदारी|मुआवज़ा|कानूनी|निदान",
 )
 _GENRES = (
     r"poem|story|haiku|limerick|sonnet|essay|email|e-mail|letter|message|caption|bio|description|speech|"

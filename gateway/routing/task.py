@@ -18,18 +18,18 @@ How the last user turn is split:
   that opens a later line ("Hola, somos ...", "Dear Ms Romero,"); worked examples and the input
   after them (blocks of the same labels in the same order, "Phrase : ... / Corrigé : ...", the last
   answer left empty) are material, and so is a letter under its instruction; a block is material
-  when it reads as data (several lines of "Name: ...", CSV rows, columns set apart by tabs or runs
-  of spaces, log lines that start with a date or a time, an invoice's items with their amounts,
-  numbered or bulleted entries, a rule book's "§ 3" sections, JSON, a stack trace, a diff, lines
-  quoted with `>`, a question with the answer given to it, "Question: ... Answer: ...", that a judge
-  is to rate) or, among several blocks, is long (more than `LONG_WORDS` words); when some block is
-  material, only the first or last block can be the instruction: the one with a question, an ending
-  colon or an ask's opening word ("Return only ...", "Which ..."), else the one with a task word (up
-  to twice as long), else a short one; a line that names the data under it ("Selection A1:E9 (sheet
-  'Brews'):") is material unless nothing else asks, and so is a title in capitals ("ACCOUNT
-  SUMMARY"); the lines around data that ask join the instruction: one above it that ends with a
-  colon ("Using the table, what is the average:"), a sentence under it ("Weigh the evidence record
-  by record"), whatever their commas;
+  when it reads as data (several lines of "Name: ...", CSV rows, columns set apart by tabs, runs of
+  spaces or spaced dashes, log lines that start with a date or a time, an invoice's items with their
+  amounts, numbered or bulleted entries, a rule book's "§ 3" sections, JSON, a stack trace, a diff,
+  lines quoted with `>`, a question with the answer given to it, "Question: ... Answer: ...", that a
+  judge is to rate) or, among several blocks, is long (more than `LONG_WORDS` words); when some
+  block is material, only the first or last block can be the instruction: the one with a question,
+  an ending colon or an ask's opening word ("Return only ...", "Which ..."), else the one with a
+  task word (up to twice as long), else a short one; a line that names the data under it ("Selection
+  A1:E9 (sheet 'Brews'):") is material unless nothing else asks, and so is a title in capitals
+  ("ACCOUNT SUMMARY"); the lines around data that ask join the instruction: one above it that ends
+  with a colon ("Using the table, what is the average:"), a sentence under it ("Weigh the evidence
+  record by record"), whatever their commas;
 - short blocks of which none asks outright: the first or last one where a task word bids ("Using
   the report, quantify ...", not "after the pay review") is the instruction;
 - within one block, text after a colon that opens a long tail (not a time's colon, nor one in
@@ -86,7 +86,10 @@ _DATA_LINE = re.compile(
     r"|(?:---|\+\+\+|@@) |\+"  # a diff
     # columns set apart by tabs or runs of spaces (not the two spaces after a full stop); a gap starts
     # after a character and takes its whole run, so a line of spaces is read once, not once per space
-    r"|\S[^\n]*?(?<=[^\s.!?])(?:\t[\t ]*+| {2,}+)\S[^\n]*?(?<=[^\s.!?])(?:\t[\t ]*+| {2,}+)\S)",
+    r"|\S[^\n]*?(?<=[^\s.!?])(?:\t[\t ]*+| {2,}+)\S[^\n]*?(?<=[^\s.!?])(?:\t[\t ]*+| {2,}+)\S"
+    # or by spaced dashes, on a line that does not end a sentence ("Mon 3rd - Bramley & Co - 2.5h", not
+    # "We drove - slowly - to the coast.")
+    r"|(?=[^\n]*[^\s.!?][ \t]*$)\S[^\n]*? [-\u2013\u2014] \S[^\n]*? [-\u2013\u2014] \S)",
     re.MULTILINE | re.IGNORECASE,
 )
 _SIGNATURE = re.compile(r"^-- ?\n(?:[^\n]*(?:\n|$)){1,6}", re.MULTILINE)
@@ -111,7 +114,8 @@ _WEAK_CUE = re.compile(
     r"\b(summar\w*|translat\w*|extract|classify|explain|analy[sz]e|assess|list|write|draft|rewrite|answer|"
     r"compare|evaluate|critique|identify|suggest|recommend|find|count|label|tell me|propose|plan|build|design|"
     r"quantify|justify|prove|fix|review|improve|convert|format|turn|implement|solve|derive|show|"
-    r"weigh|calculate|compute|work out|determine|decide|"
+    r"weigh|calculate|compute|work out|determine|decide|berechne\w*|ermittle\w*|calcule[rz]?|détermine[rz]?|trouvez|"
+    r"trouve(?=\s+(?:le|la|les|l'|un|une|des|moi)\b)|calcula|calculen|determina|encuentra|"
     r"fass\w*|übersetz\w*|erklär\w*|schreib\w*|beweis\w*|entw[ie]rf\w*|analysier\w*|nenne|plane|"
     r"résum\w*|tradu\w*|expli\w*|écri\w*|rédige\w*|démontr\w*|prouve\w*|conçoi\w*|concev\w*|analyse[rz]?|"
     r"resum\w*|escrib\w*|demuestr\w*|demostr\w*|diseñ\w*|analiz\w*|organiz\w*|dime)\b"

@@ -582,3 +582,42 @@ def test_an_ask_written_as_a_sentence_under_listed_records_is_part_of_the_instru
     asked = "Using the table, what is the average of orders, and which region is highest:"
     split = split_turn(f"{asked}\n{rows}")
     assert split.instruction == asked and "4458" in split.material
+
+
+def test_lines_set_apart_by_spaced_dashes_are_data() -> None:
+    log = "Mon 3rd - Hartley Joinery - 2h\nTue 4th - Penrose Cafe - 3.5h\nWed 5th - Hartley Joinery - 1h\nFri 7th - Tidewell Vets - 4h"
+    ask = "Put these into a table with columns day, client, hours:"
+    split = split_turn(f"{ask}\n\n{log}")
+    assert split.instruction == ask and split.data and "Tidewell" in split.material
+    # A sentence with an aside between dashes is no record.
+    prose = (
+        "We drove - slowly - to the coast.\nIt was late - too late - when we arrived.\nThe hotel - the old one - was shut.\n" * 2
+    )
+    assert not split_turn(f"{prose}\nWhere did we go?").data
+
+
+def test_an_ask_in_german_french_or_spanish_after_a_colons_figures_joins_the_instruction() -> None:
+    figures = (
+        "1 250 € par mois (loyer, assurance, chauffage). Coût variable : 7 € par élève (papier, encre, cadre). Capacité : "
+        "10 élèves par cours, 4 cours par semaine au plus. La demande suit q = 50 - 0,9 p élèves par semaine (p en euros). "
+        "Les cours durent trois heures, je fournis les outils, et en juillet et en août la demande baisse d'un quart."
+    )
+    ask = "Trouve le prix qui maximise mon bénéfice et dis si un cinquième cours vaut le coup."
+    found = task({"prompt": f"Je donne des cours de gravure. Coûts fixes : {figures} {ask}"})
+    assert found.instruction.endswith(ask)
+    zahlen = (
+        "Miete 900 Euro im Monat, Material 6 Euro pro Person, höchstens 12 Personen pro Kurs und 3 Kurse pro Woche. Die "
+        "Nachfrage liegt bei etwa q = 45 - 0,7 p Personen pro Woche, p in Euro, und im August fällt ein Kurs aus. Der Ofen "
+        "braucht für jeden Brand etwa 40 Euro Strom, und ich brenne einmal pro Kurs."
+    )
+    frage = "Berechne den Preis mit dem höchsten Gewinn im Monat."
+    assert task({"prompt": f"Ich plane Töpferkurse. Kosten: {zahlen} {frage}"}).instruction.endswith(frage)
+
+
+def test_the_law_that_applies_is_a_lawyers_question() -> None:
+    for asked in (
+        "Mein Kunde in Italien zahlt nicht. Welches Recht gilt, und wo kann ich klagen?",
+        "Mon client belge ne paie pas : quel est le droit applicable et quelle juridiction saisir ?",
+        "Mi cliente en Portugal no paga. ¿Qué ley aplicable hay y qué jurisdicción es competente?",
+    ):
+        assert feature({"prompt": asked}, "expert") > 0, asked
