@@ -179,9 +179,11 @@ _EXPERT = _Cues(
     r"enforceab\w*|non-compete|breach|my rights|tenancy law|employment law|gdpr|indemn\w*|taxed|taxable|tax return|"
     r"deductible|interactions?|contraindicat\w*|dosage|diagnos\w*|symptoms?|prognosis|how urgent|"
     r"haft\w*|rechtlich\w*|ansprüche?|schadensersatz|kündigungsschutz\w*|unwirksam\w*|rechtswirksam\w*|steuerlich\w*|"
-    r"gerichtsstand\w*|welches recht|anwendbare[sn]? recht|"
-    r"responsab\w*|recours|préjudice|droit applicable|juridiction\w*|"
-    r"légal\w*|indemnité\w*|fiscal\w*|reclamar|indemnización|legalmente|despido|ley aplicable|jurisdicci\w*",
+    r"gerichtsstand\w*|welches recht|anwendbare[sn]? recht|welche vorschriften gelten|"
+    r"applicable law|governing law|which (?:laws?|regulations?) appl(?:y|ies)|"
+    r"responsab\w*|recours|préjudice|droit applicable|juridiction\w*|quelle réglementation|réglementation applicable|"
+    r"légal\w*|indemnité\w*|fiscal\w*|reclamar|indemnización|legalmente|despido|ley aplicable|jurisdicci\w*|"
+    r"qué normativa|normativa aplicable",
     r"责任|赔偿|违约|合法|诊断|剂量|税务|适用法律|管辖|責任|賠償|違法|診断|用量|税金|準拠法|管轄|ज़िम्मेदारी|मुआवज़ा|कानूनी|निदान",
 )
 _GENRES = (
@@ -206,7 +208,7 @@ _EXTRACT = _Cues(
     r"extract|pull out|list (?:every|all|the)|find (?:every|all|the)|count|how many|which \w+ (?:had|has|was|is)|"
     r"what (?:time|date|was the|is the)|names? of|only the|just the|one word|extrahier\w*|extrai[st]\w*|extrae\w*|"
     r"liste|nur die|seulement|solo la|solo el|combien|cuántos?|wie viele",
-    r"提取|找出|列出|多少|抽出|いくら|何人|निकाल|कितन|केवल संख्या",
+    r"提取|找出|列出|多少|抽出|抜き出|だけを?(?:教え|答え|書き出|知りたい)|いくら|何人|निकाल|कितन|केवल संख्या",
 )
 _CLASSIFY = _Cues(
     r"classify|classification|categor\w*|kategori\w*|catégori\w*|label|sentiment|tone|positive|negative|neutral|spam|"
@@ -226,7 +228,9 @@ _TRANSLATE = _Cues(
     r"翻译|翻訳|英語で|英文|अनुवाद",
 )
 _EXPLAIN = _Cues(
-    r"explain|what is the difference|difference between|how does|how do|why (?:is|do|does|are)|what's the difference|"
+    # "the time difference between Lisbon and Madrid" is a figure to look up, not two ideas to set apart
+    r"explain|what is the difference|(?<!time )(?<!age )(?<!price )(?<!cost )(?<!height )(?<!weight )(?<!size )"
+    r"(?<!temperature )(?<!speed )(?<!distance )difference between|how does|how do|why (?:is|do|does|are)|what's the difference|"
     r"pros and cons|compare|versus|vs|describe|erkläre?\w*|explique\w*|explica\w*|spiega\w*|unterschied|"
     r"différence|diferencia",
     r"解释|说明|区别|説明|違い|とは|समझा|अंतर",

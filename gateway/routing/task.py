@@ -6,8 +6,8 @@ material's size sets the price of a request, not the skill it needs, so the rout
 instruction and counts the material separately. Pure and cheap (bounded work on any input).
 
 How the last user turn is split:
-- fenced code blocks are material (code), and so is an email's signature (`-- ` and the lines
-  under it);
+- fenced code blocks are material (code), and so is a spreadsheet formula on a line of its own
+  ("=IFERROR(INDEX(...))"), and an email's signature (`-- ` and the lines under it);
 - a prompt template's sections say their role by their names: the text in paired tags
   (`<document>...</document>`, `<task>...</task>`) and under headings such as `### Instruction`
   or `### Input` is instruction when the section is named for the ask (instruction, task,
@@ -36,7 +36,8 @@ How the last user turn is split:
   brackets, nor one whose data was taken out already), or a long quotation, is material; the tail's
   last sentence joins the instruction when it asks and what comes before the colon neither asks
   outright nor bids with a task word ("We want to build our own timetabling system: <needs>. Design
-  the data model.");
+  the data model."); a quotation of some words that ends the turn after its question or colon is
+  material too ('Is this text from my bank? "Your card ending 4417 is blocked ..."');
 - with no instruction found, the first sentence is the instruction;
 - a request to find what meets its conditions ("Find a rota or tell me it's impossible", "a plan
   that satisfies everything") keeps the conditions listed in its material ("- Dot can't do
@@ -75,6 +76,8 @@ FOLLOW_UP_WORDS = 14
 """A last instruction this short, after earlier user turns, continues the one before it."""
 
 _FENCE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
+_FORMULA = re.compile(r"^[ \t]*=[ \t]*(?:[A-Z][A-Z0-9.]*\(|\$?[A-Z]{1,3}\$?\d+\b)[^\n]*$", re.MULTILINE)
+"""A spreadsheet formula on a line of its own ("=IFERROR(INDEX(Rates!B:B, ...))", "=B2*C2"): code to read."""
 _BLANK = re.compile(r"\n[ \t]*\n+")
 _DATA_LINE = re.compile(
     r"^\s*(?:[-*•]\s|\d+[.)]\s|\[[^\]]{1,40}\]|\d{1,4}[-/.:]\d{1,2}[-/.:]\d{1,4}\b"  # a log line's date or time
@@ -95,6 +98,9 @@ _DATA_LINE = re.compile(
 _SIGNATURE = re.compile(r"^-- ?\n(?:[^\n]*(?:\n|$)){1,6}", re.MULTILINE)
 """An email's signature: the `-- ` line and up to six lines after it."""
 _QUOTED = re.compile(r"[\"“«「『]([^\"”»」』]{150,})[\"”»」』]")
+_QUOTED_LAST = re.compile(r"(?<=[?:\uff1f\uff1a])\s*[\"“«「『]([^\"”»」』]{20,})[\"”»」』]\s*$")
+"""A quotation that ends the turn after its question or colon ('What's the coach in this message? "Your
+ticket is confirmed: ..."'): what the question is about."""
 _COLON_TAIL = re.compile(r"^([^()]{5,300}?[:\uff1a])(?!\d)\s*(.+)$", re.DOTALL)
 """An instruction, its colon, and the material after it: the colon not in brackets ("(2025: 44,900)")
 and not a time's ("7:00")."""
@@ -370,6 +376,9 @@ def split_turn(text: str) -> Split:
 def _split_read(read: str) -> Split:
     code_blocks = _FENCE.findall(read)
     rest = _FENCE.sub("\n\n", read)
+    if "=" in rest and (formulas := _FORMULA.findall(rest)):
+        code_blocks += formulas
+        rest = _FORMULA.sub("\n", rest)
     sections = _sections(rest)
     if sections is None:
         return _split_blocks(rest, code_blocks, read)
@@ -547,6 +556,9 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
             for q in quoted:
                 material.append(q)
                 joined = joined.replace(q, "…")
+    elif (last := _QUOTED_LAST.search(joined)) and more_words(last.group(1), 5) and _strong(joined[: last.start()]):
+        material.append(last.group(1))
+        joined = joined[: last.start()]
     if not joined.strip():
         found = False
         joined = _SENTENCE.split(read.strip()[:TAIL_CHARS], maxsplit=1)[0][:600]

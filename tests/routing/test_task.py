@@ -621,3 +621,44 @@ def test_the_law_that_applies_is_a_lawyers_question() -> None:
         "Mi cliente en Portugal no paga. ¿Qué ley aplicable hay y qué jurisdicción es competente?",
     ):
         assert feature({"prompt": asked}, "expert") > 0, asked
+
+
+def test_the_law_or_regulation_that_applies_in_english_spanish_or_french_is_a_lawyers_question() -> None:
+    for asked in (
+        "My ferry from Italy to Greece was cancelled and the operator is Maltese. Which regulations apply to my refund?",
+        "Perdí el enlace en un billete con dos aerolíneas. ¿Qué normativa aplica y a quién reclamo?",
+        "Mon colis venu de Suisse est bloqué : quelle réglementation s'applique aux frais de douane ?",
+    ):
+        assert feature({"prompt": asked}, "expert") > 0, asked
+
+
+def test_a_spreadsheet_formula_on_its_own_line_is_code_to_read() -> None:
+    ask = "what does this do? it's in our expenses sheet"
+    formula = '=SUMIFS(Claims!D:D, Claims!A:A, $B2, Claims!C:C, ">="&DATE(2026,4,1)) - VLOOKUP($B2, Paid!A:C, 3, FALSE)'
+    split = split_turn(f"{ask}\n{formula}")
+    assert split.instruction == ask and split.code and formula in split.material
+    # An equation in a derivation is no formula.
+    assert not split_turn("Simplify this step by step:\n= (x + 1)^2 - (x - 1)^2").code
+
+
+def test_a_quotation_that_ends_the_turn_after_its_question_is_what_the_question_is_about() -> None:
+    question = "किस प्लेटफ़ॉर्म से ट्रेन जाएगी?"
+    quoted = "आपकी ट्रेन 12430 लखनऊ मेल प्लेटफ़ॉर्म 6 से 22:00 बजे रवाना होगी, कोच A1, बर्थ 21"
+    found = task({"prompt": f'{question} "{quoted}"'})
+    assert found.instruction == question and found.material_chars >= len(quoted)
+    ask = "Is this text from my bank or a scam?"
+    text = "Your card ending 4417 is blocked. Call 0161 496 0000 now to unlock it."
+    assert task({"prompt": f"{ask} “{text}”"}).instruction == ask
+    # A quotation inside the question, or a short one, is part of it.
+    for whole in ('What does "break a leg" mean, and where does it come from?', 'Is "alot" a word? "alot of people"'):
+        assert task({"prompt": whole}).instruction == whole
+
+
+def test_a_time_difference_is_a_figure_to_look_up_not_two_ideas_to_compare() -> None:
+    assert feature({"prompt": "whats the time difference between oslo and lima"}, "explain") == 0
+    assert feature({"prompt": "whats the difference between a lease and a licence"}, "explain") > 0
+
+
+def test_only_this_in_japanese_asks_for_an_extraction() -> None:
+    asked = "このメールから集合時間と場所だけ教えてください。"
+    assert feature({"prompt": asked}, "extract") > 0
