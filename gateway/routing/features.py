@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.routing.task import Task, task, words
+from gateway.routing.task import Task, task, thanks, words
 from gateway.text import conversation, text_tokens
 
 FEATURE_NAMES = (
@@ -65,6 +65,7 @@ FEATURE_NAMES = (
     "tool_result",
     "json_mode",
     "instruction_lines",
+    "thanks",
 )
 
 CUE_CHARS = 4000
@@ -156,7 +157,7 @@ _MULTI_STEP = _Cues(
 )
 _REASONING = _Cues(
     r"derive|analy[sz]e|analysis|evaluate|justify|formali[sz]e|critique|critically|reason\w*|optimi[sz]e|"
-    r"assess|estimate|quantify|investigat\w*|root[- ]cause|diagnos\w*|differential|implications?|argue|"
+    r"assess|estimate|quantify|investigat\w*|root[- ]cause|diagnos\w*|differential diagnos\w*|implications?|argue|"
     r"trade-?offs?|sensitivity|model of|analiz\w*|analys\w*|analysier\w*|justifi\w*|begründ\w*|optimiz\w*|"
     r"optimis\w*|bewert\w*|évalu\w*|evalú\w*|quantifi\w*",
     r"分析|论证|推导|权衡|評価|分析し|論じ|検討|विश्लेषण|तर्क",
@@ -342,4 +343,5 @@ def features(payload: Mapping[str, Any], found: Task | None = None) -> list[floa
         float(tool_result),
         float(json_mode),
         math.log1p(instruction.count("\n")),
+        float(thanks(talk.last)),
     ]

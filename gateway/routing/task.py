@@ -21,8 +21,8 @@ How the last user turn is split:
   when it reads as data (several lines of "Name: ...", CSV rows, columns set apart by tabs, runs of
   spaces or spaced dashes, log lines that start with a date or a time, an invoice's items with their
   amounts, numbered or bulleted entries, a rule book's "§ 3" sections, JSON, a stack trace, a diff,
-  lines quoted with `>`, a question with the answer given to it, "Question: ... Answer: ...", that a
-  judge is to rate) or, among several blocks, is long (more than `LONG_WORDS` words); when some
+  lines quoted with `>` or each one quotation, a question with the answer given to it ("Question:
+  ... Answer: ...") that a judge is to rate) or, among several blocks, is long (more than `LONG_WORDS` words); when some
   block is material, only the first or last block can be the instruction: the one with a question,
   an ending colon or an ask's opening word ("Return only ...", "Which ..."), else the one with a
   task word (up to twice as long), else a short one; a line that names the data under it ("Selection
@@ -34,14 +34,16 @@ How the last user turn is split:
   the report, quantify ...", not "after the pay review") is the instruction;
 - within one block, text after a colon that opens a long tail (not a time's colon, nor one in
   brackets, nor one whose data was taken out already), or a long quotation, is material; the tail's
-  last sentence joins the instruction when it asks and what comes before the colon neither asks
-  outright nor bids with a task word ("We want to build our own timetabling system: <needs>. Design
-  the data model."); a quotation of some words that ends the turn after its question or colon is
-  material too ('Is this text from my bank? "Your card ending 4417 is blocked ..."');
+  last sentence, with the questions just before it, joins the instruction when it asks and what
+  comes before the colon neither asks outright nor bids with a task word ("We want to build our own
+  timetabling system: <needs>. Design the data model.", "Cotisation actuelle : <figures>. Quelle
+  cotisation maximise le résultat ? Et avec un cinquième court ?"); a quotation of some words that
+  ends the turn after its question or colon is material too ('Is this text from my bank? "Your
+  card ending 4417 is blocked ..."');
 - with no instruction found, the first sentence is the instruction;
 - a request to find what meets its conditions ("Find a rota or tell me it's impossible", "a plan
-  that satisfies everything") keeps the conditions listed in its material ("- Dot can't do
-  dishes"): they join the instruction.
+  that satisfies everything", a line that ends with "con estas condiciones:") keeps the conditions
+  listed in its material ("- Dot can't do dishes"): they join the instruction.
 
 A sentence that asks only how to answer ("Think step by step before you answer.", "Show your
 reasoning, then give the answer on its own line.", "step by step please:",
@@ -84,6 +86,7 @@ _DATA_LINE = re.compile(
     r"|[\w .'-]{1,30}(?:\s*\([^)\n]{1,12}\))?(?::\s|\uff1a)|[^,\n]*(?:,[^,\n]*){2,}$|\|.*\|"
     r"|[^\n]{2,60}?\s(?:[€$£]\s?)?\d{1,3}(?:[.,\s]\d{3})*[.,]\d{2}\s*(?:€|eur|usd|\$|£)?\s*$"  # an invoice's line item
     r"|>|(?:§|art\.|article|artikel|section)\s?\d"  # a quoted reply's lines; a rule book's numbered sections
+    r'|["“«「][^"”»」\n]+["”»」][,.]?\s*$'  # a line that is one quotation: messages listed to tag or sort
     r'|"[^"\n]{1,60}"\s*:|[\[\]{}],?\s*$'  # JSON's keys and brackets
     r'|traceback \(most recent call last\)|file "[^"\n]+", line \d|at [\w$<>]+(?:\.[\w$<>]+)+ ?\('  # a stack trace
     r"|(?:---|\+\+\+|@@) |\+"  # a diff
@@ -401,6 +404,28 @@ def _last_sentence(text: str) -> str:
     return next((s for s in reversed(_SENTENCE.split(text.rstrip()[-TAIL_CHARS:])) if s.strip()), "")
 
 
+ASKING_END = 4
+"""At most this many sentences at the end of a colon's tail are read for what it asks."""
+
+
+def _asking_end(tail: str) -> str:
+    """What the end of a colon's tail asks: its last sentence when that asks, with the questions
+    just before it and a sentence after it that asks only how to answer ("Quelle cotisation maximise
+    le résultat ? Et avec un cinquième court ? Détaille le raisonnement."); "" when it asks nothing."""
+    text = tail.rstrip()[-TAIL_CHARS:]
+    sentences = [s for s in _SENTENCE.split(text) if s.strip()][-ASKING_END:]
+    end = len(sentences)
+    while end and (style := _STYLE.match(sentences[end - 1].strip())) and style.end() >= len(sentences[end - 1].strip()):
+        end -= 1
+    if not end or not _asks(sentences[end - 1]):
+        return ""
+    start = end - 1
+    while start and sentences[start - 1].rstrip().endswith(("?", "\uff1f")):
+        start -= 1
+    ask = text[text.rfind(sentences[start]) :]
+    return ask if not more_words(ask, LONG_WORDS) else text[text.rfind(sentences[end - 1]) :]
+
+
 def _strong(text: str) -> bool:
     """A question mark, an ask's opening word ("could you", "which") or a closing colon."""
     return bool(_STRONG_CUE.search(text) or _OPENS.search(text))
@@ -545,10 +570,9 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
         if inline and more_words(inline.group(2), LONG_WORDS // 2) and inline.group(1).strip() not in opened:
             joined, tail = inline.group(1), inline.group(2).rstrip()
             head = joined[:-1]
-            ask = _last_sentence(tail)
             # "Translate this: <text>" asks before its colon; "Our library is weighing ... Data:
             # <figures>. Build the case for and against." asks after its material
-            if not (_strong(head) or _bids(head)) and _asks(ask):
+            if not (_strong(head) or _bids(head)) and (ask := _asking_end(tail)):
                 joined, tail = f"{joined} {ask}", tail[: len(tail) - len(ask)].rstrip()
             material.append(tail)
         else:
@@ -569,9 +593,9 @@ _SATISFY = re.compile(
     r"\b(?:satisf\w*|meets? (?:all|every|each|them|these|those)|fulfil\w*|impossible|all of (?:it|this|them|these)|"
     r"(?:every|each) (?:condition|constraint|rule|requirement)|all (?:the |these |those )?(?:conditions|constraints|rules)|"
     r"erfüll\w*|alle bedingungen|toutes les (?:contraintes|conditions|règles)|todas las (?:condiciones|reglas|restricciones)|"
-    r"cumpl\w*)\b|(?:conditions|constraints|rules|bedingungen|contraintes|condiciones|restricciones)\s*:\s*$"
-    r"|满足|満た|条件[:\uff1a]\s*$|सभी शर्त",
-    re.IGNORECASE,
+    r"cumpl\w*)\b|(?:conditions|constraints|rules|bedingungen|contraintes|condiciones|restricciones)\s*:[ \t]*$"
+    r"|满足|満た|条件[:\uff1a][ \t]*$|सभी शर्त",
+    re.IGNORECASE | re.MULTILINE,
 )
 """A request to find what meets its conditions ("Find a rota or tell me it's impossible", "a plan that
 satisfies everything", "当番表を作りたいです。条件" and its list), not a question about rules ("what do the rules
@@ -581,7 +605,8 @@ _CONDITION = re.compile(
     r"\b(?:must|mustn'?t|can'?t|cannot|can only|only|never|no(?:body| two| more than)?|not|at least|at most|exactly|"
     r"before|after|between|unless|except|same|differ\w*|max\w*|min\w*|apart|together|share|"
     r"nicht|kein\w*|muss|müssen|darf|dürfen|nur|mindestens|höchstens|nie|ne|pas|jamais|doi(?:t|vent)|au (?:moins|plus)|"
-    r"seulement|nunca|debe\w*|solo|al menos|como máximo|sin)\b"
+    r"seulement|avant|après|entre|aucun\w*|vor|nach|zwischen|"
+    r"nunca|debe\w*|solo|al menos|como máximo|sin|antes|después|ningun\w*|tiene(?:n)? que)\b"
     r"|不|必须|至少|最多|只|禁止|以内|以上|以下|まで|不可|同じ|最低|最大|नहीं|ज़रूरी|कम से कम|के बाद|से पहले",
     re.IGNORECASE,
 )
@@ -616,8 +641,9 @@ _STYLE = re.compile(
     r"|zeig\w*(?:\s+sie)?\s+(?:deinen|deine|ihren|ihre|den|die)\s+(?:rechenweg|lösungsweg|gedankengang|überlegungen|schritte)"
     r"|(?:réfléchi|raisonne)\w*\s+(?:étape par étape|pas à pas|soigneusement)"
     r"|montre[zs]?\s+(?:ton|votre|tes|vos)\s+(?:raisonnement|calculs|étapes)"
+    r"|détaille[rz]?\s+(?:le|ton|votre|les|tes|vos)\s+(?:raisonnement|calculs?|étapes)"
     r"|(?:piens|razon|pensem|razonem)\w*\s+(?:paso a paso|con cuidado|detenidamente)"
-    r"|muestra\s+(?:tu|el|los|tus)\s+(?:razonamiento|procedimiento|pasos)"
+    r"|(?:muestra|detalla)\s+(?:tu|el|los|tus)\s+(?:razonamiento|procedimiento|pasos|cálculos?)"
     r"|(?:一歩ずつ|ステップバイステップで|段階的に|順を追って)考え|(?:请)?(?:一步一步|一步步|逐步)地?(?:思考|推理)"
     r"|(?:कदम दर कदम|चरण दर चरण|चरणबद्ध तरीके से)\s+सोच"
     r")[^.!?;:\n\u3002\uff01\uff1f\uff1a\u0964]*[.!?;:\u3002\uff01\uff1f\uff1a\u0964]?",
@@ -656,9 +682,13 @@ def sets_the_task(system: str) -> bool:
 def closes(text: str) -> bool:
     """A last turn that only closes the exchange ("great, thank you!") or turns to something else
     ("thanks! unrelated, but ..."): it does not continue the task before it."""
-    if _ELSEWHERE.search(text[:300]):
-        return True
-    if more_words(text, FOLLOW_UP_WORDS) or not _CLOSING.match(text):
+    return bool(_ELSEWHERE.search(text[:300])) or thanks(text)
+
+
+def thanks(text: str) -> bool:
+    """A turn that only closes the exchange ("great, thank you!", "cheers, that's spot on"): it asks
+    for nothing, here or after."""
+    if more_words(text, FOLLOW_UP_WORDS) or not _CLOSING.match(text) or _ELSEWHERE.search(text[:300]):
         return False
     return not _GOES_ON.search(text) and not _WEAK_CUE.search(text)
 

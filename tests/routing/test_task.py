@@ -662,3 +662,63 @@ def test_a_time_difference_is_a_figure_to_look_up_not_two_ideas_to_compare() -> 
 def test_only_this_in_japanese_asks_for_an_extraction() -> None:
     asked = "このメールから集合時間と場所だけ教えてください。"
     assert feature({"prompt": asked}, "extract") > 0
+
+
+def test_messages_listed_one_quotation_per_line_are_data() -> None:
+    ask = "sort each one into BOOKING, REFUND or OTHER:"
+    quoted = (
+        '"can I move my lesson from thursday to friday"\n"I was charged twice for March, please sort"\n'
+        '"do you have parking on site?"\n"book me in for the 6pm spin class"\n"where do I leave the key"'
+    )
+    split = split_turn(f"{ask}\n{quoted}")
+    assert split.instruction == ask and split.data and "spin class" in split.material
+
+
+def test_conditions_listed_under_a_line_that_ends_with_conditions_join_the_instruction() -> None:
+    conditions = [
+        "- Ninguna familia cocina dos semanas seguidas",
+        "- Los López no pueden antes del día 10",
+        "- La cena de Navidad tiene que ser en casa de los abuelos",
+    ]
+    text = "\n".join(
+        [
+            "Organiza las cenas de diciembre con estas condiciones:",
+            "- 5 familias, una cena cada sábado y cada domingo",
+            *conditions,
+            "¿Es posible? Dame el calendario o dime qué condición hay que cambiar.",
+        ]
+    )
+    instruction = task({"prompt": text}).instruction
+    assert all(c in instruction for c in conditions), instruction
+
+
+def test_the_questions_after_a_colons_figures_join_the_instruction_with_answer_style_after_them() -> None:
+    figures = (
+        "18 € par mois. Chaque hausse de 2 € fait partir 5 membres, et au-delà de 300 membres la salle est pleine. "
+        "Le loyer est de 3 200 € par mois et chaque membre coûte 4 € (assurance, badge). Nous avons 240 membres."
+    )
+    questions = "Quel tarif maximise le résultat ? Et avec une deuxième salle à 1 500 € par mois, est-ce rentable ?"
+    found = task(
+        {"prompt": f"Notre salle d'escalade associative. Tarif actuel : {figures} {questions} Détaille le raisonnement."}
+    )
+    assert questions in found.instruction and "Détaille" not in found.instruction
+
+
+def test_a_score_differential_is_no_doctors_reasoning() -> None:
+    assert feature({"prompt": "Work out the differential for rounds of 88 and 91 at slope 128."}, "reasoning") == 0
+    assert feature({"prompt": "Lay out the differential diagnosis for fever and rash after travel."}, "reasoning") > 0
+
+
+def test_a_turn_that_only_thanks_is_marked_and_one_that_goes_on_is_not() -> None:
+    def turns(last: str) -> dict[str, object]:
+        return {
+            "messages": [
+                {"role": "user", "content": "Plan a 45-minute swim session for beginners."},
+                {"role": "assistant", "content": "Warm-up 10 min, drills 20 min, games 10 min, cool-down 5 min."},
+                {"role": "user", "content": last},
+            ]
+        }
+
+    assert feature(turns("brilliant, that's spot on, they'll love the games 👍"), "thanks") == 1
+    for goes_on in ("thanks! now make it 60 minutes", "thanks! unrelated, but prove that sqrt 2 is irrational"):
+        assert feature(turns(goes_on), "thanks") == 0, goes_on
