@@ -178,13 +178,15 @@ _EXPERT = _Cues(
     # the questions a lawyer, a doctor or an accountant is paid for: rights, liability, risk to a patient, tax
     r"liab\w*|negligen\w*|lawsuit|sue|legally|lawful|unlawful|statute\w*|jurisdiction\w*|compensation|"
     r"enforceab\w*|non-compete|breach|my rights|tenancy law|employment law|gdpr|indemn\w*|taxed|taxable|tax return|"
-    r"deductible|interactions?|contraindicat\w*|dosage|diagnos\w*|symptoms?|prognosis|how urgent|"
+    r"deductible|benefit in kind|taxable benefit|marginal (?:tax )?rate|"
+    r"interactions?|contraindicat\w*|dosage|diagnos\w*|symptoms?|prognosis|how urgent|"
     r"haft\w*|rechtlich\w*|ansprüche?|schadensersatz|kündigungsschutz\w*|unwirksam\w*|rechtswirksam\w*|steuerlich\w*|"
-    r"gerichtsstand\w*|welches recht|anwendbare[sn]? recht|welche vorschriften gelten|"
+    r"gerichtsstand\w*|welches recht|anwendbare[sn]? recht|welche vorschriften gelten|finanzamt\w*|"
+    r"grenzsteuersatz\w*|geldwerte[nr]? vorteil\w*|"
     r"applicable law|governing law|which (?:laws?|regulations?) appl(?:y|ies)|"
     r"responsab\w*|recours|préjudice|droit applicable|juridiction\w*|quelle réglementation|réglementation applicable|"
     r"légal\w*|indemnité\w*|fiscal\w*|reclamar|indemnización|legalmente|despido|ley aplicable|jurisdicci\w*|"
-    r"qué normativa|normativa aplicable",
+    r"qué normativa|normativa aplicable|avantage en nature|retribución en especie|hacienda",
     r"责任|赔偿|违约|合法|诊断|剂量|税务|适用法律|管辖|責任|賠償|違法|診断|用量|税金|準拠法|管轄|ज़िम्मेदारी|मुआवज़ा|कानूनी|निदान",
 )
 _GENRES = (
@@ -343,5 +345,5 @@ def features(payload: Mapping[str, Any], found: Task | None = None) -> list[floa
         float(tool_result),
         float(json_mode),
         math.log1p(instruction.count("\n")),
-        float(thanks(talk.last)),
+        float(thanks(talk.last, replying=talk.turns > 1)),
     ]

@@ -127,7 +127,7 @@ _WEAK_CUE = re.compile(
     r"trouve(?=\s+(?:le|la|les|l'|un|une|des|moi)\b)|calcula|calculen|determina|encuentra|"
     r"fass\w*|übersetz\w*|erklär\w*|schreib\w*|beweis\w*|entw[ie]rf\w*|analysier\w*|nenne|plane|"
     r"résum\w*|tradu\w*|expli\w*|écri\w*|rédige\w*|démontr\w*|prouve\w*|conçoi\w*|concev\w*|analyse[rz]?|"
-    r"resum\w*|escrib\w*|demuestr\w*|demostr\w*|diseñ\w*|analiz\w*|organiz\w*|dime)\b"
+    r"resum\w*|escrib\w*|demuestr\w*|demostr\w*|diseñ\w*|analiz\w*|organi[sz]\w*|dime)\b"
     r"|请|帮我|证明|设计|分析|总结|翻译|解释|写一|ください|証明|設計|要約|翻訳|説明|書いて|कीजिए|बताइए|लिखिए|समझाइए|बनाइए",
     re.IGNORECASE,
 )
@@ -685,10 +685,22 @@ def closes(text: str) -> bool:
     return bool(_ELSEWHERE.search(text[:300])) or thanks(text)
 
 
-def thanks(text: str) -> bool:
-    """A turn that only closes the exchange ("great, thank you!", "cheers, that's spot on"): it asks
-    for nothing, here or after."""
-    if more_words(text, FOLLOW_UP_WORDS) or not _CLOSING.match(text) or _ELSEWHERE.search(text[:300]):
+_THANKS_LAST = re.compile(
+    r"(?:^|[.!,;:)\s])(?:thanks?|thank you|thx|ty|cheers|ta|danke|merci|gracias|谢谢|多谢|ありがとう\w*|धन्यवाद|शुक्रिया)"
+    r"(?:\s+(?:a lot|so much|very much|heaps|loads|a million|mate|schön|vielmals|beaucoup|muchas))?[\s!.🙏👍😊]*$",
+    re.IGNORECASE,
+)
+"""Thanks at the end of a turn ("it was the tyres, all four were at 24 psi! thanks a lot")."""
+
+
+def thanks(text: str, *, replying: bool = True) -> bool:
+    """A turn that only closes the exchange, opening with thanks ("great, thank you!", "cheers,
+    that's spot on") or, in reply to an answer (`replying`), ending with them ("it was the tyres,
+    all four were at 24 psi! thanks a lot"): it asks for nothing, here or after."""
+    if more_words(text, FOLLOW_UP_WORDS) or _ELSEWHERE.search(text[:300]):
+        return False
+    ends = replying and _THANKS_LAST.search(text[-80:]) and not _STRONG_CUE.search(text)  # "why is it blue, thanks" asks
+    if not (_CLOSING.match(text) or ends):
         return False
     return not _GOES_ON.search(text) and not _WEAK_CUE.search(text)
 

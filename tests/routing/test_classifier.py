@@ -14,6 +14,8 @@ import pytest
 from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.offline.router_training import (
     Data,
+    balanced,
+    fit,
     fit_thresholds,
     keyword_rules,
     parse_row,
@@ -343,3 +345,16 @@ def test_the_reasons_are_the_features_whose_mean_would_lower_the_chosen_tiers_pr
     for reason in decision.reasons:
         name, pull = reason.split(" ")
         assert float(pull) == pytest.approx(pulls[name], abs=0.006)
+
+
+def test_the_written_rows_weigh_as_much_together_as_the_generated_ones() -> None:
+    place = np.array([False] * 300 + [True] * 120)
+    weights = balanced(place)
+    assert weights[place].sum() == pytest.approx(weights[~place].sum()) and set(weights[~place]) == {1.0}
+    assert set(balanced(np.ones(50, dtype=bool))) == {1.0} and set(balanced(np.array([True] * 40 + [False] * 10))) == {1.0}
+    # Training counts them so: the same rows placed otherwise give another network.
+    generated, written = synthetic(120, 0), written_like(40, 1)
+    both = Data(*(np.concatenate([getattr(generated, f), getattr(written, f)]) for f in Data.__dataclass_fields__))
+    weighted = fit(both, ["small", "medium", "large"], l2=1e-3, weights=balanced(np.array([False] * 120 + [True] * 40)))
+    plain = fit(both, ["small", "medium", "large"], l2=1e-3)
+    assert not np.allclose(weighted.hidden_weights, plain.hidden_weights)

@@ -722,3 +722,25 @@ def test_a_turn_that_only_thanks_is_marked_and_one_that_goes_on_is_not() -> None
     assert feature(turns("brilliant, that's spot on, they'll love the games 👍"), "thanks") == 1
     for goes_on in ("thanks! now make it 60 minutes", "thanks! unrelated, but prove that sqrt 2 is irrational"):
         assert feature(turns(goes_on), "thanks") == 0, goes_on
+
+
+def test_a_reply_that_reports_back_and_ends_with_thanks_closes_the_exchange() -> None:
+    payload = {
+        "messages": [
+            {"role": "user", "content": "My bike's gears skip under load since I changed the chain. What should I check first?"},
+            {"role": "assistant", "content": "Check the cassette for wear first, then the chain length and the B-tension screw."},
+            {"role": "user", "content": "it was the cassette, worn right down! thanks a lot"},
+        ]
+    }
+    assert feature(payload, "thanks") == 1 and task(payload).earlier == ""
+    # A first request that ends with thanks still asks.
+    assert feature({"prompt": "Organise-moi un week-end à Lyon avec des enfants. Merci !"}, "thanks") == 0
+    assert feature({"messages": [*payload["messages"][:2], {"role": "user", "content": "why is that, thanks"}]}, "thanks") == 0
+
+
+def test_a_taxable_benefit_or_what_the_tax_office_objects_to_is_an_experts_question() -> None:
+    for asked in (
+        "Dienstwagen mit 48.000 € Listenpreis: 1-%-Regelung oder Fahrtenbuch, und was beanstandet das Finanzamt meist?",
+        "Is an electric company car still cheaper as a benefit in kind than a £450 monthly allowance at 40%?",
+    ):
+        assert feature({"prompt": asked}, "expert") > 0, asked
