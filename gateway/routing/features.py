@@ -177,17 +177,19 @@ _PROOF = _Cues(
 _EXPERT = _Cues(
     # the questions a lawyer, a doctor or an accountant is paid for: rights, liability, risk to a patient, tax
     r"liab\w*|negligen\w*|lawsuit|sue|legally|lawful|unlawful|statute\w*|jurisdiction\w*|compensation|"
-    r"enforceab\w*|non-compete|breach|my rights|tenancy law|employment law|gdpr|indemn\w*|taxed|taxable|tax return|"
+    r"enforceab\w*|non-compete|breach|defam\w*|libel\w*|slander\w*|"
+    r"my rights|tenancy law|employment law|gdpr|indemn\w*|taxed|taxable|tax return|"
     r"deductible|benefit in kind|taxable benefit|marginal (?:tax )?rate|"
     r"interactions?|contraindicat\w*|dosage|diagnos\w*|symptoms?|prognosis|how urgent|"
-    r"haft\w*|rechtlich\w*|ansprüche?|schadensersatz|kündigungsschutz\w*|unwirksam\w*|rechtswirksam\w*|steuerlich\w*|"
+    r"haft\w*|rechtlich\w*|ansprüche?|verleumd\w*|üble nachrede|"
+    r"schadensersatz|kündigungsschutz\w*|unwirksam\w*|rechtswirksam\w*|steuerlich\w*|"
     r"gerichtsstand\w*|welches recht|anwendbare[sn]? recht|welche vorschriften gelten|finanzamt\w*|"
     r"grenzsteuersatz\w*|geldwerte[nr]? vorteil\w*|"
     r"applicable law|governing law|which (?:laws?|regulations?) appl(?:y|ies)|"
-    r"responsab\w*|recours|préjudice|droit applicable|juridiction\w*|quelle réglementation|réglementation applicable|"
+    r"responsab\w*|recours|préjudice|diffam\w*|droit applicable|juridiction\w*|quelle réglementation|réglementation applicable|"
     r"légal\w*|indemnité\w*|fiscal\w*|reclamar|indemnización|legalmente|despido|ley aplicable|jurisdicci\w*|"
-    r"qué normativa|normativa aplicable|avantage en nature|retribución en especie|hacienda",
-    r"责任|赔偿|违约|合法|诊断|剂量|税务|适用法律|管辖|責任|賠償|違法|診断|用量|税金|準拠法|管轄|ज़िम्मेदारी|मुआवज़ा|कानूनी|निदान",
+    r"qué normativa|normativa aplicable|avantage en nature|retribución en especie|hacienda|difamaci\w*|calumnia\w*",
+    r"责任|赔偿|违约|合法|诊断|剂量|税务|适用法律|管辖|诽谤|名誉权|名誉毀損|責任|賠償|違法|診断|用量|税金|準拠法|管轄|ज़िम्मेदारी|मुआवज़ा|कानूनी|निदान",
 )
 _GENRES = (
     r"poem|story|haiku|limerick|sonnet|essay|email|e-mail|letter|message|caption|bio|description|speech|"
@@ -208,7 +210,8 @@ _LOOKUP = re.compile(
     re.IGNORECASE,
 )
 _EXTRACT = _Cues(
-    r"extract|pull out|list (?:every|all|the)|find (?:every|all|the)|count|how many|which \w+ (?:had|has|was|is)|"
+    r"extract|pull out|pull (?:the|all|every)|"
+    r"list (?:every|all|the)|find (?:every|all|the)|count|how many|which \w+ (?:had|has|was|is)|"
     r"what (?:time|date|was the|is the)|names? of|only the|just the|one word|extrahier\w*|extrai[st]\w*|extrae\w*|"
     r"liste|nur die|seulement|solo la|solo el|combien|cuántos?|wie viele",
     r"提取|找出|列出|多少|抽出|抜き出|だけを?(?:教え|答え|書き出|知りたい)|いくら|何人|निकाल|कितन|केवल संख्या",

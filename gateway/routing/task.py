@@ -22,14 +22,14 @@ How the last user turn is split:
   spaces or spaced dashes, log lines that start with a date or a time, an invoice's items with their
   amounts, numbered or bulleted entries, a rule book's "§ 3" sections, JSON, a stack trace, a diff,
   lines quoted with `>` or each one quotation, a question with the answer given to it ("Question:
-  ... Answer: ...") that a judge is to rate) or, among several blocks, is long (more than `LONG_WORDS` words); when some
-  block is material, only the first or last block can be the instruction: the one with a question,
-  an ending colon or an ask's opening word ("Return only ...", "Which ..."), else the one with a
-  task word (up to twice as long), else a short one; a line that names the data under it ("Selection
-  A1:E9 (sheet 'Brews'):") is material unless nothing else asks, and so is a title in capitals
-  ("ACCOUNT SUMMARY"); the lines around data that ask join the instruction: one above it that ends
-  with a colon ("Using the table, what is the average:"), a sentence under it ("Weigh the evidence
-  record by record"), whatever their commas;
+  ... Answer: ...") that a judge is to rate) or, among several blocks, is long (more than
+  `LONG_WORDS` words); when some block is material, only the first or last block can be the
+  instruction: the one with a question, an ending colon or an ask's opening word ("Return only ...",
+  "Which ..."), else the one with a task word (up to twice as long), else a short one; a line that
+  names the data under it ("Selection A1:E9 (sheet 'Brews'):") is material unless nothing else asks,
+  and so is a title in capitals ("ACCOUNT SUMMARY"); the lines around data that ask join the
+  instruction: one above it that ends with a colon ("Using the table, what is the average:"), a
+  sentence under it ("Weigh the evidence record by record"), whatever their commas;
 - short blocks of which none asks outright: the first or last one where a task word bids ("Using
   the report, quantify ...", not "after the pay review") is the instruction;
 - within one block, text after a colon that opens a long tail (not a time's colon, nor one in
@@ -124,7 +124,7 @@ _WEAK_CUE = re.compile(
     r"compare|evaluate|critique|identify|suggest|recommend|find|count|label|tell me|propose|plan|build|design|"
     r"quantify|justify|prove|fix|review|improve|convert|format|turn|implement|solve|derive|show|"
     r"weigh|calculate|compute|work out|determine|decide|berechne\w*|ermittle\w*|calcule[rz]?|détermine[rz]?|trouvez|"
-    r"trouve(?=\s+(?:le|la|les|l'|un|une|des|moi)\b)|calcula|calculen|determina|encuentra|"
+    r"trouve(?=\s+(?:le|la|les|l'|un|une|des|moi)\b)|calcula|calculen|determina|encuentra|pull|"
     r"fass\w*|übersetz\w*|erklär\w*|schreib\w*|beweis\w*|entw[ie]rf\w*|analysier\w*|nenne|plane|"
     r"résum\w*|tradu\w*|expli\w*|écri\w*|rédige\w*|démontr\w*|prouve\w*|conçoi\w*|concev\w*|analyse[rz]?|"
     r"resum\w*|escrib\w*|demuestr\w*|demostr\w*|diseñ\w*|analiz\w*|organi[sz]\w*|dime)\b"
@@ -254,8 +254,9 @@ def _untitled(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.isupper())
 
 
-_PROSE = re.compile(r"^\s*[^\W\d_][^\n|\t]*[.!?\u3002\uff01\uff1f]\s*$")
-"""A line that starts with a letter and ends a sentence: written, not a record, whatever its commas."""
+_PROSE = re.compile(r"^\s*[¿¡]?[^\W\d_][^\n|\t]*[.!?\u3002\uff01\uff1f]\s*$")
+"""A line that starts with a letter (after a Spanish "¿" or "¡") and ends a sentence: written, not a
+record, whatever its commas."""
 
 
 def _loose(line: str, *, under: bool = False) -> bool:
@@ -605,8 +606,8 @@ _CONDITION = re.compile(
     r"\b(?:must|mustn'?t|can'?t|cannot|can only|only|never|no(?:body| two| more than)?|not|at least|at most|exactly|"
     r"before|after|between|unless|except|same|differ\w*|max\w*|min\w*|apart|together|share|"
     r"nicht|kein\w*|muss|müssen|darf|dürfen|nur|mindestens|höchstens|nie|ne|pas|jamais|doi(?:t|vent)|au (?:moins|plus)|"
-    r"seulement|avant|après|entre|aucun\w*|vor|nach|zwischen|"
-    r"nunca|debe\w*|solo|al menos|como máximo|sin|antes|después|ningun\w*|tiene(?:n)? que)\b"
+    r"seulement|avant|après|entre|aucun\w*|plus de|moins de|vor|nach|zwischen|niemand|mehr als|weniger als|"
+    r"nunca|debe\w*|solo|al menos|como máximo|sin|antes|después|ningun\w*|nadie|más de|menos de|tiene(?:n)? que)\b"
     r"|不|必须|至少|最多|只|禁止|以内|以上|以下|まで|不可|同じ|最低|最大|नहीं|ज़रूरी|कम से कम|के बाद|से पहले",
     re.IGNORECASE,
 )

@@ -744,3 +744,43 @@ def test_a_taxable_benefit_or_what_the_tax_office_objects_to_is_an_experts_quest
         "Is an electric company car still cheaper as a benefit in kind than a £450 monthly allowance at 40%?",
     ):
         assert feature({"prompt": asked}, "expert") > 0, asked
+
+
+def test_a_spanish_question_under_listed_conditions_asks_whatever_its_commas() -> None:
+    conditions = [
+        "- Cada turno necesita un socorrista al menos 2 horas entre 10:00 y 14:00",
+        "- Marta y Raúl no pueden coincidir",
+        "- Nadie trabaja más de 6 horas",
+    ]
+    ask = "¿Se puede? Dame el cuadrante por persona y hora, o di qué condición falla."
+    text = "\n".join(
+        ["Organiza los turnos de la piscina con estas condiciones:", "- 5 socorristas y 2 piscinas", *conditions, ask]
+    )
+    instruction = task({"prompt": text}).instruction
+    assert ask in instruction and all(c in instruction for c in conditions), instruction
+
+
+def test_pull_asks_for_an_extraction_over_short_paragraphs() -> None:
+    ask = "Pull the closing date and the contact's email from this."
+    notice = "\n\n".join(
+        [
+            "NOTICE OF TENDER - RIVERSIDE LIBRARY REFURBISHMENT",
+            "The council invites tenders for the refurbishment of the Riverside Library reading room, including new "
+            "lighting, shelving and an accessible entrance. Works are planned for the summer closure.",
+            "Tenders must be returned by 12:00 on Friday 30 January. Late tenders will not be considered.",
+            "Questions to the procurement team: tenders@riverside.example.gov, quoting ref RL-2027-04.",
+        ]
+    )
+    found = task({"prompt": f"{ask}\n\n{notice}"})
+    assert found.instruction == ask and found.material_chars >= len(notice) - 10
+    assert feature({"prompt": f"{ask}\n\n{notice}"}, "extract") > 0
+
+
+def test_defamation_is_a_lawyers_question_in_each_language() -> None:
+    for asked in (
+        "A councillor says our article is defamatory and threatens to sue. What are our defences?",
+        "Un élu menace de nous poursuivre pour diffamation : quels moyens de défense avons-nous ?",
+        "Ein Unternehmer wirft uns Verleumdung vor. Was können wir tun?",
+        "Nos acusan de difamación por un reportaje. ¿Qué defensa tenemos?",
+    ):
+        assert feature({"prompt": asked}, "expert") > 0, asked
