@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from gateway.routing.features import FEATURE_NAMES, features
 from gateway.routing.task import routed_text, split_turn, task
 
@@ -614,24 +616,6 @@ def test_an_ask_in_german_french_or_spanish_after_a_colons_figures_joins_the_ins
     assert task({"prompt": f"Ich plane Töpferkurse. Kosten: {zahlen} {frage}"}).instruction.endswith(frage)
 
 
-def test_the_law_that_applies_is_a_lawyers_question() -> None:
-    for asked in (
-        "Mein Kunde in Italien zahlt nicht. Welches Recht gilt, und wo kann ich klagen?",
-        "Mon client belge ne paie pas : quel est le droit applicable et quelle juridiction saisir ?",
-        "Mi cliente en Portugal no paga. ¿Qué ley aplicable hay y qué jurisdicción es competente?",
-    ):
-        assert feature({"prompt": asked}, "expert") > 0, asked
-
-
-def test_the_law_or_regulation_that_applies_in_english_spanish_or_french_is_a_lawyers_question() -> None:
-    for asked in (
-        "My ferry from Italy to Greece was cancelled and the operator is Maltese. Which regulations apply to my refund?",
-        "Perdí el enlace en un billete con dos aerolíneas. ¿Qué normativa aplica y a quién reclamo?",
-        "Mon colis venu de Suisse est bloqué : quelle réglementation s'applique aux frais de douane ?",
-    ):
-        assert feature({"prompt": asked}, "expert") > 0, asked
-
-
 def test_a_spreadsheet_formula_on_its_own_line_is_code_to_read() -> None:
     ask = "what does this do? it's in our expenses sheet"
     formula = '=SUMIFS(Claims!D:D, Claims!A:A, $B2, Claims!C:C, ">="&DATE(2026,4,1)) - VLOOKUP($B2, Paid!A:C, 3, FALSE)'
@@ -738,14 +722,6 @@ def test_a_reply_that_reports_back_and_ends_with_thanks_closes_the_exchange() ->
     assert feature({"messages": [*payload["messages"][:2], {"role": "user", "content": "why is that, thanks"}]}, "thanks") == 0
 
 
-def test_a_taxable_benefit_or_what_the_tax_office_objects_to_is_an_experts_question() -> None:
-    for asked in (
-        "Dienstwagen mit 48.000 € Listenpreis: 1-%-Regelung oder Fahrtenbuch, und was beanstandet das Finanzamt meist?",
-        "Is an electric company car still cheaper as a benefit in kind than a £450 monthly allowance at 40%?",
-    ):
-        assert feature({"prompt": asked}, "expert") > 0, asked
-
-
 def test_a_spanish_question_under_listed_conditions_asks_whatever_its_commas() -> None:
     conditions = [
         "- Cada turno necesita un socorrista al menos 2 horas entre 10:00 y 14:00",
@@ -776,11 +752,25 @@ def test_pull_asks_for_an_extraction_over_short_paragraphs() -> None:
     assert feature({"prompt": f"{ask}\n\n{notice}"}, "extract") > 0
 
 
-def test_defamation_is_a_lawyers_question_in_each_language() -> None:
-    for asked in (
-        "A councillor says our article is defamatory and threatens to sue. What are our defences?",
-        "Un élu menace de nous poursuivre pour diffamation : quels moyens de défense avons-nous ?",
-        "Ein Unternehmer wirft uns Verleumdung vor. Was können wir tun?",
-        "Nos acusan de difamación por un reportaje. ¿Qué defensa tenemos?",
-    ):
-        assert feature({"prompt": asked}, "expert") > 0, asked
+EXPERT_QUESTIONS = (
+    # the law that applies, and the court
+    "Mein Kunde in Italien zahlt nicht. Welches Recht gilt, und wo kann ich klagen?",
+    "Mon client belge ne paie pas : quel est le droit applicable et quelle juridiction saisir ?",
+    "Mi cliente en Portugal no paga. ¿Qué ley aplicable hay y qué jurisdicción es competente?",
+    "My ferry from Italy to Greece was cancelled and the operator is Maltese. Which regulations apply to my refund?",
+    "Perdí el enlace en un billete con dos aerolíneas. ¿Qué normativa aplica y a quién reclamo?",
+    "Mon colis venu de Suisse est bloqué : quelle réglementation s'applique aux frais de douane ?",
+    # a taxable benefit, what the tax office objects to
+    "Dienstwagen mit 48.000 € Listenpreis: 1-%-Regelung oder Fahrtenbuch, und was beanstandet das Finanzamt meist?",
+    "Is an electric company car still cheaper as a benefit in kind than a £450 monthly allowance at 40%?",
+    # defamation
+    "A councillor says our article is defamatory and threatens to sue. What are our defences?",
+    "Un élu menace de nous poursuivre pour diffamation : quels moyens de défense avons-nous ?",
+    "Ein Unternehmer wirft uns Verleumdung vor. Was können wir tun?",
+    "Nos acusan de difamación por un reportaje. ¿Qué defensa tenemos?",
+)
+
+
+@pytest.mark.parametrize("asked", EXPERT_QUESTIONS)
+def test_an_experts_question_is_read_in_each_language(asked: str) -> None:
+    assert feature({"prompt": asked}, "expert") > 0, asked
