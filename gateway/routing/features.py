@@ -198,7 +198,8 @@ _GENRES = (
 _COMPOSE = _Cues(
     # A genre counts when a new one is asked for ("a short poem", "an email to ..."), not when the
     # request is about one it was given ("is this message angry", "which category this email is").
-    r"write|draft|compose|rewrite|create|generate|outline|escrib\w*|redact\w*|écri\w*|rédige\w*|schreib\w*|"
+    r"write|draft|compose|rewrite|create|generate|outline|escrib\w*|redact\w*|écri\w*|rédige\w*|"
+    r"schreib\w*(?![^.!?:\n]{0,80}\b(?:raus|heraus)\s*(?:[.!?\n]|$))|"  # "Schreib mir alle Schläge als Liste raus" extracts
     r"verfass\w*|escrev\w*|scriv\w*|"
     rf"(?:a|an|un|une|una|ein|eine|einen|einem)\s+(?:[\w-]+\s+){{0,2}}(?:{_GENRES})",
     r"写一|写封|写首|写篇|写个|作文|書いて|作成|लिखिए|लिखें",
@@ -213,11 +214,13 @@ _EXTRACT = _Cues(
     r"extract|pull out|pull (?:the|all|every)|"
     r"list (?:every|all|the)|find (?:every|all|the)|count|how many|which \w+ (?:had|has|was|is)|"
     r"what (?:time|date|was the|is the)|names? of|only the|just the|one word|extrahier\w*|extrai[st]\w*|extrae\w*|"
-    r"liste|nur die|seulement|solo la|solo el|combien|cuántos?|wie viele",
+    r"liste|nur die|seulement|solo la|solo el|combien|cuántos?|wie viele|(?:her)?aus(?:such|zieh|schreib)\w*|"
+    r"(?:such|zieh|hol|schreib|filter)\w*(?=[^.!?:\n]{0,80}\b(?:raus|heraus)\s*(?:[.!?\n]|$))",
     r"提取|找出|列出|多少|抽出|抜き出|だけを?(?:教え|答え|書き出|知りたい)|いくら|何人|निकाल|कितन|केवल संख्या",
 )
 _CLASSIFY = _Cues(
-    r"classify|classification|categor\w*|kategori\w*|catégori\w*|label|sentiment|tone|positive|negative|neutral|spam|"
+    r"classify|classification|categor\w*|kategori\w*|catégori\w*|label|tag (?:each|every|them|these|all)|sentiment|tone|"
+    r"positive|negative|neutral|spam|"
     r"which language|what language|topic of|choose one|one of|klassifizier\w*|clasific\w*|classe[rz]|positi[fv]\w*|négati\w*|"
     r"negati\w*|stimmung|tono",
     r"分类|情感|正面|负面|分類|感情|肯定的|否定的|वर्गीकृत|भावना|सकारात्मक|नकारात्मक",
@@ -248,13 +251,16 @@ _CODE_TASK = _Cues(
     r"函数|代码|程序|算法|関数|コード|プログラム|アルゴリズム|फ़ंक्शन|प्रोग्राम|कोड",
 )
 _DEBUG = _Cues(
-    r"bug|bugs|error|exception|traceback|crash\w*|fix|broken|doesn't work|does not work|fails?|failing|leak\w*|"
+    r"bug|bugs|error|exception|traceback|crash\w*|broken|"
+    r"fix(?!\s+(?:(?:the|my|any|all|up|these|those)\s+)?(?:spelling|typos?|punctuation|capitali[sz]ation|wording)\b)|"
+    r"doesn't work|does not work|fails?|failing|leak\w*|"
     r"wrong|race|deadlock|oomkilled|unboundlocalerror|typeerror|fehler|erreur|error",
     r"错误|报错|修复|バグ|エラー|修正|त्रुटि|गलती",
 )
 _FORMAT = _Cues(
     r"markdown|json|csv|table|bullet(?:ed)? list|sort|alphabeti[sz]e|uppercase|lowercase|capitali[sz]e|reverse|"
-    r"reformat|convert|one per line|own line|tabelle|tableau|tabla|sortier\w*|trie[rz]?|ordena\w*",
+    r"reformat|convert|one per line|own line|tabelle|tableau|tabla|sortier\w*|trie[rz]?|ordena\w*|"
+    r"spelling|typos?|proofread\w*|rechtschreib\w*|tippfehler|orthograph\w*|fautes? d'orthographe|ortograf\w*",
     r"表格|排序|格式|表に|並べ|तालिका|क्रम",
 )
 _QUESTION = re.compile(r"[?\uff1f]")

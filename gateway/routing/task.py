@@ -6,8 +6,9 @@ material's size sets the price of a request, not the skill it needs, so the rout
 instruction and counts the material separately. Pure and cheap (bounded work on any input).
 
 How the last user turn is split:
-- fenced code blocks are material (code), and so is a spreadsheet formula on a line of its own
-  ("=IFERROR(INDEX(...))"), and an email's signature (`-- ` and the lines under it);
+- fenced code blocks are material (code), and so are a spreadsheet formula on a line of its own
+  ("=IFERROR(INDEX(...))") and a SQL statement of some lines written in capitals ("SELECT ...\nFROM
+  ...\nJOIN ..."), and an email's signature (`-- ` and the lines under it);
 - a prompt template's sections say their role by their names: the text in paired tags
   (`<document>...</document>`, `<task>...</task>`) and under headings such as `### Instruction`
   or `### Input` is instruction when the section is named for the ask (instruction, task,
@@ -80,6 +81,18 @@ FOLLOW_UP_WORDS = 14
 _FENCE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
 _FORMULA = re.compile(r"^[ \t]*=[ \t]*(?:[A-Z][A-Z0-9.]*\(|\$?[A-Z]{1,3}\$?\d+\b)[^\n]*$", re.MULTILINE)
 """A spreadsheet formula on a line of its own ("=IFERROR(INDEX(Rates!B:B, ...))", "=B2*C2"): code to read."""
+_SQL = re.compile(
+    r"^[ \t]*(?:SELECT|WITH|INSERT INTO|UPDATE|DELETE FROM|CREATE (?:TABLE|VIEW|INDEX))\b[^\n]*"
+    r"(?:\n[ \t]*(?:(?:SELECT|FROM|WHERE|AND|OR|(?:LEFT |RIGHT |INNER |OUTER |FULL |CROSS )*JOIN|ON|GROUP BY|ORDER BY|HAVING|"
+    r"LIMIT|OFFSET|UNION|VALUES|SET|RETURNING|WINDOW|CASE|WHEN|ELSE|END)\b|[ \t]+\S|\)|;)[^\n]*)+",
+    re.MULTILINE,
+)
+"""A SQL statement of two lines or more, not fenced ("SELECT c.tag, l.calving_date\nFROM cows c\nJOIN ..."):
+code to read. Its keywords in capitals, as SQL is written to be read."""
+_SQL_STARTS = ("SELECT", "WITH", "INSERT", "UPDATE", "DELETE", "CREATE")
+SQL_CHARS = 20_000
+"""A turn longer than this is not searched for SQL statements (the search would cost more than the
+rest of the split): it is in a short turn that a statement read as prose becomes the instruction."""
 _BLANK = re.compile(r"\n[ \t]*\n+")
 _DATA_LINE = re.compile(
     r"^\s*(?:[-*•]\s|\d+[.)]\s|\[[^\]]{1,40}\]|\d{1,4}[-/.:]\d{1,2}[-/.:]\d{1,4}\b"  # a log line's date or time
@@ -259,24 +272,28 @@ _PROSE = re.compile(r"^\s*[¿¡]?[^\W\d_][^\n|\t]*[.!?\u3002\uff01\uff1f]\s*$")
 record, whatever its commas."""
 
 
-def _loose(line: str, *, under: bool = False) -> bool:
+def _loose(line: str, *, under: bool = False, csv: bool = True) -> bool:
     """A line around data that is not part of it: neither a record nor a CSV header ("date,amount"),
     whatever its commas when it ends with a colon above the data ("Using the list, what is the
     average:") or is a sentence of some length under it ("There were two others, both weavers.
-    Weigh the evidence record by record, ...")."""
+    Weigh the evidence record by record, ..."), or is a short one above data that is not CSV
+    (`csv`: "farm shop inbox, tag each one ORDER, COMPLAINT or QUESTION" above numbered messages)."""
     if _DATA_LINE.match(line.replace(",", "")):  # a record however its commas read ("Customer: Hi, ...")
         return False
     if under:
         return "," not in line or bool(_PROSE.match(line) and more_words(line, 12))
-    return "," not in line or bool(_OPENS.search(line))  # "Using the list, what is the average:"
+    # "Using the list, what is the average:"; a short line above lines that are no CSV is no header
+    return "," not in line or bool(_OPENS.search(line)) or not (csv or more_words(line, 20))
 
 
 def _peel(block: str) -> tuple[str, str, str]:
     """A data block's leading and trailing lines that are not data ("Tag this list:" above a table,
     "whats the account number" under a bill), and the data between them."""
     lines = block.splitlines()
+    middle = (lines[1:-1] or lines)[:DATA_LINES_READ]
+    csv = 2 * sum(1 for line in middle if line.count(",") >= 2) >= len(middle)  # most lines are CSV rows
     head = 0
-    while head < len(lines) - 1 and head < 3 and _loose(lines[head]):
+    while head < len(lines) - 1 and head < 3 and _loose(lines[head], csv=csv):
         head += 1
     tail = len(lines)
     while tail > head + 1 and len(lines) - tail < 3 and _loose(lines[tail - 1], under=True):
@@ -383,6 +400,9 @@ def _split_read(read: str) -> Split:
     if "=" in rest and (formulas := _FORMULA.findall(rest)):
         code_blocks += formulas
         rest = _FORMULA.sub("\n", rest)
+    if len(rest) <= SQL_CHARS and any(start in rest for start in _SQL_STARTS) and (statements := _SQL.findall(rest)):
+        code_blocks += statements
+        rest = _SQL.sub("\n\n", rest)
     sections = _sections(rest)
     if sections is None:
         return _split_blocks(rest, code_blocks, read)
@@ -575,7 +595,10 @@ def _split_blocks(rest: str, code_blocks: list[str], read: str) -> Split:
             # <figures>. Build the case for and against." asks after its material
             if not (_strong(head) or _bids(head)) and (ask := _asking_end(tail)):
                 joined, tail = f"{joined} {ask}", tail[: len(tail) - len(ask)].rstrip()
-            material.append(tail)
+                if _conditions(tail):  # a puzzle's rules: the problem, not material ("Rape can't be next to beans.")
+                    joined, tail = f"{inline.group(1)} {tail} {ask}", ""
+            if tail:
+                material.append(tail)
         else:
             quoted = _QUOTED.findall(joined)
             for q in quoted:
@@ -603,7 +626,7 @@ satisfies everything", "当番表を作りたいです。条件" and its list), 
 say about dogs?")."""
 _LISTED = re.compile(r"^\s*(?:[-*•・]\s*|\d+[.)]\s)")
 _CONDITION = re.compile(
-    r"\b(?:must|mustn'?t|can'?t|cannot|can only|only|never|no(?:body| two| more than)?|not|at least|at most|exactly|"
+    r"\b(?:must|\w+n'?t|cannot|can only|only|never|no(?:body| two| more than)?|not|at least|at most|exactly|"
     r"before|after|between|unless|except|same|differ\w*|max\w*|min\w*|apart|together|share|"
     r"nicht|kein\w*|muss|müssen|darf|dürfen|nur|mindestens|höchstens|nie|ne|pas|jamais|doi(?:t|vent)|au (?:moins|plus)|"
     r"seulement|avant|après|entre|aucun\w*|plus de|moins de|vor|nach|zwischen|niemand|mehr als|weniger als|"
@@ -611,6 +634,23 @@ _CONDITION = re.compile(
     r"|不|必须|至少|最多|只|禁止|以内|以上|以下|まで|不可|同じ|最低|最大|नहीं|ज़रूरी|कम से कम|के बाद|से पहले",
     re.IGNORECASE,
 )
+CONDITION_SENTENCES = 3
+_DIGIT = re.compile(r"\d")
+"""A colon's tail of at least this many short sentences, most of them conditions, states a problem."""
+
+
+def _conditions(tail: str) -> bool:
+    """A tail of short sentences, most of them conditions without figures: a puzzle's rules ("each
+    gets a different crop: wheat, barley, rape, beans, grass. Rape can't be next to beans. Grass
+    must be at one end. ..."), not a report ("Returns fell from 81% to 77% after fines went.")."""
+    if more_words(tail, 3 * LONG_WORDS):
+        return False
+    sentences = [x for x in _SENTENCE.split(tail) if x.strip()]
+    if len(sentences) < CONDITION_SENTENCES or any(more_words(x, 25) for x in sentences):
+        return False
+    return 2 * sum(1 for x in sentences if _CONDITION.search(x) and not _DIGIT.search(x)) > len(sentences)
+
+
 CONDITION_LINES = 40
 """At most this many listed conditions join the instruction."""
 

@@ -774,3 +774,62 @@ EXPERT_QUESTIONS = (
 @pytest.mark.parametrize("asked", EXPERT_QUESTIONS)
 def test_an_experts_question_is_read_in_each_language(asked: str) -> None:
     assert feature({"prompt": asked}, "expert") > 0, asked
+
+
+def test_a_short_line_with_commas_above_numbered_messages_is_the_ask_not_a_csv_header() -> None:
+    ask = "bike shop emails, mark each one REPAIR, SALE or OTHER"
+    messages = (
+        "1) my chain keeps slipping on the big cog, can you look at it\n2) do you still have the blue gravel bike in a 54\n"
+        "3) what time do you shut on sundays\n4) puncture on the rear, need it by thursday"
+    )
+    split = split_turn(f"{ask}\n{messages}")
+    assert split.instruction == ask and split.data and "gravel bike" in split.material
+    # Above CSV rows such a line is their header.
+    assert "Jan,10,100" in split_turn(f"month, units, revenue\n{TABLE.split(chr(10), 1)[1]}").material
+
+
+def test_tag_each_asks_for_a_classification() -> None:
+    assert feature({"prompt": "tag each review below as PRAISE or GRIPE"}, "classify") > 0
+    assert feature({"prompt": "what does the price tag on a used car leave out?"}, "classify") == 0
+
+
+def test_a_sql_statement_pasted_without_a_fence_is_code_to_read() -> None:
+    ask = "why does this return more rows than members?"
+    query = "SELECT m.id, m.name, p.paid_on\nFROM members m\nLEFT JOIN payments p ON p.member_id = m.id\nWHERE m.active = 1;"
+    split = split_turn(f"{ask}\n{query}")
+    assert split.instruction == ask and split.code and "LEFT JOIN" in split.material
+    # Prose that mentions a select is no statement.
+    prose = "Select the two best offers from the list and say why.\nFrom the three quotes, which is cheapest?"
+    assert not split_turn(prose).code
+
+
+def test_a_puzzles_rules_after_its_colon_are_the_problem_not_material() -> None:
+    rules = (
+        "red, blue, green, white and yellow. The red one isn't at either end of the street. Blue must be next to "
+        "green, on one side or the other. White is somewhere to the left of red. Green can't be the second house. "
+        "Yellow is not next to white, and the middle house is never blue. The first house is not yellow either."
+    )
+    found = task({"prompt": f"Five houses in a street, each painted a different colour: {rules} Which colour is each house?"})
+    assert "Green can't be the second house." in found.instruction and found.material_chars == 0
+    # A document after the colon stays material.
+    report = (
+        "Revenue was 4.2m, up 6% on the year, with most of the growth from the online shop, which now makes up a "
+        "third of sales. Costs rose faster than revenue because of the new warehouse lease and two senior hires. "
+        "Cash at the year end was 1.1m, down from 1.6m, after the loan repayment in March. Marketing spend stayed "
+        "at 5% of revenue, and the wholesale side lost its two largest accounts in the autumn."
+    )
+    found = task({"prompt": f"Annual figures for the board: {report} What should we cut first?"})
+    assert "warehouse" not in found.instruction and found.material_chars > 200
+
+
+def test_fixing_spelling_is_a_light_edit_not_debugging() -> None:
+    asked = {"prompt": "fix the spelling pls: the meating is on wensday at the libary"}
+    assert feature(asked, "debug") == 0 and feature(asked, "format") > 0
+    assert feature({"prompt": "fix the off-by-one in this loop"}, "debug") > 0
+
+
+def test_writing_something_out_in_german_is_an_extraction() -> None:
+    asked = {"prompt": "Schreib mir alle Termine mit Uhrzeit aus der Mail raus."}
+    assert feature(asked, "extract") > 0 and feature(asked, "compose") == 0
+    reply = {"prompt": "Schreib eine kurze Antwort an den Kunden: das Paket geht heute raus, danke für die Geduld."}
+    assert feature(reply, "compose") > 0
