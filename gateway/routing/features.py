@@ -164,7 +164,7 @@ _REASONING = _Cues(
 )
 _DESIGN = _Cues(
     r"design|architect\w*|distributed|scal\w+|concurren\w+|fault[- ]tolerant|consisten\w+|lock-free|thread-safe|"
-    r"replicat\w*|sharding|partition\w*|throughput|latency|failover|migrat\w+|microservices?|"
+    r"replication|replicated|replicas?|sharding|partition\w*|throughput|latency|failover|migrat\w+|microservices?|"
     r"diseñ\w*|concev\w*|conçoi\w*|entwirf|entwerfen|entwurf|projet[ae]\w*|progett\w*|arquitectura|architektur|"
     r"distribuid\w*|distribué\w*|verteilt\w*",
     r"设计|架构|分布式|高并发|一致性|設計|アーキテクチャ|分散|整合性|डिज़ाइन|डिजाइन|प्रणाली",
@@ -214,7 +214,9 @@ _EXTRACT = _Cues(
     r"extract|pull out|pull (?:the|all|every)|"
     r"list (?:every|all|the)|find (?:every|all|the)|count|how many|which \w+ (?:had|has|was|is)|"
     r"what (?:time|date|was the|is the)|names? of|only the|just the|one word|extrahier\w*|extrai[st]\w*|extrae\w*|"
-    r"liste|nur die|seulement|solo la|solo el|combien|cuántos?|wie viele|(?:her)?aus(?:such|zieh|schreib)\w*|"
+    r"liste(?! (?:de diffusion|d'attente|de distribution|de espera|de difusión))|"
+    r"nur die|seulement|solo la|solo el|combien|cuántos?|wie viele|"
+    r"(?:her)?aus(?:such|zieh|schreib)\w*|"
     r"(?:such|zieh|hol|schreib|filter)\w*(?=[^.!?:\n]{0,80}\b(?:raus|heraus)\s*(?:[.!?\n]|$))",
     r"提取|找出|列出|多少|抽出|抜き出|だけを?(?:教え|答え|書き出|知りたい)|いくら|何人|निकाल|कितन|केवल संख्या",
 )
@@ -223,7 +225,7 @@ _CLASSIFY = _Cues(
     r"positive|negative|neutral|spam|"
     r"which language|what language|topic of|choose one|one of|klassifizier\w*|clasific\w*|classe[rz]|positi[fv]\w*|négati\w*|"
     r"negati\w*|stimmung|tono",
-    r"分类|情感|正面|负面|分類|感情|肯定的|否定的|वर्गीकृत|भावना|सकारात्मक|नकारात्मक",
+    r"分类|情感|正面|负面|分類|感情|肯定的|否定的|に分けて|に仕分け|分成|归为|वर्गीकृत|भावना|सकारात्मक|नकारात्मक",
 )
 _SUMMARISE = _Cues(
     r"summar\w*|sum up|tl;?dr|gist|recap|key points|main points|in \w+ bullet|bullet points|condense|"
@@ -252,7 +254,7 @@ _CODE_TASK = _Cues(
 )
 _DEBUG = _Cues(
     r"bug|bugs|error|exception|traceback|crash\w*|broken|"
-    r"fix(?!\s+(?:(?:the|my|any|all|up|these|those)\s+)?(?:spelling|typos?|punctuation|capitali[sz]ation|wording)\b)|"
+    r"fix(?!\s+(?:(?:the|my|any|all|up|these|those)\s+)?(?:spelling|grammar|typos?|punctuation|capitali[sz]ation|wording)\b)|"
     r"doesn't work|does not work|fails?|failing|leak\w*|"
     r"wrong|race|deadlock|oomkilled|unboundlocalerror|typeerror|fehler|erreur|error",
     r"错误|报错|修复|バグ|エラー|修正|त्रुटि|गलती",
@@ -260,7 +262,8 @@ _DEBUG = _Cues(
 _FORMAT = _Cues(
     r"markdown|json|csv|table|bullet(?:ed)? list|sort|alphabeti[sz]e|uppercase|lowercase|capitali[sz]e|reverse|"
     r"reformat|convert|one per line|own line|tabelle|tableau|tabla|sortier\w*|trie[rz]?|ordena\w*|"
-    r"spelling|typos?|proofread\w*|rechtschreib\w*|tippfehler|orthograph\w*|fautes? d'orthographe|ortograf\w*",
+    r"spelling|typos?|proofread\w*|rechtschreib\w*|tippfehler|orthograph\w*|fautes? d'orthographe|ortograf\w*|"
+    r"(?:fix|correct|check)\w* (?:the |my |this |its )?grammar",
     r"表格|排序|格式|表に|並べ|तालिका|क्रम",
 )
 _QUESTION = re.compile(r"[?\uff1f]")

@@ -197,6 +197,8 @@ _WORKS_ON = re.compile(
     r"fass\w*\s+(?:[\w-]+\s+){0,6}?zusammen|résume\w*|extrai\w*|clasific\w*|categoriz\w*|traduc\w*|resum\w*|extrae\w*|"
     r"rewrit\w*|rephras\w*|paraphras\w*|reformul\w*|umformulier\w*|ordne\w*|zuordn\w*|categor(?:y|ies)|kategorie\w*|"
     r"catégorie\w*|categoría\w*|output only|only output|"
+    # fields to fill from what arrives ("Return JSON with antibody, host, clone and lot from the user's note")
+    r"(?:return|output|reply with|respond with|give)\s+(?:a\s+|the\s+|only\s+)?json\s+(?:object\s+)?(?:with|of|containing)|"
     # answers that pick from a set ("Output one of: positive, negative, mixed", "One word.")
     r"sum (?:this |it )?up|tl;?dr|sentiment|stimmung|one of|one word|one label|eine[ns]? der|ein wort|l'une des|"
     r"un seul mot|uno de|una palabra|"
@@ -626,7 +628,8 @@ satisfies everything", "当番表を作りたいです。条件" and its list), 
 say about dogs?")."""
 _LISTED = re.compile(r"^\s*(?:[-*•・]\s*|\d+[.)]\s)")
 _CONDITION = re.compile(
-    r"\b(?:must|\w+n'?t|cannot|can only|only|never|no(?:body| two| more than)?|not|at least|at most|exactly|"
+    r"\b(?:must|\w+n['\u2019]t|(?:ca|wo|do|does|did|is|are|was|were|has|have|had|should|could|would|must|need)nt|"
+    r"cannot|can only|only|never|no(?:body| two| more than)?|not|at least|at most|exactly|"
     r"before|after|between|unless|except|same|differ\w*|max\w*|min\w*|apart|together|share|"
     r"nicht|kein\w*|muss|müssen|darf|dürfen|nur|mindestens|höchstens|nie|ne|pas|jamais|doi(?:t|vent)|au (?:moins|plus)|"
     r"seulement|avant|après|entre|aucun\w*|plus de|moins de|vor|nach|zwischen|niemand|mehr als|weniger als|"
@@ -635,8 +638,8 @@ _CONDITION = re.compile(
     re.IGNORECASE,
 )
 CONDITION_SENTENCES = 3
-_DIGIT = re.compile(r"\d")
 """A colon's tail of at least this many short sentences, most of them conditions, states a problem."""
+_DIGIT = re.compile(r"\d")
 
 
 def _conditions(tail: str) -> bool:
@@ -709,7 +712,8 @@ _YOURS = re.compile(r"\s+(?:your|yourself|you)\b", re.IGNORECASE)
 def sets_the_task(system: str) -> bool:
     """A short system prompt that sets one task for whatever the user sends ("Route each patron
     message to one queue", "You score app-store reviews: positive, negative or mixed", "Extract the
-    time and place."): work named on what arrives, or opening the prompt. The user's turn is then
+    time and place.", "Return JSON with merchant, date and total from the user's receipt."): work
+    named on what arrives, or opening the prompt. The user's turn is then
     the material, whatever it asks of its reader."""
     head = system[:1000]
     if more_words(system, 2 * LONG_WORDS) or not (found := _WORKS_ON.search(head)):

@@ -833,3 +833,51 @@ def test_writing_something_out_in_german_is_an_extraction() -> None:
     assert feature(asked, "extract") > 0 and feature(asked, "compose") == 0
     reply = {"prompt": "Schreib eine kurze Antwort an den Kunden: das Paket geht heute raus, danke für die Geduld."}
     assert feature(reply, "compose") > 0
+
+
+def test_fixing_grammar_is_a_light_edit_not_debugging() -> None:
+    asked = {"prompt": "fix the grammar: 'the buses was late and the driver were rude'"}
+    assert feature(asked, "debug") == 0 and feature(asked, "format") > 0
+
+
+def test_a_system_prompt_that_lists_the_json_fields_to_fill_sets_the_task() -> None:
+    system = "Return JSON with merchant, date and total from the user's receipt. Use null for anything missing."
+    note = "lunch at Dario's, 14 march, came to 23.40 with the tip"
+    found = task({"messages": [{"role": "system", "content": system}, {"role": "user", "content": note}]})
+    assert found.instruction == system and found.material_chars == len(note)
+    # A house style of JSON answers sets no task: the user's question is it.
+    question = "How do I get a refund for a cancelled train?"
+    found = task(
+        {
+            "messages": [
+                {"role": "system", "content": "You are a rail help bot. Reply in JSON."},
+                {"role": "user", "content": question},
+            ]
+        }
+    )
+    assert found.instruction == question
+
+
+def test_sorting_into_named_groups_in_japanese_is_a_classification() -> None:
+    assert feature({"prompt": "次の料理を「和食」「洋食」「中華」に分けてください。天ぷら、麻婆豆腐、オムライス"}, "classify") > 0
+
+
+def test_biological_replicates_are_no_system_design() -> None:
+    assert feature({"prompt": "how many biological replicates do I need for a western blot?"}, "design") == 0
+    assert feature({"prompt": "keep the read replicas consistent after a failover"}, "design") > 0
+
+
+def test_a_mailing_list_is_nothing_to_extract() -> None:
+    assert feature({"prompt": "Écris un message pour la liste de diffusion du club : réunion jeudi à 19 h."}, "extract") == 0
+    assert feature({"prompt": "Liste les dates de livraison de ce bon de commande."}, "extract") > 0
+
+
+def test_words_that_end_in_nt_are_no_conditions() -> None:
+    """'went', 'sent' and 'tenant' are no "n't": a colon's tail of such sentences stays material."""
+    notes = (
+        "The tenant went through every room with the agent. The client sent the deposit on Monday. The parent company "
+        "paid the rent for March. The accountant spent the afternoon on the inventory. The agent went home at six. The "
+        "tenant's dog went into the garden twice. The client's lawyer sent a long email about the boiler."
+    )
+    found = task({"prompt": f"Tuesday's viewing at Elm Road: {notes} Which of these go in the file note?"})
+    assert "accountant" not in found.instruction and found.material_chars > 200
