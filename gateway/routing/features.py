@@ -216,7 +216,7 @@ _EXTRACT = _Cues(
     r"what (?:time|date|was the|is the)|names? of|only the|just the|one word|extrahier\w*|extrai[st]\w*|extrae\w*|"
     r"liste(?! (?:de diffusion|d'attente|de distribution|de espera|de difusión))|"
     r"nur die|seulement|solo la|solo el|combien|cuántos?|wie viele|"
-    r"(?:her)?aus(?:such|zieh|schreib)\w*|"
+    r"(?:he)?raus(?:such|zieh|schreib)\w*|"
     r"(?:such|zieh|hol|schreib|filter)\w*(?=[^.!?:\n]{0,80}\b(?:raus|heraus)\s*(?:[.!?\n]|$))",
     r"提取|找出|列出|多少|抽出|抜き出|だけを?(?:教え|答え|書き出|知りたい)|いくら|何人|निकाल|कितन|केवल संख्या",
 )

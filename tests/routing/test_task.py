@@ -833,6 +833,8 @@ def test_writing_something_out_in_german_is_an_extraction() -> None:
     assert feature(asked, "extract") > 0 and feature(asked, "compose") == 0
     reply = {"prompt": "Schreib eine kurze Antwort an den Kunden: das Paket geht heute raus, danke für die Geduld."}
     assert feature(reply, "compose") > 0
+    assert feature({"prompt": "Such mir bitte alle Rechnungsnummern heraus."}, "extract") > 0
+    assert feature({"prompt": "Bis wann muss ich laut Vertrag ausziehen?"}, "extract") == 0  # moving out
 
 
 def test_fixing_grammar_is_a_light_edit_not_debugging() -> None:
