@@ -713,8 +713,8 @@ def sets_the_task(system: str) -> bool:
     """A short system prompt that sets one task for whatever the user sends ("Route each patron
     message to one queue", "You score app-store reviews: positive, negative or mixed", "Extract the
     time and place.", "Return JSON with merchant, date and total from the user's receipt."): work
-    named on what arrives, or opening the prompt. The user's turn is then
-    the material, whatever it asks of its reader."""
+    named on what arrives, or opening the prompt. The user's turn is then the material, whatever it
+    asks of its reader."""
     head = system[:1000]
     if more_words(system, 2 * LONG_WORDS) or not (found := _WORKS_ON.search(head)):
         return False
