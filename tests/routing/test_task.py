@@ -648,14 +648,28 @@ def test_only_this_in_japanese_asks_for_an_extraction() -> None:
     assert feature({"prompt": asked}, "extract") > 0
 
 
-def test_messages_listed_one_quotation_per_line_are_data() -> None:
-    ask = "sort each one into BOOKING, REFUND or OTHER:"
-    quoted = (
-        '"can I move my lesson from thursday to friday"\n"I was charged twice for March, please sort"\n'
-        '"do you have parking on site?"\n"book me in for the 6pm spin class"\n"where do I leave the key"'
-    )
-    split = split_turn(f"{ask}\n{quoted}")
-    assert split.instruction == ask and split.data and "spin class" in split.material
+@pytest.mark.parametrize(
+    ("ask", "messages", "among"),
+    [
+        pytest.param(
+            "sort each one into BOOKING, REFUND or OTHER:",
+            '"can I move my lesson from thursday to friday"\n"I was charged twice for March, please sort"\n'
+            '"do you have parking on site?"\n"book me in for the 6pm spin class"\n"where do I leave the key"',
+            "spin class",
+            id="one quotation per line",
+        ),
+        pytest.param(  # a short line with commas above records that are no CSV is the ask, not a CSV header
+            "bike shop emails, mark each one REPAIR, SALE or OTHER",
+            "1) my chain keeps slipping on the big cog, can you look at it\n2) do you still have the blue gravel bike in a 54\n"
+            "3) what time do you shut on sundays\n4) puncture on the rear, need it by thursday",
+            "gravel bike",
+            id="numbered under a line with commas",
+        ),
+    ],
+)
+def test_messages_listed_under_their_ask_are_data(ask: str, messages: str, among: str) -> None:
+    split = split_turn(f"{ask}\n{messages}")
+    assert split.instruction == ask and split.data and among in split.material
 
 
 def test_conditions_listed_under_a_line_that_ends_with_conditions_join_the_instruction() -> None:
@@ -776,15 +790,7 @@ def test_an_experts_question_is_read_in_each_language(asked: str) -> None:
     assert feature({"prompt": asked}, "expert") > 0, asked
 
 
-def test_a_short_line_with_commas_above_numbered_messages_is_the_ask_not_a_csv_header() -> None:
-    ask = "bike shop emails, mark each one REPAIR, SALE or OTHER"
-    messages = (
-        "1) my chain keeps slipping on the big cog, can you look at it\n2) do you still have the blue gravel bike in a 54\n"
-        "3) what time do you shut on sundays\n4) puncture on the rear, need it by thursday"
-    )
-    split = split_turn(f"{ask}\n{messages}")
-    assert split.instruction == ask and split.data and "gravel bike" in split.material
-    # Above CSV rows such a line is their header.
+def test_a_line_with_commas_above_csv_rows_is_their_header() -> None:
     assert "Jan,10,100" in split_turn(f"month, units, revenue\n{TABLE.split(chr(10), 1)[1]}").material
 
 
